@@ -1,0 +1,193 @@
+"""
+What ``python -m launcher`` does with composed settings, by ``mode``:
+
+run        wait for Redis, preflight checks, take the single-writer lease, verify the
+           recovered state, then run the node (cache=memory skips straight to the node)
+verify     wait, preflight, verify; print the recovery report; exit 0 sound / 4 problems
+inspect    wait; print the persisted state in the spec's logical view
+retention  wait; apply (or with retention.dry_run list) the retention windows once
+
+Every expected failure is a LauncherError with an exit code (launcher/errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import ExitStack
+
+from nautilus_trader.core.uuid import UUID4
+
+from launcher.config.connection import connection_settings
+from launcher.config.node_config import build_node_config
+from launcher.config.schema import Backend
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Mode
+from launcher.config.schema import VerifyMode
+from launcher.config.validate import validate
+from launcher.errors import ConfigError
+from launcher.errors import LeaseLost
+from launcher.node.runner import NodeRun
+from launcher.servers.embedded import maybe_start_embedded
+from launcher.store.connection import ConnectionSettings
+from launcher.store.connection import master_address
+
+
+log = logging.getLogger("launcher")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Launcher lines (bootstrap, checks, reports) go to stdout beside NautilusTrader's own log."""
+    logger = logging.getLogger("launcher")
+    if not any(getattr(h, "_launcher", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+        handler._launcher = True  # noqa: SLF001
+        logger.addHandler(handler)
+        logger.propagate = False
+    level = {"WARN": "WARNING", "TRACE": "DEBUG", "OFF": "CRITICAL"}.get(level.upper(), level.upper())
+    logger.setLevel(level)
+
+
+def execute(settings: LauncherConfig) -> int:
+    """Run the selected mode and return the process exit code (raises LauncherError on failure)."""
+    configure_logging(settings.run.log_level)
+    validate(settings)
+    conn = connection_settings(settings.cache)
+    if conn is None:
+        if settings.mode != Mode.run:
+            raise ConfigError("mode", f"mode={settings.mode.value} needs a Redis cache profile (cache=redis_dev or cache=redis_sentinel)")
+        log.info("cache=memory: nothing is persisted; state is lost when the node stops")
+        return _run_node(settings, conn=None, instance_id=UUID4(), lease=None)
+    with ExitStack() as stack:
+        embedded = maybe_start_embedded(settings.cache)
+        if embedded is not None:
+            stack.callback(embedded.stop)
+        return _with_store(settings, conn, stack)
+
+
+def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitStack) -> int:
+    from launcher.bootstrap.preflight import run_preflight  # noqa: PLC0415
+    from launcher.bootstrap.wait import wait_for_redis  # noqa: PLC0415
+
+    log.info("Cache store: %s (backend %s, durability %s)", conn.describe(), settings.cache.backend.value,
+             settings.cache.durability.value)
+    client = wait_for_redis(conn, settings.bootstrap.wait_timeout_s)
+    stack.callback(client.close)
+    run_preflight(client, settings, conn)
+
+    if settings.mode == Mode.verify:
+        report = _verify(client, settings, enforce_mode=None)
+        return 0 if not report.problems else 4
+    if settings.mode == Mode.inspect:
+        from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
+
+        print(render_inspection(client, settings))
+        return 0
+    if settings.mode == Mode.retention:
+        from launcher.retention.apply import run_retention_once  # noqa: PLC0415
+
+        run_retention_once(client, settings)
+        return 0
+
+    from launcher.bootstrap.lease import acquire_lease  # noqa: PLC0415
+
+    instance_id = UUID4()
+    lease = acquire_lease(client, settings, instance_id.value)
+    stack.callback(lease.release)
+    report = None
+    if settings.cache.flush_on_start:
+        log.warning("cache.flush_on_start=true: verification skipped; the node will FLUSH the database at start")
+    elif settings.bootstrap.verify != VerifyMode.off:
+        report = _verify(client, settings, enforce_mode=settings.bootstrap.verify)
+    return _run_node(settings, conn=conn, instance_id=instance_id, lease=lease, client=client, report=report)
+
+
+def _verify(client, settings: LauncherConfig, enforce_mode: VerifyMode | None):
+    from launcher.bootstrap.verify import enforce  # noqa: PLC0415
+    from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
+
+    report = verify_state(client, settings)
+    print(report.render(), flush=True)
+    if enforce_mode is not None:
+        enforce(report, enforce_mode)
+    return report
+
+
+def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings):
+    """The resilient backend's factory for the kernel, or None to keep NautilusTrader's adapter."""
+    if settings.cache.backend != Backend.resilient:
+        return None
+    from launcher.cache.kernel_hook import resilient_factory  # noqa: PLC0415
+
+    return resilient_factory(
+        connection=conn,
+        durability=settings.cache.durability.value,
+        min_replica_acks=settings.cache.sentinel.min_replica_acks if conn.is_sentinel else 0,
+        replica_ack_timeout_ms=settings.cache.sentinel.replica_ack_timeout_ms,
+        max_pending_writes=settings.cache.max_pending_writes,
+        spill_dir=settings.cache.spill_dir,
+    )
+
+
+def _run_node(settings: LauncherConfig, conn, instance_id: UUID4, lease, client=None, report=None) -> int:
+    address = None
+    factory = None
+    if conn is not None:
+        if settings.cache.backend == Backend.native and conn.is_sentinel:
+            address = master_address(conn)
+            log.warning(
+                "cache.backend=native cannot follow Sentinel: writing to the current master %s:%s only",
+                *address,
+            )
+        factory = cache_database_factory(settings, conn)
+    node_config = build_node_config(settings, redis_address=address)
+    node_config = _with_instance_id(node_config, instance_id)
+    run = NodeRun(node_config, venue=settings.venue.name, cache_database_factory=factory)
+    run.build()
+    if report is not None:
+        _compare_counts(report, run.loaded_counts)
+    lost: list[str] = []
+    if lease is not None:
+        def on_lost(reason: str) -> None:
+            lost.append(reason)
+            run.request_stop(f"single-writer lease lost ({reason}); stopping trading")
+
+        lease.start_renewing(on_lost)
+    run.run(duration_s=settings.run.duration_s)
+    if conn is not None and settings.cache.backend == Backend.native and not lost:
+        from launcher.bootstrap.manifest import write_manifest_from_cache  # noqa: PLC0415
+        from launcher.cache.layout import trader_key  # noqa: PLC0415
+
+        write_manifest_from_cache(
+            client, trader_key(settings.trader_id, instance_id.value, node_config.cache),
+            run.node.cache, instance_id=instance_id.value, final=True,
+        )
+    if lost:
+        raise LeaseLost(f"node stopped: single-writer lease lost ({lost[0]})")
+    log.info("Node stopped cleanly (%s)", run.stop_reason or "signal")
+    return 0
+
+
+def _with_instance_id(config, instance_id: UUID4):
+    """The kernel, the lease and the manifest must agree on the instance id."""
+    import msgspec  # noqa: PLC0415
+
+    return msgspec.structs.replace(config, instance_id=instance_id)
+
+
+def _compare_counts(report, counts) -> None:
+    expected = report.counts
+    actual = {
+        "orders_open": counts.orders_open,
+        "orders_closed": counts.orders_closed,
+        "positions_open": counts.positions_open,
+        "positions_closed": counts.positions_closed,
+        "accounts": counts.accounts,
+    }
+    mismatched = {k: (expected.get(k), v) for k, v in actual.items() if expected.get(k) != v}
+    if mismatched:
+        log.error("Node loaded counts differ from the recovery report (report, node): %s", mismatched)
+    else:
+        log.info("Node loaded exactly what the recovery report counted: %s", actual)
+

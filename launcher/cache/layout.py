@@ -1,0 +1,105 @@
+"""
+NautilusTrader's Redis key layout (nautilus_trader 1.231, ``cache/database.pyx`` and
+``crates/infrastructure/src/redis/cache.rs``), plus the launcher's own keys beside it.
+
+Every key is ``{trader_key}:{collection}:{id}`` where the trader key is
+``trader-{trader_id}`` (``use_trader_prefix``) optionally followed by ``:{instance_id}``
+(``use_instance_id``). Redis types per collection:
+
+=================================  ======  ===========================================
+key (after the trader key)         type    content
+=================================  ======  ===========================================
+general:{key}                      string  raw bytes
+currencies:{code}                  string  serialized currency map
+instruments:{instrument_id}        string  serialized instrument
+synthetics:{instrument_id}         string  serialized synthetic instrument
+accounts:{account_id}              list    serialized AccountState events (RPUSH)
+orders:{client_order_id}           list    serialized order events, OrderInitialized first
+positions:{position_id}            list    serialized OrderFilled events, opening fill first
+actors:{component_id}:state        string  serialized state dict
+strategies:{strategy_id}:state     string  serialized state dict
+snapshots:orders:{id}              list    serialized order dicts
+snapshots:positions:{id}           list    serialized position dicts
+health:heartbeat                   string  ISO 8601 timestamp
+index:order_ids                    set     client order ids that have a venue order id
+index:orders                       set     all client order ids
+index:orders_open / _closed        set     client order ids by state
+index:orders_emulated / _inflight  set     client order ids
+index:positions / _open / _closed  set     position ids
+index:order_position               hash    client order id -> position id
+index:order_client                 hash    client order id -> client id
+=================================  ======  ===========================================
+
+The launcher adds, under the same trader key (collections NautilusTrader never scans):
+
+=================================  ======  ===========================================
+launcher:manifest:orders           hash    client order id -> events persisted
+launcher:manifest:positions        hash    position id -> events persisted
+launcher:manifest:accounts         hash    account id -> events persisted
+launcher:manifest:meta             hash    instance_id, updated_ns, final (0/1)
+launcher:lease                     string  holder of the single-writer lease (JSON), PX TTL
+=================================  ======  ===========================================
+"""
+
+from __future__ import annotations
+
+from nautilus_trader.cache.config import CacheConfig
+
+
+DELIMITER = ":"
+
+GENERAL = "general"
+CURRENCIES = "currencies"
+INSTRUMENTS = "instruments"
+SYNTHETICS = "synthetics"
+ACCOUNTS = "accounts"
+ORDERS = "orders"
+POSITIONS = "positions"
+ACTORS = "actors"
+STRATEGIES = "strategies"
+SNAPSHOTS_ORDERS = "snapshots:orders"
+SNAPSHOTS_POSITIONS = "snapshots:positions"
+HEARTBEAT = "health:heartbeat"
+
+INDEX_ORDER_IDS = "index:order_ids"
+INDEX_ORDER_POSITION = "index:order_position"
+INDEX_ORDER_CLIENT = "index:order_client"
+INDEX_ORDERS = "index:orders"
+INDEX_ORDERS_OPEN = "index:orders_open"
+INDEX_ORDERS_CLOSED = "index:orders_closed"
+INDEX_ORDERS_EMULATED = "index:orders_emulated"
+INDEX_ORDERS_INFLIGHT = "index:orders_inflight"
+INDEX_POSITIONS = "index:positions"
+INDEX_POSITIONS_OPEN = "index:positions_open"
+INDEX_POSITIONS_CLOSED = "index:positions_closed"
+
+ORDER_SET_INDEXES = (
+    INDEX_ORDER_IDS,
+    INDEX_ORDERS,
+    INDEX_ORDERS_OPEN,
+    INDEX_ORDERS_CLOSED,
+    INDEX_ORDERS_EMULATED,
+    INDEX_ORDERS_INFLIGHT,
+)
+ORDER_HASH_INDEXES = (INDEX_ORDER_POSITION, INDEX_ORDER_CLIENT)
+POSITION_SET_INDEXES = (INDEX_POSITIONS, INDEX_POSITIONS_OPEN, INDEX_POSITIONS_CLOSED)
+
+MANIFEST_ORDERS = "launcher:manifest:orders"
+MANIFEST_POSITIONS = "launcher:manifest:positions"
+MANIFEST_ACCOUNTS = "launcher:manifest:accounts"
+MANIFEST_META = "launcher:manifest:meta"
+LEASE = "launcher:lease"
+
+
+def trader_key(trader_id: str, instance_id: str | None = None, config: CacheConfig | None = None) -> str:
+    """The prefix of every key for `trader_id`, exactly as NautilusTrader builds it."""
+    use_prefix = True if config is None else config.use_trader_prefix
+    use_instance = False if config is None else config.use_instance_id
+    key = f"trader-{trader_id}" if use_prefix else str(trader_id)
+    if use_instance and instance_id:
+        key = f"{key}{DELIMITER}{instance_id}"
+    return key
+
+
+def full_key(prefix: str, key: str) -> str:
+    return f"{prefix}{DELIMITER}{key}"

@@ -1,0 +1,120 @@
+"""
+Composition of the Hydra config outside ``@hydra.main`` (pure apart from reading the
+YAML files and the environment): used to validate command lines before Hydra runs the
+job, to print redacted configs, and by tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import register
+from launcher.errors import ConfigError
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_NAME = "config"
+
+SECRET_KEYS = ("password", "passwd", "secret", "token")
+REDACTED = "***"
+
+
+def compose_config(overrides: list[str] | None = None, *, with_hydra: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with `overrides`; raise ConfigError (one line) on any problem."""
+    register()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return compose(CONFIG_NAME, overrides=list(overrides or []), return_hydra_config=with_hydra)
+    except Exception as e:  # noqa: BLE001 (Hydra raises many types; all mean bad input here)
+        raise config_error_from(e) from None
+
+
+def to_settings(cfg: DictConfig) -> LauncherConfig:
+    """Resolve interpolations (environment variables) and return the typed settings object."""
+    try:
+        node = cfg.copy()
+        if "hydra" in node:
+            with _unlocked(node):
+                del node["hydra"]
+        return OmegaConf.to_object(node)
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+
+
+class _unlocked:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> None:
+        OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)
+
+
+def config_error_from(exc: BaseException) -> ConfigError:
+    """Turn a Hydra/OmegaConf exception chain into one line naming the key and the problem."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for err in reversed(chain):
+        if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+            msg = (getattr(err, "msg", None) or str(err)).strip().splitlines()[0]
+            msg = _simplify(msg)
+            return ConfigError(str(err.full_key), msg)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc)
+    if "Available options" in text:
+        options = [line.strip() for line in text.splitlines()[1:] if line.strip() and "Available" not in line]
+        first = f"{first.rstrip('.')} (available: {', '.join(options)})"
+    return ConfigError("", _simplify(first))
+
+
+def _simplify(msg: str) -> str:
+    if msg.startswith("Key '") and " not in '" in msg:
+        return "unknown key " + msg.split("'")[1]
+    if msg.startswith("Key '") and "is not in struct" in msg:
+        return "unknown key " + msg.split("'")[1]
+    return msg
+
+
+def redact(container: Any) -> Any:
+    """A copy of a plain container with every secret value replaced (keys and override strings)."""
+    if isinstance(container, dict):
+        return {k: (REDACTED if _is_secret(k) and v not in (None, "") else redact(v)) for k, v in container.items()}
+    if isinstance(container, list):
+        return [redact(v) for v in container]
+    if isinstance(container, str) and "=" in container:
+        key, _, value = container.partition("=")
+        if _is_secret(key.rsplit(".", 1)[-1]) and value not in ("", "null"):
+            return f"{key}={REDACTED}"
+    return container
+
+
+def _is_secret(key: Any) -> bool:
+    return isinstance(key, str) and any(word in key.lower() for word in SECRET_KEYS)
+
+
+def redacted_yaml(cfg: DictConfig, *, resolve: bool = False, package: str | None = None) -> str:
+    """YAML of `cfg` (optionally one package of it) with secrets redacted."""
+    try:
+        container = OmegaConf.to_container(cfg, resolve=resolve)
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+    if package:
+        for part in package.split("."):
+            container = container[part]
+    return OmegaConf.to_yaml(OmegaConf.create(redact(container)))

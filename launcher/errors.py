@@ -1,0 +1,50 @@
+"""
+Failures the launcher reports with a documented exit code and one line, never a traceback.
+
+Exit codes (README, "Exit codes"):
+    0  success (for mode=verify: the recovered state is sound)
+    1  unexpected internal error
+    2  bad configuration
+    3  Redis not reachable (in time, or for a reason retrying cannot fix)
+    4  recovered state failed verification
+    5  another node holds the single-writer lease for this trader
+    6  the running node lost its single-writer lease and stopped trading
+    7  a preflight safety check failed (e.g. an eviction policy that deletes state)
+"""
+
+from __future__ import annotations
+
+
+class LauncherError(Exception):
+    """Base class: `exit_code` is the process exit status, `str(self)` the one-line message."""
+
+    exit_code = 1
+
+
+class ConfigError(LauncherError):
+    exit_code = 2
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+class RedisUnavailable(LauncherError):
+    exit_code = 3
+
+
+class VerifyFailed(LauncherError):
+    exit_code = 4
+
+
+class LeaseHeld(LauncherError):
+    exit_code = 5
+
+
+class LeaseLost(LauncherError):
+    exit_code = 6
+
+
+class PreflightFailed(LauncherError):
+    exit_code = 7

