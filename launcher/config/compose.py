@@ -111,7 +111,11 @@ def _is_secret(key: Any) -> bool:
 def redacted_yaml(cfg: DictConfig, *, resolve: bool = False, package: str | None = None) -> str:
     """YAML of `cfg` (optionally one package of it) with secrets redacted."""
     try:
-        container = OmegaConf.to_container(cfg, resolve=resolve)
+        container = OmegaConf.to_container(cfg, resolve=False)
+        if resolve:
+            # Hydra's own section only resolves inside a running job; resolve the rest.
+            job = {k: v for k, v in cfg.items() if k != "hydra"}
+            container.update(OmegaConf.to_container(OmegaConf.create(job), resolve=True))
     except Exception as e:  # noqa: BLE001
         raise config_error_from(e) from None
     if package:

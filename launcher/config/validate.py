@@ -14,7 +14,6 @@ from nautilus_trader.common.config import resolve_config_path
 from nautilus_trader.common.config import resolve_path
 from nautilus_trader.model.enums import account_type_from_str
 from nautilus_trader.model.enums import oms_type_from_str
-from nautilus_trader.model.identifiers import TraderId
 from nautilus_trader.model.objects import Money
 
 from launcher.config.schema import Backend
@@ -39,13 +38,15 @@ def validate(settings: LauncherConfig) -> LauncherConfig:
 
 
 def _check_trader_id(trader_id: str) -> None:
-    try:
-        TraderId(trader_id)
-    except (ValueError, TypeError):
+    # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
+    # process (a Rust panic) on an invalid one. ':' is Redis's key delimiter, so it is refused too.
+    name, sep, tag = str(trader_id).rpartition("-")
+    printable = all("!" <= c <= "~" and c != ":" for c in str(trader_id))
+    if not (sep and name and tag and printable):
         raise ConfigError(
             "trader_id",
-            f"'{trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001)",
-        ) from None
+            f"'{trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
+        )
 
 
 def _check_port(key: str, port: int) -> None:
