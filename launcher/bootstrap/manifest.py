@@ -1,0 +1,144 @@
+"""
+The state manifest: what the node knew it had persisted, kept beside NautilusTrader's keys
+so that verify can name anything Redis lost (``launcher/cache/layout.py``)::
+
+    {trader_key}:launcher:manifest:orders     hash  client order id -> events persisted
+    {trader_key}:launcher:manifest:positions  hash  position id -> events persisted
+    {trader_key}:launcher:manifest:accounts   hash  account id -> events persisted
+    {trader_key}:launcher:manifest:meta       hash  final (0/1), updated_ns, instance_id
+
+The resilient backend updates these hashes inside its own write batches. NautilusTrader's
+native adapter cannot, so for it the launcher writes the manifest from the node's in-memory
+``Cache`` with :func:`write_manifest_from_cache` (``final=True`` after a clean stop, once
+the adapter has flushed its queue).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import redis
+
+from launcher.cache import layout
+
+
+_HSET_CHUNK = 1000
+
+
+@dataclass
+class Manifest:
+    """The manifest as read back; ``present`` is False when no manifest key exists."""
+
+    orders: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    accounts: dict[str, int] = field(default_factory=dict)
+    final: bool = False
+    updated_ns: int | None = None
+    instance_id: str | None = None
+    present: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "present": self.present,
+            "final": self.final,
+            "updated_ns": self.updated_ns,
+            "instance_id": self.instance_id,
+            "orders": len(self.orders),
+            "positions": len(self.positions),
+            "accounts": len(self.accounts),
+        }
+
+
+def manifest_keys(trader_key: str) -> dict[str, str]:
+    return {
+        "orders": layout.full_key(trader_key, layout.MANIFEST_ORDERS),
+        "positions": layout.full_key(trader_key, layout.MANIFEST_POSITIONS),
+        "accounts": layout.full_key(trader_key, layout.MANIFEST_ACCOUNTS),
+        "meta": layout.full_key(trader_key, layout.MANIFEST_META),
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_manifest(client: redis.Redis, trader_key: str) -> Manifest:
+    """Read the four manifest hashes in one round trip."""
+    keys = manifest_keys(trader_key)
+    pipe = client.pipeline(transaction=False)
+    for name in ("orders", "positions", "accounts", "meta"):
+        pipe.hgetall(keys[name])
+    orders, positions, accounts, meta = pipe.execute()
+    manifest = Manifest(
+        orders={_text(k): int(v) for k, v in orders.items()},
+        positions={_text(k): int(v) for k, v in positions.items()},
+        accounts={_text(k): int(v) for k, v in accounts.items()},
+        present=bool(orders or positions or accounts or meta),
+    )
+    meta = {_text(k): _text(v) for k, v in meta.items()}
+    manifest.final = meta.get("final") == "1"
+    if meta.get("updated_ns", "").isdigit():
+        manifest.updated_ns = int(meta["updated_ns"])
+    manifest.instance_id = meta.get("instance_id") or None
+    return manifest
+
+
+def counts_from_cache(cache: Any) -> dict[str, dict[str, int]]:
+    """Event counts per order, position and account held by a NautilusTrader ``Cache``."""
+    persist_accounts = bool(getattr(cache, "persist_account_events", True))
+    return {
+        "orders": {o.client_order_id.value: int(o.event_count) for o in cache.orders()},
+        "positions": {p.id.value: int(p.event_count) for p in cache.positions()},
+        "accounts": (
+            {a.id.value: len(a.events) for a in cache.accounts()} if persist_accounts else {}
+        ),
+    }
+
+
+def write_manifest(
+    client: redis.Redis,
+    trader_key: str,
+    counts: dict[str, dict[str, int]],
+    *,
+    instance_id: str,
+    final: bool,
+) -> None:
+    """
+    Replace the manifest with `counts` in one MULTI/EXEC: readers see the old manifest or
+    the new one, never a mix. Entities no longer held (purged) drop out of it.
+    """
+    keys = manifest_keys(trader_key)
+    pipe = client.pipeline(transaction=True)
+    for name in ("orders", "positions", "accounts"):
+        pipe.delete(keys[name])
+        items = list(counts.get(name, {}).items())
+        for start in range(0, len(items), _HSET_CHUNK):
+            pipe.hset(keys[name], mapping=dict(items[start:start + _HSET_CHUNK]))
+    pipe.hset(
+        keys["meta"],
+        mapping={"final": "1" if final else "0", "updated_ns": str(time.time_ns()), "instance_id": instance_id},
+    )
+    pipe.execute()
+
+
+def write_manifest_from_cache(client: redis.Redis, trader_key: str, cache: Any, *, instance_id: str, final: bool) -> None:
+    """
+    For the native backend: record, from the node's in-memory ``Cache``, how many events
+    each order (``order.event_count``), position (``position.event_count``) and account
+    (``len(account.events)``) has, plus ``meta`` {final, updated_ns, instance_id}.
+
+    Call with ``final=True`` only after the adapter has flushed (node stopped, adapter
+    closed): the manifest then states exactly what Redis must hold.
+    """
+    write_manifest(client, trader_key, counts_from_cache(cache), instance_id=instance_id, final=final)
+
+
+def mark_not_final(client: redis.Redis, trader_key: str, *, instance_id: str) -> None:
+    """Record that a node is running on this state (a crash from here on is not a clean stop)."""
+    client.hset(
+        manifest_keys(trader_key)["meta"],
+        mapping={"final": "0", "updated_ns": str(time.time_ns()), "instance_id": instance_id},
+    )

@@ -1,0 +1,438 @@
+"""
+Verify the recovered state before a node trades on it.
+
+:func:`verify_state` loads what is persisted for the trader (``loader.load_state``) and
+checks, naming every finding by entity and id:
+
+* every entity loads: order events replay into NautilusTrader orders, position fills into
+  positions, account states into accounts; instruments, currencies and saved strategy and
+  actor states decode;
+* every index entry resolves to an entity that exists (``index:orders``,
+  ``orders_open``/``_closed``, ``order_ids``, ``orders_inflight``/``_emulated``,
+  ``index:positions``/``_open``/``_closed``, ``index:order_position`` keys and values,
+  ``index:order_client`` keys);
+* the open/closed/in-flight indexes agree with each entity's state, and every entity is in
+  ``index:orders`` / ``index:positions``;
+* every position fill exists in its order's events (same order, same trade id);
+* NautilusTrader's own ``Cache.check_integrity()`` passes on the loaded objects (loaded
+  through the same ``cache_*`` + ``build_index`` route the execution engine uses);
+* nothing the state manifest records is missing or shorter in Redis (a loss, by id).
+
+:func:`enforce` applies ``bootstrap.verify``: strict raises :class:`VerifyFailed`, warn
+logs one WARN line per problem, off does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from nautilus_trader.cache.cache import Cache
+from nautilus_trader.cache.facade import CacheDatabaseFacade
+
+from launcher.bootstrap.loader import PersistedState
+from launcher.bootstrap.loader import Problem
+from launcher.bootstrap.loader import load_state
+from launcher.cache import layout
+from launcher.errors import RedisUnavailable
+from launcher.errors import VerifyFailed
+
+
+log = logging.getLogger("launcher.bootstrap")
+
+_SHOWN_IN_ERROR = 3
+
+
+@dataclass
+class RecoveryReport:
+    """What verify found: counts, load time, problems, manifest status."""
+
+    trader_id: str
+    trader_key: str
+    counts: dict[str, int] = field(default_factory=dict)
+    load_time_s: float = 0.0
+    verify_time_s: float = 0.0
+    keys_scanned: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    integrity_check: bool | None = None
+    skipped: str | None = None  # why verify did not run, when it did not
+
+    @property
+    def sound(self) -> bool:
+        return self.skipped is None and not self.problems
+
+    @property
+    def status(self) -> str:
+        if self.skipped is not None:
+            return "skipped"
+        return "sound" if not self.problems else "problems"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trader_id": self.trader_id,
+            "trader_key": self.trader_key,
+            "status": self.status,
+            "skipped": self.skipped,
+            "counts": dict(self.counts),
+            "load_time_s": round(self.load_time_s, 6),
+            "verify_time_s": round(self.verify_time_s, 6),
+            "keys_scanned": self.keys_scanned,
+            "integrity_check": self.integrity_check,
+            "manifest": dict(self.manifest),
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def summary(self) -> str:
+        """One line: N problems, the first few named."""
+        n = len(self.problems)
+        shown = "; ".join(str(p) for p in self.problems[:_SHOWN_IN_ERROR])
+        more = f"; and {n - _SHOWN_IN_ERROR} more" if n > _SHOWN_IN_ERROR else ""
+        return f"{n} problem{'' if n == 1 else 's'} in the recovered state of trader {self.trader_id}: {shown}{more}"
+
+    def render(self) -> str:
+        """A human-readable report."""
+        c = self.counts
+        lines = [f"Recovery report: trader {self.trader_id} (keys {self.trader_key}:*)"]
+        if self.skipped is not None:
+            lines.append(f"  verification SKIPPED: {self.skipped}")
+            return "\n".join(lines)
+        lines += [
+            f"  loaded {self.keys_scanned} keys in {self.load_time_s:.3f} s (checks {self.verify_time_s:.3f} s)",
+            f"  orders:      {c.get('orders', 0):>6}  (open {c.get('orders_open', 0)}, "
+            f"closed {c.get('orders_closed', 0)}, in flight {c.get('orders_inflight', 0)})",
+            f"  positions:   {c.get('positions', 0):>6}  (open {c.get('positions_open', 0)}, "
+            f"closed {c.get('positions_closed', 0)})",
+            f"  accounts:    {c.get('accounts', 0):>6}",
+            f"  instruments: {c.get('instruments', 0):>6}  currencies: {c.get('currencies', 0)}",
+            f"  strategies with saved state: {c.get('strategies', 0)}",
+            f"  manifest:    {_manifest_line(self.manifest)}",
+            "  NautilusTrader integrity check: "
+            + {True: "passed", False: "FAILED", None: "not run"}[self.integrity_check],
+        ]
+        if not self.problems:
+            lines.append("  RESULT: SOUND (0 problems)")
+        else:
+            n = len(self.problems)
+            lines.append(f"  RESULT: {n} PROBLEM{'' if n == 1 else 'S'}")
+            lines += [f"    - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _manifest_line(manifest: dict[str, Any]) -> str:
+    if not manifest.get("present"):
+        return "none (nothing recorded yet: losses cannot be detected against it)"
+    when = ""
+    if manifest.get("updated_ns"):
+        when = " at " + datetime.fromtimestamp(manifest["updated_ns"] / 1e9, tz=UTC).isoformat(timespec="seconds")
+    how = "clean stop" if manifest.get("final") else "NOT a clean stop (node crashed or is running)"
+    return (
+        f"{how}, written by instance {manifest.get('instance_id') or '?'}{when}; "
+        f"records {_n(manifest.get('orders', 0), 'order')}, {_n(manifest.get('positions', 0), 'position')}, "
+        f"{_n(manifest.get('accounts', 0), 'account')}"
+    )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None = None) -> RecoveryReport:
+    """
+    Load and check everything persisted for ``settings.trader_id``; return the report (and
+    write it as JSON to ``settings.bootstrap.report_path`` when set). Never raises for
+    problems in the state: :func:`enforce` decides. Raises RedisUnavailable when Redis
+    stops answering mid-way.
+    """
+    trader_id = str(settings.trader_id)
+    if _is_run_mode(settings) and bool(settings.cache.flush_on_start):
+        report = RecoveryReport(trader_id=trader_id, trader_key="")
+        report.skipped = "cache.flush_on_start=true: the node deletes the persisted state at start, so it is not loaded"
+        log.warning("Verify skipped: %s", report.skipped)
+        _write_report(report, settings)
+        return report
+    try:
+        state = load_state(client, settings, instance_id=instance_id)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        raise RedisUnavailable(f"Redis stopped answering while loading the state to verify: {e}") from None
+    started = time.perf_counter()
+    problems = list(state.problems)
+    problems += check_index_references(state)
+    problems += check_index_states(state)
+    problems += check_position_fills(state)
+    problems += check_manifest(state)
+    integrity = nautilus_integrity_check(state)
+    if integrity is False:
+        problems.append(Problem("cache", state.trader_key, "NautilusTrader's Cache.check_integrity() failed on the loaded state"))
+    report = RecoveryReport(
+        trader_id=trader_id,
+        trader_key=state.trader_key,
+        counts=count_state(state),
+        load_time_s=state.load_time_s,
+        verify_time_s=time.perf_counter() - started,
+        keys_scanned=state.keys_scanned,
+        problems=problems,
+        manifest=state.manifest.to_dict() if state.manifest is not None else {"present": False},
+        integrity_check=integrity,
+    )
+    if bool(getattr(settings.cache, "use_instance_id", False)) and instance_id is None:
+        log.warning(
+            "cache.use_instance_id=true: every run writes under a new instance id; "
+            "verified only %s:* (state of earlier runs is not recovered by a new node)",
+            state.trader_key,
+        )
+    log.info(
+        "Verify %s: %d problem(s); %s",
+        "passed" if not problems else "FAILED", len(problems),
+        ", ".join(f"{k} {v}" for k, v in report.counts.items()),
+    )
+    _write_report(report, settings)
+    return report
+
+
+def _is_run_mode(settings: Any) -> bool:
+    mode = getattr(settings, "mode", "run")
+    return str(getattr(mode, "value", mode)) == "run"
+
+
+def _write_report(report: RecoveryReport, settings: Any) -> None:
+    path = getattr(getattr(settings, "bootstrap", None), "report_path", None)
+    if not path:
+        return
+    try:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(report.to_json() + "\n")
+        tmp.replace(target)
+        log.info("Recovery report written to %s", target)
+    except OSError as e:
+        log.error("Could not write the recovery report to %s: %s", path, e)
+
+
+def enforce(report: RecoveryReport, mode: Any) -> None:
+    """strict: raise VerifyFailed on any problem; warn: one WARN line per problem; off: nothing."""
+    mode = str(getattr(mode, "value", mode)).lower()
+    if mode == "off" or report.skipped is not None:
+        return
+    if not report.problems:
+        return
+    if mode == "strict":
+        raise VerifyFailed(report.summary())
+    for problem in report.problems:
+        log.warning("WARN verify: %s", problem)
+    log.warning("verify=warn: continuing despite %d problem(s) in the recovered state", len(report.problems))
+
+
+def count_state(state: PersistedState) -> dict[str, int]:
+    orders = state.orders.values()
+    positions = state.positions.values()
+    return {
+        "orders": len(state.orders),
+        "orders_open": sum(1 for o in orders if o.is_open),
+        "orders_closed": sum(1 for o in orders if o.is_closed),
+        "orders_inflight": sum(1 for o in orders if o.is_inflight),
+        "positions": len(state.positions),
+        "positions_open": sum(1 for p in positions if p.is_open),
+        "positions_closed": sum(1 for p in positions if p.is_closed),
+        "accounts": len(state.accounts),
+        "instruments": len(state.instruments),
+        "currencies": len(state.currencies),
+        "strategies": len(state.strategy_states),
+    }
+
+
+def check_index_references(state: PersistedState) -> list[Problem]:
+    """Every index entry names an order/position whose key exists (one problem per missing id)."""
+    missing_orders: dict[str, list[str]] = {}
+    missing_positions: dict[str, list[str]] = {}
+    for name in layout.ORDER_SET_INDEXES:
+        for id_ in state.indexes.get(name, ()):
+            if id_ not in state.order_keys:
+                missing_orders.setdefault(id_, []).append(name)
+    for id_ in state.order_position:
+        if id_ not in state.order_keys:
+            missing_orders.setdefault(id_, []).append(f"{layout.INDEX_ORDER_POSITION} (key)")
+    for id_ in state.order_client:
+        if id_ not in state.order_keys:
+            missing_orders.setdefault(id_, []).append(f"{layout.INDEX_ORDER_CLIENT} (key)")
+    for name in layout.POSITION_SET_INDEXES:
+        for id_ in state.indexes.get(name, ()):
+            if id_ not in state.position_keys:
+                missing_positions.setdefault(id_, []).append(name)
+    for order_id, position_id in state.order_position.items():
+        if position_id not in state.position_keys:
+            missing_positions.setdefault(position_id, []).append(f"{layout.INDEX_ORDER_POSITION} (value of {order_id})")
+    problems = [
+        Problem("order", id_, f"missing: listed in {', '.join(where)} but {layout.ORDERS}:{id_} does not exist")
+        for id_, where in sorted(missing_orders.items())
+    ]
+    problems += [
+        Problem("position", id_, f"missing: listed in {', '.join(where)} but {layout.POSITIONS}:{id_} does not exist")
+        for id_, where in sorted(missing_positions.items())
+    ]
+    return problems
+
+
+def check_index_states(state: PersistedState) -> list[Problem]:
+    """Open/closed/in-flight indexes agree with each loaded order's and position's state."""
+    problems: list[Problem] = []
+    idx = state.indexes
+    for id_, order in sorted(state.orders.items()):
+        wrong: list[str] = []
+        if id_ not in idx.get(layout.INDEX_ORDERS, ()):
+            wrong.append(f"not in {layout.INDEX_ORDERS}")
+        in_open = id_ in idx.get(layout.INDEX_ORDERS_OPEN, ())
+        in_closed = id_ in idx.get(layout.INDEX_ORDERS_CLOSED, ())
+        if order.is_open and not in_open:
+            wrong.append(f"open but not in {layout.INDEX_ORDERS_OPEN}")
+        if not order.is_open and in_open:
+            wrong.append(f"not open but in {layout.INDEX_ORDERS_OPEN}")
+        if order.is_closed and not in_closed:
+            wrong.append(f"closed but not in {layout.INDEX_ORDERS_CLOSED}")
+        if not order.is_closed and in_closed:
+            wrong.append(f"not closed but in {layout.INDEX_ORDERS_CLOSED}")
+        in_flight = id_ in idx.get(layout.INDEX_ORDERS_INFLIGHT, ())
+        if order.is_inflight and not in_flight:
+            wrong.append(f"in flight but not in {layout.INDEX_ORDERS_INFLIGHT}")
+        if not order.is_inflight and in_flight:
+            wrong.append(f"not in flight but in {layout.INDEX_ORDERS_INFLIGHT}")
+        if wrong:
+            problems.append(Problem("order", id_, f"index disagrees with status {order.status_string()}: {'; '.join(wrong)}"))
+    for id_, position in sorted(state.positions.items()):
+        wrong = []
+        if id_ not in idx.get(layout.INDEX_POSITIONS, ()):
+            wrong.append(f"not in {layout.INDEX_POSITIONS}")
+        in_open = id_ in idx.get(layout.INDEX_POSITIONS_OPEN, ())
+        in_closed = id_ in idx.get(layout.INDEX_POSITIONS_CLOSED, ())
+        if position.is_open and not in_open:
+            wrong.append(f"open but not in {layout.INDEX_POSITIONS_OPEN}")
+        if position.is_open and in_closed:
+            wrong.append(f"open but in {layout.INDEX_POSITIONS_CLOSED}")
+        if position.is_closed and not in_closed:
+            wrong.append(f"closed but not in {layout.INDEX_POSITIONS_CLOSED}")
+        if position.is_closed and in_open:
+            wrong.append(f"closed but in {layout.INDEX_POSITIONS_OPEN}")
+        if wrong:
+            state_text = "open" if position.is_open else "closed"
+            problems.append(Problem("position", id_, f"index disagrees with state {state_text}: {'; '.join(wrong)}"))
+    return problems
+
+
+def check_position_fills(state: PersistedState) -> list[Problem]:
+    """Every fill a position holds is a fill of a persisted order (same client order id and trade id)."""
+    problems: list[Problem] = []
+    for id_, position in sorted(state.positions.items()):
+        for fill in position.events:
+            order_id = fill.client_order_id.value
+            if order_id not in state.order_keys:
+                problems.append(Problem(
+                    "position", id_, f"fill {fill.trade_id} is from order {order_id}, which is not persisted",
+                ))
+                continue
+            order = state.orders.get(order_id)
+            if order is None:
+                continue  # the order itself is reported as not loading
+            if fill.trade_id not in order.trade_ids:
+                problems.append(Problem(
+                    "position", id_, f"fill {fill.trade_id} is not among the fills of order {order_id}",
+                ))
+    return problems
+
+
+_MANIFEST_ENTITIES = (("orders", "order"), ("positions", "position"), ("accounts", "account"))
+
+
+def check_manifest(state: PersistedState) -> list[Problem]:
+    """Anything the manifest records that Redis lacks, or holds fewer events of, is a loss."""
+    manifest = state.manifest
+    if manifest is None or not manifest.present:
+        return []
+    problems: list[Problem] = []
+    for collection, entity in _MANIFEST_ENTITIES:
+        recorded: dict[str, int] = getattr(manifest, collection)
+        persisted = state.events_persisted[collection]
+        for id_, expected in sorted(recorded.items()):
+            have = persisted.get(id_)
+            if have is None:
+                problems.append(Problem(
+                    entity, id_, f"LOST: the manifest records {expected} event(s) but {collection}:{id_} does not exist",
+                ))
+            elif have < expected:
+                lost = expected - have
+                problems.append(Problem(
+                    entity, id_, f"LOST {lost} event(s): the manifest records {expected}, Redis holds {have}",
+                ))
+    return problems
+
+
+class _LoadedDatabase(CacheDatabaseFacade):
+    """
+    A read-only CacheDatabaseFacade over already loaded objects, so NautilusTrader's Cache
+    loads them exactly as it would from Redis (``cache_currencies`` ... ``cache_positions``).
+    """
+
+    def __init__(self, state: PersistedState) -> None:
+        super().__init__()
+        self._state = state
+
+    def load_currencies(self) -> dict:
+        return dict(self._state.currencies)
+
+    def load_instruments(self) -> dict:
+        return {i.id: i for i in self._state.instruments.values()}
+
+    def load_synthetics(self) -> dict:
+        return {}
+
+    def load_accounts(self) -> dict:
+        return {a.id: a for a in self._state.accounts.values()}
+
+    def load_orders(self) -> dict:
+        return {o.client_order_id: o for o in self._state.orders.values()}
+
+    def load_positions(self) -> dict:
+        return {p.id: p for p in self._state.positions.values()}
+
+    def load_index_order_position(self) -> dict:
+        from nautilus_trader.model.identifiers import ClientOrderId  # noqa: PLC0415
+        from nautilus_trader.model.identifiers import PositionId  # noqa: PLC0415
+
+        return {ClientOrderId(k): PositionId(v) for k, v in self._state.order_position.items()}
+
+    def load_index_order_client(self) -> dict:
+        from nautilus_trader.model.identifiers import ClientId  # noqa: PLC0415
+        from nautilus_trader.model.identifiers import ClientOrderId  # noqa: PLC0415
+
+        return {ClientOrderId(k): ClientId(v) for k, v in self._state.order_client.items()}
+
+    def index_order_position(self, client_order_id, position_id) -> None:  # noqa: ANN001
+        return None  # read-only: Cache calls this while linking contingent orders
+
+
+def nautilus_integrity_check(state: PersistedState) -> bool | None:
+    """NautilusTrader's ``Cache.check_integrity()`` on the loaded objects (False also when it cannot run)."""
+    try:
+        cache = Cache(database=_LoadedDatabase(state))
+        cache.cache_currencies()
+        cache.cache_instruments()
+        cache.cache_accounts()
+        cache.cache_orders()
+        cache.cache_order_lists()
+        cache.cache_positions()
+        cache.build_index()
+        return bool(cache.check_integrity())
+    except Exception as e:  # noqa: BLE001
+        log.error("NautilusTrader integrity check could not run: %s: %s", type(e).__name__, e)
+        return False
