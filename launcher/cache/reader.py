@@ -1,0 +1,122 @@
+"""
+Bulk reads for fast recovery: SCAN, then pipelined MGET/LRANGE/HGETALL in chunks on one raw
+pooled connection, replies parsed by hiredis. Connection errors during a read are retried
+with backoff (a failover during start-up is followed) within a bounded time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import tenacity
+
+from launcher.cache.writer import pack_command
+
+
+_RETRIABLE_READ = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    OSError,
+)
+
+
+class BulkReader:
+    """Pipelined reads through `client`'s pool."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        chunk: int = 5000,
+        retry_for_s: float = 10.0,
+        on_round_trip: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._chunk = max(1, chunk)
+        self._on_round_trip = on_round_trip or (lambda op, s: None)
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_RETRIABLE_READ),
+            wait=tenacity.wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
+            stop=tenacity.stop_after_delay(retry_for_s),
+            reraise=True,
+        )
+
+    def _with_connection(self, fn: Callable[[Any], Any]) -> Any:
+        for attempt in self._retrying:
+            with attempt:
+                pool = self._client.connection_pool
+                conn = pool.get_connection()
+                try:
+                    return fn(conn)
+                except BaseException:
+                    conn.disconnect()
+                    raise
+                finally:
+                    pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
+        """Send `commands` in chunks (next chunk written before the previous is read)."""
+        out: list = []
+        chunks = [commands[i : i + self._chunk] for i in range(0, len(commands), self._chunk)]
+        if not chunks:
+            return out
+        t0 = time.monotonic()
+        conn.send_packed_command([b"".join(pack_command(c) for c in chunks[0])], check_health=False)
+        for i, chunk in enumerate(chunks):
+            if i + 1 < len(chunks):
+                conn.send_packed_command([b"".join(pack_command(c) for c in chunks[i + 1])], check_health=False)
+            read = conn.read_response
+            for _ in range(len(chunk)):
+                try:
+                    out.append(read(disable_decoding=True))
+                except redis.exceptions.ResponseError as e:
+                    out.append(e)
+        self._on_round_trip("load_read", time.monotonic() - t0)
+        for value in out:
+            if isinstance(value, redis.exceptions.ResponseError):
+                raise value
+        return out
+
+    def scan(self, pattern: str, count: int = 10_000) -> list[str]:
+        """Every key matching `pattern` (decoded), via SCAN."""
+
+        def run(conn: Any) -> list[str]:
+            t0 = time.monotonic()
+            keys: list[str] = []
+            cursor = b"0"
+            while True:
+                conn.send_packed_command([pack_command((b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count))], check_health=False)
+                cursor, batch = conn.read_response(disable_decoding=True)
+                keys.extend(k.decode() for k in batch)
+                if cursor in (b"0", 0):
+                    break
+            self._on_round_trip("load_scan", time.monotonic() - t0)
+            return list(dict.fromkeys(keys))  # SCAN may return a key more than once
+
+        return self._with_connection(run)
+
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+
+        def run(conn: Any) -> list:
+            commands = [(b"MGET", *keys[i : i + self._chunk]) for i in range(0, len(keys), self._chunk)]
+            out: list = []
+            for reply in self._pipeline(conn, commands):
+                out.extend(reply)
+            return out
+
+        return self._with_connection(run)
+
+    def lrange_all(self, keys: list[str]) -> list[list[bytes]]:
+        if not keys:
+            return []
+        return self._with_connection(lambda conn: self._pipeline(conn, [(b"LRANGE", k, b"0", b"-1") for k in keys]))
+
+    def command(self, *args: Any) -> Any:
+        return self._with_connection(lambda conn: self._pipeline(conn, [args])[0])

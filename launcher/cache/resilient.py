@@ -1,0 +1,739 @@
+"""
+`ResilientCacheDatabase`: a NautilusTrader ``CacheDatabaseFacade`` for Redis that loses
+nothing while the process lives, says so when Redis is away, and recovers state fast.
+
+Layout
+    Byte-for-byte NautilusTrader's (``launcher/cache/layout.py``): the same keys, Redis types
+    and ``MsgSpecSerializer`` payloads as ``nautilus_trader.cache.database.CacheDatabaseAdapter``
+    for the same trader key, so either backend loads what the other wrote. On top, the
+    launcher manifest (``launcher:manifest:*``) is kept in the same MULTI/EXEC as the writes.
+
+Writes (see ``launcher/cache/writer.py`` for the mechanics)
+    ``durability="buffered"``: the hot path serializes the event (as the native adapter
+    does) and enqueues; a writer thread sends a MULTI/EXEC batch every ``buffer_interval_ms``
+    (immediately when unset). ``durability="sync"``: the call returns only once Redis
+    acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
+    as Redis is unreachable, which is the price of that guarantee. Retained writes are resent
+    idempotently after connection loss, lost replies, READONLY (failover) or short WAITs; past
+    ``max_pending_writes`` they spill to an fsync'd file that is replayed on reconnect and by
+    the next instance for the same trader key before it loads anything.
+
+Spill choice
+    When the in-memory FIFO reaches ``max_pending_writes`` the *whole* FIFO is appended to the
+    spill file in one write + fsync, on the calling thread. Rationale: the bound is exact (the
+    writer thread may be stuck in a connect timeout and cannot be relied on to move data),
+    the cost is one fsync per ``max_pending_writes`` writes and only during a long outage, and
+    FIFO order stays simple - in-flight batch, then file, then memory. Nothing is ever dropped
+    silently; a write Redis rejects outright (a bug, not an outage) is logged as an ERROR.
+
+Loads
+    SCAN + pipelined LRANGE/MGET in chunks on one connection, decoded by
+    ``launcher.cache.codec.EventDecoder`` (exactly what the serializer returns, faster),
+    orders rebuilt with ``OrderUnpacker.from_init`` + events (a second ``OrderInitialized``
+    transforms the order as in the native adapter), positions from their fills and instrument.
+    Every load first waits (bounded) until retained writes - including a replayed spill file -
+    are acknowledged, so it sees the latest state.
+
+Outages
+    One WARN when Redis becomes unreachable (with the number of retained writes), one INFO when
+    writes resume (how many were re-sent, how long the outage lasted). Passwords never appear
+    in logs (``ConnectionSettings.describe()``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nautilus_trader.accounting.factory import AccountFactory
+from nautilus_trader.cache.config import CacheConfig
+from nautilus_trader.cache.facade import CacheDatabaseFacade
+from nautilus_trader.common.component import Logger
+from nautilus_trader.core.datetime import format_iso8601
+from nautilus_trader.model.enums import OrderType
+from nautilus_trader.model.enums import TriggerType
+from nautilus_trader.model.enums import currency_type_from_str
+from nautilus_trader.model.enums import currency_type_to_str
+from nautilus_trader.model.events import OrderInitialized
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.model.identifiers import ClientId
+from nautilus_trader.model.identifiers import ClientOrderId
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.identifiers import PositionId
+from nautilus_trader.model.objects import Currency
+from nautilus_trader.model.objects import Price
+from nautilus_trader.model.orders import LimitOrder
+from nautilus_trader.model.orders import MarketOrder
+from nautilus_trader.model.orders.unpacker import OrderUnpacker
+from nautilus_trader.model.position import Position
+
+from launcher.cache import layout as L
+from launcher.cache.codec import EventDecoder
+from launcher.cache.codec import detect_encoding
+from launcher.cache.listener import CacheListener
+from launcher.cache.listener import CacheStats
+from launcher.cache.reader import BulkReader
+from launcher.cache.spill import SpillFile
+from launcher.cache.spill import spill_path
+from launcher.cache.writer import TAG_APPEND
+from launcher.cache.writer import TAG_DELETE_EVENT
+from launcher.cache.writer import TAG_SNAPSHOT
+from launcher.cache.writer import Op
+from launcher.cache.writer import Writer
+from launcher.store.connection import ConnectionSettings
+from launcher.store.connection import connect
+from launcher.store.connection import health_check
+
+
+_NO_TRIGGER = TriggerType.NO_TRIGGER
+KIND_META_FINAL = "meta_final"
+
+
+class ResilientCacheDatabase(CacheDatabaseFacade):
+    """
+    Resilient Redis cache database (see the module docstring).
+
+    Parameters
+    ----------
+    trader_id, instance_id, serializer, config
+        As for NautilusTrader's ``CacheDatabaseAdapter``.
+    connection : ConnectionSettings, optional
+        Where/how to connect (Sentinel, TLS, ACL, pool size, timeouts); default derived from
+        ``config.database``.
+    durability : {"buffered", "sync"}
+    min_replica_acks : int
+        WAIT for this many replicas after each batch; a batch counts as acknowledged only then.
+    replica_ack_timeout_ms : int
+        The WAIT timeout.
+    max_pending_writes : int
+        Retained writes kept in memory before spilling to disk.
+    spill_dir : str
+        Directory of the spill file (one file per trader key).
+    persist_orders, persist_positions : bool
+        When False, order (position) writes are not persisted at all.
+    listener : CacheListener, optional
+        Observer for metrics (no-op by default).
+    close_timeout_s : float, optional
+        Bounded wait of `close()` (and of the start-up replay) for Redis; default 3 x the
+        socket timeout, at least 1 s.
+    max_batch_ops : int
+        Facade writes per MULTI/EXEC batch.
+    max_backoff_s : float
+        Upper bound of the exponential reconnect backoff.
+    """
+
+    def __init__(
+        self,
+        trader_id: Any,
+        instance_id: Any,
+        serializer: Any,
+        config: CacheConfig | None = None,
+        *,
+        connection: ConnectionSettings | None = None,
+        durability: str = "buffered",
+        min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
+        max_pending_writes: int = 100_000,
+        spill_dir: str = "var/spill",
+        persist_orders: bool = True,
+        persist_positions: bool = True,
+        listener: CacheListener | None = None,
+        close_timeout_s: float | None = None,
+        max_batch_ops: int = 1000,
+        max_backoff_s: float = 1.0,
+    ) -> None:
+        if config is None:
+            config = CacheConfig()
+        if not isinstance(config, CacheConfig):
+            raise TypeError(f"config must be a CacheConfig, was {type(config).__name__}")
+        if durability not in ("buffered", "sync"):
+            raise ValueError(f"durability must be 'buffered' or 'sync', was {durability!r}")
+        if min_replica_acks < 0 or max_pending_writes < 1 or replica_ack_timeout_ms < 1:
+            raise ValueError("min_replica_acks >= 0, max_pending_writes >= 1, replica_ack_timeout_ms >= 1 required")
+        super().__init__(config)
+        self._log = Logger(type(self).__name__)
+        self._config = config
+        self._serializer = serializer
+        self._encoding = detect_encoding(serializer)
+        self._trader_id = trader_id
+        self._instance_id = instance_id
+        self._trader_key = L.trader_key(trader_id.value, instance_id.value, config)
+        if connection is None:
+            connection = (
+                ConnectionSettings.from_database_config(config.database) if config.database is not None else ConnectionSettings()
+            )
+        self._settings = connection
+        self._durability = durability
+        self._persist_orders = persist_orders
+        self._persist_positions = persist_positions
+        self.listener = listener or CacheListener()
+        self._stats = CacheStats()
+        self._closed = False
+        if close_timeout_s is None:
+            close_timeout_s = max(1.0, 3.0 * connection.timeout_s)
+        self._close_timeout_s = close_timeout_s
+
+        k = self._trader_key + ":"
+        self._k = k
+        self._idx = {name: k + name for name in (
+            L.INDEX_ORDER_IDS, L.INDEX_ORDER_POSITION, L.INDEX_ORDER_CLIENT, L.INDEX_ORDERS,
+            L.INDEX_ORDERS_OPEN, L.INDEX_ORDERS_CLOSED, L.INDEX_ORDERS_EMULATED, L.INDEX_ORDERS_INFLIGHT,
+            L.INDEX_POSITIONS, L.INDEX_POSITIONS_OPEN, L.INDEX_POSITIONS_CLOSED,
+        )}
+        self._mf_orders = k + L.MANIFEST_ORDERS
+        self._mf_positions = k + L.MANIFEST_POSITIONS
+        self._mf_accounts = k + L.MANIFEST_ACCOUNTS
+        self._mf_meta = k + L.MANIFEST_META
+
+        self._log.info(
+            f"Redis {self._settings.describe()}, trader key '{self._trader_key}', durability={durability}, "
+            f"encoding={self._encoding}, buffer_interval_ms={config.buffer_interval_ms}, "
+            f"min_replica_acks={min_replica_acks}, max_pending_writes={max_pending_writes}",
+        )
+
+        self._client = connect(connection)
+        self._spill = SpillFile(spill_path(spill_dir, self._trader_key))
+        self._reader = BulkReader(
+            self._client,
+            chunk=config.bulk_read_batch_size or 5000,
+            retry_for_s=close_timeout_s,
+            on_round_trip=self._load_round_trip,
+        )
+        self._writer = Writer(
+            client=self._client,
+            describe=self._settings.describe(),
+            spill=self._spill,
+            sync=durability == "sync",
+            buffer_interval_s=(config.buffer_interval_ms or 0) / 1000.0,
+            max_pending_writes=max_pending_writes,
+            min_replica_acks=min_replica_acks,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
+            socket_timeout_s=connection.timeout_s,
+            close_timeout_s=close_timeout_s,
+            max_batch_ops=max_batch_ops,
+            max_backoff_s=max_backoff_s,
+            serializer=serializer,
+            listener=self.listener,
+            stats=self._stats,
+            log=lambda: self._log,
+            name=f"cache-{self._trader_key}",
+        )
+        leftover = self._spill.exists
+        self._writer.start()
+        # A spill file left by an earlier process is at the head of the FIFO: it is replayed
+        # before this instance's own writes and before anything is loaded.
+        if leftover:
+            if self._writer.wait_drained(close_timeout_s):
+                self._log.info(f"Replayed the spilled writes of an earlier run from {self._spill.path}")
+            else:
+                self._log.warning(
+                    f"Redis not reachable yet: {self._writer.pending()} spilled write(s) from an earlier run "
+                    f"stay in {self._spill.path} and are replayed when it is",
+                )
+        self._submit(Op("meta_start", [(b"HSET", self._mf_meta, b"final", b"0", b"instance_id", instance_id.value,
+                                         b"updated_ns", time.time_ns())]))
+
+    # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def trader_key(self) -> str:
+        return self._trader_key
+
+    @property
+    def durability(self) -> str:
+        return self._durability
+
+    @property
+    def spill_path(self) -> str:
+        return str(self._spill.path)
+
+    @property
+    def client(self):
+        """The pooled redis-py client (plain or Sentinel-managed)."""
+        return self._client
+
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters and state."""
+        with self._writer._lock:
+            self._writer._refresh_pending_locked()
+            snapshot = CacheStats(**{**self._stats.__dict__, "round_trip_s": dict(self._stats.round_trip_s)})
+        return snapshot
+
+    def pending_writes(self) -> int:
+        return self._writer.pending()
+
+    def health_check(self) -> bool:
+        t0 = time.monotonic()
+        ok = health_check(self._client)
+        self._load_round_trip("ping", time.monotonic() - t0)
+        return ok
+
+    def wait_until_persisted(self, timeout_s: float = 10.0) -> bool:
+        """Block until every write so far is acknowledged by Redis (False on timeout)."""
+        return self._writer.wait_drained(timeout_s)
+
+    def _load_round_trip(self, operation: str, seconds: float) -> None:
+        self._stats.round_trip_s[operation] = seconds
+        if type(self.listener) is not CacheListener:
+            try:
+                self.listener.on_round_trip(operation, seconds)
+            except Exception:  # noqa: BLE001
+                self._stats.listener_errors += 1
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _submit(self, op: Op) -> int:
+        if self._closed:
+            self._log.error(f"Cache write {op.kind} after close(): spilled to {self._spill.path}")
+        return self._writer.submit(op)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._log.debug("Closing: flushing retained writes")
+        self._writer.submit(Op(KIND_META_FINAL, [(b"HSET", self._mf_meta, b"final", b"1", b"instance_id",
+                                                  self._instance_id.value, b"updated_ns", time.time_ns())]))
+        left = self._writer.close(drop_kinds=(KIND_META_FINAL,))
+        if left:
+            self._log.error(
+                f"Redis unreachable at close ({self._settings.describe()}): {left} write(s) spilled to "
+                f"{self._spill.path}; they are replayed by the next start for trader key '{self._trader_key}'",
+            )
+        else:
+            self._log.info("Closed: every write acknowledged by Redis")
+        try:
+            self._client.connection_pool.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def flush(self) -> None:
+        seq = self._submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
+                                                       self._instance_id.value, b"updated_ns", time.time_ns())]))
+        if self._writer.wait_acked(seq, self._close_timeout_s):
+            self._log.info("Flushed cache database")
+        else:
+            self._log.error("FLUSHDB not acknowledged yet (Redis unreachable); it stays queued in order")
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError("pattern must be a non-empty string")
+        return self._reader.scan(f"{self._trader_key}:{pattern}")
+
+    def add(self, key: str, value: bytes) -> None:
+        self._submit(Op("add", [(b"SET", f"{self._k}{L.GENERAL}:{key}", value)]))
+
+    def add_currency(self, currency: Currency) -> None:
+        payload = self._serializer.serialize({
+            "precision": currency.precision,
+            "iso4217": currency.iso4217,
+            "name": currency.name,
+            "currency_type": currency_type_to_str(currency.currency_type),
+        })
+        self._submit(Op("add_currency", [(b"SET", f"{self._k}{L.CURRENCIES}:{currency.code}", payload)]))
+
+    def add_instrument(self, instrument: Any) -> None:
+        payload = self._serializer.serialize(instrument)
+        self._submit(Op("add_instrument", [(b"SET", f"{self._k}{L.INSTRUMENTS}:{instrument.id.value}", payload)]))
+
+    def add_synthetic(self, synthetic: Any) -> None:
+        payload = self._serializer.serialize(synthetic)
+        self._submit(Op("add_synthetic", [(b"SET", f"{self._k}{L.SYNTHETICS}:{synthetic.id.value}", payload)]))
+
+    def add_account(self, account: Any) -> None:
+        aid = account.id.value
+        payload = self._serializer.serialize(account.last_event)
+        self._submit(Op("add_account", [
+            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 1),
+        ]))
+
+    def update_account(self, account: Any) -> None:
+        aid = account.id.value
+        payload = self._serializer.serialize(account.last_event)
+        self._submit(Op("update_account", [
+            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 0),
+        ]))
+
+    def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
+        if not self._persist_orders:
+            return
+        coid = order.client_order_id.value
+        idx = self._idx
+        payload = self._serializer.serialize(order.last_event)
+        cmds = [
+            (TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 1),
+            (b"SADD", idx[L.INDEX_ORDERS], coid),
+        ]
+        if order.emulation_trigger != _NO_TRIGGER:
+            cmds.append((b"SADD", idx[L.INDEX_ORDERS_EMULATED], coid))
+        if position_id is not None:
+            cmds.append((b"HSET", idx[L.INDEX_ORDER_POSITION], coid, position_id.value))
+        if client_id is not None:
+            cmds.append((b"HSET", idx[L.INDEX_ORDER_CLIENT], coid, client_id.value))
+        self._submit(Op("add_order", cmds, order))
+
+    def update_order(self, order: Any) -> None:
+        if not self._persist_orders:
+            return
+        coid = order.client_order_id.value
+        idx = self._idx
+        payload = self._serializer.serialize(order.last_event)
+        cmds = [(TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 0)]
+        if order.venue_order_id is not None:
+            cmds.append((b"SADD", idx[L.INDEX_ORDER_IDS], coid))
+        cmds.append((b"SADD" if order.is_inflight else b"SREM", idx[L.INDEX_ORDERS_INFLIGHT], coid))
+        if order.is_open:
+            cmds.append((b"SREM", idx[L.INDEX_ORDERS_CLOSED], coid))
+            cmds.append((b"SADD", idx[L.INDEX_ORDERS_OPEN], coid))
+        elif order.is_closed:
+            cmds.append((b"SREM", idx[L.INDEX_ORDERS_OPEN], coid))
+            cmds.append((b"SADD", idx[L.INDEX_ORDERS_CLOSED], coid))
+        cmds.append((b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", idx[L.INDEX_ORDERS_EMULATED], coid))
+        self._submit(Op("update_order", cmds, order))
+
+    def add_position(self, position: Any) -> None:
+        if not self._persist_positions:
+            return
+        pid = position.id.value
+        key = f"{self._k}{L.POSITIONS}:{pid}"
+        payload = self._serializer.serialize(position.last_event)
+        # NETTING flips reuse the position id: the list starts over (as the native adapter does).
+        self._submit(Op("add_position", [
+            (b"DEL", key),
+            (TAG_APPEND, key, self._mf_positions, pid, position.event_count, payload, 1),
+            (b"SADD", self._idx[L.INDEX_POSITIONS], pid),
+            (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid),
+        ], position))
+
+    def update_position(self, position: Any) -> None:
+        if not self._persist_positions:
+            return
+        pid = position.id.value
+        payload = self._serializer.serialize(position.last_event)
+        cmds = [(TAG_APPEND, f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, payload, 0)]
+        if position.is_open:
+            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
+            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
+        elif position.is_closed:
+            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
+            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid))
+        self._submit(Op("update_position", cmds, position))
+
+    def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
+        if not self._persist_orders:
+            return
+        self._submit(Op("index_venue_order_id", [(b"SADD", self._idx[L.INDEX_ORDER_IDS], client_order_id.value)]))
+
+    def index_order_position(self, client_order_id: ClientOrderId, position_id: PositionId) -> None:
+        if not self._persist_orders:
+            return
+        self._submit(Op("index_order_position", [
+            (b"HSET", self._idx[L.INDEX_ORDER_POSITION], client_order_id.value, position_id.value),
+        ]))
+
+    def update_actor(self, actor: Any) -> None:
+        payload = self._serializer.serialize(actor.save())
+        self._submit(Op("update_actor", [(b"SET", f"{self._k}{L.ACTORS}:{actor.id.value}:state", payload)]))
+
+    def update_strategy(self, strategy: Any) -> None:
+        payload = self._serializer.serialize(strategy.save())
+        self._submit(Op("update_strategy", [(b"SET", f"{self._k}{L.STRATEGIES}:{strategy.id.value}:state", payload)]))
+
+    def snapshot_order_state(self, order: Any) -> None:
+        if not self._persist_orders:
+            return
+        payload = self._serializer.serialize(order.to_dict())
+        self._submit(Op("snapshot_order_state", [
+            (TAG_SNAPSHOT, f"{self._k}{L.SNAPSHOTS_ORDERS}:{order.client_order_id.value}", payload),
+        ]))
+
+    def snapshot_position_state(self, position: Any, ts_snapshot: int, unrealized_pnl: Any = None) -> None:
+        if not self._persist_positions:
+            return
+        state = position.to_dict()
+        if unrealized_pnl is not None:
+            state["unrealized_pnl"] = str(unrealized_pnl)
+        state["ts_snapshot"] = ts_snapshot
+        payload = self._serializer.serialize(state)
+        self._submit(Op("snapshot_position_state", [
+            (TAG_SNAPSHOT, f"{self._k}{L.SNAPSHOTS_POSITIONS}:{position.id.value}", payload),
+        ]))
+
+    def heartbeat(self, timestamp: Any) -> None:
+        self._submit(Op("heartbeat", [(b"SET", f"{self._k}{L.HEARTBEAT}", format_iso8601(timestamp))]))
+
+    def delete_order(self, client_order_id: ClientOrderId) -> None:
+        coid = client_order_id.value
+        cmds: list = [(b"DEL", f"{self._k}{L.ORDERS}:{coid}")]
+        cmds += [(b"SREM", self._idx[name], coid) for name in L.ORDER_SET_INDEXES]
+        cmds += [(b"HDEL", self._idx[name], coid) for name in L.ORDER_HASH_INDEXES]
+        cmds.append((b"HDEL", self._mf_orders, coid))
+        self._submit(Op("delete_order", cmds))
+
+    def delete_position(self, position_id: PositionId) -> None:
+        pid = position_id.value
+        cmds: list = [(b"DEL", f"{self._k}{L.POSITIONS}:{pid}")]
+        cmds += [(b"SREM", self._idx[name], pid) for name in L.POSITION_SET_INDEXES]
+        cmds.append((b"HDEL", self._mf_positions, pid))
+        self._submit(Op("delete_position", cmds))
+
+    def delete_account_event(self, account_id: AccountId, event_id: str) -> None:
+        aid = account_id.value
+        self._submit(Op("delete_account_event", [
+            (TAG_DELETE_EVENT, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, event_id, self._encoding),
+        ]))
+
+    def delete_actor(self, component_id: Any) -> None:
+        self._submit(Op("delete_actor", [(b"DEL", f"{self._k}{L.ACTORS}:{component_id.value}:state")]))
+
+    def delete_strategy(self, strategy_id: Any) -> None:
+        self._submit(Op("delete_strategy", [(b"DEL", f"{self._k}{L.STRATEGIES}:{strategy_id.value}:state")]))
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _before_read(self) -> None:
+        if not self._writer.wait_drained(self._close_timeout_s):
+            self._log.warning(
+                f"Loading while {self._writer.pending()} write(s) are not yet acknowledged by Redis: "
+                "the loaded state may not include them",
+            )
+
+    def _ids(self, collection: str) -> tuple[list[str], list[str]]:
+        prefix = f"{self._k}{collection}:"
+        keys = self._reader.scan(prefix + "*")
+        return keys, [key[len(prefix):] for key in keys]
+
+    def _loaded(self, what: str, count: int, t0: float) -> None:
+        if type(self.listener) is not CacheListener:
+            try:
+                self.listener.on_load(what, count, time.monotonic() - t0)
+            except Exception:  # noqa: BLE001
+                self._stats.listener_errors += 1
+
+    def load_all(self) -> dict:
+        instruments = self.load_instruments()
+        return {
+            "currencies": self.load_currencies(),
+            "instruments": instruments,
+            "synthetics": self.load_synthetics(),
+            "accounts": self.load_accounts(),
+            "orders": self.load_orders(),
+            "positions": self.load_positions(instruments=instruments),
+        }
+
+    def load(self) -> dict:
+        self._before_read()
+        keys, names = self._ids(L.GENERAL)
+        values = self._reader.mget(keys)
+        return {name: value for name, value in zip(names, values) if value is not None}
+
+    def load_currencies(self) -> dict:
+        self._before_read()
+        t0 = time.monotonic()
+        keys, codes = self._ids(L.CURRENCIES)
+        currencies = {}
+        for code, raw in zip(codes, self._reader.mget(keys)):
+            if raw is None:
+                continue
+            try:
+                currencies[code] = self._currency(code, raw)
+            except Exception as e:  # noqa: BLE001 (as the native adapter: log and go on)
+                self._log.error(f"Failed to deserialize currency {code}: {e}")
+        self._loaded("currencies", len(currencies), t0)
+        return currencies
+
+    def _currency(self, code: str, raw: bytes) -> Currency:
+        c_map = self._serializer.deserialize(raw)
+        return Currency(
+            code=code,
+            precision=int(c_map["precision"]),
+            iso4217=int(c_map["iso4217"]),
+            name=c_map["name"],
+            currency_type=currency_type_from_str(c_map["currency_type"]),
+        )
+
+    def _load_strings(self, collection: str, what: str) -> dict:
+        self._before_read()
+        t0 = time.monotonic()
+        keys, names = self._ids(collection)
+        result = {}
+        for name, raw in zip(names, self._reader.mget(keys)):
+            if raw is None:
+                continue
+            try:
+                obj = self._serializer.deserialize(raw)
+                result[obj.id] = obj
+            except Exception as e:  # noqa: BLE001 (as the native adapter: log and go on)
+                self._log.error(f"Failed to deserialize {what} {name}: {e}")
+        self._loaded(what, len(result), t0)
+        return result
+
+    def load_instruments(self) -> dict:
+        return self._load_strings(L.INSTRUMENTS, "instrument")
+
+    def load_synthetics(self) -> dict:
+        return self._load_strings(L.SYNTHETICS, "synthetic")
+
+    def load_accounts(self) -> dict:
+        self._before_read()
+        t0 = time.monotonic()
+        keys, _ = self._ids(L.ACCOUNTS)
+        decoder = EventDecoder(self._serializer, self._encoding)
+        accounts = {}
+        for raw_events in self._reader.lrange_all(keys):
+            account = self._build_account(raw_events, decoder)
+            if account is not None:
+                accounts[account.id] = account
+        self._loaded("accounts", len(accounts), t0)
+        return accounts
+
+    @staticmethod
+    def _build_account(raw_events: list[bytes], decoder: EventDecoder) -> Any:
+        if not raw_events:
+            return None
+        decode = decoder.decode
+        account = AccountFactory.create(decode(raw_events[0]))
+        for raw in raw_events[1:]:
+            account.apply(decode(raw))
+        return account
+
+    def load_orders(self) -> dict:
+        self._before_read()
+        t0 = time.monotonic()
+        keys, ids = self._ids(L.ORDERS)
+        decoder = EventDecoder(self._serializer, self._encoding)
+        orders = {}
+        for coid, raw_events in zip(ids, self._reader.lrange_all(keys)):
+            order = self._build_order(coid, raw_events, decoder)
+            if order is not None:
+                orders[order.client_order_id] = order
+        self._loaded("orders", len(orders), t0)
+        return orders
+
+    @staticmethod
+    def _build_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> Any:
+        """Rebuild one order exactly like the native ``load_order``."""
+        if not raw_events:
+            return None
+        decode = decoder.decode
+        init = decode(raw_events[0])
+        order = OrderUnpacker.from_init(init)
+        seen = {init.id}
+        for count, raw in enumerate(raw_events[1:]):
+            try:
+                event = decode(raw)
+            except ValueError as e:
+                raise RuntimeError(f"Error deserializing event for ClientOrderId('{coid}'): {e!r}") from e
+            if event.id in seen:
+                raise RuntimeError(f"Corrupt cache with duplicate event for order {event}")
+            seen.add(event.id)
+            if count > 0 and isinstance(event, OrderInitialized):
+                if event.order_type == OrderType.MARKET:
+                    order = MarketOrder.transform_py(order, event.ts_init)
+                elif event.order_type == OrderType.LIMIT:
+                    order = LimitOrder.transform_py(order, event.ts_init, Price.from_str(event.options["price"]))
+                else:
+                    raise RuntimeError(f"Cannot transform order to {event.order_type!r}")
+            else:
+                order.apply(event)
+        return order
+
+    def load_positions(self, instruments: dict | None = None) -> dict:
+        self._before_read()
+        t0 = time.monotonic()
+        keys, _ = self._ids(L.POSITIONS)
+        decoder = EventDecoder(self._serializer, self._encoding)
+        fills = [[decoder.decode(raw) for raw in raw_events] for raw_events in self._reader.lrange_all(keys) if raw_events]
+        instruments = dict(instruments or {})
+        missing = sorted({str(f[0].instrument_id) for f in fills if f[0].instrument_id not in instruments})
+        if missing:
+            raws = self._reader.mget([f"{self._k}{L.INSTRUMENTS}:{i}" for i in missing])
+            for instrument_id, raw in zip(missing, raws):
+                if raw is not None:
+                    instruments[InstrumentId.from_str(instrument_id)] = self._serializer.deserialize(raw)
+        positions = {}
+        for events in fills:
+            position = self._build_position(events, instruments)
+            if position is not None:
+                positions[position.id] = position
+        self._loaded("positions", len(positions), t0)
+        return positions
+
+    def _build_position(self, events: list, instruments: dict) -> Position | None:
+        initial = events[0]
+        instrument = instruments.get(initial.instrument_id)
+        if instrument is None:
+            self._log.error(f"Cannot load position: no instrument found for {initial.instrument_id}")
+            return None
+        position = Position(instrument, initial)
+        seen = {initial.id}
+        for fill in events[1:]:
+            if fill.id in seen:
+                raise RuntimeError(f"Corrupt cache with duplicate event for position {fill}")
+            seen.add(fill.id)
+            position.apply(fill)
+        return position
+
+    def load_index_order_position(self) -> dict:
+        self._before_read()
+        raw = self._reader.command(b"HGETALL", self._idx[L.INDEX_ORDER_POSITION])
+        return {ClientOrderId(k.decode()): PositionId(v.decode()) for k, v in _pairs(raw)}
+
+    def load_index_order_client(self) -> dict:
+        self._before_read()
+        raw = self._reader.command(b"HGETALL", self._idx[L.INDEX_ORDER_CLIENT])
+        return {ClientOrderId(k.decode()): ClientId(v.decode()) for k, v in _pairs(raw)}
+
+    def load_currency(self, code: str) -> Currency | None:
+        self._before_read()
+        raw = self._reader.command(b"GET", f"{self._k}{L.CURRENCIES}:{code}")
+        return self._currency(code, raw) if raw else None
+
+    def load_instrument(self, instrument_id: InstrumentId) -> Any:
+        self._before_read()
+        raw = self._reader.command(b"GET", f"{self._k}{L.INSTRUMENTS}:{instrument_id.value}")
+        return self._serializer.deserialize(raw) if raw else None
+
+    def load_synthetic(self, instrument_id: InstrumentId) -> Any:
+        if not instrument_id.is_synthetic():
+            raise ValueError("instrument_id was not for a synthetic instrument")
+        self._before_read()
+        raw = self._reader.command(b"GET", f"{self._k}{L.SYNTHETICS}:{instrument_id.value}")
+        return self._serializer.deserialize(raw) if raw else None
+
+    def load_account(self, account_id: AccountId) -> Any:
+        self._before_read()
+        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ACCOUNTS}:{account_id.value}", b"0", b"-1")
+        return self._build_account(raw_events, EventDecoder(self._serializer, self._encoding))
+
+    def load_order(self, client_order_id: ClientOrderId) -> Any:
+        self._before_read()
+        coid = client_order_id.value
+        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ORDERS}:{coid}", b"0", b"-1")
+        return self._build_order(coid, raw_events, EventDecoder(self._serializer, self._encoding))
+
+    def load_position(self, position_id: PositionId) -> Position | None:
+        self._before_read()
+        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.POSITIONS}:{position_id.value}", b"0", b"-1")
+        if not raw_events:
+            return None
+        decoder = EventDecoder(self._serializer, self._encoding)
+        events = [decoder.decode(raw) for raw in raw_events]
+        instrument = self.load_instrument(events[0].instrument_id)
+        return self._build_position(events, {events[0].instrument_id: instrument} if instrument else {})
+
+    def load_actor(self, component_id: Any) -> dict:
+        self._before_read()
+        raw = self._reader.command(b"GET", f"{self._k}{L.ACTORS}:{component_id.value}:state")
+        return self._serializer.deserialize(raw) if raw else {}
+
+    def load_strategy(self, strategy_id: Any) -> dict:
+        self._before_read()
+        raw = self._reader.command(b"GET", f"{self._k}{L.STRATEGIES}:{strategy_id.value}:state")
+        return self._serializer.deserialize(raw) if raw else {}
+
+
+def _pairs(flat: list) -> list[tuple[bytes, bytes]]:
+    if isinstance(flat, dict):
+        return list(flat.items())
+    return list(zip(flat[0::2], flat[1::2]))

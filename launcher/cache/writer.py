@@ -1,0 +1,808 @@
+"""
+The write path of the resilient cache backend: retained writes, a background writer thread,
+idempotent atomic batches, backoff/reconnect, replica acknowledgement and the spill file.
+
+Model
+-----
+Every facade write becomes one `Op`: a short list of Redis commands that must apply together
+(the entity's data, its indexes and its launcher manifest field). `Writer.submit` only appends
+the op to an in-memory FIFO (buffered mode) or additionally waits for its acknowledgement
+(sync mode). One writer thread takes ops in FIFO order and sends them as a single
+``MULTI ... EXEC`` transaction per batch on one connection, optionally followed by
+``WAIT min_replica_acks timeout`` on the same connection. An op is released only when its
+batch was acknowledged (EXEC reply read, and WAIT satisfied when asked for); until then it is
+retained, so a lost connection, a lost reply, a READONLY (demoted master) or a WAIT that fell
+short all lead to the same thing: back off (tenacity policy), reconnect (through Sentinel when
+configured) and send the same batch again.
+
+Idempotent resends
+------------------
+Only list appends are not naturally idempotent (SET/SADD/SREM/HSET/HDEL/DEL are assignments,
+and batches are never reordered, so applying a batch twice in a row leaves what applying it
+once does). Each append of an entity's event N (N = the entity's event count after the
+event) goes through one Lua script that appends only if ``LLEN == N-1``; if the list already
+holds the same bytes at position N it reports "already there" (a resend); if the position
+does not match (e.g. an account whose in-memory events were purged) it looks for the same
+bytes near the tail before appending at the end, so a write is never duplicated and never
+dropped. When Redis has *fewer* events than expected (the server lost acknowledged data, e.g.
+an asynchronous failover without ``min_replica_acks``) and the entity object is still at hand,
+the missing events are re-serialized from memory and re-written in order ("repair").
+
+Memory bound and spill file
+---------------------------
+Retained writes are bounded by ``max_pending_writes``: when the in-memory FIFO reaches it (a
+long outage), the whole FIFO is appended to the spill file and fsync'd (on the caller's thread,
+once per ``max_pending_writes`` writes). Order is kept as ``in-flight batch < spill file <
+memory FIFO``: the writer drains the file before memory. The file is replayed on reconnect and,
+if a process dies with one, by the next instance for the same trader key before it loads
+state (see `ResilientCacheDatabase`). A resend of spilled writes is idempotent for the same
+reasons as above, so a replay interrupted by a crash is simply replayed again. Writes are never
+dropped silently: when ``close()`` cannot reach Redis within its bounded wait, everything still
+retained goes to the spill file and one ERROR line says how many writes and where.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import tenacity
+
+from launcher.cache.listener import CacheListener
+from launcher.cache.listener import CacheStats
+from launcher.cache.spill import SpillFile
+from launcher.cache.spill import encode_record
+
+
+# -- Lua ------------------------------------------------------------------------------------
+
+# KEYS: list, manifest hash. ARGV: field, n (1-based position of this event), payload,
+# create (1: RPUSH semantics, 0: RPUSHX semantics), repairable (1: report a gap, don't write).
+APPEND_SCRIPT = b"""
+local n = tonumber(ARGV[2])
+local len = redis.call('LLEN', KEYS[1])
+if len == n - 1 and (len > 0 or ARGV[4] == '1') then
+  redis.call('RPUSH', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], n)
+  return 0
+end
+if len >= n and n >= 1 and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[3] then
+  redis.call('HSET', KEYS[2], ARGV[1], n)
+  return 1
+end
+if len > 0 and redis.call('LPOS', KEYS[1], ARGV[3], 'RANK', -1, 'MAXLEN', 64) then
+  redis.call('HSET', KEYS[2], ARGV[1], n)
+  return 2
+end
+if len < n - 1 and ARGV[5] == '1' then
+  return -1 - len
+end
+if len == 0 and ARGV[4] ~= '1' then
+  return -1000000000
+end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], n)
+return 3
+"""
+
+# Snapshots have no event count: append unless the same bytes are among the last entries.
+SNAPSHOT_SCRIPT = b"""
+if redis.call('LPOS', KEYS[1], ARGV[1], 'RANK', -1, 'MAXLEN', 64) then
+  return 1
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 0
+"""
+
+# KEYS: account list, manifest hash. ARGV: field, event id, encoding ("json"/"msgpack").
+DELETE_EVENT_SCRIPT = b"""
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local removed = 0
+for _, item in ipairs(items) do
+  if string.find(item, ARGV[2], 1, true) then
+    local ok, decoded
+    if ARGV[3] == 'json' then
+      ok, decoded = pcall(cjson.decode, item)
+    else
+      ok, decoded = pcall(cmsgpack.unpack, item)
+    end
+    if ok and type(decoded) == 'table' and decoded['event_id'] == ARGV[2] then
+      removed = removed + redis.call('LREM', KEYS[1], 1, item)
+    end
+  end
+end
+if removed > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], redis.call('LLEN', KEYS[1]))
+end
+return removed
+"""
+
+APPEND_SHA = hashlib.sha1(APPEND_SCRIPT).hexdigest().encode()  # noqa: S324 (Redis script id)
+SNAPSHOT_SHA = hashlib.sha1(SNAPSHOT_SCRIPT).hexdigest().encode()  # noqa: S324
+DELETE_EVENT_SHA = hashlib.sha1(DELETE_EVENT_SCRIPT).hexdigest().encode()  # noqa: S324
+
+GAP_NO_LIST = -1_000_000_000
+
+# Command tags inside an op (anything else: a raw Redis command whose name is bytes).
+TAG_APPEND = "A"  # ("A", list_key, manifest_key, field, n, payload, create)
+TAG_SNAPSHOT = "S"  # ("S", list_key, payload)
+TAG_DELETE_EVENT = "D"  # ("D", list_key, manifest_key, field, event_id, encoding)
+
+
+def pack_command(args: tuple | list) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    append = out.append
+    for a in args:
+        t = type(a)
+        if t is str:
+            a = a.encode()
+        elif t is int:
+            a = b"%d" % a
+        elif t is not bytes:
+            a = bytes(a) if t in (bytearray, memoryview) else str(a).encode()
+        append(b"$%d\r\n" % len(a))
+        append(a)
+        append(b"\r\n")
+    return b"".join(out)
+
+
+_PREAMBLE = b"".join(
+    pack_command((b"SCRIPT", b"LOAD", script)) for script in (APPEND_SCRIPT, SNAPSHOT_SCRIPT, DELETE_EVENT_SCRIPT)
+)
+_PREAMBLE_REPLIES = 3
+_MULTI = pack_command((b"MULTI",))
+_EXEC = pack_command((b"EXEC",))
+
+_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
+
+
+class NotAcknowledged(Exception):
+    """The batch was applied but not (yet) acknowledged by enough replicas."""
+
+
+class ServerUnavailable(Exception):
+    """The server refused the batch for a transient reason (READONLY, OOM, LOADING, ...)."""
+
+
+class _Stopped(Exception):
+    """The writer is closing and its bounded wait is over."""
+
+
+_RETRIABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    NotAcknowledged,
+    ServerUnavailable,
+    OSError,
+)
+
+
+class Op:
+    """One facade write: commands applied atomically, retained until acknowledged."""
+
+    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch")
+
+    def __init__(self, kind: str, cmds: list, entity: Any = None) -> None:
+        self.kind = kind
+        self.cmds = cmds
+        self.entity = entity  # the order/position whose events can repair a gap
+        self.seq = 0
+        self.t0 = 0.0
+        self.epoch = b""
+
+    def record(self) -> bytes:
+        return encode_record([self.epoch, self.seq, self.kind, self.cmds])
+
+    @classmethod
+    def from_record(cls, value: list) -> Op:
+        epoch, seq, kind, cmds = value
+        op = cls(kind, cmds)
+        op.epoch = epoch
+        op.seq = seq
+        return op
+
+
+@dataclass
+class _Batch:
+    ops: list[Op]
+    from_spill: bool = False
+    spill_end: int = 0
+    attempts: int = 0
+
+
+class Writer:
+    """
+    Owns the retained writes and the writer thread (see the module docstring).
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A pooled client (plain or Sentinel-managed); the writer keeps one of its connections.
+    describe : str
+        Log-safe description of the server (no password).
+    sync : bool
+        Sync durability: `submit` returns after Redis acknowledged the op.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        describe: str,
+        spill: SpillFile,
+        sync: bool,
+        buffer_interval_s: float,
+        max_pending_writes: int,
+        min_replica_acks: int,
+        replica_ack_timeout_ms: int,
+        socket_timeout_s: float,
+        close_timeout_s: float,
+        max_batch_ops: int,
+        max_backoff_s: float,
+        serializer: Any,
+        listener: CacheListener,
+        stats: CacheStats,
+        log: Callable[[], Any],
+        name: str,
+    ) -> None:
+        self._client = client
+        self._describe = describe
+        self._spill = spill
+        self._sync = sync
+        self._interval = max(0.0, buffer_interval_s)
+        self._max_pending = max(1, int(max_pending_writes))
+        self._min_acks = max(0, int(min_replica_acks))
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout_ms))
+        self._socket_timeout_s = socket_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._max_batch = max(1, int(max_batch_ops))
+        self._serializer = serializer
+        self._listener = listener
+        self.stats = stats
+        self._log = log
+        self._name = name
+
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # writer waits for work / backoff
+        self._acked = threading.Condition(self._lock)  # sync callers wait for acknowledgement
+        self._queue: collections.deque[Op] = collections.deque()
+        self._inflight: _Batch | None = None
+        self._seq = 0
+        self._acked_seq = 0
+        self._epoch = os.urandom(8)
+        self._idle = False
+        self._urgent = False
+        self._closing = False
+        self._close_deadline = 0.0
+        self._dead: BaseException | None = None
+        self._conn: Any = None
+        self._address: tuple[str, int] | None = None
+        self._outage_start: float | None = None
+        self._outage_error = ""
+        self._spill_encoding_logged = False
+        self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_RETRIABLE),
+            wait=tenacity.wait_exponential_jitter(initial=0.05, max=max_backoff_s, jitter=0.05),
+            stop=self._should_stop,
+            sleep=self._backoff_sleep,
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+
+    # -- caller side --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._spill.exists:
+            with self._lock:
+                count = self._spill.open()
+                self._refresh_pending_locked()
+            if self._spill.torn_records:
+                self._log().warning(
+                    f"Spill file {self._spill.path}: ignored {self._spill.torn_records} torn record(s) "
+                    "at its end (a crash during an append; those writes were never reported written)",
+                )
+            if count:
+                self._log().warning(
+                    f"Found {count} spilled write(s) from an earlier run in {self._spill.path}: replaying them first",
+                )
+        self._thread.start()
+
+    def submit(self, op: Op) -> int:
+        """Retain `op` (hot path). In sync mode, return only once Redis acknowledged it."""
+        op.t0 = time.monotonic()
+        with self._lock:
+            self._seq += 1
+            op.seq = self._seq
+            op.epoch = self._epoch
+            self._queue.append(op)
+            self.stats.writes_enqueued += 1
+            if self._dead is not None or self._closing and not self._thread.is_alive():
+                self._spill_queue_locked()
+            elif len(self._queue) >= self._max_pending:
+                self._spill_queue_locked()
+            if self._sync:
+                self._urgent = True
+                if self._idle:
+                    self._work.notify()
+                while self._acked_seq < op.seq:
+                    if self._dead is not None or not self._thread.is_alive():
+                        self._spill_queue_locked()
+                        raise RuntimeError(
+                            f"cache writer stopped ({self._dead!r}); write spilled to {self._spill.path}",
+                        )
+                    self._acked.wait(1.0)
+            elif self._idle and (self._interval == 0.0 or len(self._queue) >= self._max_batch):
+                self._work.notify()
+        return op.seq
+
+    def request_flush(self) -> None:
+        """Skip the buffer interval: send what is retained now."""
+        with self._lock:
+            self._urgent = True
+            if self._idle:
+                self._work.notify()
+
+    def wait_acked(self, seq: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._urgent = True
+            if self._idle:
+                self._work.notify()
+            while self._acked_seq < seq:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._dead is not None:
+                    return False
+                self._acked.wait(min(remaining, 0.5))
+        return True
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until nothing is retained (memory and spill file); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._pending_locked() > 0:
+                self._urgent = True
+                if self._idle:
+                    self._work.notify()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._dead is not None:
+                    return False
+                self._acked.wait(min(remaining, 0.5))
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending_locked()
+
+    def close(self, drop_kinds: tuple[str, ...] = ()) -> int:
+        """
+        Flush everything retained (bounded by `close_timeout_s`), stop the thread, and return
+        the number of writes left in the spill file (0 when everything reached Redis). Ops of
+        `drop_kinds` are not spilled when Redis cannot be reached (e.g. the clean-stop marker).
+        """
+        with self._lock:
+            if self._closing:
+                return self._spill.unread
+            self._closing = True
+            self._drop_kinds = drop_kinds
+            self._close_deadline = time.monotonic() + self._close_timeout_s
+            self._work.notify_all()
+        self._thread.join(self._close_timeout_s + 5.0)
+        with self._lock:
+            if self._thread.is_alive() or self._pending_locked():
+                self._spill_all_locked(drop_kinds)
+            left = self._spill.unread
+            self._spill.close()
+        self._release_connection()
+        return left
+
+    # -- writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                try:
+                    self._deliver(batch)
+                except _RETRIABLE + (_Stopped,) as e:
+                    # Closing and the bounded wait is over: keep everything in the spill file.
+                    with self._lock:
+                        self._spill_all_locked(getattr(self, "_drop_kinds", ()))
+                    self._outage_error = self._outage_error or repr(e)
+                    break
+        except BaseException as e:  # a bug: never lose the writes because of it
+            self._dead = e
+            self._log().error(f"Cache writer failed: {e!r}\n{traceback.format_exc()}")
+            with self._lock:
+                self._spill_all_locked(())
+                self._acked.notify_all()
+        finally:
+            with self._lock:
+                self._acked.notify_all()
+
+    def _next_batch(self) -> _Batch | None:
+        with self._lock:
+            while True:
+                if self._closing and time.monotonic() >= self._close_deadline:
+                    return None
+                if self._spill.unread:
+                    values, end = self._spill.read(self._max_batch)
+                    ops = [Op.from_record(v) for v in values]
+                    self._inflight = _Batch(ops, from_spill=True, spill_end=end)
+                    return self._inflight
+                if self._queue:
+                    wait_s = 0.0
+                    if not (self._sync or self._urgent or self._closing) and len(self._queue) < self._max_batch:
+                        wait_s = self._interval - (time.monotonic() - self._queue[0].t0)
+                    if wait_s <= 0:
+                        n = min(len(self._queue), self._max_batch)
+                        ops = [self._queue.popleft() for _ in range(n)]
+                        if not self._queue:
+                            self._urgent = False
+                        self._inflight = _Batch(ops)
+                        return self._inflight
+                    self._idle = True
+                    self._work.wait(wait_s)
+                    self._idle = False
+                    continue
+                self._urgent = False
+                if self._closing:
+                    return None
+                self._idle = True
+                self._work.wait(1.0)
+                self._idle = False
+
+    def _deliver(self, batch: _Batch) -> None:
+        for attempt in self._retrying:
+            with attempt:
+                if batch.attempts:
+                    self.stats.resent_batches += 1
+                batch.attempts += 1
+                results = self._send(batch.ops)
+        self._acknowledge(batch, results)
+
+    def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._closing and time.monotonic() >= self._close_deadline
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        with self._lock:
+            if self._closing:
+                seconds = min(seconds, max(0.0, self._close_deadline - time.monotonic()))
+            if seconds > 0:
+                self._work.wait(seconds)
+
+    def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        self._drop_connection()
+        if self._outage_start is None:
+            self._outage_start = time.monotonic()
+            self._outage_error = repr(error)
+            pending = self.pending()
+            self.stats.outages += 1
+            self.stats.outage_active = True
+            what = "not acknowledging" if isinstance(error, (NotAcknowledged, ServerUnavailable)) else "unreachable"
+            self._log().warning(
+                f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
+                "retrying with backoff (nothing is dropped)",
+            )
+            self._notify("on_outage_start", pending, str(error))
+
+    # -- one round trip ---------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._client.connection_pool.get_connection()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            except Exception:  # noqa: BLE001 (best effort on a broken socket)
+                pass
+
+    def _release_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+                self._client.connection_pool.release(conn)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _pack(self, ops: list[Op]) -> tuple[bytes, int, list[tuple[int, int]]]:
+        parts = [_PREAMBLE, _MULTI]
+        index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
+        for i, op in enumerate(ops):
+            repairable = b"1" if op.entity is not None else b"0"
+            for j, cmd in enumerate(op.cmds):
+                tag = cmd[0]
+                if tag == TAG_APPEND:
+                    args = (b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6], repairable)
+                elif tag == TAG_SNAPSHOT:
+                    args = (b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])
+                elif tag == TAG_DELETE_EVENT:
+                    args = (b"EVALSHA", DELETE_EVENT_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5])
+                else:
+                    args = cmd
+                parts.append(pack_command(args))
+                index.append((i, j))
+        parts.append(_EXEC)
+        if self._min_acks:
+            parts.append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
+        return b"".join(parts), len(index), index
+
+    def _send(self, ops: list[Op]) -> list:
+        data, ncmds, index = self._pack(ops)
+        conn = self._connection()
+        t0 = time.monotonic()
+        conn.send_packed_command([data], check_health=False)
+        queued_errors: list[Exception] = []
+        for _ in range(_PREAMBLE_REPLIES + 1 + ncmds):  # SCRIPT LOADs, MULTI, QUEUED...
+            try:
+                conn.read_response(disable_decoding=True)
+            except redis.exceptions.ResponseError as e:
+                queued_errors.append(e)
+        try:
+            results = conn.read_response(disable_decoding=True)
+        except redis.exceptions.ResponseError as e:
+            results = e
+        wait_replies = None
+        if self._min_acks:
+            t_wait = time.monotonic()
+            try:
+                wait_replies = conn.read_response(
+                    disable_decoding=True,
+                    timeout=self._socket_timeout_s + self._ack_timeout_ms / 1000.0,
+                )
+            except redis.exceptions.ResponseError as e:
+                raise ServerUnavailable(f"WAIT failed: {e}") from e
+            self._round_trip("wait_replicas", time.monotonic() - t_wait)
+        rtt = time.monotonic() - t0
+        self._round_trip("write_batch", rtt)
+        self.stats.last_batch_round_trip_s = rtt
+
+        if queued_errors or isinstance(results, Exception):
+            for e in queued_errors + ([results] if isinstance(results, Exception) else []):
+                text = str(e)
+                if isinstance(e, redis.exceptions.ReadOnlyError) or text.startswith(_SERVER_STATE_ERRORS):
+                    raise ServerUnavailable(text)
+            # A command Redis refuses outright (a bug, not an outage): isolate it.
+            return self._send_isolated(ops, queued_errors, results)
+        if wait_replies is not None and int(wait_replies) < self._min_acks:
+            raise NotAcknowledged(f"WAIT: {int(wait_replies)} of {self._min_acks} replica(s) acknowledged")
+        self._note_address(conn)
+        return self._map_results(ops, index, results)
+
+    def _send_isolated(self, ops: list[Op], queued_errors: list, results: Any) -> list:
+        """Send each op alone; drop (loudly) only the ops Redis refuses to queue."""
+        self._log().error(
+            f"Redis refused a cache write batch ({len(ops)} writes): "
+            f"{[str(e) for e in queued_errors][:3]} / {results!r}; retrying write by write",
+        )
+        merged: list = [None] * len(ops)
+        for i, op in enumerate(ops):
+            data, ncmds, index = self._pack([op])
+            conn = self._connection()
+            conn.send_packed_command([data], check_health=False)
+            errors = []
+            for _ in range(_PREAMBLE_REPLIES + 1 + ncmds):
+                try:
+                    conn.read_response(disable_decoding=True)
+                except redis.exceptions.ResponseError as e:
+                    errors.append(e)
+            try:
+                res = conn.read_response(disable_decoding=True)
+            except redis.exceptions.ResponseError as e:
+                res = e
+            if self._min_acks:
+                acks = conn.read_response(disable_decoding=True, timeout=self._socket_timeout_s + self._ack_timeout_ms / 1000.0)
+                if int(acks) < self._min_acks:
+                    raise NotAcknowledged(f"WAIT: {int(acks)} of {self._min_acks} replica(s) acknowledged")
+            if errors or isinstance(res, Exception):
+                for e in errors + ([res] if isinstance(res, Exception) else []):
+                    if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
+                        raise ServerUnavailable(str(e))
+                self.stats.command_errors += 1
+                self._log().error(f"Dropped cache write {op.kind} rejected by Redis: {[str(e) for e in errors]} {res!r}")
+                continue
+            merged[i] = self._map_results([op], index, res)[0]
+        self._note_address(self._connection())
+        return merged
+
+    def _map_results(self, ops: list[Op], index: list[tuple[int, int]], results: list) -> list:
+        per_op: list = [None] * len(ops)
+        for (i, j), result in zip(index, results):
+            if isinstance(result, Exception):
+                self.stats.command_errors += 1
+                self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {result}")
+                continue
+            if ops[i].cmds[j][0] == TAG_APPEND:
+                if per_op[i] is None:
+                    per_op[i] = []
+                per_op[i].append((j, result))
+        return per_op
+
+    def _note_address(self, conn: Any) -> None:
+        address = (getattr(conn, "host", None), getattr(conn, "port", None))
+        if address != self._address:
+            old, self._address = self._address, address
+            self.stats.server_address = address
+            if old is not None:
+                self.stats.failovers_followed += 1
+                self._log().warning(f"Cache writes now go to {address[0]}:{address[1]} (was {old[0]}:{old[1]})")
+                self._notify("on_failover", old, address)
+            self._notify("on_reconnect", address)
+
+    def _round_trip(self, operation: str, seconds: float) -> None:
+        self.stats.round_trip_s[operation] = seconds
+        self._notify("on_round_trip", operation, seconds)
+
+    # -- after acknowledgement ------------------------------------------------------------------
+
+    def _acknowledge(self, batch: _Batch, results: list) -> None:
+        repairs = self._inspect(batch.ops, results)
+        now = time.monotonic()
+        with self._lock:
+            if batch.from_spill:
+                self._spill.advance(batch.spill_end, len(batch.ops))
+                self.stats.replayed_total += len(batch.ops)
+            max_seq = 0
+            for op in batch.ops:
+                if op.epoch == self._epoch and op.seq > max_seq:
+                    max_seq = op.seq
+            if max_seq > self._acked_seq:
+                self._acked_seq = max_seq
+            self._inflight = None
+            if self._spill.unread == 0 and self._spill.exists and self._spill.drained:
+                self._spill.remove()
+            self.stats.writes_acknowledged += len(batch.ops)
+            self.stats.batches += 1
+            pending = self._refresh_pending_locked()
+            self._acked.notify_all()
+        if self._outage_start is not None:
+            outage = now - self._outage_start
+            self._outage_start = None
+            self.stats.outage_active = False
+            self.stats.last_outage_s = outage
+            self.stats.reconnects += 1
+            resent = pending + len(batch.ops)
+            self._log().info(
+                f"Redis writes resumed ({self._describe}) after a {outage:.2f}s outage: "
+                f"{resent} retained write(s) re-sent",
+            )
+            self._notify("on_outage_end", resent, outage)
+        if batch.from_spill:
+            self._notify("on_replay", len(batch.ops), str(self._spill.path))
+        self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops), self.stats.last_batch_round_trip_s)
+        self._latency(batch.ops, now)
+        self._notify("on_pending", pending)
+        if repairs:
+            self._deliver(_Batch(repairs))
+
+    def _latency(self, ops: list[Op], now: float) -> None:
+        if type(self._listener) is CacheListener:
+            return
+        worst: dict[str, list] = {}
+        for op in ops:
+            if op.t0:
+                entry = worst.setdefault(op.kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] = max(entry[1], now - op.t0)
+        for kind, (count, latency) in worst.items():
+            self._notify("on_write_latency", kind, count, latency)
+
+    def _inspect(self, ops: list[Op], results: list) -> list[Op]:
+        """Count script outcomes; build repair ops for entities Redis lost events of."""
+        gaps: dict[str, list] = {}  # list key -> [entity, op, cmd, have, want]
+        for i, op_results in enumerate(results):
+            if not op_results:
+                continue
+            op = ops[i]
+            for j, code in op_results:
+                code = int(code)
+                if code == 0:
+                    continue
+                cmd = op.cmds[j]
+                if code in (1, 2):
+                    self.stats.duplicates_skipped += 1
+                elif code == 3:
+                    self.stats.misplaced_appends += 1
+                elif code == GAP_NO_LIST:
+                    self.stats.command_errors += 1
+                    self._log().warning(f"{op.kind}: {cmd[1]} does not exist in Redis; event {cmd[4]} not appended")
+                elif code < 0:
+                    have = -1 - code
+                    key = cmd[1]
+                    entry = gaps.get(key)
+                    if entry is None:
+                        gaps[key] = [op.entity, cmd, have, int(cmd[4]), i]
+                    else:
+                        entry[3] = max(entry[3], int(cmd[4]))
+        if not gaps:
+            return []
+        repairs: list[Op] = []
+        for key, (entity, cmd, have, want, first_index) in gaps.items():
+            # A later write in the same batch replaced the list (position flip, delete):
+            # the old entity's history no longer belongs there.
+            replaced = any(
+                (c[0] == b"DEL" and c[1] == key) or (c[0] == TAG_APPEND and c[1] == key and int(c[4]) == 1)
+                for op in ops[first_index + 1 :]
+                for c in op.cmds
+            )
+            events = list(entity.events) if entity is not None else []
+            if replaced or len(events) < want:
+                self._log().error(
+                    f"Redis lost events of {key} (has {have}, expected {want - 1}); cannot repair from memory",
+                )
+                continue
+            cmds = [
+                (TAG_APPEND, key, cmd[2], cmd[3], n, self._serializer.serialize(events[n - 1]), 1)
+                for n in range(have + 1, want + 1)
+            ]
+            missing = want - have
+            self.stats.repairs += missing
+            self._log().warning(f"Redis had lost {want - 1 - have} event(s) of {key}: re-writing them from memory")
+            self._notify("on_repair", key, missing)
+            repairs.append(Op("repair", cmds))
+        return repairs
+
+    # -- retention helpers (call with the lock held) --------------------------------------------
+
+    def _pending_locked(self) -> int:
+        inflight = len(self._inflight.ops) if self._inflight and not self._inflight.from_spill else 0
+        return inflight + self._spill.unread + len(self._queue)
+
+    def _refresh_pending_locked(self) -> int:
+        pending = self._pending_locked()
+        self.stats.pending_writes = pending
+        self.stats.spilled_writes = self._spill.unread
+        return pending
+
+    def _spill_queue_locked(self) -> None:
+        """Append the whole memory FIFO to the spill file (fsync'd)."""
+        if not self._queue:
+            return
+        ops = list(self._queue)
+        self._spill.append([op.record() for op in ops])
+        self._queue.clear()
+        self.stats.spilled_total += len(ops)
+        self._refresh_pending_locked()
+        self._notify("on_spill", len(ops), str(self._spill.path))
+
+    def _spill_all_locked(self, drop_kinds: tuple[str, ...]) -> None:
+        """Everything retained -> spill file, oldest first (in-flight, file, memory)."""
+        inflight = self._inflight
+        self._inflight = None
+        if inflight is not None and not inflight.from_spill:
+            keep = [op for op in inflight.ops if op.kind not in drop_kinds]
+            if keep:
+                if self._spill.unread:
+                    self._spill.rewrite([op.record() for op in keep])
+                else:
+                    self._spill.append([op.record() for op in keep])
+                self.stats.spilled_total += len(keep)
+        if drop_kinds:
+            self._queue = collections.deque(op for op in self._queue if op.kind not in drop_kinds)
+        self._spill_queue_locked()
+        self._refresh_pending_locked()
+
+    def _notify(self, method: str, *args: Any) -> None:
+        listener = self._listener
+        if type(listener) is CacheListener:
+            return
+        try:
+            getattr(listener, method)(*args)
+        except Exception:  # noqa: BLE001 (observers never break persisting)
+            self.stats.listener_errors += 1
