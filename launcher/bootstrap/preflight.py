@@ -1,0 +1,399 @@
+"""
+Preflight: is the Redis that will hold trading state safe to trade on?
+
+Each check logs one line ``PASS|WARN|FAIL <check>: <reason>``; :func:`run_preflight`
+raises :class:`PreflightFailed` (one line naming the failed checks) if any failed.
+
+=================  ==========================================================================
+check              FAIL when / WARN when
+=================  ==========================================================================
+server-version     FAIL below Redis 6.2
+role               FAIL when the server is a replica (writes would be refused)
+eviction           FAIL with maxmemory set and a maxmemory-policy other than noeviction
+                   (eviction silently deletes trading state); WARN when a noeviction server is
+                   over 90 % full (writes will start failing)
+persistence        no AOF and no RDB save points: WARN (store=redis), FAIL (store=sentinel,
+                   unless bootstrap.allow_no_persistence); WARN for RDB-only or appendfsync no
+msgbus-db          FAIL when the message bus uses the same database and flush_on_start is on
+flush-on-start     WARN (loudly) when on: the node deletes the persisted state at start; FAIL
+                   when the database also holds keys that are not this trader's (NautilusTrader
+                   flushes the whole database, not just its own keys)
+instance-id        WARN with use_instance_id: each run writes under a new key prefix, so a
+                   restarted node recovers nothing
+sentinel-master    (sentinel) FAIL when no sentinel knows the master name; WARN on disagreement
+sentinel-quorum    (sentinel) FAIL when fewer sentinels answer than the master's quorum; WARN
+                   when fewer than a majority answer (a failover cannot be authorized)
+sentinel-replicas  (sentinel) WARN when no replica is connected
+=================  ==========================================================================
+
+CONFIG GET is used where allowed; when it is disabled or renamed (managed Redis) the
+checks fall back to INFO, and WARN that they could not check what INFO does not say.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from launcher.bootstrap.loader import glob_escape
+from launcher.bootstrap.loader import state_trader_key
+from launcher.errors import PreflightFailed
+from launcher.errors import RedisUnavailable
+from launcher.store.connection import ConnectionSettings
+
+
+log = logging.getLogger("launcher.bootstrap")
+
+PASS = "PASS"
+WARN = "WARN"
+FAIL = "FAIL"
+
+MIN_VERSION = (6, 2)
+FULL_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    status: str  # PASS | WARN | FAIL
+    reason: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.status} {self.check}: {self.reason}"
+
+    def __str__(self) -> str:
+        return self.line
+
+
+class _ConfigUnavailable(Exception):
+    """CONFIG GET is disabled, renamed or not permitted."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _config_get(client: redis.Redis, name: str) -> str:
+    try:
+        reply = client.config_get(name)
+    except redis.exceptions.ResponseError as e:  # unknown command (renamed/disabled), NOPERM
+        raise _ConfigUnavailable(str(e)) from None
+    values = {_text(k): _text(v) for k, v in reply.items()}
+    if name not in values:
+        raise _ConfigUnavailable(f"CONFIG GET {name} returned nothing")
+    return values[name]
+
+
+def _info(client: redis.Redis, section: str) -> dict[str, Any]:
+    return client.info(section)
+
+
+def _setting(settings: Any, path: str, default: Any = None) -> Any:
+    node = settings
+    for part in path.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return default
+    return node
+
+
+def _is(value: Any, name: str) -> bool:
+    return str(getattr(value, "value", value)) == name
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+def check_version(client: redis.Redis) -> CheckResult:
+    info = _info(client, "server")
+    version = str(info.get("redis_version", "0"))
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    name = f"Valkey {info['valkey_version']} (Redis {version} compatible)" if "valkey_version" in info else f"Redis {version}"
+    if parts >= MIN_VERSION:
+        return CheckResult("server-version", PASS, f"{name} (>= {MIN_VERSION[0]}.{MIN_VERSION[1]})")
+    return CheckResult("server-version", FAIL, f"{name} is older than the {MIN_VERSION[0]}.{MIN_VERSION[1]} this launcher needs")
+
+
+def check_role(client: redis.Redis) -> CheckResult:
+    info = _info(client, "replication")
+    role = str(info.get("role", "?"))
+    if role == "master":
+        return CheckResult("role", PASS, f"master ({info.get('connected_slaves', 0)} replica(s) connected)")
+    if role == "slave":
+        return CheckResult(
+            "role", FAIL,
+            f"server is a replica of {info.get('master_host')}:{info.get('master_port')}: it refuses writes "
+            "(point cache.redis at the master, or use cache=redis_sentinel)",
+        )
+    return CheckResult("role", WARN, f"unexpected replication role {role!r}")
+
+
+def check_eviction(client: redis.Redis) -> CheckResult:
+    memory = _info(client, "memory")
+    source = "CONFIG"
+    try:
+        maxmemory = int(_config_get(client, "maxmemory"))
+        policy = _config_get(client, "maxmemory-policy")
+    except _ConfigUnavailable:
+        source = "INFO"
+        if "maxmemory" not in memory or "maxmemory_policy" not in memory:
+            return CheckResult(
+                "eviction", WARN,
+                "could not check: CONFIG GET is unavailable and INFO has no maxmemory fields; "
+                "make sure maxmemory-policy is noeviction",
+            )
+        maxmemory = int(memory["maxmemory"])
+        policy = str(memory["maxmemory_policy"])
+    if maxmemory == 0:
+        return CheckResult("eviction", PASS, f"no maxmemory limit ({source}; policy {policy} never applies)")
+    if policy != "noeviction":
+        return CheckResult(
+            "eviction", FAIL,
+            f"maxmemory {maxmemory} bytes with maxmemory-policy {policy}: when full Redis silently deletes keys, "
+            "i.e. trading state; set maxmemory-policy noeviction",
+        )
+    used = int(memory.get("used_memory", 0))
+    if used > FULL_RATIO * maxmemory:
+        return CheckResult(
+            "eviction", WARN,
+            f"noeviction, but {used} of {maxmemory} bytes used ({100 * used / maxmemory:.0f}%): writes will fail with OOM soon",
+        )
+    return CheckResult("eviction", PASS, f"maxmemory {maxmemory} bytes with noeviction: a full Redis refuses writes, deletes nothing")
+
+
+def check_persistence(client: redis.Redis, settings: Any) -> CheckResult:
+    sentinel = _is(_setting(settings, "cache.store"), "sentinel")
+    allow = bool(_setting(settings, "bootstrap.allow_no_persistence", False))
+    missing = WARN if (not sentinel or allow) else FAIL
+    try:
+        aof = _config_get(client, "appendonly") == "yes"
+        save = _config_get(client, "save").strip()
+        fsync = _config_get(client, "appendfsync")
+        known = True
+    except _ConfigUnavailable:
+        info = _info(client, "persistence")
+        aof = int(info.get("aof_enabled", 0)) == 1
+        save, fsync, known = "", "?", False
+    if aof:
+        if fsync == "no":
+            return CheckResult(
+                "persistence", WARN,
+                "AOF on with appendfsync no: the OS decides when writes reach disk (up to ~30 s lost on power failure)",
+            )
+        detail = f"appendfsync {fsync}" if known else "appendfsync not visible (CONFIG unavailable)"
+        return CheckResult("persistence", PASS, f"AOF on ({detail})" + (f", RDB save {save!r}" if save else ""))
+    if not known:
+        return CheckResult(
+            "persistence", WARN,
+            "AOF is off and RDB save points could not be checked (CONFIG unavailable): make sure the server persists",
+        )
+    if save:
+        return CheckResult(
+            "persistence", WARN,
+            f"RDB snapshots only (save {save!r}), no AOF: writes since the last snapshot are lost if Redis stops abruptly",
+        )
+    suffix = " (allowed by bootstrap.allow_no_persistence)" if sentinel and allow else ""
+    if sentinel and not allow:
+        suffix = "; set bootstrap.allow_no_persistence=true to accept that"
+    return CheckResult(
+        "persistence", missing,
+        "no persistence (AOF off, no RDB save points): a Redis restart loses all trading state" + suffix,
+    )
+
+
+def check_msgbus_db(settings: Any, msgbus_same_db: bool) -> CheckResult:
+    flush = bool(_setting(settings, "cache.flush_on_start", False))
+    if not msgbus_same_db:
+        return CheckResult("msgbus-db", PASS, "the message bus has no database in the cache's Redis database")
+    if flush:
+        return CheckResult(
+            "msgbus-db", FAIL,
+            "the message bus uses the cache's Redis database and cache.flush_on_start=true would flush its streams too",
+        )
+    return CheckResult("msgbus-db", PASS, "the message bus shares the cache's database (flush_on_start off)")
+
+
+def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
+    if not bool(_setting(settings, "cache.flush_on_start", False)):
+        return CheckResult("flush-on-start", PASS, "off: persisted state is kept and recovered")
+    prefix = state_trader_key(settings) + ":"
+    total = int(client.dbsize())
+    foreign_example = None
+    for key in client.scan_iter(match="*", count=1000):
+        key = _text(key)
+        if not key.startswith(prefix):
+            foreign_example = key
+            break
+    if foreign_example is not None:
+        foreign = total - sum(1 for _ in client.scan_iter(match=glob_escape(prefix) + "*", count=1000))
+        return CheckResult(
+            "flush-on-start", FAIL,
+            f"cache.flush_on_start=true flushes the WHOLE database, which holds {foreign} key(s) that are not this "
+            f"trader's (e.g. {foreign_example!r}): refusing to delete them",
+        )
+    return CheckResult(
+        "flush-on-start", WARN,
+        f"!!! cache.flush_on_start=true: the node will DELETE all {total} persisted key(s) of trader "
+        f"{_setting(settings, 'trader_id')} (orders, positions, accounts) when it starts; nothing will be recovered",
+    )
+
+
+def check_instance_id(settings: Any) -> CheckResult:
+    if bool(_setting(settings, "cache.use_instance_id", False)):
+        return CheckResult(
+            "instance-id", WARN,
+            "cache.use_instance_id=true: each run writes under a new instance-id prefix, so a restarted node "
+            "recovers none of the previous run's state",
+        )
+    return CheckResult("instance-id", PASS, f"state lives under {state_trader_key(settings)}:* across restarts")
+
+
+def _sentinel_clients(conn: ConnectionSettings) -> list[redis.Redis]:
+    """
+    One client per configured sentinel, with the same credentials and timeouts as
+    ``launcher.store.connection.sentinel_client`` but no client-side retries: a dead
+    sentinel must cost one connect attempt here, not seconds of backoff.
+    """
+    return [
+        redis.Redis(
+            host=host,
+            port=port,
+            username=conn.sentinel_username if conn.sentinel_password else None,
+            password=conn.sentinel_password,
+            socket_timeout=conn.timeout_s,
+            socket_connect_timeout=conn.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        for host, port in conn.sentinels
+    ]
+
+
+def check_sentinels(client: redis.Redis, conn: ConnectionSettings) -> list[CheckResult]:
+    name = conn.master_name
+    sentinels = _sentinel_clients(conn)
+    answers: dict[str, dict] = {}
+    unknown: list[str] = []
+    unreachable: list[str] = []
+    for (host, port), sentinel in zip(conn.sentinels, sentinels, strict=True):
+        address = f"{host}:{port}"
+        try:
+            answers[address] = sentinel.sentinel_master(name)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            unreachable.append(f"{address} ({type(e).__name__})")
+        except redis.exceptions.ResponseError:
+            unknown.append(address)
+        finally:
+            sentinel.close()
+    n = len(conn.sentinels)
+    results: list[CheckResult] = []
+    if not answers:
+        results.append(CheckResult(
+            "sentinel-master", FAIL,
+            f"no sentinel knows master {name!r} (unknown at: {', '.join(unknown) or '-'}; "
+            f"unreachable: {', '.join(unreachable) or '-'})",
+        ))
+        results.append(CheckResult("sentinel-quorum", FAIL, f"0 of {n} sentinels answer for {name!r}"))
+        results.append(_check_replicas(client))
+        return results
+    addresses = {f"{m.get('ip')}:{m.get('port')}" for m in answers.values()}
+    if len(addresses) > 1:
+        results.append(CheckResult(
+            "sentinel-master", WARN,
+            f"sentinels disagree on master {name!r}: {', '.join(sorted(addresses))} (failover in progress?)",
+        ))
+    else:
+        results.append(CheckResult(
+            "sentinel-master", PASS, f"master {name!r} at {addresses.pop()} known to {len(answers)} of {n} sentinels",
+        ))
+    quorum = max(int(m.get("quorum", 0)) for m in answers.values())
+    majority = n // 2 + 1
+    answering = len(answers)
+    missing = ", ".join(unreachable + [f"{a} (does not know {name!r})" for a in unknown])
+    if answering < quorum:
+        results.append(CheckResult(
+            "sentinel-quorum", FAIL,
+            f"only {answering} of {n} sentinels answer, quorum is {quorum}: a failed master would never be "
+            f"detected as down (missing: {missing})",
+        ))
+    elif answering < majority:
+        results.append(CheckResult(
+            "sentinel-quorum", WARN,
+            f"{answering} of {n} sentinels answer (quorum {quorum}) but a failover needs a majority ({majority}) "
+            f"to be authorized (missing: {missing})",
+        ))
+    else:
+        detail = f"; missing: {missing}" if missing else ""
+        results.append(CheckResult("sentinel-quorum", PASS, f"{answering} of {n} sentinels answer (quorum {quorum}){detail}"))
+    results.append(_check_replicas(client))
+    return results
+
+
+def _check_replicas(client: redis.Redis) -> CheckResult:
+    info = _info(client, "replication")
+    online = [
+        f"{v.get('ip')}:{v.get('port')}"
+        for k, v in info.items()
+        if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+    ]
+    if not online:
+        return CheckResult(
+            "sentinel-replicas", WARN,
+            "no replica connected to the master: a failover has nothing to promote and losing the master loses the state",
+        )
+    return CheckResult("sentinel-replicas", PASS, f"{len(online)} replica(s) online: {', '.join(online)}")
+
+
+# -- runner ---------------------------------------------------------------------------------------
+
+
+def _guard(check: str, run: Callable[[], CheckResult | list[CheckResult]]) -> list[CheckResult]:
+    try:
+        result = run()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        raise RedisUnavailable(f"Redis stopped answering during preflight check {check}: {e}") from None
+    except redis.exceptions.RedisError as e:
+        result = CheckResult(check, WARN, f"could not check: {type(e).__name__}: {e}")
+    return result if isinstance(result, list) else [result]
+
+
+def run_preflight(
+    client: redis.Redis,
+    settings: Any,
+    conn: ConnectionSettings,
+    *,
+    msgbus_same_db: bool = False,
+) -> list[CheckResult]:
+    """
+    Run every check, log one line each, and return the results; raise PreflightFailed
+    naming the failed checks if any FAILed.
+
+    ``msgbus_same_db``: whether NautilusTrader's message bus is configured with a Redis
+    database that is the cache's (the launcher configures none today, hence False).
+    """
+    results: list[CheckResult] = []
+    results += _guard("server-version", lambda: check_version(client))
+    results += _guard("role", lambda: check_role(client))
+    results += _guard("eviction", lambda: check_eviction(client))
+    results += _guard("persistence", lambda: check_persistence(client, settings))
+    results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
+    results += _guard("flush-on-start", lambda: check_flush_on_start(client, settings))
+    results += _guard("instance-id", lambda: check_instance_id(settings))
+    if conn.is_sentinel:
+        results += _guard("sentinel", lambda: check_sentinels(client, conn))
+    for result in results:
+        level = {PASS: logging.INFO, WARN: logging.WARNING, FAIL: logging.ERROR}[result.status]
+        log.log(level, "%s", result.line)
+    failed = [r for r in results if r.status == FAIL]
+    if failed:
+        raise PreflightFailed(
+            f"preflight failed ({len(failed)} of {len(results)} checks): "
+            + "; ".join(f"{r.check}: {r.reason}" for r in failed),
+        )
+    return results
