@@ -1,0 +1,339 @@
+"""
+The single-writer lease: at most one running node per trader id and Redis database.
+
+The lease is one key, ``{trader_key}:launcher:lease`` (``launcher/cache/layout.py``; the
+trader key never includes the instance id, since the lease guards the trader, not a run),
+set with ``SET key value NX PX ttl``. Its value is JSON naming the holder::
+
+    {"instance_id": ..., "host": ..., "pid": ..., "started_at": ..., "ttl_ms": ..., "trader_id": ...}
+
+The holder renews it every ttl/3 with a compare-and-set (a Lua script that PEXPIREs only
+while the value is still its own) and deletes it on release the same way.
+
+A launcher that finds the lease taken watches it for a while instead of failing at once:
+a live holder renews it (its PTTL goes up) or hands it on (the value changes), which
+gives ``LeaseHeld`` within about one renewal interval; a crashed holder does neither, so
+the lease runs out within its TTL and is taken then (bounded by ``bootstrap.lease_wait_s``,
+default ttl + 2 s).
+
+A running node whose renewal finds the key gone or someone else's value, or that cannot
+renew before its TTL runs out (Redis unreachable), has lost the lease: ``on_lost(reason)``
+is called once, and the node must stop trading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+import redis
+from nautilus_trader.cache.config import CacheConfig
+
+from launcher.cache import layout
+from launcher.errors import ConfigError
+from launcher.errors import LeaseHeld
+from launcher.errors import RedisUnavailable
+
+
+log = logging.getLogger("launcher.bootstrap")
+
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+POLL_S = 0.1  # how often a waiting launcher looks at the lease
+PTTL_SLACK_MS = 20  # PTTL only ever falls unless renewed; more than this rise is a renewal
+
+
+def lease_key(settings: Any) -> str:
+    """``{trader_key}:launcher:lease`` for ``settings.trader_id`` (never per instance)."""
+    config = CacheConfig(use_trader_prefix=bool(settings.cache.use_trader_prefix), use_instance_id=False)
+    return layout.full_key(layout.trader_key(str(settings.trader_id), None, config), layout.LEASE)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease, as written in its value."""
+
+    instance_id: str
+    host: str
+    pid: int
+    started_at: str
+    ttl_ms: int
+    trader_id: str = ""
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> Holder | None:
+        if raw is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        try:
+            data = json.loads(text)
+            return cls(
+                instance_id=str(data.get("instance_id", "?")),
+                host=str(data.get("host", "?")),
+                pid=int(data.get("pid", -1)),
+                started_at=str(data.get("started_at", "?")),
+                ttl_ms=int(data.get("ttl_ms", 0)),
+                trader_id=str(data.get("trader_id", "")),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls(instance_id=f"<unreadable value {text[:60]!r}>", host="?", pid=-1, started_at="?", ttl_ms=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "ttl_ms": self.ttl_ms,
+            "trader_id": self.trader_id,
+        }
+
+    def describe(self) -> str:
+        return f"instance {self.instance_id} on host {self.host} (pid {self.pid}) since {self.started_at}"
+
+
+class Lease:
+    """A held lease. Renew it in the background with :meth:`start_renewing`; :meth:`release` at the end."""
+
+    def __init__(self, client: redis.Redis, key: str, value: str, holder: Holder, ttl_ms: int) -> None:
+        self._client = client
+        self.key = key
+        self.value = value
+        self._holder = holder
+        self.ttl_ms = ttl_ms
+        self.interval_s = ttl_ms / 3000.0
+        self.guard_s = min(1.0, ttl_ms / 10000.0)  # declare loss this long before the TTL could run out
+        self._renew = client.register_script(RENEW_SCRIPT)
+        self._release = client.register_script(RELEASE_SCRIPT)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._on_lost: Callable[[str], None] | None = None
+        self._threads: list[threading.Thread] = []
+        self._last_ok = time.monotonic()  # when the last successful renewal (or the SET) was sent
+        self.renewals = 0
+        self.lost_reason: str | None = None
+        self.released = False
+
+    @property
+    def holder(self) -> dict[str, Any]:
+        """This lease's holder: instance_id, host, pid, started_at, ttl_ms, trader_id."""
+        return self._holder.to_dict()
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_reason is not None
+
+    # -- renewal ----------------------------------------------------------------------------------
+
+    def start_renewing(self, on_lost: Callable[[str], None]) -> None:
+        """Renew every ttl/3 in a background thread; call ``on_lost(reason)`` once if the lease is lost."""
+        if self._threads:
+            raise RuntimeError("lease renewal already started")
+        self._on_lost = on_lost
+        self._threads = [
+            threading.Thread(target=self._renew_loop, name="lease-renewer", daemon=True),
+            threading.Thread(target=self._watchdog_loop, name="lease-watchdog", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def renew(self) -> bool:
+        """One compare-and-set renewal; False (and the loss reported) if the lease is no longer ours."""
+        sent = time.monotonic()
+        if self._renew(keys=[self.key], args=[self.value, self.ttl_ms]) == 1:
+            with self._lock:
+                self._last_ok = max(self._last_ok, sent)
+            self.renewals += 1
+            return True
+        try:
+            current = self._client.get(self.key)
+        except redis.exceptions.RedisError:
+            current = None
+        if current is None:
+            self._lose("the lease key is gone (expired, deleted, flushed or lost in a failover)")
+        else:
+            other = Holder.parse(current)
+            self._lose(f"the lease was taken over by {other.describe() if other else current!r}")
+        return False
+
+    def _renew_loop(self) -> None:
+        wait_s = self.interval_s
+        while not self._stop.wait(wait_s):
+            if self.lost:
+                return
+            try:
+                if not self.renew():
+                    return
+                wait_s = self.interval_s
+            except redis.exceptions.RedisError as e:
+                left = self._last_ok + self.ttl_ms / 1000.0 - time.monotonic()
+                log.warning("Lease renewal failed (%s: %s); the lease runs out in %.1fs unless renewed", type(e).__name__, e, left)
+                wait_s = min(self.interval_s, 0.25)
+
+    def _watchdog_loop(self) -> None:
+        """Declares the loss when no renewal got through in time (the renewer may be stuck in a socket call)."""
+        ttl_s = self.ttl_ms / 1000.0
+        while not self._stop.is_set() and not self.lost:
+            with self._lock:
+                deadline = self._last_ok + ttl_s - self.guard_s
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._lose(f"could not renew the lease for {ttl_s - self.guard_s:.1f}s (Redis unreachable?); its TTL runs out")
+                return
+            self._stop.wait(min(left, self.interval_s))
+
+    def _lose(self, reason: str) -> None:
+        with self._lock:
+            if self.lost_reason is not None or self._stop.is_set():
+                return
+            self.lost_reason = reason
+        log.error("Single-writer lease %s LOST: %s", self.key, reason)
+        callback = self._on_lost
+        if callback is not None:
+            try:
+                callback(reason)
+            except Exception:  # noqa: BLE001 (a failing callback must not kill the watchdog silently)
+                log.exception("lease on_lost callback failed")
+
+    # -- release ----------------------------------------------------------------------------------
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:
+                thread.join(timeout=5)
+
+    def release(self) -> bool:
+        """Stop renewing and delete the key if it is still ours (CAS). Safe to call twice."""
+        self.stop_renewing()
+        if self.released:
+            return False
+        self.released = True
+        try:
+            deleted = self._release(keys=[self.key], args=[self.value]) == 1
+        except redis.exceptions.RedisError as e:
+            log.warning("Could not release lease %s (%s); it expires within %.1fs", self.key, e, self.ttl_ms / 1000)
+            return False
+        if deleted:
+            log.info("Released single-writer lease %s", self.key)
+        else:
+            log.warning("Lease %s was no longer ours at release; left as it is", self.key)
+        return deleted
+
+
+def _now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
+
+
+def acquire_lease(
+    client: redis.Redis,
+    settings: Any,
+    instance_id: str,
+    *,
+    wait_s: float | None = None,
+) -> Lease:
+    """
+    Take the trader's single-writer lease, waiting for a crashed holder's lease to expire.
+
+    Raises LeaseHeld naming the holder when a live launcher holds it (seen renewing it),
+    or when it has not expired within ``bootstrap.lease_wait_s`` (default ttl + 2 s).
+    """
+    ttl_s = float(settings.bootstrap.lease_ttl_s)
+    if ttl_s <= 0:
+        raise ConfigError("bootstrap.lease_ttl_s", f"must be > 0, was {ttl_s}")
+    ttl_ms = max(1, int(round(ttl_s * 1000)))
+    if wait_s is None:
+        configured = getattr(settings.bootstrap, "lease_wait_s", None)
+        wait_s = float(configured) if configured is not None else ttl_s + 2.0
+    key = lease_key(settings)
+    trader_id = str(settings.trader_id)
+    holder = Holder(
+        instance_id=str(instance_id),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=_now_iso(),
+        ttl_ms=ttl_ms,
+        trader_id=trader_id,
+    )
+    value = json.dumps(holder.to_dict(), sort_keys=True)
+    started = time.monotonic()
+    deadline = started + max(0.0, wait_s)
+    last_raw: bytes | None = None
+    last_pttl: int | None = None
+    announced = False
+    try:
+        while True:
+            sent = time.monotonic()
+            if client.set(key, value, nx=True, px=ttl_ms):
+                lease = Lease(client, key, value, holder, ttl_ms)
+                lease._last_ok = sent  # noqa: SLF001
+                if announced:
+                    log.info(
+                        "Previous holder never renewed: its lease expired after %.1fs; lease %s acquired (ttl %.1fs)",
+                        time.monotonic() - started, key, ttl_s,
+                    )
+                else:
+                    log.info("Single-writer lease %s acquired (ttl %.1fs, %s)", key, ttl_s, holder.describe())
+                return lease
+            pipe = client.pipeline(transaction=True)
+            pipe.get(key)
+            pipe.pttl(key)
+            raw, pttl = pipe.execute()
+            if raw is None:
+                continue  # expired or released between SET and GET: try again at once
+            other = Holder.parse(raw)
+            who = other.describe() if other else "an unknown holder"
+            if pttl == -1:
+                raise _held(trader_id, key, other, f"held by {who}, with no expiry (set by hand?); "
+                            "delete the key if no launcher is running")
+            if last_raw is not None and raw != last_raw:
+                raise _held(trader_id, key, other, f"taken by {who} while this launcher waited")
+            if last_pttl is not None and pttl > last_pttl + PTTL_SLACK_MS:
+                raise _held(trader_id, key, other, f"held by {who}, which is alive (it renewed the lease)")
+            last_raw, last_pttl = raw, pttl
+            now = time.monotonic()
+            if now >= deadline:
+                raise _held(
+                    trader_id, key, other,
+                    f"held by {who}; it did not expire within bootstrap.lease_wait_s={wait_s:g}s "
+                    f"({pttl} ms left)",
+                )
+            if not announced:
+                announced = True
+                log.warning(
+                    "Lease %s is held by %s (%.1fs left): waiting up to %.1fs to see whether it is renewed "
+                    "(a live node) or expires (a crashed one)",
+                    key, who, pttl / 1000, deadline - now,
+                )
+            time.sleep(max(0.0, min(POLL_S, deadline - now, pttl / 1000)))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        raise RedisUnavailable(f"Redis stopped answering while taking the lease {key}: {e}") from None
+
+
+def _held(trader_id: str, key: str, other: Holder | None, detail: str) -> LeaseHeld:
+    error = LeaseHeld(f"trader {trader_id} is already running: lease {key} {detail}")
+    error.holder = other.to_dict() if other else None
+    log.error("%s", error)
+    return error
