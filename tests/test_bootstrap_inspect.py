@@ -18,7 +18,7 @@ def test_logical_view(redis_server):
     assert "LONG" in p1 and "avg open" in p1 and "realized" in p1 and "unrealized" in p1 and "last fill" in p1
     p2 = next(line for line in text.splitlines() if line.strip().startswith("P-2"))
     assert "FLAT" in p2 and "closed" in p2
-    open_orders = [line.strip() for line in text.splitlines() if line.strip().startswith(("O-2 ", "O-5 "))]
+    open_orders = [line.strip() for line in text.splitlines() if line.startswith(("      O-2 ", "      O-5 "))]
     assert len(open_orders) == 2 and all("ACCEPTED" in line for line in open_orders)
     counts = {line.split()[0]: line.split()[-2] for line in text.splitlines() if line.startswith("  O-") and "events" in line}
     assert counts == {"O-1": "4", "O-2": "3", "O-3": "4", "O-4": "4", "O-5": "3"}
