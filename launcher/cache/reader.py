@@ -40,7 +40,7 @@ class BulkReader:
         self._on_round_trip = on_round_trip or (lambda op, s: None)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE_READ),
-            wait=tenacity.wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
             stop=tenacity.stop_after_delay(retry_for_s),
             reraise=True,
         )

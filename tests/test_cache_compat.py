@@ -1,0 +1,323 @@
+"""
+Two-way compatibility of ResilientCacheDatabase with NautilusTrader's native Redis adapter.
+
+One NautilusTrader ``Cache`` drives the same objects (same UUIDs, timestamps) through a tee
+into the native adapter (server A) and the resilient backend (server B). Then:
+
+* the key sets, Redis types and raw contents of A and B are identical byte for byte
+  (besides the launcher's own ``launcher:*`` keys, which only B has);
+* the native adapter loads B (written by us) and we load A (written by native): every
+  loaded object matches, for every load method;
+* our decoded events re-serialize to exactly the stored bytes.
+
+For msgpack and json, with integer-string and ISO 8601 timestamps.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.model.identifiers import ComponentId
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.identifiers import TraderId
+
+from launcher.cache import layout as L
+from launcher.cache.codec import EventDecoder
+from launcher.cache.codec import iso_to_ns_reference
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import CacheTee
+from launcher.cache.testing import account_fingerprint
+from launcher.cache.testing import cache_config
+from launcher.cache.testing import dump_state
+from launcher.cache.testing import make_serializer
+from launcher.cache.testing import native_adapter
+from launcher.cache.testing import new_cache
+from launcher.cache.testing import order_fingerprint
+from launcher.cache.testing import position_fingerprint
+from launcher.cache.testing import trader_key_for
+from launcher.cache.testing import write_orders
+from launcher.cache.testing import write_scenario
+from launcher.servers.redis_process import RedisProcess
+
+
+FORMATS = [("msgpack", False), ("json", False), ("msgpack", True), ("json", True)]
+
+
+class World:
+    """Both servers after the scenario, plus the objects written."""
+
+
+@pytest.fixture(scope="module", params=FORMATS, ids=lambda p: f"{p[0]}-{'iso' if p[1] else 'int'}")
+def world(request, tmp_path_factory):
+    encoding, iso = request.param
+    tmp = tmp_path_factory.mktemp(f"compat-{encoding}-{iso}")
+    a = RedisProcess(tmp / "native", appendonly=False).start()
+    b = RedisProcess(tmp / "resilient", appendonly=False).start()
+    w = World()
+    w.encoding, w.iso, w.tmp = encoding, iso, tmp
+    w.instance_id = UUID4()
+    w.cfg_a, w.cfg_b = cache_config(a.port, encoding, iso), cache_config(b.port, encoding, iso)
+    w.serializer = make_serializer(encoding, iso)
+    native = native_adapter(w.cfg_a, w.instance_id)
+    ours = ResilientCacheDatabase(TRADER_ID, w.instance_id, make_serializer(encoding, iso), w.cfg_b, spill_dir=str(tmp / "spill"))
+    tee = CacheTee(native, ours)
+    w.objects = write_scenario(new_cache(tee), tee)
+    assert ours.wait_until_persisted(10)
+    w.meta_while_running = b.client().hgetall(f"{trader_key_for(w.cfg_b)}:{L.MANIFEST_META}")
+    native.close()
+    ours.close()
+    w.a, w.b = a, b
+    w.trader_key = trader_key_for(w.cfg_a)
+    # Cross readers: native reads what we wrote, we read what native wrote.
+    w.native_on_b = native_adapter(w.cfg_b, w.instance_id)
+    w.ours_on_a = ResilientCacheDatabase(TRADER_ID, w.instance_id, make_serializer(encoding, iso), w.cfg_a,
+                                         spill_dir=str(tmp / "spill-reader"))
+    yield w
+    w.native_on_b.close()
+    w.ours_on_a.close()
+    a.kill()
+    b.kill()
+
+
+def test_same_keys_types_and_bytes_as_native(world):
+    state_a = dump_state(world.a.client(), world.trader_key)
+    state_b = dump_state(world.b.client(), world.trader_key)
+    assert set(state_a) == set(state_b)
+    for key in sorted(state_a):
+        assert state_a[key] == state_b[key], key
+    tk = world.trader_key
+    expected_types = {
+        f"{tk}:{L.INDEX_ORDER_IDS}": "set", f"{tk}:{L.INDEX_ORDERS}": "set", f"{tk}:{L.INDEX_ORDERS_OPEN}": "set",
+        f"{tk}:{L.INDEX_ORDERS_CLOSED}": "set", f"{tk}:{L.INDEX_ORDERS_EMULATED}": "set",
+        f"{tk}:{L.INDEX_ORDERS_INFLIGHT}": "set", f"{tk}:{L.INDEX_POSITIONS}": "set",
+        f"{tk}:{L.INDEX_POSITIONS_OPEN}": "set", f"{tk}:{L.INDEX_POSITIONS_CLOSED}": "set",
+        f"{tk}:{L.INDEX_ORDER_POSITION}": "hash", f"{tk}:{L.INDEX_ORDER_CLIENT}": "hash",
+        f"{tk}:{L.HEARTBEAT}": "string", f"{tk}:general:launcher-general": "string",
+        f"{tk}:strategies:{world.objects['strategy'].id.value}:state": "string",
+        f"{tk}:snapshots:positions:P-1": "list", f"{tk}:snapshots:orders:{world.objects['snapshot_order']}": "list",
+        f"{tk}:synthetics:BTC-ETH.SYNTH": "string", f"{tk}:accounts:SIM-001": "list",
+    }
+    for key, kind in expected_types.items():
+        assert state_b[key][0] == kind, key
+    assert any(k.startswith(f"{tk}:actors:") and k.endswith(":state") for k in state_b)
+    # Deletes removed the entity and every index entry, in both.
+    for coid in world.objects["deleted_orders"]:
+        assert f"{tk}:orders:{coid.value}" not in state_b
+        for name in L.ORDER_SET_INDEXES:
+            assert coid.value.encode() not in state_b.get(f"{tk}:{name}", ("set", []))[1]
+    for pid in world.objects["deleted_positions"]:
+        assert f"{tk}:positions:{pid.value}" not in state_b
+    # The NETTING flip started the list over: one event (the flipping fill).
+    assert len(state_b[f"{tk}:positions:AUD/USD.SIM-S-001"][1]) == 1
+
+
+def _both(world, method, *args):
+    return getattr(world.native_on_b, method)(*args), getattr(world.ours_on_a, method)(*args)
+
+
+def test_orders_load_both_ways(world):
+    ser = world.serializer
+    theirs, ours = _both(world, "load_orders")
+    assert set(theirs) == set(ours) == set(world.objects["orders"])
+    for coid, order in world.objects["orders"].items():
+        expected = order_fingerprint(order, ser)
+        assert order_fingerprint(theirs[coid], ser) == expected, coid
+        assert order_fingerprint(ours[coid], ser) == expected, coid
+        assert type(ours[coid]) is type(order)
+        single_theirs, single_ours = _both(world, "load_order", coid)
+        assert order_fingerprint(single_ours, ser) == order_fingerprint(single_theirs, ser) == expected
+
+
+def test_positions_load_both_ways(world):
+    ser = world.serializer
+    theirs, ours = _both(world, "load_positions")
+    assert set(theirs) == set(ours) == set(world.objects["positions"])
+    for pid, position in world.objects["positions"].items():
+        expected = position_fingerprint(position, ser)
+        assert position_fingerprint(theirs[pid], ser) == expected
+        assert position_fingerprint(ours[pid], ser) == expected
+        single_theirs, single_ours = _both(world, "load_position", pid)
+        assert position_fingerprint(single_ours, ser) == position_fingerprint(single_theirs, ser) == expected
+
+
+def test_accounts_load_both_ways(world):
+    ser = world.serializer
+    theirs, ours = _both(world, "load_accounts")
+    assert set(theirs) == set(ours) == set(world.objects["accounts"])
+    for aid, account in world.objects["accounts"].items():
+        expected = account_fingerprint(account, ser)
+        assert account_fingerprint(theirs[aid], ser) == expected
+        assert account_fingerprint(ours[aid], ser) == expected
+        single_theirs, single_ours = _both(world, "load_account", aid)
+        assert account_fingerprint(single_ours, ser) == expected
+
+
+def test_instruments_currencies_synthetics_general_state_and_indexes(world):
+    ser = world.serializer
+    for method in ("load_instruments", "load_synthetics"):
+        theirs, ours = _both(world, method)
+        assert set(theirs) == set(ours) and theirs
+        for key in theirs:
+            assert ser.serialize(theirs[key]) == ser.serialize(ours[key])
+    theirs, ours = _both(world, "load_currencies")
+    assert theirs == ours and "XYZ" in ours
+    assert ours["XYZ"].precision == 4 and ours["XYZ"].name == "Scenario coin"
+    assert _both(world, "load_currency", "XYZ")[1] == theirs["XYZ"]
+    for instrument in world.objects["instruments"]:
+        theirs_i, ours_i = _both(world, "load_instrument", instrument.id)
+        assert ser.serialize(ours_i) == ser.serialize(theirs_i) == ser.serialize(instrument)
+    synthetic = world.objects["synthetic"]
+    assert ser.serialize(_both(world, "load_synthetic", synthetic.id)[1]) == ser.serialize(synthetic)
+    theirs, ours = _both(world, "load")
+    assert theirs == ours == {"launcher-general": b"\x00\x01raw bytes"}
+    for method in ("load_index_order_position", "load_index_order_client"):
+        theirs, ours = _both(world, method)
+        assert theirs == ours and ours
+    strategy, actor = world.objects["strategy"], world.objects["actor"]
+    # (json stores bytes as base64 text: both adapters return the same thing)
+    expected = {"counter": b"42", "mode": b"scenario"} if world.encoding == "msgpack" else {"counter": "NDI=", "mode": "c2NlbmFyaW8="}
+    assert _both(world, "load_strategy", strategy.id) == (expected, expected)
+    expected = {"seen": b"7"} if world.encoding == "msgpack" else {"seen": "Nw=="}
+    assert _both(world, "load_actor", actor.id) == (expected, expected)
+    assert world.ours_on_a.load_actor(ComponentId("NOBODY")) == {}
+    assert world.ours_on_a.load_order(world.objects["deleted_orders"][0]) is None
+    assert world.ours_on_a.load_instrument(InstrumentId.from_str("NONE/USD.SIM")) is None
+    assert sorted(world.ours_on_a.keys("index:*")) == sorted(world.native_on_b.keys("index:*"))
+
+
+def test_load_all_has_every_collection(world):
+    result = world.ours_on_a.load_all()
+    assert set(result) == {"currencies", "instruments", "synthetics", "accounts", "orders", "positions"}
+    assert set(result["orders"]) == set(world.objects["orders"])
+    assert set(result["positions"]) == set(world.objects["positions"])
+    assert set(result["accounts"]) == set(world.objects["accounts"])
+    assert len(result["instruments"]) == 2 and len(result["synthetics"]) == 1 and "XYZ" in result["currencies"]
+
+
+def test_decoded_events_reserialize_to_the_stored_bytes(world):
+    """Our fast decoder builds events that serialize back to exactly what Redis holds."""
+    client, tk, ser = world.a.client(), world.trader_key, world.serializer
+    decoder = EventDecoder(ser)
+    types = set()
+    for key in client.scan_iter(match=f"{tk}:orders:*"):
+        for raw in client.lrange(key, 0, -1):
+            event = decoder.decode(raw)
+            types.add(type(event).__name__)
+            assert ser.serialize(event) == raw
+    for pattern in ("positions:*", "accounts:*"):
+        for key in client.scan_iter(match=f"{tk}:{pattern}"):
+            for raw in client.lrange(key, 0, -1):
+                assert ser.serialize(decoder.decode(raw)) == raw
+    assert decoder.fallbacks == 0
+    assert types >= {
+        "OrderInitialized", "OrderDenied", "OrderEmulated", "OrderReleased", "OrderSubmitted", "OrderAccepted",
+        "OrderRejected", "OrderCanceled", "OrderExpired", "OrderTriggered", "OrderPendingUpdate",
+        "OrderPendingCancel", "OrderModifyRejected", "OrderCancelRejected", "OrderUpdated", "OrderFilled",
+    }
+
+
+def test_manifest_in_the_same_batches(world):
+    client, tk = world.b.client(), world.trader_key
+    orders = {k.decode(): int(v) for k, v in client.hgetall(f"{tk}:{L.MANIFEST_ORDERS}").items()}
+    assert orders == {coid.value: o.event_count for coid, o in world.objects["orders"].items()}
+    for coid, count in orders.items():
+        assert client.llen(f"{tk}:orders:{coid}") == count
+    positions = {k.decode(): int(v) for k, v in client.hgetall(f"{tk}:{L.MANIFEST_POSITIONS}").items()}
+    assert positions == {pid.value: p.event_count for pid, p in world.objects["positions"].items()}
+    accounts = {k.decode(): int(v) for k, v in client.hgetall(f"{tk}:{L.MANIFEST_ACCOUNTS}").items()}
+    assert accounts == {aid.value: a.event_count for aid, a in world.objects["accounts"].items()}
+    meta = client.hgetall(f"{tk}:{L.MANIFEST_META}")
+    assert world.meta_while_running[b"final"] == b"0"
+    assert meta[b"final"] == b"1" and meta[b"instance_id"] == world.instance_id.value.encode()
+    assert int(meta[b"updated_ns"]) >= int(world.meta_while_running[b"updated_ns"])
+
+
+def test_trader_prefix_and_instance_id_options_match_native(tmp_path):
+    a = RedisProcess(tmp_path / "a", appendonly=False).start()
+    b = RedisProcess(tmp_path / "b", appendonly=False).start()
+    try:
+        instance_id = UUID4()
+        cfg_a = cache_config(a.port, use_trader_prefix=False, use_instance_id=True)
+        cfg_b = cache_config(b.port, use_trader_prefix=False, use_instance_id=True)
+        native = native_adapter(cfg_a, instance_id, TraderId("PFX-001"))
+        ours = ResilientCacheDatabase(TraderId("PFX-001"), instance_id, make_serializer(), cfg_b, spill_dir=str(tmp_path / "s"))
+        assert ours.trader_key == f"PFX-001:{instance_id.value}"
+        tee = CacheTee(native, ours)
+        write_orders(new_cache(tee), 3)
+        native.close()
+        ours.close()
+        state_a, state_b = dump_state(a.client(), ours.trader_key), dump_state(b.client(), ours.trader_key)
+        assert state_a == state_b and len(state_a) > 3
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_delete_account_event_removes_exactly_that_event(tmp_path):
+    """Native's delete_account_event is a no-op; ours removes the event (and only it)."""
+    server = RedisProcess(tmp_path / "r", appendonly=False).start()
+    try:
+        cfg = cache_config(server.port, "json")
+        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer("json"), cfg, spill_dir=str(tmp_path / "s"))
+        cache = new_cache(ours)
+        from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
+        from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+
+        account = TestExecStubs.cash_account(AccountId("SIM-001"))
+        cache.add_account(account)
+        for _ in range(3):
+            account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+            cache.update_account(account)
+        doomed = account.events[1].id.value
+        ours.delete_account_event(AccountId("SIM-001"), doomed)
+        ours.delete_account_event(AccountId("SIM-001"), doomed)  # idempotent
+        assert ours.wait_until_persisted(5)
+        key = f"{ours.trader_key}:accounts:SIM-001"
+        remaining = server.client().lrange(key, 0, -1)
+        assert len(remaining) == 3 and not any(doomed.encode() in raw for raw in remaining)
+        assert server.client().hget(f"{ours.trader_key}:{L.MANIFEST_ACCOUNTS}", "SIM-001") == b"3"
+        ours.close()
+    finally:
+        server.kill()
+
+
+def test_flush_is_flushdb_in_order(tmp_path):
+    server = RedisProcess(tmp_path / "r", appendonly=False).start()
+    try:
+        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=50),
+                                      spill_dir=str(tmp_path / "s"))
+        cache = new_cache(ours)
+        write_orders(cache, 5)
+        server.client().set("unrelated", b"x")
+        ours.flush()  # returns once FLUSHDB was applied, after the earlier writes
+        assert server.client().dbsize() == 1  # only the manifest meta re-written after FLUSHDB
+        write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
+        ours.close()
+        assert len(list(server.client().scan_iter(match=f"{ours.trader_key}:orders:*"))) == 2
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("iso", [True, False])
+def test_timestamp_fast_path_equals_serializer(iso):
+    """The arithmetic ISO 8601 conversion equals pandas' for the shapes the serializer writes."""
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+
+    ser = make_serializer("msgpack", iso)
+    decoder = EventDecoder(ser)
+    order = TestExecStubs.limit_order()
+    samples = [0, 1, 999, 1_000, 1_000_000, 1_700_000_000_123_456_789, 1_700_000_000_000_000_000,
+               951_782_400_000_000_001, 4_102_444_799_999_999_999, 1_709_251_199_999_999_000]
+    for ns in samples:
+        text = pd.Timestamp(ns, unit="ns", tz="UTC").isoformat().replace("+00:00", "Z")
+        assert decoder._iso_to_ns(text) == iso_to_ns_reference(text) == ns
+        event = TestEventStubs.order_submitted(order, ts_event=ns)
+        raw = ser.serialize(event)
+        decoded = decoder.decode(raw)
+        assert decoded == event and decoded.ts_event == ns and ser.serialize(decoded) == raw
+    assert decoder.fallbacks == 0
