@@ -299,3 +299,12 @@ def test_manifest_round_trip(redis_server, sample):
     assert manifest.orders == {"O-1": 4, "O-2": 3, "O-3": 4, "O-4": 4, "O-5": 3}
     assert manifest.positions == {"P-1": 1, "P-2": 2}
     assert manifest.accounts == {"SIM-001": 3}
+
+
+def test_reopened_netting_position_listed_as_closed_too_is_not_damage(redis_server, sample):
+    # NautilusTrader re-adds a reopened NETTING position id to index:positions_open without
+    # removing it from index:positions_closed; that is its normal state, not a loss.
+    client = redis_server.client()
+    client.sadd(layout.full_key(sample.trader_key, layout.INDEX_POSITIONS_CLOSED), "P-1")
+    report = verify_state(client, settings_for(redis_server.port))
+    assert report.problems == [], report.render()
