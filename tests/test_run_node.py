@@ -1,0 +1,52 @@
+"""Short real runs of ``python -m launcher`` as a user would start it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.servers.redis_process import free_port
+from tests.support.launcher_cli import run_launcher
+
+
+def test_memory_profile_trades_and_exits_0(tmp_path: Path):
+    result = run_launcher(["cache=memory", "run.duration_s=6"], cwd=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "OrderFilled" in log
+    assert "Node stopped cleanly" in log
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("backend", ["resilient", "native"])
+def test_redis_dev_run_persists_orders_under_the_trader_keys(tmp_path: Path, redis_server, backend):
+    result = run_launcher(
+        [
+            "cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
+            f"cache.backend={backend}", "trader_id=DRILL-001", "run.duration_s=6",
+            "strategy=churn", "strategy.params.actions_per_second=20",
+        ],
+        cwd=tmp_path,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    client = redis_server.client()
+    order_keys = client.keys("trader-DRILL-001:orders:*")
+    assert order_keys, log[-3000:]
+    assert client.type(order_keys[0]) == b"list"
+    assert client.scard("trader-DRILL-001:index:orders") == len(order_keys)
+    assert client.keys("trader-DRILL-001:accounts:*")
+
+
+def test_embedded_server_starts_when_nothing_answers_on_loopback(tmp_path: Path):
+    port = free_port()
+    result = run_launcher(
+        ["cache=redis_dev", f"cache.redis.port={port}", "trader_id=EMBED-001", "run.duration_s=4"],
+        cwd=tmp_path,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "EMBEDDED REDIS" in log
+    aof_dir = tmp_path / "var" / "redis" / str(port)
+    assert any(aof_dir.rglob("*.aof*")), list(aof_dir.rglob("*"))
