@@ -308,3 +308,10 @@ def test_reopened_netting_position_listed_as_closed_too_is_not_damage(redis_serv
     client.sadd(layout.full_key(sample.trader_key, layout.INDEX_POSITIONS_CLOSED), "P-1")
     report = verify_state(client, settings_for(redis_server.port))
     assert report.problems == [], report.render()
+
+
+def test_manifest_is_not_replaced_by_an_empty_cache(redis_server, sample):
+    client = redis_server.client()
+    assert not write_manifest_from_cache(client, sample.trader_key, Cache(), instance_id="disposed", final=True)
+    manifest = read_manifest(client, sample.trader_key)
+    assert manifest.instance_id == "test-instance" and len(manifest.orders) == 5

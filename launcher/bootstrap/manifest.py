@@ -15,6 +15,7 @@ the adapter has flushed its queue).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -24,6 +25,8 @@ import redis
 
 from launcher.cache import layout
 
+
+log = logging.getLogger("launcher.bootstrap")
 
 _HSET_CHUNK = 1000
 
@@ -124,16 +127,41 @@ def write_manifest(
     pipe.execute()
 
 
-def write_manifest_from_cache(client: redis.Redis, trader_key: str, cache: Any, *, instance_id: str, final: bool) -> None:
+def write_manifest_from_cache(
+    client: redis.Redis,
+    trader_key: str,
+    cache: Any,
+    *,
+    instance_id: str,
+    final: bool,
+) -> bool:
     """
     For the native backend: record, from the node's in-memory ``Cache``, how many events
     each order (``order.event_count``), position (``position.event_count``) and account
     (``len(account.events)``) has, plus ``meta`` {final, updated_ns, instance_id}.
 
     Call with ``final=True`` only after the adapter has flushed (node stopped, adapter
-    closed): the manifest then states exactly what Redis must hold.
+    closed): the manifest then states exactly what Redis must hold. A disposed node's
+    Cache is empty (``Cache.reset()``): to keep the counts of a clean stop, take them with
+    :func:`counts_from_cache` after the node stopped and before it is disposed, and write
+    them with :func:`write_manifest` once the adapter is closed.
+
+    Refuses (returns False, logs an error, leaves the manifest as it is) to replace a
+    non-empty manifest with an empty cache's counts: that would erase the record of what
+    Redis must hold.
     """
-    write_manifest(client, trader_key, counts_from_cache(cache), instance_id=instance_id, final=final)
+    counts = counts_from_cache(cache)
+    if not any(counts.values()):
+        existing = read_manifest(client, trader_key)
+        if existing.orders or existing.positions or existing.accounts:
+            log.error(
+                "Manifest %s left unchanged: the node's cache holds nothing (disposed?) while the manifest records "
+                "%d orders, %d positions, %d accounts",
+                manifest_keys(trader_key)["meta"], len(existing.orders), len(existing.positions), len(existing.accounts),
+            )
+            return False
+    write_manifest(client, trader_key, counts, instance_id=instance_id, final=final)
+    return True
 
 
 def mark_not_final(client: redis.Redis, trader_key: str, *, instance_id: str) -> None:
