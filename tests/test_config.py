@@ -128,6 +128,8 @@ def test_redacted_yaml_hides_passwords_in_values_and_overrides():
         (["cache=nosuch"], "cache/nosuch"),
         (["strategy.params.fast_ema_period=50"], "strategy.params"),
         (["cache.backend=native", "cache.durability=sync"], "cache.durability"),
+        (["cache.persist_orders=false"], "cache.persist_orders: false is not supported"),
+        (["cache.redis.db=1", "cache.backend=native"], "cache.redis.db"),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_key(overrides, expected):

@@ -64,6 +64,13 @@ def _check_cache(settings: LauncherConfig) -> None:
         raise ConfigError("cache.bulk_read_batch_size", "must be positive")
     if cache.max_pending_writes <= 0:
         raise ConfigError("cache.max_pending_writes", "must be positive")
+    for key in ("persist_orders", "persist_positions"):
+        if not getattr(cache, key):
+            raise ConfigError(
+                f"cache.{key}",
+                "false is not supported: NautilusTrader always persists orders and positions to its cache "
+                "database, and recovery needs them (use cache=memory to persist nothing)",
+            )
     if cache.store == Store.memory:
         return
     redis = cache.redis
