@@ -13,7 +13,8 @@ from typing import Any
 import redis
 import tenacity
 
-from launcher.cache.writer import pack_command
+from launcher.cache.resp import exchange
+from launcher.cache.resp import pack_command
 
 
 _RETRIABLE_READ = (
@@ -60,22 +61,12 @@ class BulkReader:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
-        """Send `commands` in chunks (next chunk written before the previous is read)."""
+        """Send `commands` in chunks on `conn`; return the replies (raise the first error reply)."""
         out: list = []
-        chunks = [commands[i : i + self._chunk] for i in range(0, len(commands), self._chunk)]
-        if not chunks:
-            return out
         t0 = time.monotonic()
-        conn.send_packed_command([b"".join(pack_command(c) for c in chunks[0])], check_health=False)
-        for i, chunk in enumerate(chunks):
-            if i + 1 < len(chunks):
-                conn.send_packed_command([b"".join(pack_command(c) for c in chunks[i + 1])], check_health=False)
-            read = conn.read_response
-            for _ in range(len(chunk)):
-                try:
-                    out.append(read(disable_decoding=True))
-                except redis.exceptions.ResponseError as e:
-                    out.append(e)
+        for i in range(0, len(commands), self._chunk):
+            chunk = commands[i : i + self._chunk]
+            out += exchange(conn, b"".join(pack_command(c) for c in chunk), len(chunk))
         self._on_round_trip("load_read", time.monotonic() - t0)
         for value in out:
             if isinstance(value, redis.exceptions.ResponseError):
@@ -90,8 +81,10 @@ class BulkReader:
             keys: list[str] = []
             cursor = b"0"
             while True:
-                conn.send_packed_command([pack_command((b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count))], check_health=False)
-                cursor, batch = conn.read_response(disable_decoding=True)
+                reply = exchange(conn, pack_command((b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)), 1)[0]
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    raise reply
+                cursor, batch = reply
                 keys.extend(k.decode() for k in batch)
                 if cursor in (b"0", 0):
                     break

@@ -9,9 +9,11 @@ Layout
     launcher manifest (``launcher:manifest:*``) is kept in the same MULTI/EXEC as the writes.
 
 Writes (see ``launcher/cache/writer.py`` for the mechanics)
-    ``durability="buffered"``: the hot path serializes the event (as the native adapter
-    does) and enqueues; a writer thread sends a MULTI/EXEC batch every ``buffer_interval_ms``
-    (immediately when unset). ``durability="sync"``: the call returns only once Redis
+    ``durability="buffered"``: the hot path only builds the write (keys, the entity's event
+    count and index flags read at call time) and enqueues it; the writer thread serializes the
+    (immutable) event with NautilusTrader's serializer and sends a MULTI/EXEC batch every
+    ``buffer_interval_ms`` (as soon as possible when unset). Mutable payloads (strategy/actor
+    state, snapshots) are serialized on the caller's thread. ``durability="sync"``: the call returns only once Redis
     acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
     as Redis is unreachable, which is the price of that guarantee. Retained writes are resent
     idempotently after connection loss, lost replies, READONLY (failover) or short WAITs; past
@@ -78,6 +80,7 @@ from launcher.cache.spill import spill_path
 from launcher.cache.writer import TAG_APPEND
 from launcher.cache.writer import TAG_DELETE_EVENT
 from launcher.cache.writer import TAG_SNAPSHOT
+from launcher.cache.writer import Lazy
 from launcher.cache.writer import Op
 from launcher.cache.writer import Writer
 from launcher.store.connection import ConnectionSettings
@@ -324,42 +327,42 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("add", [(b"SET", f"{self._k}{L.GENERAL}:{key}", value)]))
 
     def add_currency(self, currency: Currency) -> None:
-        payload = self._serializer.serialize({
+        payload = Lazy({
             "precision": currency.precision,
             "iso4217": currency.iso4217,
             "name": currency.name,
             "currency_type": currency_type_to_str(currency.currency_type),
         })
-        self._submit(Op("add_currency", [(b"SET", f"{self._k}{L.CURRENCIES}:{currency.code}", payload)]))
+        self._submit(Op("add_currency", [(b"SET", f"{self._k}{L.CURRENCIES}:{currency.code}", payload)], lazy=True))
 
     def add_instrument(self, instrument: Any) -> None:
-        payload = self._serializer.serialize(instrument)
-        self._submit(Op("add_instrument", [(b"SET", f"{self._k}{L.INSTRUMENTS}:{instrument.id.value}", payload)]))
+        payload = Lazy(instrument)
+        self._submit(Op("add_instrument", [(b"SET", f"{self._k}{L.INSTRUMENTS}:{instrument.id.value}", payload)], lazy=True))
 
     def add_synthetic(self, synthetic: Any) -> None:
-        payload = self._serializer.serialize(synthetic)
-        self._submit(Op("add_synthetic", [(b"SET", f"{self._k}{L.SYNTHETICS}:{synthetic.id.value}", payload)]))
+        payload = Lazy(synthetic)
+        self._submit(Op("add_synthetic", [(b"SET", f"{self._k}{L.SYNTHETICS}:{synthetic.id.value}", payload)], lazy=True))
 
     def add_account(self, account: Any) -> None:
         aid = account.id.value
-        payload = self._serializer.serialize(account.last_event)
+        payload = Lazy(account.last_event)
         self._submit(Op("add_account", [
             (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 1),
-        ]))
+        ], lazy=True))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
-        payload = self._serializer.serialize(account.last_event)
+        payload = Lazy(account.last_event)
         self._submit(Op("update_account", [
             (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 0),
-        ]))
+        ], lazy=True))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         if not self._persist_orders:
             return
         coid = order.client_order_id.value
         idx = self._idx
-        payload = self._serializer.serialize(order.last_event)
+        payload = Lazy(order.last_event)
         cmds = [
             (TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
@@ -370,14 +373,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             cmds.append((b"HSET", idx[L.INDEX_ORDER_POSITION], coid, position_id.value))
         if client_id is not None:
             cmds.append((b"HSET", idx[L.INDEX_ORDER_CLIENT], coid, client_id.value))
-        self._submit(Op("add_order", cmds, order))
+        self._submit(Op("add_order", cmds, order, lazy=True))
 
     def update_order(self, order: Any) -> None:
         if not self._persist_orders:
             return
         coid = order.client_order_id.value
         idx = self._idx
-        payload = self._serializer.serialize(order.last_event)
+        payload = Lazy(order.last_event)
         cmds = [(TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 0)]
         if order.venue_order_id is not None:
             cmds.append((b"SADD", idx[L.INDEX_ORDER_IDS], coid))
@@ -389,27 +392,27 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             cmds.append((b"SREM", idx[L.INDEX_ORDERS_OPEN], coid))
             cmds.append((b"SADD", idx[L.INDEX_ORDERS_CLOSED], coid))
         cmds.append((b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", idx[L.INDEX_ORDERS_EMULATED], coid))
-        self._submit(Op("update_order", cmds, order))
+        self._submit(Op("update_order", cmds, order, lazy=True))
 
     def add_position(self, position: Any) -> None:
         if not self._persist_positions:
             return
         pid = position.id.value
         key = f"{self._k}{L.POSITIONS}:{pid}"
-        payload = self._serializer.serialize(position.last_event)
+        payload = Lazy(position.last_event)
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", [
             (b"DEL", key),
             (TAG_APPEND, key, self._mf_positions, pid, position.event_count, payload, 1),
             (b"SADD", self._idx[L.INDEX_POSITIONS], pid),
             (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid),
-        ], position))
+        ], position, lazy=True))
 
     def update_position(self, position: Any) -> None:
         if not self._persist_positions:
             return
         pid = position.id.value
-        payload = self._serializer.serialize(position.last_event)
+        payload = Lazy(position.last_event)
         cmds = [(TAG_APPEND, f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, payload, 0)]
         if position.is_open:
             cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
@@ -417,7 +420,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         elif position.is_closed:
             cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
             cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-        self._submit(Op("update_position", cmds, position))
+        self._submit(Op("update_position", cmds, position, lazy=True))
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
         if not self._persist_orders:

@@ -57,6 +57,8 @@ import redis
 import tenacity
 
 from launcher.cache.listener import CacheListener
+from launcher.cache.resp import exchange
+from launcher.cache.resp import pack_command
 from launcher.cache.listener import CacheStats
 from launcher.cache.spill import SpillFile
 from launcher.cache.spill import encode_record
@@ -137,23 +139,6 @@ TAG_SNAPSHOT = "S"  # ("S", list_key, payload)
 TAG_DELETE_EVENT = "D"  # ("D", list_key, manifest_key, field, event_id, encoding)
 
 
-def pack_command(args: tuple | list) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    append = out.append
-    for a in args:
-        t = type(a)
-        if t is str:
-            a = a.encode()
-        elif t is int:
-            a = b"%d" % a
-        elif t is not bytes:
-            a = bytes(a) if t in (bytearray, memoryview) else str(a).encode()
-        append(b"$%d\r\n" % len(a))
-        append(a)
-        append(b"\r\n")
-    return b"".join(out)
-
-
 _PREAMBLE = b"".join(
     pack_command((b"SCRIPT", b"LOAD", script)) for script in (APPEND_SCRIPT, SNAPSHOT_SCRIPT, DELETE_EVENT_SCRIPT)
 )
@@ -186,20 +171,42 @@ _RETRIABLE = (
 )
 
 
+class Lazy:
+    """A payload serialized by the writer thread (immutable objects only: events, instruments)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+
 class Op:
     """One facade write: commands applied atomically, retained until acknowledged."""
 
-    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch")
+    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch", "lazy")
 
-    def __init__(self, kind: str, cmds: list, entity: Any = None) -> None:
+    def __init__(self, kind: str, cmds: list, entity: Any = None, lazy: bool = False) -> None:
         self.kind = kind
         self.cmds = cmds
         self.entity = entity  # the order/position whose events can repair a gap
+        self.lazy = lazy  # some arguments are `Lazy` payloads still to serialize
         self.seq = 0
         self.t0 = 0.0
         self.epoch = b""
 
-    def record(self) -> bytes:
+    def materialize(self, serializer: Any) -> None:
+        """Serialize the `Lazy` payloads (idempotent)."""
+        if self.lazy:
+            self.cmds = [
+                tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd) for cmd in self.cmds
+            ]
+            self.lazy = False
+
+    def record(self, serializer: Any) -> bytes:
+        try:
+            self.materialize(serializer)
+        except Exception:  # noqa: BLE001 (same op is dropped, loudly, when it is sent)
+            self.cmds, self.lazy = [], False
         return encode_record([self.epoch, self.seq, self.kind, self.cmds])
 
     @classmethod
@@ -341,8 +348,8 @@ class Writer:
                             f"cache writer stopped ({self._dead!r}); write spilled to {self._spill.path}",
                         )
                     self._acked.wait(1.0)
-            elif self._idle and (self._interval == 0.0 or len(self._queue) >= self._max_batch):
-                self._work.notify()
+            elif self._idle and (self._interval == 0.0 or len(self._queue) == 1 or len(self._queue) >= self._max_batch):
+                self._work.notify()  # idle writer: start the buffer interval (or send now)
         return op.seq
 
     def request_flush(self) -> None:
@@ -476,11 +483,26 @@ class Writer:
         return self._closing and time.monotonic() >= self._close_deadline
 
     def _backoff_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self._prepare_retained(deadline)
         with self._lock:
             if self._closing:
-                seconds = min(seconds, max(0.0, self._close_deadline - time.monotonic()))
-            if seconds > 0:
-                self._work.wait(seconds)
+                deadline = min(deadline, self._close_deadline)
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                self._work.wait(remaining)
+
+    def _prepare_retained(self, deadline: float) -> None:
+        """
+        While waiting out an outage, serialize retained payloads ahead of time, so that a
+        spill (on the caller's thread) does not have to serialize a whole FIFO at once.
+        """
+        with self._lock:
+            todo = [op for op in self._queue if op.lazy]
+        for op in todo:
+            if time.monotonic() >= deadline:
+                break
+            op.materialize(self._serializer)
 
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -523,101 +545,100 @@ class Writer:
 
     def _pack(self, ops: list[Op]) -> tuple[bytes, int, list[tuple[int, int]]]:
         parts = [_PREAMBLE, _MULTI]
+        append = parts.append
         index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
+        serializer = self._serializer
         for i, op in enumerate(ops):
+            if op.lazy:
+                try:
+                    op.materialize(serializer)
+                except Exception as e:  # an object the serializer cannot handle: a bug upstream
+                    self.stats.command_errors += 1
+                    self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
+                    op.cmds, op.lazy, op.entity = [], False, None
             repairable = b"1" if op.entity is not None else b"0"
             for j, cmd in enumerate(op.cmds):
                 tag = cmd[0]
                 if tag == TAG_APPEND:
-                    args = (b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6], repairable)
+                    append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6], repairable)))
                 elif tag == TAG_SNAPSHOT:
-                    args = (b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])
+                    append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
                 elif tag == TAG_DELETE_EVENT:
-                    args = (b"EVALSHA", DELETE_EVENT_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5])
+                    append(pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5])))
                 else:
-                    args = cmd
-                parts.append(pack_command(args))
+                    append(pack_command(cmd))
                 index.append((i, j))
-        parts.append(_EXEC)
+        append(_EXEC)
         if self._min_acks:
-            parts.append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
+            append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
         return b"".join(parts), len(index), index
 
-    def _send(self, ops: list[Op]) -> list:
+    def _round(self, ops: list[Op]) -> tuple[list, list, Any, Any, list]:
+        """One MULTI/EXEC (+WAIT) round trip: (preamble, queued, exec result, wait result, index)."""
         data, ncmds, index = self._pack(ops)
         conn = self._connection()
+        expected = _PREAMBLE_REPLIES + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+        timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
         t0 = time.monotonic()
-        conn.send_packed_command([data], check_health=False)
-        queued_errors: list[Exception] = []
-        for _ in range(_PREAMBLE_REPLIES + 1 + ncmds):  # SCRIPT LOADs, MULTI, QUEUED...
-            try:
-                conn.read_response(disable_decoding=True)
-            except redis.exceptions.ResponseError as e:
-                queued_errors.append(e)
-        try:
-            results = conn.read_response(disable_decoding=True)
-        except redis.exceptions.ResponseError as e:
-            results = e
-        wait_replies = None
-        if self._min_acks:
-            t_wait = time.monotonic()
-            try:
-                wait_replies = conn.read_response(
-                    disable_decoding=True,
-                    timeout=self._socket_timeout_s + self._ack_timeout_ms / 1000.0,
-                )
-            except redis.exceptions.ResponseError as e:
-                raise ServerUnavailable(f"WAIT failed: {e}") from e
-            self._round_trip("wait_replicas", time.monotonic() - t_wait)
+        replies = exchange(conn, data, expected, timeout)
         rtt = time.monotonic() - t0
         self._round_trip("write_batch", rtt)
         self.stats.last_batch_round_trip_s = rtt
+        preamble = replies[:_PREAMBLE_REPLIES]
+        queued = replies[_PREAMBLE_REPLIES + 1 : _PREAMBLE_REPLIES + 1 + ncmds]
+        results = replies[_PREAMBLE_REPLIES + 1 + ncmds]
+        wait = replies[-1] if self._min_acks else None
+        for reply in preamble + [replies[_PREAMBLE_REPLIES]]:
+            if isinstance(reply, Exception):
+                # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
+                # EXEC: keep everything retained and say so instead.
+                raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
+        return queued, results, wait, index, ops
 
-        if queued_errors or isinstance(results, Exception):
-            for e in queued_errors + ([results] if isinstance(results, Exception) else []):
-                text = str(e)
-                if isinstance(e, redis.exceptions.ReadOnlyError) or text.startswith(_SERVER_STATE_ERRORS):
-                    raise ServerUnavailable(text)
+    def _check_wait(self, wait: Any) -> None:
+        if wait is None:
+            return
+        if isinstance(wait, Exception):
+            raise ServerUnavailable(f"WAIT failed: {wait}")
+        if int(wait) < self._min_acks:
+            raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
+
+    @staticmethod
+    def _refusals(queued: list, results: Any) -> list[Exception]:
+        errors = [r for r in queued if isinstance(r, Exception)]
+        if isinstance(results, Exception):
+            errors.append(results)
+        for e in errors:
+            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
+                raise ServerUnavailable(str(e))
+        return errors
+
+    def _send(self, ops: list[Op]) -> list:
+        queued, results, wait, index, _ = self._round(ops)
+        errors = self._refusals(queued, results)
+        self._check_wait(wait)
+        if errors:
             # A command Redis refuses outright (a bug, not an outage): isolate it.
-            return self._send_isolated(ops, queued_errors, results)
-        if wait_replies is not None and int(wait_replies) < self._min_acks:
-            raise NotAcknowledged(f"WAIT: {int(wait_replies)} of {self._min_acks} replica(s) acknowledged")
-        self._note_address(conn)
+            return self._send_isolated(ops, errors)
+        self._note_address(self._connection())
         return self._map_results(ops, index, results)
 
-    def _send_isolated(self, ops: list[Op], queued_errors: list, results: Any) -> list:
+    def _send_isolated(self, ops: list[Op], errors: list) -> list:
         """Send each op alone; drop (loudly) only the ops Redis refuses to queue."""
         self._log().error(
-            f"Redis refused a cache write batch ({len(ops)} writes): "
-            f"{[str(e) for e in queued_errors][:3]} / {results!r}; retrying write by write",
+            f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
+            "retrying write by write",
         )
         merged: list = [None] * len(ops)
         for i, op in enumerate(ops):
-            data, ncmds, index = self._pack([op])
-            conn = self._connection()
-            conn.send_packed_command([data], check_health=False)
-            errors = []
-            for _ in range(_PREAMBLE_REPLIES + 1 + ncmds):
-                try:
-                    conn.read_response(disable_decoding=True)
-                except redis.exceptions.ResponseError as e:
-                    errors.append(e)
-            try:
-                res = conn.read_response(disable_decoding=True)
-            except redis.exceptions.ResponseError as e:
-                res = e
-            if self._min_acks:
-                acks = conn.read_response(disable_decoding=True, timeout=self._socket_timeout_s + self._ack_timeout_ms / 1000.0)
-                if int(acks) < self._min_acks:
-                    raise NotAcknowledged(f"WAIT: {int(acks)} of {self._min_acks} replica(s) acknowledged")
-            if errors or isinstance(res, Exception):
-                for e in errors + ([res] if isinstance(res, Exception) else []):
-                    if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
-                        raise ServerUnavailable(str(e))
+            queued, results, wait, index, _ = self._round([op])
+            refused = self._refusals(queued, results)
+            self._check_wait(wait)
+            if refused:
                 self.stats.command_errors += 1
-                self._log().error(f"Dropped cache write {op.kind} rejected by Redis: {[str(e) for e in errors]} {res!r}")
+                self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
                 continue
-            merged[i] = self._map_results([op], index, res)[0]
+            merged[i] = self._map_results([op], index, results)[0]
         self._note_address(self._connection())
         return merged
 
@@ -667,7 +688,7 @@ class Writer:
             self._inflight = None
             if self._spill.unread == 0 and self._spill.exists and self._spill.drained:
                 self._spill.remove()
-            self.stats.writes_acknowledged += len(batch.ops)
+            self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
             self.stats.batches += 1
             pending = self._refresh_pending_locked()
             self._acked.notify_all()
@@ -733,29 +754,39 @@ class Writer:
         if not gaps:
             return []
         repairs: list[Op] = []
+        lost_entities, unrepairable = 0, []
+        # Where a write in this batch replaced a list (position flip, delete): the old
+        # entity's history no longer belongs there after that point.
+        last_replaced: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            for c in op.cmds:
+                if (c[0] == b"DEL" or (c[0] == TAG_APPEND and int(c[4]) == 1)) and c[1] in gaps:
+                    last_replaced[c[1]] = i
         for key, (entity, cmd, have, want, first_index) in gaps.items():
-            # A later write in the same batch replaced the list (position flip, delete):
-            # the old entity's history no longer belongs there.
-            replaced = any(
-                (c[0] == b"DEL" and c[1] == key) or (c[0] == TAG_APPEND and c[1] == key and int(c[4]) == 1)
-                for op in ops[first_index + 1 :]
-                for c in op.cmds
-            )
+            replaced = last_replaced.get(key, -1) > first_index
             events = list(entity.events) if entity is not None else []
             if replaced or len(events) < want:
-                self._log().error(
-                    f"Redis lost events of {key} (has {have}, expected {want - 1}); cannot repair from memory",
-                )
+                unrepairable.append(key)
                 continue
             cmds = [
                 (TAG_APPEND, key, cmd[2], cmd[3], n, self._serializer.serialize(events[n - 1]), 1)
                 for n in range(have + 1, want + 1)
             ]
             missing = want - have
-            self.stats.repairs += missing
-            self._log().warning(f"Redis had lost {want - 1 - have} event(s) of {key}: re-writing them from memory")
+            self.stats.repairs += missing - 1 if missing > 1 else 0
+            lost_entities += 1
             self._notify("on_repair", key, missing)
             repairs.append(Op("repair", cmds))
+        if lost_entities:
+            self._log().warning(
+                f"Redis had lost earlier events of {lost_entities} entit{'y' if lost_entities == 1 else 'ies'} "
+                f"(e.g. {next(iter(gaps))}): re-writing them from memory, in order",
+            )
+        if unrepairable:
+            self.stats.command_errors += len(unrepairable)
+            self._log().error(
+                f"Redis lost events of {len(unrepairable)} list(s) that cannot be rebuilt from memory: {unrepairable[:5]}",
+            )
         return repairs
 
     # -- retention helpers (call with the lock held) --------------------------------------------
@@ -775,7 +806,7 @@ class Writer:
         if not self._queue:
             return
         ops = list(self._queue)
-        self._spill.append([op.record() for op in ops])
+        self._spill.append([op.record(self._serializer) for op in ops])
         self._queue.clear()
         self.stats.spilled_total += len(ops)
         self._refresh_pending_locked()
@@ -789,9 +820,9 @@ class Writer:
             keep = [op for op in inflight.ops if op.kind not in drop_kinds]
             if keep:
                 if self._spill.unread:
-                    self._spill.rewrite([op.record() for op in keep])
+                    self._spill.rewrite([op.record(self._serializer) for op in keep])
                 else:
-                    self._spill.append([op.record() for op in keep])
+                    self._spill.append([op.record(self._serializer) for op in keep])
                 self.stats.spilled_total += len(keep)
         if drop_kinds:
             self._queue = collections.deque(op for op in self._queue if op.kind not in drop_kinds)

@@ -1,0 +1,196 @@
+"""
+Redis outages: the resilient backend retains, resends idempotently and loses nothing; the
+native adapter (contrast, documented) loses what was written while Redis was down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from nautilus_trader.core.uuid import UUID4
+
+from launcher.cache import layout as L
+from launcher.cache.listener import CacheListener
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import cache_config
+from launcher.cache.testing import make_serializer
+from launcher.cache.testing import native_adapter
+from launcher.cache.testing import new_cache
+from launcher.cache.testing import write_orders
+from launcher.store.connection import ConnectionSettings
+
+
+class LogRecorder:
+    """Stands in for NautilusTrader's Logger to count the lines the backend emits."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def _add(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+
+    def debug(self, message, *args, **kwargs): self._add("DEBUG", message)
+    def info(self, message, *args, **kwargs): self._add("INFO", message)
+    def warning(self, message, *args, **kwargs): self._add("WARN", message)
+    def error(self, message, *args, **kwargs): self._add("ERROR", message)
+
+    def count(self, level: str, text: str) -> int:
+        return sum(1 for lv, message in self.lines if lv == level and text in message)
+
+
+class OutageProbe(CacheListener):
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[tuple[int, float]] = []
+
+    def on_outage_start(self, pending_writes, error):
+        self.starts.append(pending_writes)
+
+    def on_outage_end(self, resent_writes, outage_s):
+        self.ends.append((resent_writes, outage_s))
+
+
+def poll(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def resilient(server, tmp_path, **kwargs):
+    config = cache_config(server.port, buffer_interval_ms=kwargs.pop("buffer_interval_ms", 5))
+    kwargs.setdefault("connection", ConnectionSettings(host="127.0.0.1", port=server.port, timeout_s=1.0))
+    kwargs.setdefault("close_timeout_s", 15.0)
+    kwargs.setdefault("max_backoff_s", 0.25)
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), config, spill_dir=str(tmp_path / "spill"), **kwargs)
+    db._log = LogRecorder()
+    return db
+
+
+def assert_exactly_once(client, trader_key: str, orders, serializer=None) -> None:
+    """Every event of every order is in Redis once, in order, byte for byte; indexes and manifest agree."""
+    serializer = serializer or make_serializer()
+    pipe = client.pipeline(transaction=False)
+    for order in orders:
+        pipe.lrange(f"{trader_key}:orders:{order.client_order_id.value}", 0, -1)
+    stored = pipe.execute()
+    manifest = client.hgetall(f"{trader_key}:{L.MANIFEST_ORDERS}")
+    members = client.smembers(f"{trader_key}:{L.INDEX_ORDERS}")
+    closed = client.smembers(f"{trader_key}:{L.INDEX_ORDERS_CLOSED}")
+    for order, raw in zip(orders, stored):
+        coid = order.client_order_id.value
+        expected = [serializer.serialize(e) for e in order.events]
+        assert raw == expected, f"{coid}: {len(raw)} stored vs {len(expected)} events"
+        assert int(manifest[coid.encode()]) == order.event_count
+        assert coid.encode() in members
+        assert (coid.encode() in closed) == order.is_closed
+
+
+class Stream:
+    """Writes orders (4 events each) through a Cache from a thread until stopped."""
+
+    def __init__(self, cache) -> None:
+        self.cache = cache
+        self.orders: list = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            i = 0
+            while not self.stop.is_set():
+                self.orders += write_orders(self.cache, 1, prefix=f"s{i}", start_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)
+                i += 1
+                time.sleep(0.001)  # pacing, not synchronisation
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+    def __enter__(self) -> Stream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_sigkill_while_writes_stream_in_loses_and_duplicates_nothing(redis_server, tmp_path):
+    probe = OutageProbe()
+    db = resilient(redis_server, tmp_path, listener=probe)
+    log = db._log
+    with Stream(new_cache(db)) as stream:
+        poll(lambda: db.stats().writes_acknowledged > 400, 20, "writes before the kill")
+        redis_server.kill()  # SIGKILL: no shutdown, in-flight replies lost
+        killed_at = db.stats().writes_enqueued
+        poll(lambda: db.stats().outage_active, 10, "the outage to be noticed")
+        poll(lambda: db.stats().writes_enqueued > killed_at + 200, 20, "writes during the outage")
+        time.sleep(2.0)  # the outage itself: the server stays down for 2 s
+        redis_server.start()  # restarts from its AOF
+        resumed_at = db.stats().writes_acknowledged
+        poll(lambda: not db.stats().outage_active, 20, "writes to resume")
+        poll(lambda: db.stats().writes_acknowledged > resumed_at + 400, 20, "writes after the restart")
+    assert stream.error is None, stream.error
+    db.close()
+    assert db.pending_writes() == 0
+    assert_exactly_once(redis_server.client(), db.trader_key, stream.orders)
+    stats = db.stats()
+    assert stats.outages == 1 and stats.reconnects == 1 and stats.last_outage_s >= 2.0
+    assert len(probe.starts) == 1 and len(probe.ends) == 1 and probe.ends[0][1] >= 2.0
+    # One WARN when Redis went away, one INFO when writes resumed - not a line per write.
+    assert log.count("WARN", "unreachable") == 1
+    assert log.count("INFO", "writes resumed") == 1
+    assert sum(1 for level, _ in log.lines if level in ("WARN", "ERROR")) == 1
+    assert not (tmp_path / "spill").exists() or not any((tmp_path / "spill").iterdir())
+
+
+def write_while_down(server, database):
+    """Writes before, during (server down for 2 s) and after an outage; returns the three groups."""
+    cache = new_cache(database)
+    before = write_orders(cache, 5, prefix="b")
+    client = server.client()
+    poll(lambda: all(client.llen(f"trader-TESTER-000:orders:{o.client_order_id.value}") == 4 for o in before),
+         10, "the first writes to be persisted")
+    server.kill()
+    during = write_orders(cache, 5, prefix="d", start_ns=1_750_000_000_000_000_000)
+    time.sleep(2.0)  # the outage
+    server.start()
+    after = write_orders(cache, 5, prefix="a", start_ns=1_760_000_000_000_000_000)
+    database.close()
+    return before, during, after
+
+
+def test_resilient_keeps_writes_made_while_redis_is_down(redis_server, tmp_path):
+    db = resilient(redis_server, tmp_path, buffer_interval_ms=50)
+    before, during, after = write_while_down(redis_server, db)
+    assert_exactly_once(redis_server.client(), db.trader_key, before + during + after)
+    assert db._log.count("WARN", "unreachable") == 1 and db._log.count("INFO", "writes resumed") == 1
+
+
+def test_native_adapter_loses_writes_made_while_redis_is_down(redis_server):
+    """The contrast this backend exists for: NautilusTrader's adapter drops the failed batch."""
+    native = native_adapter(cache_config(redis_server.port, buffer_interval_ms=50))
+    before, during, after = write_while_down(redis_server, native)
+    client = redis_server.client()
+    lengths = {name: [client.llen(f"trader-TESTER-000:orders:{o.client_order_id.value}") for o in group]
+               for name, group in (("before", before), ("during", during), ("after", after))}
+    assert lengths["before"] == [4] * 5 and lengths["after"] == [4] * 5
+    lost = sum(4 - n for n in lengths["during"])
+    assert lost > 0, f"native adapter unexpectedly kept every write: {lengths}"
+
+
+@pytest.mark.parametrize("encoding", ["json"])
+def test_outage_with_json_encoding(redis_server, tmp_path, encoding):
+    config = cache_config(redis_server.port, encoding, True, buffer_interval_ms=20)
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(encoding, True), config, spill_dir=str(tmp_path / "s"),
+                                connection=ConnectionSettings(host="127.0.0.1", port=redis_server.port, timeout_s=1.0),
+                                max_backoff_s=0.25)
+    before, during, after = write_while_down(redis_server, db)
+    assert_exactly_once(redis_server.client(), db.trader_key, before + during + after, make_serializer(encoding, True))
+    loaded = db.load_orders()
+    assert {o.client_order_id for o in before + during + after} == set(loaded)
