@@ -17,6 +17,7 @@ from launcher.bootstrap.lease import acquire_lease
 from launcher.bootstrap.lease import lease_key
 from launcher.config.schema import LauncherConfig
 from launcher.errors import LeaseHeld
+from launcher.errors import LeaseLost
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 
@@ -206,3 +207,22 @@ def test_leases_of_different_traders_are_independent(redis_server):
     assert a.key != b.key
     a.release()
     b.release()
+
+
+def test_flush_database_keeps_the_lease(redis_server):
+    client = client_for(redis_server)
+    lease = acquire_lease(client, lease_settings(), "flusher")
+    client.set("trader-TESTER-001:orders:O-1", b"x")
+    client.set("trader-TESTER-001:index:orders", b"y")
+    lost = threading.Event()
+    lease.start_renewing(lambda reason: lost.set())
+    assert lease.flush_database() == 2
+    assert client.dbsize() == 1 and json.loads(client.get(lease.key))["instance_id"] == "flusher"
+    renewals = lease.renewals
+    wait_until(lambda: lease.renewals > renewals, TTL_S, "a renewal after the flush")
+    assert not lost.is_set()
+    lease.release()
+    client.set(lease.key, b"someone else")
+    with pytest.raises(LeaseLost, match="no longer ours"):
+        lease.flush_database()
+    assert client.get(lease.key) == b"someone else"

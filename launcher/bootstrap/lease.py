@@ -41,6 +41,7 @@ from nautilus_trader.cache.config import CacheConfig
 from launcher.cache import layout
 from launcher.errors import ConfigError
 from launcher.errors import LeaseHeld
+from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
 
 
@@ -215,6 +216,36 @@ class Lease:
                 callback(reason)
             except Exception:  # noqa: BLE001 (a failing callback must not kill the watchdog silently)
                 log.exception("lease on_lost callback failed")
+
+    # -- flush ------------------------------------------------------------------------------------
+
+    def flush_database(self) -> int:
+        """
+        ``cache.flush_on_start`` without losing the lease: FLUSHDB and re-SET the lease in one
+        MULTI/EXEC, only while the lease is still ours (WATCH). Returns how many keys were
+        deleted. NautilusTrader's own flush (kernel, flush_on_start) deletes the lease key
+        with everything else, which the renewal then (rightly) reports as a lost lease.
+        Raises LeaseLost if the lease is no longer ours.
+        """
+        with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.key)
+                    current = pipe.get(self.key)
+                    if current is None or current.decode(errors="replace") != self.value:
+                        raise LeaseLost(f"lease {self.key} is no longer ours: refusing to flush the database")
+                    deleted = int(pipe.dbsize()) - 1
+                    pipe.multi()
+                    pipe.flushdb()
+                    pipe.set(self.key, self.value, px=self.ttl_ms)
+                    sent = time.monotonic()
+                    pipe.execute()
+                except redis.exceptions.WatchError:
+                    continue
+                with self._lock:
+                    self._last_ok = max(self._last_ok, sent)
+                log.warning("Flushed the Redis database (%d keys deleted), keeping the single-writer lease", deleted)
+                return deleted
 
     # -- release ----------------------------------------------------------------------------------
 
