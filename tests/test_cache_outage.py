@@ -12,34 +12,18 @@ import pytest
 
 from nautilus_trader.core.uuid import UUID4
 
-from launcher.cache import layout as L
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import LogRecorder
+from launcher.cache.testing import assert_exactly_once
+from launcher.cache.testing import poll
 from launcher.cache.testing import cache_config
 from launcher.cache.testing import make_serializer
 from launcher.cache.testing import native_adapter
 from launcher.cache.testing import new_cache
 from launcher.cache.testing import write_orders
 from launcher.store.connection import ConnectionSettings
-
-
-class LogRecorder:
-    """Stands in for NautilusTrader's Logger to count the lines the backend emits."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def _add(self, level: str, message: str) -> None:
-        self.lines.append((level, message))
-
-    def debug(self, message, *args, **kwargs): self._add("DEBUG", message)
-    def info(self, message, *args, **kwargs): self._add("INFO", message)
-    def warning(self, message, *args, **kwargs): self._add("WARN", message)
-    def error(self, message, *args, **kwargs): self._add("ERROR", message)
-
-    def count(self, level: str, text: str) -> int:
-        return sum(1 for lv, message in self.lines if lv == level and text in message)
 
 
 class OutageProbe(CacheListener):
@@ -54,14 +38,6 @@ class OutageProbe(CacheListener):
         self.ends.append((resent_writes, outage_s))
 
 
-def poll(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def resilient(server, tmp_path, **kwargs):
     config = cache_config(server.port, buffer_interval_ms=kwargs.pop("buffer_interval_ms", 5))
     kwargs.setdefault("connection", ConnectionSettings(host="127.0.0.1", port=server.port, timeout_s=1.0))
@@ -70,25 +46,6 @@ def resilient(server, tmp_path, **kwargs):
     db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), config, spill_dir=str(tmp_path / "spill"), **kwargs)
     db._log = LogRecorder()
     return db
-
-
-def assert_exactly_once(client, trader_key: str, orders, serializer=None) -> None:
-    """Every event of every order is in Redis once, in order, byte for byte; indexes and manifest agree."""
-    serializer = serializer or make_serializer()
-    pipe = client.pipeline(transaction=False)
-    for order in orders:
-        pipe.lrange(f"{trader_key}:orders:{order.client_order_id.value}", 0, -1)
-    stored = pipe.execute()
-    manifest = client.hgetall(f"{trader_key}:{L.MANIFEST_ORDERS}")
-    members = client.smembers(f"{trader_key}:{L.INDEX_ORDERS}")
-    closed = client.smembers(f"{trader_key}:{L.INDEX_ORDERS_CLOSED}")
-    for order, raw in zip(orders, stored):
-        coid = order.client_order_id.value
-        expected = [serializer.serialize(e) for e in order.events]
-        assert raw == expected, f"{coid}: {len(raw)} stored vs {len(expected)} events"
-        assert int(manifest[coid.encode()]) == order.event_count
-        assert coid.encode() in members
-        assert (coid.encode() in closed) == order.is_closed
 
 
 class Stream:

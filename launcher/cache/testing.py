@@ -18,6 +18,7 @@ Helpers for tests, drills and benchmarks of the cache backends (no test framewor
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -444,3 +445,48 @@ def write_orders(cache: Cache, count: int, *, events: int = 4, instrument: Any =
 
 def trader_key_for(config: CacheConfig, instance_id: UUID4 | None = None, trader_id: TraderId = TRADER_ID) -> str:
     return layout.trader_key(trader_id.value, instance_id.value if instance_id else None, config)
+
+
+class LogRecorder:
+    """Stands in for NautilusTrader's Logger to count the lines the backend emits."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def _add(self, level: str, message: str) -> None:
+        self.lines.append((level, message))
+
+    def debug(self, message, *args, **kwargs): self._add("DEBUG", message)
+    def info(self, message, *args, **kwargs): self._add("INFO", message)
+    def warning(self, message, *args, **kwargs): self._add("WARN", message)
+    def error(self, message, *args, **kwargs): self._add("ERROR", message)
+
+    def count(self, level: str, text: str) -> int:
+        return sum(1 for lv, message in self.lines if lv == level and text in message)
+
+
+def poll(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def assert_exactly_once(client, trader_key: str, orders, serializer=None) -> None:
+    """Every event of every order is in Redis once, in order, byte for byte; indexes and manifest agree."""
+    serializer = serializer or make_serializer()
+    pipe = client.pipeline(transaction=False)
+    for order in orders:
+        pipe.lrange(f"{trader_key}:orders:{order.client_order_id.value}", 0, -1)
+    stored = pipe.execute()
+    manifest = client.hgetall(f"{trader_key}:{layout.MANIFEST_ORDERS}")
+    members = client.smembers(f"{trader_key}:{layout.INDEX_ORDERS}")
+    closed = client.smembers(f"{trader_key}:{layout.INDEX_ORDERS_CLOSED}")
+    for order, raw in zip(orders, stored):
+        coid = order.client_order_id.value
+        expected = [serializer.serialize(e) for e in order.events]
+        assert raw == expected, f"{coid}: {len(raw)} stored vs {len(expected)} events"
+        assert int(manifest[coid.encode()]) == order.event_count
+        assert coid.encode() in members
+        assert (coid.encode() in closed) == order.is_closed

@@ -299,7 +299,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=max_backoff_s, jitter=0.05),
+            wait=tenacity.wait_exponential_jitter(multiplier=min(0.05, max_backoff_s), max=max_backoff_s, jitter=min(0.05, max_backoff_s)),
             stop=self._should_stop,
             sleep=self._backoff_sleep,
             before_sleep=self._on_retry,
