@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from launcher.bootstrap.preflight import run_preflight
+from launcher.bootstrap.wait import wait_for_redis
 from launcher.config.connection import connection_settings
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Store
 from launcher.errors import PreflightFailed
+from launcher.errors import RedisUnavailable
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import connect
 
@@ -114,12 +116,19 @@ def test_sentinel_checks(sentinel_topology):
     settings.cache.sentinel.nodes = sentinel_topology.sentinel_addresses
     settings.cache.sentinel.master_name = sentinel_topology.master_name
     conn = connection_settings(settings.cache)
-    client = connect(conn)
+    client = wait_for_redis(conn, timeout_s=10)  # the master, found through the sentinels
     try:
         results = {r.check: r for r in run_preflight(client, settings, conn)}
         for name in ("sentinel-master", "sentinel-quorum", "sentinel-replicas"):
             assert results[name].status == "PASS", results[name]
         assert "3 of 3" in results["sentinel-quorum"].reason
+        # A master name no sentinel knows (yet) is transient for wait_for_redis: retried until the timeout.
+        unknown = LauncherConfig(trader_id="TESTER-001")
+        unknown.cache.store = Store.sentinel
+        unknown.cache.sentinel.nodes = sentinel_topology.sentinel_addresses
+        unknown.cache.sentinel.master_name = "notyet"
+        with pytest.raises(RedisUnavailable, match="no master known to the sentinels"):
+            wait_for_redis(connection_settings(unknown.cache), timeout_s=1.0)
 
         sentinel_topology.sentinel_procs[0].kill()
         results = {r.check: r for r in run_preflight(client, settings, conn)}
