@@ -124,10 +124,11 @@ class SpillFile:
 
     # -- data -------------------------------------------------------------------------------
 
-    def append(self, records: list[bytes]) -> None:
-        """Append framed records (from `encode_record`) and fsync before returning."""
+    def append(self, records: list[bytes]) -> int:
+        """Append framed records (from `encode_record`), fsync, return the offset of the first."""
         if self._fd is None:
             self.open()
+        start = self._size
         data = b"".join(records)
         view = memoryview(data)
         written = 0
@@ -136,6 +137,7 @@ class SpillFile:
         os.fsync(self._fd)
         self._size += len(data)
         self.unread += len(records)
+        return start
 
     def read(self, max_records: int) -> tuple[list[object], int]:
         """Up to `max_records` decoded records from the read offset, and the offset after them."""
@@ -159,29 +161,6 @@ class SpillFile:
     @property
     def drained(self) -> bool:
         return self.read_offset >= self._size
-
-    def rewrite(self, prefix: list[bytes]) -> None:
-        """
-        Replace the file by `prefix` records followed by the unread records (atomically:
-        temp file, fsync, rename). Used when retained writes older than the file's content
-        must be spilled ahead of it.
-        """
-        rest = b""
-        if self._fd is not None and self.read_offset < self._size:
-            rest = os.pread(self._fd, self._size - self.read_offset, self.read_offset)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        data = MAGIC + b"".join(prefix) + rest
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
-        self.close()
-        self._fd = os.open(self.path, os.O_RDWR, 0o600)
-        self._size = len(data)
-        self.read_offset = len(MAGIC)
-        self.unread = self.unread + len(prefix)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -221,8 +221,10 @@ class Op:
 @dataclass
 class _Batch:
     ops: list[Op]
-    from_spill: bool = False
-    spill_end: int = 0
+    from_spill: bool = False  # its ops are records of the spill file (read from it, or spilled in flight)
+    spill_end: int = 0  # file offset after its records
+    spill_records: int = 0
+    replay: bool = False  # read from the spill file
     attempts: int = 0
 
 
@@ -312,6 +314,8 @@ class Writer:
         if self._spill.exists:
             with self._lock:
                 count = self._spill.open()
+                if count == 0:
+                    self._spill.remove()
                 self._refresh_pending_locked()
             if self._spill.torn_records:
                 self._log().warning(
@@ -446,7 +450,7 @@ class Writer:
                 if self._spill.unread:
                     values, end = self._spill.read(self._max_batch)
                     ops = [Op.from_record(v) for v in values]
-                    self._inflight = _Batch(ops, from_spill=True, spill_end=end)
+                    self._inflight = _Batch(ops, from_spill=True, spill_end=end, spill_records=len(ops), replay=True)
                     return self._inflight
                 if self._queue:
                     wait_s = 0.0
@@ -677,8 +681,9 @@ class Writer:
         now = time.monotonic()
         with self._lock:
             if batch.from_spill:
-                self._spill.advance(batch.spill_end, len(batch.ops))
-                self.stats.replayed_total += len(batch.ops)
+                self._spill.advance(batch.spill_end, batch.spill_records)
+                if batch.replay:
+                    self.stats.replayed_total += len(batch.ops)
             max_seq = 0
             for op in batch.ops:
                 if op.epoch == self._epoch and op.seq > max_seq:
@@ -686,7 +691,7 @@ class Writer:
             if max_seq > self._acked_seq:
                 self._acked_seq = max_seq
             self._inflight = None
-            if self._spill.unread == 0 and self._spill.exists and self._spill.drained:
+            if batch.from_spill and self._spill.unread == 0:
                 self._spill.remove()
             self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
             self.stats.batches += 1
@@ -704,7 +709,7 @@ class Writer:
                 f"{resent} retained write(s) re-sent",
             )
             self._notify("on_outage_end", resent, outage)
-        if batch.from_spill:
+        if batch.replay:
             self._notify("on_replay", len(batch.ops), str(self._spill.path))
         self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops), self.stats.last_batch_round_trip_s)
         self._latency(batch.ops, now)
@@ -801,32 +806,38 @@ class Writer:
         self.stats.spilled_writes = self._spill.unread
         return pending
 
-    def _spill_queue_locked(self) -> None:
-        """Append the whole memory FIFO to the spill file (fsync'd)."""
-        if not self._queue:
-            return
-        ops = list(self._queue)
-        self._spill.append([op.record(self._serializer) for op in ops])
+    def _spill_queue_locked(self, drop_kinds: tuple[str, ...] = ()) -> None:
+        """
+        Append every retained write that is not in the spill file yet to it (fsync'd), oldest
+        first: the in-flight batch when it came from memory, then the memory FIFO. The file
+        then holds a prefix-closed history: a crash can only lose writes newer than it.
+        """
+        records: list[bytes] = []
+        inflight = self._inflight
+        convert = inflight is not None and not inflight.from_spill
+        if convert:
+            # Taken from memory means the file had nothing unread: these go first.
+            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds]
+        inflight_bytes = sum(len(r) for r in records)
+        inflight_records = len(records)
+        queued = [op for op in self._queue if op.kind not in drop_kinds]
+        records += [op.record(self._serializer) for op in queued]
         self._queue.clear()
-        self.stats.spilled_total += len(ops)
+        if not records:
+            return
+        start = self._spill.append(records)
+        if convert:
+            inflight.from_spill = True
+            inflight.spill_end = start + inflight_bytes
+            inflight.spill_records = inflight_records
+        self.stats.spilled_total += len(records)
         self._refresh_pending_locked()
-        self._notify("on_spill", len(ops), str(self._spill.path))
+        self._notify("on_spill", len(records), str(self._spill.path))
 
     def _spill_all_locked(self, drop_kinds: tuple[str, ...]) -> None:
         """Everything retained -> spill file, oldest first (in-flight, file, memory)."""
-        inflight = self._inflight
+        self._spill_queue_locked(drop_kinds)
         self._inflight = None
-        if inflight is not None and not inflight.from_spill:
-            keep = [op for op in inflight.ops if op.kind not in drop_kinds]
-            if keep:
-                if self._spill.unread:
-                    self._spill.rewrite([op.record(self._serializer) for op in keep])
-                else:
-                    self._spill.append([op.record(self._serializer) for op in keep])
-                self.stats.spilled_total += len(keep)
-        if drop_kinds:
-            self._queue = collections.deque(op for op in self._queue if op.kind not in drop_kinds)
-        self._spill_queue_locked()
         self._refresh_pending_locked()
 
     def _notify(self, method: str, *args: Any) -> None:
