@@ -1,0 +1,132 @@
+"""
+Sync durability: a cache write returns only once Redis acknowledged it, so a write whose call
+returned survives a SIGKILL of the writing process (the server uses appendfsync always, so
+its own fsync policy is not the variable).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from nautilus_trader.core.uuid import UUID4
+
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import cache_config
+from launcher.cache.testing import make_serializer
+from launcher.cache.testing import new_cache
+from launcher.cache.testing import write_orders
+from launcher.store.connection import ConnectionSettings
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from nautilus_trader.common.component import TestClock
+    from nautilus_trader.common.factories import OrderFactory
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.model.enums import OrderSide
+    from nautilus_trader.model.identifiers import AccountId, StrategyId, VenueOrderId
+    from nautilus_trader.model.objects import Price, Quantity
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from launcher.cache.resilient import ResilientCacheDatabase
+    from launcher.cache.testing import TRADER_ID, cache_config, make_serializer, new_cache
+
+    port, spill_dir = int(sys.argv[1]), sys.argv[2]
+    db = ResilientCacheDatabase(
+        TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=100), spill_dir=spill_dir,
+        durability="sync",
+    )
+    cache = new_cache(db)
+    clock = TestClock()
+    factory = OrderFactory(trader_id=TRADER_ID, strategy_id=StrategyId("S-001"), clock=clock)
+    audusd = TestInstrumentProvider.default_fx_ccy("AUD/USD")
+    account = AccountId("SIM-001")
+    i = 0
+    while True:
+        order = factory.limit(audusd.id, OrderSide.BUY, Quantity.from_int(1000), Price.from_str("0.70000"))
+        cache.add_order(order)
+        print(order.client_order_id.value, 1, flush=True)  # the write returned: it is in Redis
+        order.apply(TestEventStubs.order_submitted(order, account_id=account))
+        cache.update_order(order)
+        print(order.client_order_id.value, 2, flush=True)
+        order.apply(TestEventStubs.order_accepted(order, account_id=account, venue_order_id=VenueOrderId(f"V-{i}")))
+        cache.update_order(order)
+        print(order.client_order_id.value, 3, flush=True)
+        i += 1
+    """,
+)
+
+
+def test_every_write_that_returned_survives_sigkill_of_the_process(redis_server_always, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+    child = subprocess.Popen(  # noqa: S603
+        [sys.executable, str(script), str(redis_server_always.port), str(tmp_path / "spill")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.getcwd(),
+    )
+    confirmed: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(confirmed) < 150 and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            assert line, child.stderr.read()
+            coid, count = line.split()
+            confirmed[coid] = int(count)
+        child.send_signal(signal.SIGKILL)  # mid-stream: no close(), no flush, nothing graceful
+        child.wait(10)
+        for line in child.stdout.read().splitlines():  # lines printed before the kill
+            coid, count = line.split()
+            confirmed[coid] = int(count)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert len(confirmed) >= 150
+    client = redis_server_always.client()
+    pipe = client.pipeline(transaction=False)
+    for coid in confirmed:
+        pipe.llen(f"trader-TESTER-000:orders:{coid}")
+    lengths = dict(zip(confirmed, pipe.execute()))
+    lost = {coid: (count, lengths[coid]) for coid, count in confirmed.items() if lengths[coid] < count}
+    assert not lost, f"writes reported as returned but missing in Redis: {list(lost.items())[:5]}"
+    for coid, count in confirmed.items():
+        assert lengths[coid] <= count + 1  # at most the write in progress when killed
+
+
+def test_sync_write_blocks_until_acknowledged_and_resumes_after_outage(redis_server, tmp_path):
+    """In sync mode a write during an outage returns only after Redis is back and has it."""
+    import threading  # noqa: PLC0415
+
+    db = ResilientCacheDatabase(
+        TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port), spill_dir=str(tmp_path / "spill"),
+        durability="sync", connection=ConnectionSettings(host="127.0.0.1", port=redis_server.port, timeout_s=1.0),
+        max_backoff_s=0.1,
+    )
+    cache = new_cache(db)
+    first = write_orders(cache, 2, prefix="a")
+    redis_server.kill()
+    returned = threading.Event()
+    box = {}
+
+    def blocked_write():
+        box["orders"] = write_orders(cache, 1, prefix="b", start_ns=1_750_000_000_000_000_000)
+        returned.set()
+
+    thread = threading.Thread(target=blocked_write, daemon=True)
+    thread.start()
+    assert not returned.wait(1.0)  # Redis is down: the write has not returned
+    redis_server.start()
+    assert returned.wait(20)
+    client = redis_server.client()
+    order = box["orders"][0]
+    assert client.llen(f"{db.trader_key}:orders:{order.client_order_id.value}") == 4  # there when it returned
+    db.close()
+    for o in first:
+        assert client.llen(f"{db.trader_key}:orders:{o.client_order_id.value}") == 4
