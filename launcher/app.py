@@ -16,8 +16,10 @@ import logging
 import sys
 from contextlib import ExitStack
 
+import msgspec
 from nautilus_trader.core.uuid import UUID4
 
+from launcher.cache.layout import trader_key
 from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
@@ -58,7 +60,7 @@ def execute(settings: LauncherConfig) -> int:
         if settings.mode != Mode.run:
             raise ConfigError("mode", f"mode={settings.mode.value} needs a Redis cache profile (cache=redis_dev or cache=redis_sentinel)")
         log.info("cache=memory: nothing is persisted; state is lost when the node stops")
-        return _run_node(settings, conn=None, instance_id=UUID4(), lease=None)
+        return _run_memory_node(settings)
     with ExitStack() as stack:
         embedded = maybe_start_embedded(settings.cache)
         if embedded is not None:
@@ -93,14 +95,51 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     from launcher.bootstrap.lease import acquire_lease  # noqa: PLC0415
 
     instance_id = UUID4()
+    run, node_config = _prepare_node(settings, conn, instance_id)
     lease = acquire_lease(client, settings, instance_id.value)
     stack.callback(lease.release)
+    lost: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        lost.append(reason)
+        run.request_stop(f"single-writer lease lost ({reason}); stopping trading")
+
+    # Renew from the moment the lease is ours: verifying and building can outlast a short TTL.
+    lease.start_renewing(on_lost)
     report = None
     if settings.cache.flush_on_start:
-        log.warning("cache.flush_on_start=true: verification skipped; the node will FLUSH the database at start")
+        # Flushed here, before the node is built, so nothing is loaded and then deleted, and
+        # the lease survives the FLUSHDB (NautilusTrader's own flush would delete it too).
+        deleted = lease.flush_database()
+        log.warning("cache.flush_on_start=true: FLUSHED the Redis database (%d keys deleted); verification skipped",
+                    deleted)
     elif settings.bootstrap.verify != VerifyMode.off:
         report = _verify(client, settings, enforce_mode=settings.bootstrap.verify)
-    return _run_node(settings, conn=conn, instance_id=instance_id, lease=lease, client=client, report=report)
+    native = settings.cache.backend == Backend.native
+    manifest_key = trader_key(settings.trader_id, instance_id.value, node_config.cache)
+    if native:
+        from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
+
+        mark_not_final(client, manifest_key, instance_id=instance_id.value)
+    run.build()
+    if report is not None:
+        _compare_counts(report, run.loaded_counts)
+    final_counts: list[dict] = []
+    if native:
+        from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
+
+        # Read before dispose: disposing resets the node's cache.
+        run.on_stopped = lambda node: final_counts.append(counts_from_cache(node.cache))
+    run.run(duration_s=settings.run.duration_s)
+    if lost:
+        raise LeaseLost(f"node stopped: single-writer lease lost ({lost[0]})")
+    if final_counts:
+        from launcher.bootstrap.manifest import write_manifest  # noqa: PLC0415
+
+        # Written after dispose, which drained the native adapter's buffer.
+        write_manifest(client, manifest_key, final_counts[0], instance_id=instance_id.value, final=True)
+    log.info("Node stopped cleanly (%s)", run.stop_reason or "signal")
+    return 0
 
 
 def _verify(client, settings: LauncherConfig, enforce_mode: VerifyMode | None):
@@ -130,7 +169,8 @@ def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings):
     )
 
 
-def _run_node(settings: LauncherConfig, conn, instance_id: UUID4, lease, client=None, report=None) -> int:
+def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, instance_id: UUID4):
+    """The node's config and its (not yet built) NodeRun."""
     address = None
     factory = None
     if conn is not None:
@@ -142,38 +182,20 @@ def _run_node(settings: LauncherConfig, conn, instance_id: UUID4, lease, client=
             )
         factory = cache_database_factory(settings, conn)
     node_config = build_node_config(settings, redis_address=address)
-    node_config = _with_instance_id(node_config, instance_id)
-    run = NodeRun(node_config, venue=settings.venue.name, cache_database_factory=factory)
-    run.build()
-    if report is not None:
-        _compare_counts(report, run.loaded_counts)
-    lost: list[str] = []
-    if lease is not None:
-        def on_lost(reason: str) -> None:
-            lost.append(reason)
-            run.request_stop(f"single-writer lease lost ({reason}); stopping trading")
+    # flush_on_start is done by the launcher under the lease (see _with_store), never by the kernel.
+    node_config = msgspec.structs.replace(
+        node_config,
+        instance_id=instance_id,  # the kernel, the lease and the manifest agree on it
+        cache=msgspec.structs.replace(node_config.cache, flush_on_start=False),
+    )
+    return NodeRun(node_config, venue=settings.venue.name, cache_database_factory=factory), node_config
 
-        lease.start_renewing(on_lost)
+
+def _run_memory_node(settings: LauncherConfig) -> int:
+    run, _ = _prepare_node(settings, None, UUID4())
     run.run(duration_s=settings.run.duration_s)
-    if conn is not None and settings.cache.backend == Backend.native and not lost:
-        from launcher.bootstrap.manifest import write_manifest_from_cache  # noqa: PLC0415
-        from launcher.cache.layout import trader_key  # noqa: PLC0415
-
-        write_manifest_from_cache(
-            client, trader_key(settings.trader_id, instance_id.value, node_config.cache),
-            run.node.cache, instance_id=instance_id.value, final=True,
-        )
-    if lost:
-        raise LeaseLost(f"node stopped: single-writer lease lost ({lost[0]})")
     log.info("Node stopped cleanly (%s)", run.stop_reason or "signal")
     return 0
-
-
-def _with_instance_id(config, instance_id: UUID4):
-    """The kernel, the lease and the manifest must agree on the instance id."""
-    import msgspec  # noqa: PLC0415
-
-    return msgspec.structs.replace(config, instance_id=instance_id)
 
 
 def _compare_counts(report, counts) -> None:

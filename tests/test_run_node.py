@@ -50,3 +50,32 @@ def test_embedded_server_starts_when_nothing_answers_on_loopback(tmp_path: Path)
     assert "EMBEDDED REDIS" in log
     aof_dir = tmp_path / "var" / "redis" / str(port)
     assert any(aof_dir.rglob("*.aof*")), list(aof_dir.rglob("*"))
+
+
+def test_native_backend_writes_a_final_manifest_of_what_it_held(tmp_path: Path, redis_server):
+    args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
+            "cache.backend=native", "trader_id=NATIVE-001", "strategy=churn", "run.duration_s=4"]
+    result = run_launcher(args, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    client = redis_server.client()
+    orders = client.hgetall("trader-NATIVE-001:launcher:manifest:orders")
+    assert orders, "the native run recorded no orders in its manifest"
+    assert len(orders) == client.scard("trader-NATIVE-001:index:orders")
+    for order_id, count in orders.items():
+        assert client.llen(b"trader-NATIVE-001:orders:" + order_id) == int(count)
+    assert client.hget("trader-NATIVE-001:launcher:manifest:meta", "final") == b"1"
+
+
+def test_flush_on_start_flushes_before_loading_and_keeps_the_lease(tmp_path: Path, redis_server):
+    client = redis_server.client()
+    client.set("trader-FLUSH-001:general:marker", b"old state")
+    result = run_launcher(
+        ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
+         "trader_id=FLUSH-001", "cache.flush_on_start=true", "run.duration_s=3"],
+        cwd=tmp_path,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "FLUSHED" in log
+    assert client.get("trader-FLUSH-001:general:marker") is None
+    assert client.get("trader-FLUSH-001:launcher:lease") is None  # released at the clean stop

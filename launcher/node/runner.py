@@ -70,6 +70,8 @@ class NodeRun:
         self.node: TradingNode | None = None
         self.stop_reason: str | None = None
         self.loaded_counts: CacheCounts | None = None
+        # Called with the node after it stopped and before it is disposed (its cache still full).
+        self.on_stopped: Callable[[TradingNode], None] | None = None
         self._stop_lock = threading.Lock()
 
     def build(self) -> TradingNode:
@@ -105,9 +107,14 @@ class NodeRun:
     def run(self, duration_s: float | None = None) -> None:
         """Run until SIGINT/SIGTERM, `duration_s` or request_stop(), then dispose (flushes the cache)."""
         node = self.node or self.build()
+        if self.stop_reason is not None:  # asked to stop before it ever ran
+            node.dispose()
+            return
         if duration_s:
             node.get_event_loop().call_later(duration_s, self.request_stop, f"run.duration_s={duration_s:g} reached")
         try:
             node.run()
+            if self.on_stopped is not None:
+                self.on_stopped(node)
         finally:
             node.dispose()

@@ -10,6 +10,8 @@ from dataclasses import field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 
@@ -99,9 +101,12 @@ def _common_kwargs(settings: ConnectionSettings) -> dict[str, Any]:
 
 def sentinel_client(settings: ConnectionSettings) -> Sentinel:
     """A redis-py ``Sentinel`` for the configured sentinels."""
+    # No retries per sentinel: redis-py's default (3 with backoff) makes every dead sentinel
+    # cost seconds on each master lookup; the next sentinel in the list is the retry.
     sentinel_kwargs: dict[str, Any] = dict(
         socket_timeout=settings.timeout_s,
         socket_connect_timeout=settings.timeout_s,
+        retry=Retry(NoBackoff(), 0),
     )
     if settings.sentinel_password:
         sentinel_kwargs["password"] = settings.sentinel_password
