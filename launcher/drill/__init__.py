@@ -1,0 +1,1 @@
+"""Restart drills: ``python -m launcher.drill drill=<scenario>`` (see launcher/drill/runner.py)."""

@@ -1,0 +1,167 @@
+"""
+Typed configuration of ``python -m launcher.drill`` (``conf/drill_app.yaml``).
+
+The scenario is a config group, ``conf/drill/{graceful,kill9,redis_restart,redis_outage,
+sentinel_failover}.yaml``; every key below can be overridden on the command line as
+``drill.<key>=<value>``. Composition mirrors the launcher's own (``launcher/config/compose.py``):
+one line and exit code 2 for bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from enum import Enum
+
+from hydra import compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from omegaconf import OmegaConf
+
+from launcher.config.compose import CONFIG_DIR
+from launcher.config.compose import config_error_from
+from launcher.config.schema import Backend
+from launcher.config.schema import Durability
+from launcher.errors import ConfigError
+from launcher.store.connection import parse_address
+
+
+CONFIG_NAME = "drill_app"
+
+
+class Scenario(str, Enum):
+    graceful = "graceful"  # SIGTERM the node: a clean stop, then restart it
+    kill9 = "kill9"  # SIGKILL the node, then restart it
+    redis_restart = "redis_restart"  # SIGTERM Redis (AOF fsynced), start it again; the node keeps running
+    redis_outage = "redis_outage"  # SIGKILL Redis, start it again after gap_s; the node keeps running
+    sentinel_failover = "sentinel_failover"  # SENTINEL FAILOVER and/or SIGKILL of the master; the node keeps running
+
+
+class FailoverStep(str, Enum):
+    command = "command"  # SENTINEL FAILOVER <master>: a coordinated switch
+    kill_master = "kill_master"  # SIGKILL the current master; sentinels elect a replica; the old master rejoins
+
+
+@dataclass
+class DrillSettings:
+    scenario: Scenario = Scenario.graceful
+    backends: list[Backend] = field(default_factory=lambda: [Backend.resilient])
+    # Durability of the resilient backend (the native adapter only has its own buffered writes).
+    durability: Durability = Durability.buffered
+    buffer_interval_ms: int = 100
+    seed: int = 1
+    actions_per_second: float = 50.0
+    warmup_events: int = 20  # ledger events each node must have written before the fault window opens
+    fault_after_s: list[float] = field(default_factory=lambda: [1.0, 4.0])  # fault at a random moment in here
+    gap_s: float = 3.0  # redis_outage: how long Redis stays down
+    failover_steps: list[FailoverStep] = field(default_factory=lambda: [FailoverStep.command, FailoverStep.kill_master])
+    after_fault_s: float = 3.0  # how long the node keeps running once the servers are back
+    restart_node: bool = False  # start the node again after the check (recovery time to RUNNING)
+    restart_run_s: float = 3.0
+    plant_loss: int = 0  # delete/trim this many persisted orders before the check (tests the checking)
+    loss_window_slack_ms: float = 250.0  # buffered kill9: allowed age of a lost event beyond buffer_interval_ms
+    lease_ttl_s: float | None = None  # node's bootstrap.lease_ttl_s; default by scenario
+    redis_address: str | None = None  # "host:port" of a running server to use (graceful, kill9 only)
+    sentinel_nodes: list[str] = field(default_factory=list)  # running sentinels to use (failover command only)
+    master_name: str = "mymaster"
+    replicas: int = 1  # replicas of the Sentinel topology the drill starts
+    settle_timeout_s: float = 60.0  # sentinel_failover: wait this long for the topology to be whole between steps
+    trader_prefix: str = "DRILL"
+    workdir: str | None = None  # default var/drill/<scenario>-<UTC time>
+    report_path: str | None = None  # also write the JSON report here
+    node_overrides: list[str] = field(default_factory=list)  # more `python -m launcher` overrides for the nodes
+    node_start_timeout_s: float = 90.0
+    stop_timeout_s: float = 60.0
+    post_stop_s: float = 0.5  # node's run.post_stop_s
+
+
+@dataclass
+class DrillAppConfig:
+    drill: DrillSettings = field(default_factory=DrillSettings)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="drill_schema", node=DrillAppConfig)
+
+
+def compose_drill_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/drill_app.yaml`` with `overrides`; ConfigError (one line) on any problem."""
+    register()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return compose(CONFIG_NAME, overrides=list(overrides or []))
+    except Exception as e:  # noqa: BLE001 (Hydra raises many types; all mean bad input here)
+        raise config_error_from(e) from None
+
+
+def to_drill_settings(cfg: DictConfig) -> DrillSettings:
+    try:
+        node = cfg.copy()
+        if "hydra" in node:
+            OmegaConf.set_struct(node, False)
+            del node["hydra"]
+        app: DrillAppConfig = OmegaConf.to_object(node)
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+    return validate_drill(app.drill)
+
+
+def validate_drill(d: DrillSettings) -> DrillSettings:
+    """Semantic checks beyond the schema; ConfigError naming the key."""
+    if not d.backends:
+        raise ConfigError("drill.backends", "needs at least one of resilient, native")
+    if len(set(d.backends)) != len(d.backends):
+        raise ConfigError("drill.backends", "lists a backend twice")
+    if len(d.fault_after_s) != 2 or not 0 <= d.fault_after_s[0] <= d.fault_after_s[1]:
+        raise ConfigError("drill.fault_after_s", f"must be [min, max] seconds with 0 <= min <= max, was {d.fault_after_s}")
+    for key in ("gap_s", "after_fault_s", "restart_run_s", "loss_window_slack_ms", "post_stop_s"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"drill.{key}", "must be >= 0")
+    for key in ("actions_per_second", "node_start_timeout_s", "stop_timeout_s", "settle_timeout_s"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"drill.{key}", "must be positive")
+    if d.buffer_interval_ms < 0:
+        raise ConfigError("drill.buffer_interval_ms", "must be >= 0")
+    if d.plant_loss < 0 or d.warmup_events < 0:
+        raise ConfigError("drill.plant_loss" if d.plant_loss < 0 else "drill.warmup_events", "must be >= 0")
+    if d.lease_ttl_s is not None and d.lease_ttl_s <= 0:
+        raise ConfigError("drill.lease_ttl_s", "must be positive seconds")
+    if d.replicas < 1:
+        raise ConfigError("drill.replicas", "the Sentinel drill needs at least one replica")
+    if "-" in d.trader_prefix or ":" in d.trader_prefix or not d.trader_prefix.isascii() or not d.trader_prefix:
+        raise ConfigError("drill.trader_prefix", "must be a non-empty ASCII name without '-' or ':'")
+    if d.scenario == Scenario.sentinel_failover:
+        if not d.failover_steps:
+            raise ConfigError("drill.failover_steps", "needs at least one of command, kill_master")
+        if d.redis_address:
+            raise ConfigError("drill.redis_address", "sentinel_failover needs sentinels (drill.sentinel_nodes), not one server")
+        if d.sentinel_nodes and FailoverStep.kill_master in d.failover_steps:
+            raise ConfigError(
+                "drill.failover_steps",
+                "kill_master needs servers the drill started itself; with drill.sentinel_nodes use [command]",
+            )
+        for node in d.sentinel_nodes:
+            try:
+                parse_address(node)
+            except ValueError as e:
+                raise ConfigError("drill.sentinel_nodes", str(e)) from None
+    else:
+        if d.sentinel_nodes:
+            raise ConfigError("drill.sentinel_nodes", f"only drill=sentinel_failover uses sentinels (scenario {d.scenario.value})")
+        if d.redis_address:
+            if d.scenario in (Scenario.redis_restart, Scenario.redis_outage):
+                raise ConfigError(
+                    "drill.redis_address",
+                    f"{d.scenario.value} stops and starts Redis, so it needs a server the drill starts itself",
+                )
+            try:
+                parse_address(d.redis_address)
+            except ValueError as e:
+                raise ConfigError("drill.redis_address", str(e)) from None
+    if d.scenario == Scenario.redis_outage and d.gap_s <= 0:
+        raise ConfigError("drill.gap_s", "redis_outage needs a gap > 0 seconds")
+    return d

@@ -1,0 +1,208 @@
+"""
+The Redis servers a drill runs against: ones it starts on free loopback ports (AOF on,
+``appendfsync everysec``), or running ones it is given. Faults are applied here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from launcher.servers.redis_process import LOOPBACK
+from launcher.servers.redis_process import RedisProcess
+from launcher.servers.redis_process import SentinelTopology
+from launcher.store.connection import ConnectionSettings
+from launcher.store.connection import connect
+from launcher.store.connection import parse_address
+
+
+@dataclass
+class SingleServer:
+    """One Redis server: started by the drill (`proc`) or given (`proc` is None)."""
+
+    host: str
+    port: int
+    proc: RedisProcess | None = None
+
+    @classmethod
+    def start(cls, workdir: Path) -> SingleServer:
+        proc = RedisProcess(Path(workdir) / "redis").start()
+        return cls(LOOPBACK, proc.port, proc)
+
+    @classmethod
+    def given(cls, address: str) -> SingleServer:
+        host, port = parse_address(address)
+        return cls(host, port)
+
+    def describe(self) -> str:
+        owner = "started by the drill, AOF appendfsync everysec" if self.proc else "given"
+        return f"redis {self.host}:{self.port} ({owner})"
+
+    def node_overrides(self) -> list[str]:
+        return ["cache=redis_dev", f"cache.redis.host={self.host}", f"cache.redis.port={self.port}", "cache.redis.embedded=never"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+
+@dataclass
+class SentinelServers:
+    """A master with replicas behind three sentinels: started by the drill or given (sentinels only)."""
+
+    master_name: str
+    sentinels: list[tuple[str, int]]
+    topology: SentinelTopology | None = None
+
+    @classmethod
+    def start(cls, workdir: Path, master_name: str, replicas: int) -> SentinelServers:
+        topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas).start()
+        for proc in topology.servers:
+            # A replica that (re)joins gets its full sync at once instead of after Redis' default 5 s
+            # wait for more replicas: the drill's steps then follow each other sooner.
+            proc.extra = [*proc.extra, "--repl-diskless-sync-delay", "0"]
+            proc.client().config_set("repl-diskless-sync-delay", 0)
+        return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology)
+
+    @classmethod
+    def given(cls, nodes: list[str], master_name: str) -> SentinelServers:
+        return cls(master_name, [parse_address(n) for n in nodes])
+
+    def describe(self) -> str:
+        nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        if self.topology is None:
+            return f"sentinels {nodes} master '{self.master_name}' (given)"
+        return (
+            f"sentinels {nodes} master '{self.master_name}' on {self.master_port()} with "
+            f"{len(self.topology.replica_procs)} replica(s) (started by the drill, AOF appendfsync everysec)"
+        )
+
+    def node_overrides(self) -> list[str]:
+        nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        return ["cache=redis_sentinel", f"cache.sentinel.nodes=[{nodes}]", f"cache.sentinel.master_name={self.master_name}"]
+
+    def _sentinel(self, i: int = 0) -> redis.Redis:
+        host, port = self.sentinels[i % len(self.sentinels)]
+        return redis.Redis(host=host, port=port, socket_timeout=2.0)
+
+    def master_address(self) -> tuple[str, int]:
+        for i in range(len(self.sentinels)):
+            try:
+                host, port = self._sentinel(i).sentinel_get_master_addr_by_name(self.master_name)
+                return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+            except (redis.exceptions.RedisError, TypeError):
+                continue
+        raise RuntimeError(f"no sentinel answers for master '{self.master_name}'")
+
+    def master_port(self) -> int:
+        return self.master_address()[1]
+
+    def failover_command(self, timeout_s: float = 30.0) -> str:
+        """SENTINEL FAILOVER; return once a new master took over."""
+        old = self.master_address()
+        self._sentinel().sentinel_failover(self.master_name)
+        new = self._wait_new_master(old, timeout_s)
+        return f"SENTINEL FAILOVER: master {old[0]}:{old[1]} -> {new[0]}:{new[1]}"
+
+    def kill_master(self, timeout_s: float = 30.0) -> str:
+        """SIGKILL the current master, wait for the sentinels' new master, start the killed one again
+        (from its AOF; the sentinels turn it into a replica of the new master: see `rejoined`)."""
+        if self.topology is None:
+            raise RuntimeError("kill_master needs servers the drill started")
+        old = self.master_address()
+        proc = self.topology.server_on_port(old[1])
+        proc.kill()
+        t0 = time.monotonic()
+        new = self._wait_new_master(old, timeout_s)
+        elected_s = time.monotonic() - t0
+        # Brought back as an operator would: from its own AOF, as a replica of the new master.
+        args = list(proc.extra)
+        if "--replicaof" in args:
+            i = args.index("--replicaof")
+            del args[i:i + 3]
+        proc.extra = [*args, "--replicaof", new[0], str(new[1])]
+        proc.start()
+        return (
+            f"SIGKILL master {old[0]}:{old[1]}; sentinels elected {new[0]}:{new[1]} after {elected_s:.1f}s; "
+            "killed server started again from its AOF as a replica"
+        )
+
+    def settle(self, timeout_s: float = 60.0) -> tuple[bool, str]:
+        """
+        Wait until the topology is whole again: every server the drill started is a replica of
+        the current master with its link up and no replication lag (given sentinels: the
+        sentinels see at least one replica with its link up). Returns (settled, how).
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        how = "not checked"
+        while True:
+            try:
+                ok, how = self._settled()
+            except (redis.exceptions.RedisError, RuntimeError, KeyError) as e:
+                ok, how = False, f"{type(e).__name__}: {e}"
+            if ok or time.monotonic() >= deadline:
+                return ok, f"{how} after {time.monotonic() - t0:.1f}s"
+            time.sleep(0.1)
+
+    def _settled(self) -> tuple[bool, str]:
+        master = self.master_address()
+        if self.topology is None:
+            replicas = self._sentinel().sentinel_slaves(self.master_name)
+            good = [r for r in replicas if r.get("master-link-status") == "ok" and not r.get("is_sdown")]
+            return bool(good), f"sentinels see {len(good)} replica(s) of {master[0]}:{master[1]} with link ok"
+        info = redis.Redis(host=master[0], port=master[1], socket_timeout=1.0).info("replication")
+        if info.get("role") != "master":
+            return False, f"{master[0]}:{master[1]} is not (yet) a master"
+        offset = int(info.get("master_repl_offset", 0))
+        others = [p for p in self.topology.servers if p.port != master[1]]
+        for proc in others:
+            r = proc.client(socket_timeout=1.0).info("replication")
+            if r.get("role") != "slave" or int(r.get("master_port", 0)) != master[1] or r.get("master_link_status") != "up":
+                return False, f"{proc.address} is not yet a replica of {master[0]}:{master[1]} with its link up"
+        online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"]
+        if len(online) < len(others) or any(int(v.get("offset", -1)) < offset for v in online):
+            return False, f"{len(online)}/{len(others)} replica(s) online and caught up"
+        return True, f"{len(others)} replica(s) of {master[0]}:{master[1]} online and caught up"
+
+    def _wait_new_master(self, old: tuple[str, int], timeout_s: float) -> tuple[str, int]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                address = self.master_address()
+                if address[1] != old[1]:
+                    role = redis.Redis(host=address[0], port=address[1], socket_timeout=1.0).info("replication")["role"]
+                    if role == "master":
+                        return address
+            except (redis.exceptions.RedisError, RuntimeError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"no new master for '{self.master_name}' within {timeout_s:.0f}s")
+
+    def _wait_replica(self, proc: RedisProcess, master: tuple[str, int], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                info = proc.client(socket_timeout=1.0).info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master[1] \
+                        and info.get("master_link_status") == "up":
+                    return True
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.topology is not None:
+            self.topology.stop()
+
+
+def state_client(settings) -> redis.Redis:
+    """A client for the current master as the launcher would connect (Sentinel-aware)."""
+    from launcher.config.connection import connection_settings  # noqa: PLC0415
+
+    conn: ConnectionSettings = connection_settings(settings.cache)
+    return connect(conn, max_connections=4)
