@@ -5,7 +5,6 @@ native adapter (contrast, documented) loses what was written while Redis was dow
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from nautilus_trader.core.uuid import UUID4
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import OrderStream
 from launcher.cache.testing import LogRecorder
 from launcher.cache.testing import assert_exactly_once
 from launcher.cache.testing import poll
@@ -48,40 +48,11 @@ def resilient(server, tmp_path, **kwargs):
     return db
 
 
-class Stream:
-    """Writes orders (4 events each) through a Cache from a thread until stopped."""
-
-    def __init__(self, cache) -> None:
-        self.cache = cache
-        self.orders: list = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            i = 0
-            while not self.stop.is_set():
-                self.orders += write_orders(self.cache, 1, prefix=f"s{i}", start_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)
-                i += 1
-                time.sleep(0.001)  # pacing, not synchronisation
-        except BaseException as e:  # noqa: BLE001
-            self.error = e
-
-    def __enter__(self) -> Stream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(30)
-
-
 def test_sigkill_while_writes_stream_in_loses_and_duplicates_nothing(redis_server, tmp_path):
     probe = OutageProbe()
     db = resilient(redis_server, tmp_path, listener=probe)
     log = db._log
-    with Stream(new_cache(db)) as stream:
+    with OrderStream(new_cache(db)) as stream:
         poll(lambda: db.stats().writes_acknowledged > 400, 20, "writes before the kill")
         redis_server.kill()  # SIGKILL: no shutdown, in-flight replies lost
         killed_at = db.stats().writes_enqueued

@@ -18,6 +18,7 @@ Helpers for tests, drills and benchmarks of the cache backends (no test framewor
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -490,3 +491,33 @@ def assert_exactly_once(client, trader_key: str, orders, serializer=None) -> Non
         assert int(manifest[coid.encode()]) == order.event_count
         assert coid.encode() in members
         assert (coid.encode() in closed) == order.is_closed
+
+
+class OrderStream:
+    """Writes orders (4 events each) through a Cache from a thread until stopped."""
+
+    def __init__(self, cache, start_ns: int = 1_700_000_000_000_000_000) -> None:
+        self.cache = cache
+        self.start_ns = start_ns
+        self.orders: list = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            i = 0
+            while not self.stop.is_set():
+                self.orders += write_orders(self.cache, 1, prefix=f"s{i}", start_ns=self.start_ns + i * 1_000_000_000)
+                i += 1
+                time.sleep(0.001)  # pacing, not synchronisation
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+    def __enter__(self) -> OrderStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
