@@ -1,0 +1,71 @@
+"""
+Install retention into a built (not yet running) node: the `RetentionActor` when
+``retention.enabled``, and the capped tick streams when ``cache.persist_quotes`` /
+``cache.persist_trades``. Returns one function that stops what was started (call it after
+the node stopped, before the process exits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from launcher.retention.actor import RedisFollowUp
+from launcher.retention.actor import RetentionActor
+from launcher.retention.policy import RetentionWindows
+
+
+def install_retention(
+    node: Any,
+    settings: Any,
+    *,
+    client: Any = None,
+    trader_key: str | None = None,
+    on_pass: Callable[[Any], None] | None = None,
+    on_streams: Callable[[Any], None] | None = None,
+) -> Callable[[], None]:
+    """
+    Parameters
+    ----------
+    node : TradingNode
+        Built, not running.
+    client : redis.Redis, optional
+        The launcher's own client (None with cache=memory: retention is then memory-only).
+    trader_key : str, optional
+        Where the node's state lives in Redis.
+    on_pass, on_streams : callable, optional
+        Receive each retention PassResult and the StreamWriter (metrics).
+    """
+    closers: list[Callable[[], None]] = []
+    native = str(getattr(settings.cache.backend, "value", settings.cache.backend)) == "native"
+    if settings.retention.enabled:
+        follow_up = None
+        if client is not None:
+            from launcher.bootstrap.loader import serializer_for  # noqa: PLC0415
+
+            follow_up = RedisFollowUp(client, trader_key, serializer_for(settings), native=native)
+            closers.append(follow_up.close)
+        node.trader.add_actor(RetentionActor(
+            RetentionWindows.from_settings(settings.retention),
+            settings.retention.interval_s,
+            follow_up,
+            delete_account_events=not native,
+            on_pass=on_pass,
+        ))
+    quotes, trades = bool(settings.cache.persist_quotes), bool(settings.cache.persist_trades)
+    if client is not None and (quotes or trades):
+        from launcher.retention.streams import MarketDataRecorder  # noqa: PLC0415
+        from launcher.retention.streams import StreamWriter  # noqa: PLC0415
+
+        writer = StreamWriter(client, settings.retention.stream_max_len, settings.retention.stream_max_age_s).start()
+        closers.append(writer.close)
+        if on_streams is not None:
+            on_streams(writer)
+        instruments = [f"{symbol}.{settings.venue.name}" for symbol in settings.venue.instruments]
+        node.trader.add_actor(MarketDataRecorder(writer, trader_key, instruments, quotes=quotes, trades=trades))
+
+    def close() -> None:
+        for closer in reversed(closers):
+            closer()
+
+    return close
