@@ -1,0 +1,1 @@
+"""Prometheus monitoring of the launcher (metrics, cache listener, health probe, HTTP exporter)."""
