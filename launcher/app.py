@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import ExitStack
 
 import msgspec
@@ -89,15 +90,18 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     if settings.mode == Mode.retention:
         from launcher.retention.apply import run_retention_once  # noqa: PLC0415
 
-        run_retention_once(client, settings)
-        return 0
+        return run_retention_once(client, settings)
 
     from launcher.bootstrap.lease import acquire_lease  # noqa: PLC0415
 
     instance_id = UUID4()
-    run, node_config = _prepare_node(settings, conn, instance_id)
+    monitoring = _start_monitoring(settings, stack, instance_id)
+    monitoring.watch_redis(client)
+    run, node_config = _prepare_node(settings, conn, instance_id, listener=monitoring.cache_listener())
+    monitoring.watch_factory(run.cache_database_factory)
     lease = acquire_lease(client, settings, instance_id.value)
     stack.callback(lease.release)
+    monitoring.watch_lease(lease)
     lost: list[str] = []
 
     def on_lost(reason: str) -> None:
@@ -115,15 +119,20 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
                     deleted)
     elif settings.bootstrap.verify != VerifyMode.off:
         report = _verify(client, settings, enforce_mode=settings.bootstrap.verify)
+        monitoring.recovery(report)
     native = settings.cache.backend == Backend.native
     manifest_key = trader_key(settings.trader_id, instance_id.value, node_config.cache)
     if native:
         from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
 
         mark_not_final(client, manifest_key, instance_id=instance_id.value)
+    build_started = time.perf_counter()
     run.build()
+    monitoring.node_built(time.perf_counter() - build_started)
     if report is not None:
         _compare_counts(report, run.loaded_counts)
+    close_retention = _install_retention(run, settings, monitoring, client=client, trader_key=manifest_key)
+    stack.callback(close_retention)
     final_counts: list[dict] = []
     if native:
         from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
@@ -131,6 +140,7 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
         # Read before dispose: disposing resets the node's cache.
         run.on_stopped = lambda node: final_counts.append(counts_from_cache(node.cache))
     run.run(duration_s=settings.run.duration_s)
+    close_retention()  # its last Redis follow-ups land before the final manifest below
     if lost:
         raise LeaseLost(f"node stopped: single-writer lease lost ({lost[0]})")
     if final_counts:
@@ -153,8 +163,11 @@ def _verify(client, settings: LauncherConfig, enforce_mode: VerifyMode | None):
     return report
 
 
-def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings):
-    """The resilient backend's factory for the kernel, or None to keep NautilusTrader's adapter."""
+def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings, listener=None):
+    """
+    The resilient backend's factory for the kernel, or None to keep NautilusTrader's adapter.
+    `listener` (a CacheListener) observes the backend, e.g. for Prometheus metrics.
+    """
     if settings.cache.backend != Backend.resilient:
         return None
     from launcher.cache.kernel_hook import resilient_factory  # noqa: PLC0415
@@ -166,10 +179,11 @@ def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings):
         replica_ack_timeout_ms=settings.cache.sentinel.replica_ack_timeout_ms,
         max_pending_writes=settings.cache.max_pending_writes,
         spill_dir=settings.cache.spill_dir,
+        **({"listener": listener} if listener is not None else {}),
     )
 
 
-def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, instance_id: UUID4):
+def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, instance_id: UUID4, listener=None):
     """The node's config and its (not yet built) NodeRun."""
     address = None
     factory = None
@@ -180,7 +194,7 @@ def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, ins
                 "cache.backend=native cannot follow Sentinel: writing to the current master %s:%s only",
                 *address,
             )
-        factory = cache_database_factory(settings, conn)
+        factory = cache_database_factory(settings, conn, listener)
     node_config = build_node_config(settings, redis_address=address)
     # flush_on_start is done by the launcher under the lease (see _with_store), never by the kernel.
     node_config = msgspec.structs.replace(
@@ -192,10 +206,45 @@ def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, ins
 
 
 def _run_memory_node(settings: LauncherConfig) -> int:
-    run, _ = _prepare_node(settings, None, UUID4())
-    run.run(duration_s=settings.run.duration_s)
+    with ExitStack() as stack:
+        instance_id = UUID4()
+        monitoring = _start_monitoring(settings, stack, instance_id)
+        run, _ = _prepare_node(settings, None, instance_id)
+        run.build()
+        stack.callback(_install_retention(run, settings, monitoring))
+        run.run(duration_s=settings.run.duration_s)
     log.info("Node stopped cleanly (%s)", run.stop_reason or "signal")
     return 0
+
+
+def _start_monitoring(settings: LauncherConfig, stack: ExitStack, instance_id: UUID4):
+    """Prometheus metrics for this run (a no-op object when monitoring is off); stopped at exit."""
+    from launcher.monitoring.runtime import Monitoring  # noqa: PLC0415
+
+    monitoring = Monitoring(settings).start()
+    stack.callback(monitoring.close)
+    monitoring.set_info(instance_id=instance_id.value)
+    return monitoring
+
+
+def _install_retention(run: NodeRun, settings: LauncherConfig, monitoring, *, client=None, trader_key=None):
+    """Retention (and capped tick streams) in the built node; returns an idempotent closer."""
+    from launcher.retention.node import install_retention  # noqa: PLC0415
+
+    if settings.retention.enabled:
+        monitoring.retention_enabled()
+    close = install_retention(
+        run.node, settings, client=client, trader_key=trader_key,
+        on_pass=monitoring.retention_pass, on_streams=monitoring.watch_streams,
+    )
+    done: list[bool] = []
+
+    def close_once() -> None:
+        if not done:
+            done.append(True)
+            close()
+
+    return close_once
 
 
 def _compare_counts(report, counts) -> None:

@@ -142,7 +142,7 @@ class RunSettings:
 
 @dataclass
 class MonitoringSettings:
-    enabled: bool = False
+    enabled: bool | None = None  # None: on with the Redis profiles, off with cache=memory
     host: str = "127.0.0.1"  # metrics reveal trading activity: loopback unless said otherwise
     port: int = 9108
 

@@ -201,8 +201,12 @@ def _check_runtime(settings: LauncherConfig) -> None:
     for key in ("orders_days", "positions_closed_hours", "account_events_days", "interval_s"):
         if getattr(ret, key) < 0:
             raise ConfigError(f"retention.{key}", "must be >= 0")
+    if ret.enabled and ret.interval_s <= 0:
+        raise ConfigError("retention.interval_s", "must be positive seconds while retention.enabled=true")
     if ret.stream_max_len <= 0:
         raise ConfigError("retention.stream_max_len", "must be positive")
+    if ret.stream_max_age_s <= 0:
+        raise ConfigError("retention.stream_max_age_s", "must be positive seconds")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -74,6 +74,11 @@ class NodeRun:
         self.on_stopped: Callable[[TradingNode], None] | None = None
         self._stop_lock = threading.Lock()
 
+    @property
+    def cache_database_factory(self) -> Callable | None:
+        """The factory the kernel builds its cache database with (None: NautilusTrader's adapter)."""
+        return self._factory
+
     def build(self) -> TradingNode:
         hook = contextlib.nullcontext()
         if self._factory is not None:
