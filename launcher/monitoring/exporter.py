@@ -10,14 +10,10 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import disable_created_metrics
 from prometheus_client import start_http_server
 
 
 log = logging.getLogger("launcher.monitoring")
-
-# ``*_created`` series double every counter's series for a timestamp dashboards never use.
-disable_created_metrics()
 
 
 class MetricsExporter:

@@ -33,10 +33,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
+from prometheus_client import disable_created_metrics
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+
+# ``*_created`` series double every counter's series for a timestamp dashboards never use.
+disable_created_metrics()
 
 # Sub-millisecond resolution: a loopback Redis round trip is ~50-200 us.
 LATENCY_BUCKETS_S = (
@@ -186,7 +190,8 @@ class SnapshotCollector(Collector):
         )
         for name, reason in sorted(m.unavailable().items()):
             unavailable.add_metric([name, reason], 1)
-        yield unavailable
+        if unavailable.samples:
+            yield unavailable
 
         probe = self.probe
         if probe is not None and probe.checked:
