@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m launcher.bench`` (native and resilient side by side; see launcher/bench/runner.py)."""

@@ -1,0 +1,105 @@
+"""
+Typed configuration of ``python -m launcher.bench`` (``conf/bench_app.yaml``); every key can be
+overridden on the command line as ``bench.<key>=<value>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+
+from hydra import compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from omegaconf import OmegaConf
+
+from launcher.config.compose import CONFIG_DIR
+from launcher.config.compose import config_error_from
+from launcher.errors import ConfigError
+from launcher.store.connection import parse_address
+
+
+CONFIG_NAME = "bench_app"
+QUICK_SIZES = [200, 1000]
+
+
+@dataclass
+class BenchSettings:
+    sizes: list[int] = field(default_factory=lambda: [1000, 10000, 100000])  # orders per recovery case
+    events_per_order: int = 4  # OrderInitialized, Submitted, Accepted, Filled (>= 3)
+    positions_ratio: float = 0.1  # positions per order in the recovery state
+    recovery_repeats: int = 3  # best-of for sizes up to 10k; larger sizes run once
+    samples: int = 2000  # hot-path and read samples per operation and backend
+    e2e_samples: int = 300  # end-to-end durability samples per mode (buffered ones take one interval each)
+    throughput_ops: int = 100_000  # facade writes in the sustained-throughput run
+    sync_throughput_ops: int = 10_000  # writes in the sync-durability throughput run
+    buffer_interval_ms: int = 100  # both backends' buffered mode (the launcher's default)
+    quick: bool = False  # CI smoke: tiny sizes and sample counts
+    redis_address: str | None = None  # "host:port" of a running server; default: start one (AOF everysec)
+    out_dir: str = "var/bench"
+    plot: bool = True  # PNG when matplotlib is installed (pip install '.[plot]')
+    profile: bool = True  # sample the resilient backend's threads: which functions dominate
+    redis_benchmark: bool = True  # run redis-benchmark when the binary exists (else a raw redis-py pipeline only)
+
+
+@dataclass
+class BenchAppConfig:
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="bench_schema", node=BenchAppConfig)
+
+
+def compose_bench_config(overrides: list[str] | None = None) -> DictConfig:
+    register()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return compose(CONFIG_NAME, overrides=list(overrides or []))
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+
+
+def to_bench_settings(cfg: DictConfig) -> BenchSettings:
+    try:
+        node = cfg.copy()
+        if "hydra" in node:
+            OmegaConf.set_struct(node, False)
+            del node["hydra"]
+        app: BenchAppConfig = OmegaConf.to_object(node)
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+    return validate_bench(app.bench)
+
+
+def validate_bench(b: BenchSettings) -> BenchSettings:
+    if b.quick:
+        b.sizes = [s for s in b.sizes if s <= max(QUICK_SIZES)] or list(QUICK_SIZES)
+        b.samples = min(b.samples, 200)
+        b.e2e_samples = min(b.e2e_samples, 20)
+        b.throughput_ops = min(b.throughput_ops, 4000)
+        b.sync_throughput_ops = min(b.sync_throughput_ops, 500)
+        b.recovery_repeats = 1
+    if not b.sizes or any(s <= 0 for s in b.sizes):
+        raise ConfigError("bench.sizes", f"must be positive order counts, was {b.sizes}")
+    if not 3 <= b.events_per_order <= 4:
+        raise ConfigError("bench.events_per_order", "must be 3 or 4 (init, submitted, accepted[, filled])")
+    if not 0 <= b.positions_ratio <= 1:
+        raise ConfigError("bench.positions_ratio", "must be between 0 and 1")
+    if b.positions_ratio and b.events_per_order < 4:
+        raise ConfigError("bench.positions_ratio", "positions need filled orders: bench.events_per_order=4")
+    for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats"):
+        if getattr(b, key) <= 0:
+            raise ConfigError(f"bench.{key}", "must be positive")
+    if b.buffer_interval_ms <= 0:
+        raise ConfigError("bench.buffer_interval_ms", "must be positive (the buffered mode's interval)")
+    if b.redis_address:
+        try:
+            parse_address(b.redis_address)
+        except ValueError as e:
+            raise ConfigError("bench.redis_address", str(e)) from None
+    return b
