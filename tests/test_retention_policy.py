@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from types import SimpleNamespace
 
+import pytest
+
 from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import TestClock
@@ -39,6 +41,10 @@ from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
+from launcher.config.validate import validate
+from launcher.errors import ConfigError
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import outside
 from launcher.retention.policy import plan_retention
@@ -294,3 +300,19 @@ def test_windows_round_up_to_whole_seconds():
     assert w.account_events_s == 7 * 86_400
     assert outside(NOW - 8_640 * SECOND, w.orders_s, NOW)
     assert not outside(NOW - 8_640 * SECOND + 1, w.orders_s, NOW)
+
+
+@pytest.mark.parametrize(("key", "bad"), [
+    ("orders_days", -1.0), ("positions_closed_hours", -0.5), ("account_events_days", -1.0),
+    ("interval_s", 0.0), ("stream_max_len", 0), ("stream_max_age_s", 0.0),
+])
+def test_bad_retention_settings_are_rejected_with_the_key(key, bad):
+    settings = LauncherConfig()
+    settings.cache.store = Store.memory
+    settings.strategy.path = "strategies.ema_cross:EMACross"
+    settings.strategy.config_path = "strategies.ema_cross:EMACrossConfig"
+    validate(settings)  # sound as it is
+    setattr(settings.retention, key, bad)
+    with pytest.raises(ConfigError) as failure:
+        validate(settings)
+    assert failure.value.key == f"retention.{key}"

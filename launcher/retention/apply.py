@@ -10,6 +10,10 @@ Single writer
     deletes. A dry run writes nothing, so it does not take the lease (it says when a node
     holds it: the listing then describes a state that the node is changing).
 
+``retention.enabled`` only switches the running node's periodic retention; the one-shot runs
+whenever it is asked for. The windows are the same settings and the same policy
+(``launcher/retention/policy.py``) in both.
+
 Order of work (each step leaves a state that verifies)
     1. verify the state first (``bootstrap.verify``: strict refuses on problems, exit 4;
        warn goes on, touching only entities that load);

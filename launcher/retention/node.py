@@ -7,12 +7,16 @@ the node stopped, before the process exits).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from launcher.retention.actor import RedisFollowUp
 from launcher.retention.actor import RetentionActor
 from launcher.retention.policy import RetentionWindows
+
+
+log = logging.getLogger("launcher.retention")
 
 
 def install_retention(
@@ -53,6 +57,8 @@ def install_retention(
             on_pass=on_pass,
         ))
     quotes, trades = bool(settings.cache.persist_quotes), bool(settings.cache.persist_trades)
+    if client is None and (quotes or trades):
+        log.warning("cache.persist_quotes/persist_trades ignored: cache=memory has no Redis to write them to")
     if client is not None and (quotes or trades):
         from launcher.retention.streams import MarketDataRecorder  # noqa: PLC0415
         from launcher.retention.streams import StreamWriter  # noqa: PLC0415
