@@ -105,7 +105,7 @@ class LauncherMetrics:
             )
             self.ack_delay = Histogram(
                 "cache_write_ack_delay_max_seconds",
-                "Per acknowledged batch: the longest a write waited from the cache call to Redis' acknowledgement",
+                "Per acknowledged batch and write kind: the longest a write waited from the cache call to Redis' ack",
                 buckets=LATENCY_BUCKETS_S, registry=r,
             )
             self.outage_seconds = Counter(
