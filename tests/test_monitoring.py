@@ -97,7 +97,8 @@ def test_resilient_run_metrics_move_retention_removes_streams_stay_capped(redis_
         # Windows of a few seconds, so the running node's retention has work within the test.
         "retention.interval_s=1", "retention.orders_days=0.00003", "retention.positions_closed_hours=0.0005",
         "retention.account_events_days=0.00003",
-        "cache.persist_quotes=true", "venue.quote_rate_hz=50", "retention.stream_max_len=40",
+        "cache.persist_quotes=true", "cache.persist_trades=true", "venue.trades=true", "venue.quote_rate_hz=50",
+        "retention.stream_max_len=40",
         "retention.stream_max_age_s=1",
     ), cwd=tmp_path, log_path=log_path)
     try:
@@ -150,11 +151,13 @@ def test_resilient_run_metrics_move_retention_removes_streams_stay_capped(redis_
         socket.create_connection(("127.0.0.1", metrics_port), timeout=0.5).close()
 
     client = redis_server.client()
-    key = stream_key(layout.trader_key("MON-001"), "quotes", "EUR/USD.SIM")
-    assert 0 < client.xlen(key) <= 40
-    entries = client.xrange(key)
-    first_ms, last_ms = (int(entries[i][0].decode().split("-")[0]) for i in (0, -1))
-    assert last_ms - first_ms <= 1000 + 200  # age bound (+ one flush interval of slack)
+    for kind in ("quotes", "trades"):
+        key = stream_key(layout.trader_key("MON-001"), kind, "EUR/USD.SIM")
+        assert 0 < client.xlen(key) <= 40, kind  # 50 ticks/s for ~10 s went through a 40-entry cap
+        entries = client.xrange(key)
+        first_ms, last_ms = (int(entries[i][0].decode().split("-")[0]) for i in (0, -1))
+        assert last_ms - first_ms <= 1000 + 200, kind  # age bound (+ one flush interval of slack)
+    assert value(second, "launcher_market_data_entries_total", kind="trades") > 0
 
     verified = run_launcher(["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
                              "trader_id=MON-001", "mode=verify"], cwd=tmp_path)
