@@ -173,7 +173,9 @@ class RetentionActor(Actor):
                 purged_orders.append(coid)
         trims: list[tuple[str, list[str]]] = []
         if plan.accounts:
-            before = {a.id.value: [e.id.value for e in a.events] for a in cache.accounts() if a.id.value in plan.accounts}
+            # Every account, not only the planned ones: NautilusTrader's purge applies its own
+            # rule to all of them (it differs from the policy only for out-of-order timestamps).
+            before = {a.id.value: [e.id.value for e in a.events] for a in cache.accounts()}
             cache.purge_account_events(
                 now_ns, self._windows.account_events_s, purge_from_database=self._delete_account_events,
             )
