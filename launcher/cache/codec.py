@@ -30,6 +30,7 @@ import datetime as _dt
 import re
 from collections.abc import Callable
 from typing import Any
+from typing import Union
 
 import msgspec
 import pandas as pd
@@ -98,6 +99,232 @@ def detect_encoding(serializer: Any) -> str:
     return "json" if probe[:1] == b"{" else "msgpack"
 
 
+# -- payload schemas ------------------------------------------------------------------------
+#
+# One msgspec Struct per fast-path type, with exactly the top-level keys ``to_dict_c`` writes
+# (unknown keys are refused, so anything unexpected takes the serializer's path). Keys that
+# ``from_dict_c`` reads with ``values[...]`` are required; keys it reads with ``.get`` have its
+# defaults. Timestamps stay text here and go through the serializer's rule in `_ts`.
+
+_Ts = str | int
+_STRUCT = dict(tag_field="type", forbid_unknown_fields=True, gc=False)
+
+
+class _OrderInitialized(msgspec.Struct, tag="OrderInitialized", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    order_side: str
+    order_type: str
+    quantity: str
+    time_in_force: str
+    post_only: bool
+    reduce_only: bool
+    quote_quantity: bool
+    options: dict
+    emulation_trigger: str | None
+    trigger_instrument_id: str | None
+    contingency_type: str
+    order_list_id: str | None
+    parent_order_id: str | None
+    exec_algorithm_id: str | None
+    exec_algorithm_params: dict | None
+    exec_spawn_id: str | None
+    event_id: str
+    ts_init: _Ts
+    linked_order_ids: list[str] | str | None = None
+    tags: list[str] | str | None = None
+    ts_event: _Ts | None = None
+    reconciliation: bool = False
+
+
+class _OrderDenied(msgspec.Struct, tag="OrderDenied", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    reason: str
+    event_id: str
+    ts_init: _Ts
+    ts_event: _Ts | None = None
+
+
+class _OrderEmulated(msgspec.Struct, tag="OrderEmulated", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    event_id: str
+    ts_init: _Ts
+    ts_event: _Ts | None = None
+
+
+class _OrderReleased(msgspec.Struct, tag="OrderReleased", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    released_price: str
+    event_id: str
+    ts_init: _Ts
+    ts_event: _Ts | None = None
+
+
+class _OrderSubmitted(msgspec.Struct, tag="OrderSubmitted", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    account_id: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+
+
+class _OrderAccepted(msgspec.Struct, tag="OrderAccepted", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    venue_order_id: str
+    account_id: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    reconciliation: bool = False
+
+
+class _OrderRejected(msgspec.Struct, tag="OrderRejected", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    account_id: str
+    reason: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    reconciliation: bool = False
+    due_post_only: bool = False
+
+
+class _VenueEvent(msgspec.Struct, **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    venue_order_id: str | None = None
+    account_id: str | None = None
+    reconciliation: bool = False
+
+
+class _OrderCanceled(_VenueEvent, tag="OrderCanceled"):
+    pass
+
+
+class _OrderExpired(_VenueEvent, tag="OrderExpired"):
+    pass
+
+
+class _OrderTriggered(_VenueEvent, tag="OrderTriggered"):
+    pass
+
+
+class _OrderPendingUpdate(_VenueEvent, tag="OrderPendingUpdate"):
+    pass
+
+
+class _OrderPendingCancel(_VenueEvent, tag="OrderPendingCancel"):
+    pass
+
+
+class _VenueRejection(msgspec.Struct, **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    reason: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    venue_order_id: str | None = None
+    account_id: str | None = None
+    reconciliation: bool = False
+
+
+class _OrderModifyRejected(_VenueRejection, tag="OrderModifyRejected"):
+    pass
+
+
+class _OrderCancelRejected(_VenueRejection, tag="OrderCancelRejected"):
+    pass
+
+
+class _OrderUpdated(msgspec.Struct, tag="OrderUpdated", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    quantity: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    venue_order_id: str | None = None
+    account_id: str | None = None
+    price: str | None = None
+    trigger_price: str | None = None
+    reconciliation: bool = False
+    is_quote_quantity: bool = False
+
+
+class _OrderFilled(msgspec.Struct, tag="OrderFilled", **_STRUCT):
+    trader_id: str
+    strategy_id: str
+    instrument_id: str
+    client_order_id: str
+    venue_order_id: str
+    account_id: str
+    trade_id: str
+    order_side: str
+    order_type: str
+    last_qty: str
+    last_px: str
+    currency: str
+    commission: str
+    liquidity_side: str
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+    info: dict
+    position_id: str | None = None
+    reconciliation: bool = False
+
+
+class _AccountState(msgspec.Struct, tag="AccountState", **_STRUCT):
+    account_id: str
+    account_type: str
+    base_currency: str | None
+    balances: list[dict]
+    margins: list[dict]
+    reported: bool
+    info: dict
+    event_id: str
+    ts_event: _Ts
+    ts_init: _Ts
+
+
+_SCHEMAS = (
+    _OrderInitialized, _OrderDenied, _OrderEmulated, _OrderReleased, _OrderSubmitted, _OrderAccepted,
+    _OrderRejected, _OrderCanceled, _OrderExpired, _OrderTriggered, _OrderPendingUpdate, _OrderPendingCancel,
+    _OrderModifyRejected, _OrderCancelRejected, _OrderUpdated, _OrderFilled, _AccountState,
+)
+_SCHEMA_UNION = Union[_SCHEMAS]  # noqa: UP007 (msgspec needs a typing.Union of the structs)
+
+
 class EventDecoder:
     """
     Decodes serialized NautilusTrader objects exactly like `serializer.deserialize`.
@@ -109,29 +336,33 @@ class EventDecoder:
     def __init__(self, serializer: Any, encoding: str | None = None) -> None:
         self._serializer = serializer
         self.encoding = encoding or detect_encoding(serializer)
-        self._decode = msgspec.json.decode if self.encoding == "json" else msgspec.msgpack.decode
+        module = msgspec.json if self.encoding == "json" else msgspec.msgpack
+        self._typed = module.Decoder(_SCHEMA_UNION).decode
         self._convert_ts = bool(serializer.timestamps_as_str or serializer.timestamps_as_iso8601)
-        self._ts_keys: dict[str, bool] = {}
         self._iso_cache: dict[str, int] = {}
-        self._memo: dict[tuple[Any, str], Any] = {}
-        self._builders: dict[str, Callable[[dict], Any]] = {
-            "OrderInitialized": self._order_initialized,
-            "OrderDenied": self._order_denied,
-            "OrderEmulated": self._order_emulated,
-            "OrderReleased": self._order_released,
-            "OrderSubmitted": self._order_submitted,
-            "OrderAccepted": self._order_accepted,
-            "OrderRejected": self._order_rejected,
-            "OrderCanceled": self._venue_event(OrderCanceled),
-            "OrderExpired": self._venue_event(OrderExpired),
-            "OrderTriggered": self._venue_event(OrderTriggered),
-            "OrderPendingUpdate": self._venue_event(OrderPendingUpdate),
-            "OrderPendingCancel": self._venue_event(OrderPendingCancel),
-            "OrderModifyRejected": self._venue_event(OrderModifyRejected, with_reason=True),
-            "OrderCancelRejected": self._venue_event(OrderCancelRejected, with_reason=True),
-            "OrderUpdated": self._order_updated,
-            "OrderFilled": self._order_filled,
-            "AccountState": self._account_state,
+        self._trader_ids: dict[str, TraderId] = {}
+        self._strategy_ids: dict[str, StrategyId] = {}
+        self._instrument_ids: dict[str, InstrumentId] = {}
+        self._account_ids: dict[str, AccountId] = {}
+        self._values: dict[tuple[Any, str], Any] = {}
+        self._builders: dict[type, Callable[[Any], Any]] = {
+            _OrderInitialized: self._order_initialized,
+            _OrderDenied: self._order_denied,
+            _OrderEmulated: self._order_emulated,
+            _OrderReleased: self._order_released,
+            _OrderSubmitted: self._order_submitted,
+            _OrderAccepted: self._order_accepted,
+            _OrderRejected: self._order_rejected,
+            _OrderCanceled: self._venue_event(OrderCanceled),
+            _OrderExpired: self._venue_event(OrderExpired),
+            _OrderTriggered: self._venue_event(OrderTriggered),
+            _OrderPendingUpdate: self._venue_event(OrderPendingUpdate),
+            _OrderPendingCancel: self._venue_event(OrderPendingCancel),
+            _OrderModifyRejected: self._venue_rejection(OrderModifyRejected),
+            _OrderCancelRejected: self._venue_rejection(OrderCancelRejected),
+            _OrderUpdated: self._order_updated,
+            _OrderFilled: self._order_filled,
+            _AccountState: self._account_state,
         }
         self.fallbacks = 0  # payloads that took the serializer's path
 
@@ -140,35 +371,25 @@ class EventDecoder:
     def decode(self, raw: bytes) -> Any:
         """The object `serializer.deserialize(raw)` returns (an equal one)."""
         try:
-            values = self._decode(raw)
-            if type(values) is not dict:
-                raise _Fallback
-            if self._convert_ts:
-                self._timestamps(values)
-            builder = self._builders.get(values.get("type"))
-            if builder is None:
-                raise _Fallback
-            return builder(values)
-        except (_Fallback, KeyError, TypeError, ValueError, msgspec.DecodeError):
+            values = self._typed(raw)
+            return self._builders[type(values)](values)
+        except (_Fallback, KeyError, TypeError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
             self.fallbacks += 1
             return self._serializer.deserialize(raw)
 
-    # -- decoding helpers ---------------------------------------------------------------------
+    # -- value helpers -----------------------------------------------------------------------
 
-    def _timestamps(self, values: dict) -> None:
-        ts_keys = self._ts_keys
-        for key, value in values.items():
-            is_ts = ts_keys.get(key)
-            if is_ts is None:
-                is_ts = ts_keys[key] = (key in "expire_time_ns") or key.startswith("ts_")
-            if not is_ts or value is None:
-                continue
-            if type(value) is not str:
-                raise _Fallback  # the serializer raises (or not) on its own terms
+    def _ts(self, value: Any) -> int:
+        """The serializer's timestamp rule (``ts_*`` keys) for one value."""
+        if type(value) is str:
+            if not self._convert_ts:
+                raise _Fallback
             if value.isdigit() and value.isascii():
-                values[key] = int(value)
-            else:
-                values[key] = self._iso_to_ns(value)
+                return int(value)
+            return self._iso_to_ns(value)
+        if self._convert_ts:
+            raise _Fallback  # the serializer's regex refuses non-text timestamps
+        return value
 
     def _iso_to_ns(self, value: str) -> int:
         cached = self._iso_cache.get(value)
@@ -192,201 +413,210 @@ class EventDecoder:
             self._iso_cache[value] = ns
         return ns
 
-    def _m(self, factory: Callable[[str], Any], text: str) -> Any:
-        """Memoised immutable value built by `factory(text)`."""
+    def _value(self, factory: Callable[[str], Any], text: str) -> Any:
+        """Memoised immutable value (price, quantity, money, currency) built by `factory(text)`."""
         key = (factory, text)
-        obj = self._memo.get(key)
+        obj = self._values.get(key)
         if obj is None:
-            obj = self._memo[key] = factory(text)
+            obj = self._values[key] = factory(text)
         return obj
+
+    def _ids(self, v: Any) -> tuple:
+        """trader_id, strategy_id, instrument_id, client_order_id (memoised where repeated)."""
+        trader_id = self._trader_ids.get(v.trader_id)
+        if trader_id is None:
+            trader_id = self._trader_ids[v.trader_id] = TraderId(v.trader_id)
+        strategy_id = self._strategy_ids.get(v.strategy_id)
+        if strategy_id is None:
+            strategy_id = self._strategy_ids[v.strategy_id] = StrategyId(v.strategy_id)
+        instrument_id = self._instrument_ids.get(v.instrument_id)
+        if instrument_id is None:
+            instrument_id = self._instrument_ids[v.instrument_id] = InstrumentId.from_str(v.instrument_id)
+        return trader_id, strategy_id, instrument_id, ClientOrderId(v.client_order_id)
+
+    def _account_id(self, text: str | None) -> AccountId | None:
+        if text is None:
+            return None
+        account_id = self._account_ids.get(text)
+        if account_id is None:
+            account_id = self._account_ids[text] = AccountId(text)
+        return account_id
+
+    def _instrument_id(self, text: str) -> InstrumentId:
+        instrument_id = self._instrument_ids.get(text)
+        if instrument_id is None:
+            instrument_id = self._instrument_ids[text] = InstrumentId.from_str(text)
+        return instrument_id
 
     @staticmethod
     def _uuid(text: str) -> UUID4:
-        if type(text) is str and _UUID4_CANONICAL.fullmatch(text):
+        if _UUID4_CANONICAL.fullmatch(text):
             uuid = UUID4.__new__(UUID4)
-            uuid.__setstate__(text)
+            uuid.__setstate__(text)  # the Rust parse UUID4.from_str ends with
             return uuid
         return UUID4.from_str(text)
 
-    # -- builders (mirror each type's from_dict_c) --------------------------------------------
+    # -- builders (each mirrors its type's from_dict_c; constructor arguments positional) --------
 
-    def _common(self, v: dict) -> dict:
-        m = self._m
-        return dict(
-            trader_id=m(TraderId, v["trader_id"]),
-            strategy_id=m(StrategyId, v["strategy_id"]),
-            instrument_id=m(InstrumentId.from_str, v["instrument_id"]),
-            client_order_id=m(ClientOrderId, v["client_order_id"]),
-        )
-
-    def _order_initialized(self, v: dict) -> OrderInitialized:
-        m = self._m
-        trigger_instrument_id = v["trigger_instrument_id"]
-        order_list_id = v["order_list_id"]
-        parent_order_id = v["parent_order_id"]
-        exec_algorithm_id = v["exec_algorithm_id"]
-        exec_spawn_id = v["exec_spawn_id"]
-        linked_order_ids = v.get("linked_order_ids")
-        tags = v.get("tags")
+    def _order_initialized(self, v: _OrderInitialized) -> OrderInitialized:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)  # converted (and checked) by the serializer, unused by from_dict
+        value = self._value
+        linked_order_ids = v.linked_order_ids
+        tags = v.tags
         if isinstance(linked_order_ids, str):
             linked_order_ids = linked_order_ids.split(",")
         if isinstance(tags, str):
             tags = tags.split(",")
-        emulation_trigger = v["emulation_trigger"]
         return OrderInitialized(
-            **self._common(v),
-            order_side=order_side_from_str(v["order_side"]),
-            order_type=order_type_from_str(v["order_type"]),
-            quantity=m(Quantity.from_str, v["quantity"]),
-            time_in_force=time_in_force_from_str(v["time_in_force"]),
-            post_only=v["post_only"],
-            reduce_only=v["reduce_only"],
-            quote_quantity=v["quote_quantity"],
-            options=v["options"],
-            emulation_trigger=trigger_type_from_str(emulation_trigger) if emulation_trigger is not None else TriggerType.NO_TRIGGER,
-            trigger_instrument_id=m(InstrumentId.from_str, trigger_instrument_id) if trigger_instrument_id is not None else None,
-            contingency_type=contingency_type_from_str(v["contingency_type"]),
-            order_list_id=OrderListId(order_list_id) if order_list_id is not None else None,
-            linked_order_ids=[ClientOrderId(o) for o in linked_order_ids] if linked_order_ids is not None else None,
-            parent_order_id=ClientOrderId(parent_order_id) if parent_order_id is not None else None,
-            exec_algorithm_id=m(ExecAlgorithmId, exec_algorithm_id) if exec_algorithm_id is not None else None,
-            exec_algorithm_params=v["exec_algorithm_params"],
-            exec_spawn_id=ClientOrderId(exec_spawn_id) if exec_spawn_id is not None else None,
-            tags=tags,
-            event_id=self._uuid(v["event_id"]),
-            ts_init=v["ts_init"],
-            reconciliation=v.get("reconciliation", False),
+            *self._ids(v),
+            order_side_from_str(v.order_side),
+            order_type_from_str(v.order_type),
+            value(Quantity.from_str, v.quantity),
+            time_in_force_from_str(v.time_in_force),
+            v.post_only,
+            v.reduce_only,
+            v.quote_quantity,
+            v.options,
+            trigger_type_from_str(v.emulation_trigger) if v.emulation_trigger is not None else TriggerType.NO_TRIGGER,
+            self._instrument_id(v.trigger_instrument_id) if v.trigger_instrument_id is not None else None,
+            contingency_type_from_str(v.contingency_type),
+            OrderListId(v.order_list_id) if v.order_list_id is not None else None,
+            [ClientOrderId(o) for o in linked_order_ids] if linked_order_ids is not None else None,
+            ClientOrderId(v.parent_order_id) if v.parent_order_id is not None else None,
+            ExecAlgorithmId(v.exec_algorithm_id) if v.exec_algorithm_id is not None else None,
+            v.exec_algorithm_params,
+            ClientOrderId(v.exec_spawn_id) if v.exec_spawn_id is not None else None,
+            tags,
+            self._uuid(v.event_id),
+            self._ts(v.ts_init),
+            v.reconciliation,
         )
 
-    def _order_denied(self, v: dict) -> OrderDenied:
-        return OrderDenied(
-            **self._common(v),
-            reason=v["reason"],
-            event_id=self._uuid(v["event_id"]),
-            ts_init=v["ts_init"],
-        )
+    def _order_denied(self, v: _OrderDenied) -> OrderDenied:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)
+        return OrderDenied(*self._ids(v), v.reason, self._uuid(v.event_id), self._ts(v.ts_init))
 
-    def _order_emulated(self, v: dict) -> OrderEmulated:
-        return OrderEmulated(**self._common(v), event_id=self._uuid(v["event_id"]), ts_init=v["ts_init"])
+    def _order_emulated(self, v: _OrderEmulated) -> OrderEmulated:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)
+        return OrderEmulated(*self._ids(v), self._uuid(v.event_id), self._ts(v.ts_init))
 
-    def _order_released(self, v: dict) -> OrderReleased:
+    def _order_released(self, v: _OrderReleased) -> OrderReleased:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)
         return OrderReleased(
-            **self._common(v),
-            released_price=self._m(Price.from_str, v["released_price"]),
-            event_id=self._uuid(v["event_id"]),
-            ts_init=v["ts_init"],
+            *self._ids(v), self._value(Price.from_str, v.released_price), self._uuid(v.event_id), self._ts(v.ts_init),
         )
 
-    def _order_submitted(self, v: dict) -> OrderSubmitted:
+    def _order_submitted(self, v: _OrderSubmitted) -> OrderSubmitted:
         return OrderSubmitted(
-            **self._common(v),
-            account_id=self._m(AccountId, v["account_id"]),
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
+            *self._ids(v), self._account_id(v.account_id), self._uuid(v.event_id), self._ts(v.ts_event), self._ts(v.ts_init),
         )
 
-    def _order_accepted(self, v: dict) -> OrderAccepted:
+    def _order_accepted(self, v: _OrderAccepted) -> OrderAccepted:
         return OrderAccepted(
-            **self._common(v),
-            venue_order_id=VenueOrderId(v["venue_order_id"]),
-            account_id=self._m(AccountId, v["account_id"]),
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
-            reconciliation=v.get("reconciliation", False),
+            *self._ids(v),
+            VenueOrderId(v.venue_order_id),
+            self._account_id(v.account_id),
+            self._uuid(v.event_id),
+            self._ts(v.ts_event),
+            self._ts(v.ts_init),
+            v.reconciliation,
         )
 
-    def _order_rejected(self, v: dict) -> OrderRejected:
+    def _order_rejected(self, v: _OrderRejected) -> OrderRejected:
         return OrderRejected(
-            **self._common(v),
-            account_id=self._m(AccountId, v["account_id"]),
-            reason=v["reason"],
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
-            reconciliation=v.get("reconciliation", False),
-            due_post_only=v.get("due_post_only", False),
+            *self._ids(v),
+            self._account_id(v.account_id),
+            v.reason,
+            self._uuid(v.event_id),
+            self._ts(v.ts_event),
+            self._ts(v.ts_init),
+            v.reconciliation,
+            v.due_post_only,
         )
 
-    def _venue_event(self, cls: type, with_reason: bool = False) -> Callable[[dict], Any]:
-        """Builder for the events with optional venue_order_id/account_id (+ reason)."""
-
-        def build(v: dict) -> Any:
-            venue_order_id = v.get("venue_order_id")
-            account_id = v.get("account_id")
-            kwargs = self._common(v)
-            kwargs["venue_order_id"] = VenueOrderId(venue_order_id) if venue_order_id is not None else None
-            kwargs["account_id"] = self._m(AccountId, account_id) if account_id is not None else None
-            if with_reason:
-                kwargs["reason"] = v["reason"]
+    def _venue_event(self, cls: type) -> Callable[[Any], Any]:
+        def build(v: _VenueEvent) -> Any:
             return cls(
-                **kwargs,
-                event_id=self._uuid(v["event_id"]),
-                ts_event=v["ts_event"],
-                ts_init=v["ts_init"],
-                reconciliation=v.get("reconciliation", False),
+                *self._ids(v),
+                VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+                self._account_id(v.account_id),
+                self._uuid(v.event_id),
+                self._ts(v.ts_event),
+                self._ts(v.ts_init),
+                v.reconciliation,
             )
 
         return build
 
-    def _order_updated(self, v: dict) -> OrderUpdated:
-        m = self._m
-        venue_order_id = v.get("venue_order_id")
-        account_id = v.get("account_id")
-        price = v.get("price")
-        trigger_price = v.get("trigger_price")
+    def _venue_rejection(self, cls: type) -> Callable[[Any], Any]:
+        def build(v: _VenueRejection) -> Any:
+            return cls(
+                *self._ids(v),
+                VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+                self._account_id(v.account_id),
+                v.reason,
+                self._uuid(v.event_id),
+                self._ts(v.ts_event),
+                self._ts(v.ts_init),
+                v.reconciliation,
+            )
+
+        return build
+
+    def _order_updated(self, v: _OrderUpdated) -> OrderUpdated:
+        value = self._value
         return OrderUpdated(
-            **self._common(v),
-            venue_order_id=VenueOrderId(venue_order_id) if venue_order_id is not None else None,
-            account_id=m(AccountId, account_id) if account_id is not None else None,
-            quantity=m(Quantity.from_str, v["quantity"]),
-            price=m(Price.from_str, price) if price is not None else None,
-            trigger_price=m(Price.from_str, trigger_price) if trigger_price is not None else None,
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
-            reconciliation=v.get("reconciliation", False),
-            is_quote_quantity=v.get("is_quote_quantity", False),
+            *self._ids(v),
+            VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+            self._account_id(v.account_id),
+            value(Quantity.from_str, v.quantity),
+            value(Price.from_str, v.price) if v.price is not None else None,
+            value(Price.from_str, v.trigger_price) if v.trigger_price is not None else None,
+            self._uuid(v.event_id),
+            self._ts(v.ts_event),
+            self._ts(v.ts_init),
+            v.reconciliation,
+            v.is_quote_quantity,
         )
 
-    def _order_filled(self, v: dict) -> OrderFilled:
-        m = self._m
-        position_id = v.get("position_id")
+    def _order_filled(self, v: _OrderFilled) -> OrderFilled:
+        value = self._value
         return OrderFilled(
-            **self._common(v),
-            venue_order_id=VenueOrderId(v["venue_order_id"]),
-            account_id=m(AccountId, v["account_id"]),
-            trade_id=TradeId(v["trade_id"]),
-            position_id=m(PositionId, position_id) if position_id is not None else None,
-            order_side=order_side_from_str(v["order_side"]),
-            order_type=order_type_from_str(v["order_type"]),
-            last_qty=m(Quantity.from_str, v["last_qty"]),
-            last_px=m(Price.from_str, v["last_px"]),
-            currency=m(Currency.from_str, v["currency"]),
-            commission=m(Money.from_str, v["commission"]),
-            liquidity_side=liquidity_side_from_str(v["liquidity_side"]),
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
-            info=v["info"],
-            reconciliation=v.get("reconciliation", False),
+            *self._ids(v),
+            VenueOrderId(v.venue_order_id),
+            self._account_id(v.account_id),
+            TradeId(v.trade_id),
+            value(PositionId, v.position_id) if v.position_id is not None else None,
+            order_side_from_str(v.order_side),
+            order_type_from_str(v.order_type),
+            value(Quantity.from_str, v.last_qty),
+            value(Price.from_str, v.last_px),
+            value(Currency.from_str, v.currency),
+            value(Money.from_str, v.commission),
+            liquidity_side_from_str(v.liquidity_side),
+            self._uuid(v.event_id),
+            self._ts(v.ts_event),
+            self._ts(v.ts_init),
+            v.reconciliation,
+            v.info,
         )
 
-    def _account_state(self, v: dict) -> AccountState:
-        m = self._m
-        base = v["base_currency"]
+    def _account_state(self, v: _AccountState) -> AccountState:
         return AccountState(
-            account_id=m(AccountId, v["account_id"]),
-            account_type=account_type_from_str(v["account_type"]),
-            base_currency=m(Currency.from_str, base) if base is not None else None,
-            reported=v["reported"],
-            balances=[AccountBalance.from_dict(b) for b in v["balances"]],
-            margins=[MarginBalance.from_dict(mb) for mb in v["margins"]],
-            info=v["info"],
-            event_id=self._uuid(v["event_id"]),
-            ts_event=v["ts_event"],
-            ts_init=v["ts_init"],
+            self._account_id(v.account_id),
+            account_type_from_str(v.account_type),
+            self._value(Currency.from_str, v.base_currency) if v.base_currency is not None else None,
+            v.reported,
+            [AccountBalance.from_dict(b) for b in v.balances],
+            [MarginBalance.from_dict(m) for m in v.margins],
+            v.info,
+            self._uuid(v.event_id),
+            self._ts(v.ts_event),
+            self._ts(v.ts_init),
         )
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 import tenacity
 
+from launcher.cache.resp import RawPipeline
 from launcher.cache.resp import exchange
 from launcher.cache.resp import pack_command
 
@@ -110,6 +112,45 @@ class BulkReader:
         if not keys:
             return []
         return self._with_connection(lambda conn: self._pipeline(conn, [(b"LRANGE", k, b"0", b"-1") for k in keys]))
+
+    def lrange_chunks(self, keys: list[str], chunk: int = 1000) -> Iterator[tuple[int, list[list[bytes]]]]:
+        """
+        Yield (offset, lists) for `keys` in chunks; the next chunk's LRANGEs are already on the
+        wire while the caller decodes the current one. Not retried: the caller retries the
+        whole load (`retrying`).
+        """
+        if not keys:
+            return
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        complete = False
+        try:
+            pipe = RawPipeline(conn)
+            starts = list(range(0, len(keys), chunk))
+
+            def request(start: int) -> bytes:
+                return b"".join(pack_command((b"LRANGE", k, b"0", b"-1")) for k in keys[start : start + chunk])
+
+            t0 = time.monotonic()
+            pipe.send(request(starts[0]))
+            for i, start in enumerate(starts):
+                if i + 1 < len(starts):
+                    pipe.send(request(starts[i + 1]))
+                replies = pipe.read(min(chunk, len(keys) - start))
+                for value in replies:
+                    if isinstance(value, redis.exceptions.ResponseError):
+                        raise value
+                yield start, replies
+            self._on_round_trip("load_read", time.monotonic() - t0)
+            complete = True
+        finally:
+            if not complete:
+                conn.disconnect()  # replies may still be in flight: never reuse this socket
+            pool.release(conn)
+
+    def retrying(self) -> tenacity.Retrying:
+        """The read retry policy (bounded), for callers that retry a whole streamed load."""
+        return self._retrying.copy()
 
     def command(self, *args: Any) -> Any:
         return self._with_connection(lambda conn: self._pipeline(conn, [args])[0])

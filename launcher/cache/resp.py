@@ -81,3 +81,53 @@ def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = Non
 
 def _where(conn: Any) -> str:
     return f"{getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}"
+
+
+class RawPipeline:
+    """
+    Several requests in flight on one connection, replies read in order (one hiredis reader
+    for the whole session, since a read may already hold the start of the next reply).
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
+        if conn._sock is None:
+            self._guard(conn.connect)
+        self._sock = conn._sock
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except hiredis.ProtocolError as e:
+            self.conn.disconnect()
+            raise redis.exceptions.ConnectionError(f"protocol error from {_where(self.conn)}: {e}") from e
+        except socket.timeout as e:
+            self.conn.disconnect()
+            raise redis.exceptions.TimeoutError(f"timeout talking to {_where(self.conn)}") from e
+        except redis.exceptions.ConnectionError:
+            self.conn.disconnect()
+            raise
+        except OSError as e:
+            self.conn.disconnect()
+            raise redis.exceptions.ConnectionError(f"error talking to {_where(self.conn)}: {e}") from e
+
+    def send(self, data: bytes) -> None:
+        self._guard(self._sock.sendall, data)
+
+    def read(self, replies: int) -> list:
+        return self._guard(self._read, replies)
+
+    def _read(self, replies: int) -> list:
+        out: list = []
+        gets, feed, recv = self._reader.gets, self._reader.feed, self._sock.recv
+        while len(out) < replies:
+            reply = gets()
+            if reply is False:
+                chunk = recv(1 << 20)
+                if not chunk:
+                    raise redis.exceptions.ConnectionError("connection closed by the server")
+                feed(chunk)
+                continue
+            out.append(reply)
+        return out
