@@ -283,8 +283,7 @@ def end_to_end(dbs: Databases, backend: str, mode: str, samples: int, trader_id:
         for i in range(samples + 5):
             order = objs.limit()
             key = prefix + order.client_order_id.value
-            db.add_order(order, None, None)
-            _poll_llen(reader, key, 1)
+            db.add_order(order, None, None)  # buffered: goes out in the same batch as the update
             order.apply(objs.submitted(order))
             t0 = time.perf_counter()
             db.update_order(order)

@@ -1,0 +1,90 @@
+"""
+``python -m launcher.bench``: a smoke run with tiny sizes against a server it starts itself
+(a benchmark, not a timed test: only the shape and the sanity of its output are checked).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from launcher.bench.config import compose_bench_config
+from launcher.bench.config import to_bench_settings
+from launcher.bench.runner import render
+from launcher.bench.runner import targets
+from launcher.errors import ConfigError
+from tests.support.launcher_cli import run_launcher
+
+
+def test_bench_config_defaults_and_quick_mode():
+    full = to_bench_settings(compose_bench_config([]))
+    assert full.sizes == [1000, 10000, 100000] and not full.quick
+    quick = to_bench_settings(compose_bench_config(["bench.quick=true"]))
+    assert max(quick.sizes) <= 1000 and quick.samples <= 200
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["bench.sizes=[0]"], "bench.sizes"),
+    (["bench.events_per_order=2"], "bench.events_per_order"),
+    (["bench.redis_address=nohost"], "bench.redis_address"),
+    (["bench.nope=1"], "bench.nope"),
+])
+def test_bad_bench_config_is_one_config_error(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        to_bench_settings(compose_bench_config(overrides))
+    assert info.value.key == key
+
+
+@pytest.mark.slow
+def test_bench_smoke_run_writes_json_and_table(tmp_path):
+    out = tmp_path / "out"
+    result = run_launcher(
+        ["bench.quick=true", "bench.sizes=[100,300]", "bench.samples=50", "bench.e2e_samples=5",
+         "bench.throughput_ops=800", "bench.sync_throughput_ops=100", "bench.plot=false", f"bench.out_dir={out}"],
+        cwd=tmp_path, module="launcher.bench", timeout_s=240,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["server"]["persistence"] == "AOF on, appendfsync everysec"
+    assert data["machine"]["cpu_cores"] >= 1 and data["machine"]["redis_version"]
+    for backend in ("native", "resilient"):
+        for op in ("add_order", "update_order", "update_position", "update_account"):
+            assert data["hot_path_us"][backend][op]["n"] == (100 if op == "update_order" else 50)
+            assert 0 < data["hot_path_us"][backend][op]["p50"] <= data["hot_path_us"][backend][op]["p99"]
+        assert data["read_ms"][backend]["load_order"]["n"] == 50
+        assert data["throughput"][backend]["writes"] == 800
+    assert data["end_to_end_ms"]["resilient"]["sync"]["visible_ms"]["n"] == 5
+    # Buffered writes become visible no sooner than the buffer interval.
+    assert data["end_to_end_ms"]["resilient"]["buffered"]["visible_ms"]["p50"] >= 0.8 * 100
+    assert [c["orders"] for c in data["recovery"]] == [100, 300]
+    for case in data["recovery"]:
+        for backend in ("native", "resilient"):
+            assert case[backend]["loaded"]["orders"] == case["orders"]
+            assert case[backend]["loaded"]["positions"] == case["positions"] == case["orders"] // 10
+    assert data["physical"]["raw_pipeline"]["multi_exec_batches_of_1000_ops_per_s"] > 0
+    assert {t["target"] for t in data["targets"]} >= {
+        "durable throughput >= 100,000 ops/s (resilient buffered)",
+        "read latency p99 < 2 ms (load_order, load_position; resilient)",
+    }
+    assert "| hot path add_order p50 / p99 (us)" in result.stdout
+    assert "Targets:" in result.stdout
+    assert (out / "bench.txt").read_text().strip() == render(data).strip()
+    assert not (out / "bench.png").exists()
+
+
+def test_targets_are_judged_from_the_numbers():
+    pct = {"p50": 1.0, "p99": 2.0}
+    r = {
+        "hot_path_us": {b: {op: dict(pct) for op in ("add_order", "update_order")} for b in ("native", "resilient")},
+        "recovery": [{"orders": 10_000, "positions": 1000, "speedup": 3.0,
+                      "native": {"load_s": 1.2, "loaded": {"orders": 10_000, "positions": 1000}},
+                      "resilient": {"load_s": 0.4, "loaded": {"orders": 10_000, "positions": 1000}}}],
+    }
+    judged = {t["target"]: t["met"] for t in targets(r)}
+    assert judged["resilient hot path no slower than native (p50 and p99, each write)"] is True
+    assert judged["recovery of 10k orders + 1k positions <= 0.5 s (resilient load)"] is True
+    assert judged["recovery >= 4x faster than native (10k)"] is False
+    r["hot_path_us"]["resilient"]["add_order"]["p99"] = 2.5
+    assert {t["target"]: t["met"] for t in targets(r)}["resilient hot path no slower than native (p50 and p99, each write)"] is False
