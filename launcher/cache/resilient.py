@@ -44,8 +44,10 @@ Outages
 
 from __future__ import annotations
 
+import atexit
 import gc
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,8 +80,8 @@ from launcher.cache.codec import detect_encoding
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
-from launcher.cache.spill import SpillFile
-from launcher.cache.spill import spill_path
+from launcher.cache.spill import claim_spill_file
+from launcher.cache.spill import spill_path as _primary_spill_path
 from launcher.cache.writer import TAG_APPEND
 from launcher.cache.writer import TAG_DELETE_EVENT
 from launcher.cache.writer import TAG_SNAPSHOT
@@ -198,7 +200,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         )
 
         self._client = connect(connection)
-        self._spill = SpillFile(spill_path(spill_dir, self._trader_key))
+        self._spill, orphans = claim_spill_file(spill_dir, self._trader_key)
+        if self._spill.path != _primary_spill_path(spill_dir, self._trader_key):
+            self._log.warning(
+                f"Another live instance holds the spill file of trader key '{self._trader_key}': "
+                f"this one spills to {self._spill.path}",
+            )
+        for orphan in orphans:
+            moved = self._spill.absorb(orphan)
+            self._log.warning(f"Adopted {moved} spilled write(s) left in {orphan} by an instance that is gone")
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
@@ -238,6 +248,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 )
         self._submit(Op("meta_start", [(b"HSET", self._mf_meta, b"final", b"0", b"instance_id", instance_id.value,
                                          b"updated_ns", time.time_ns())]))
+        # Safety net: an interpreter that exits without close() still flushes (bounded) or spills.
+        self._atexit_hook = _exit_hook(weakref.ref(self))
+        atexit.register(self._atexit_hook)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -297,6 +310,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._atexit_hook)
         self._log.debug("Closing: flushing retained writes")
         self._writer.submit(Op(KIND_META_FINAL, [(b"HSET", self._mf_meta, b"final", b"1", b"instance_id",
                                                   self._instance_id.value, b"updated_ns", time.time_ns())]))
@@ -752,6 +766,18 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.STRATEGIES}:{strategy_id.value}:state")
         return self._serializer.deserialize(raw) if raw else {}
+
+
+def _exit_hook(ref: weakref.ref) -> Any:
+    def flush_at_exit() -> None:
+        database = ref()
+        if database is not None and not database._closed:
+            pending = database.pending_writes()
+            if pending:
+                database._log.warning(f"Process exiting without close(): flushing {pending} retained write(s)")
+            database.close()
+
+    return flush_at_exit
 
 
 @contextmanager

@@ -17,9 +17,11 @@ acknowledged by Redis.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import struct
+import uuid
 import zlib
 from pathlib import Path
 
@@ -36,8 +38,39 @@ _decoder = msgspec.msgpack.Decoder()
 
 def spill_path(spill_dir: str | os.PathLike, trader_key: str) -> Path:
     """The spill file for `trader_key` (one per trader key, names made filesystem-safe)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
-    return Path(spill_dir) / f"{safe}.spill"
+    return Path(spill_dir) / f"{_safe(trader_key)}.spill"
+
+
+def _safe(trader_key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
+
+
+def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[SpillFile, list[Path]]:
+    """
+    The spill file this instance owns for `trader_key`, locked for its lifetime, and the
+    spill files that other (dead) instances left for the same key, oldest first.
+
+    The usual file is ``{key}.spill``; when another live instance holds it (two writers for one
+    trader in one place - a misconfiguration, but never a reason to corrupt a file), this one
+    gets a private ``{key}.{pid}-{random}.spill``. Files whose lock is free belong to nobody
+    alive: they are the leftovers of a crash, to be replayed first.
+    """
+    directory = Path(spill_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    primary = SpillFile(spill_path(directory, trader_key))
+    mine = primary if primary.lock() else None
+    if mine is None:
+        mine = SpillFile(directory / f"{_safe(trader_key)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.spill")
+        mine.lock()
+    orphans = []
+    for path in sorted(directory.glob(f"{_safe(trader_key)}.*.spill"), key=lambda p: p.stat().st_mtime):
+        if path == mine.path:
+            continue
+        probe = SpillFile(path)
+        if probe.lock():  # nobody alive owns it
+            probe.unlock()
+            orphans.append(path)
+    return mine, orphans
 
 
 def encode_record(value: object) -> bytes:
@@ -59,8 +92,42 @@ class SpillFile:
         self.read_offset = len(MAGIC)
         self.unread = 0  # records from read_offset to the end
         self.torn_records = 0
+        self._lock_fd: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def lock(self) -> bool:
+        """Take the advisory lock of this spill file (``<file>.lock``); False if someone holds it."""
+        if self._lock_fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def absorb(self, other: Path) -> int:
+        """Append every whole record of the spill file `other` to this one, then delete `other`."""
+        source = SpillFile(other)
+        count = source.open()
+        records = []
+        if count:
+            values, _ = source.read(count)
+            records = [encode_record(v) for v in values]
+        source.remove()
+        if records:
+            self.append(records)
+        return len(records)
 
     @property
     def exists(self) -> bool:
@@ -68,6 +135,8 @@ class SpillFile:
 
     def open(self) -> int:
         """Open (creating if needed), validate, count the records; return their number."""
+        if self._fd is not None:
+            return self.unread
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)

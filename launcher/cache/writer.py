@@ -413,6 +413,7 @@ class Writer:
                 self._spill_all_locked(drop_kinds)
             left = self._spill.unread
             self._spill.close()
+            self._spill.unlock()  # a file left behind now belongs to the next instance
         self._release_connection()
         return left
 
