@@ -55,7 +55,7 @@ class Lost:
     def __str__(self) -> str:
         age = ""
         if self.age_ms is not None:
-            age = f" [{abs(self.age_ms):.0f} ms {'before' if self.age_ms >= 0 else 'after'} the fault]"
+            age = f" [ledger line seen at {-self.age_ms:+.0f} ms relative to the fault]"
         return f"{self.entry.describe()}: {self.reason}{age}"
 
 

@@ -579,7 +579,7 @@ def render(report: DrillReport) -> str:
             ages = [x.age_ms for x in c.lost if x.age_ms is not None]
             window = ""
             if ages:
-                window = f"; seen in the ledger from {max(ages):.0f} ms before to {-min(ages):.0f} ms after the fault"
+                window = f"; ledger lines seen from {-max(ages):+.0f} ms to {-min(ages):+.0f} ms relative to the fault"
             lines.append(f"    LOST {len(c.lost)} event(s) of {len(c.lost_ids)} entit(ies){window}:")
             lines += [f"      - {x}" for x in c.lost[:12]]
             if len(c.lost) > 12:

@@ -19,6 +19,11 @@ from launcher.store.connection import connect
 from launcher.store.connection import parse_address
 
 
+# Servers the drill starts have no password, TLS or other database: the operator's REDIS_* environment
+# (meant for their own servers) must not leak into the nodes' settings.
+OWN_SERVER_OVERRIDES = ["cache.redis.username=null", "cache.redis.password=null", "cache.redis.ssl=false", "cache.redis.db=0"]
+
+
 @dataclass
 class SingleServer:
     """One Redis server: started by the drill (`proc`) or given (`proc` is None)."""
@@ -42,7 +47,8 @@ class SingleServer:
         return f"redis {self.host}:{self.port} ({owner})"
 
     def node_overrides(self) -> list[str]:
-        return ["cache=redis_dev", f"cache.redis.host={self.host}", f"cache.redis.port={self.port}", "cache.redis.embedded=never"]
+        base = ["cache=redis_dev", f"cache.redis.host={self.host}", f"cache.redis.port={self.port}", "cache.redis.embedded=never"]
+        return base + (OWN_SERVER_OVERRIDES if self.proc is not None else [])
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -82,7 +88,8 @@ class SentinelServers:
 
     def node_overrides(self) -> list[str]:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
-        return ["cache=redis_sentinel", f"cache.sentinel.nodes=[{nodes}]", f"cache.sentinel.master_name={self.master_name}"]
+        base = ["cache=redis_sentinel", f"cache.sentinel.nodes=[{nodes}]", f"cache.sentinel.master_name={self.master_name}"]
+        return base + (OWN_SERVER_OVERRIDES if self.topology is not None else [])
 
     def _sentinel(self, i: int = 0) -> redis.Redis:
         host, port = self.sentinels[i % len(self.sentinels)]
