@@ -13,20 +13,24 @@ Writes (see ``launcher/cache/writer.py`` for the mechanics)
     count and index flags read at call time) and enqueues it; the writer thread serializes the
     (immutable) event with NautilusTrader's serializer and sends a MULTI/EXEC batch every
     ``buffer_interval_ms`` (as soon as possible when unset). Mutable payloads (strategy/actor
-    state, snapshots) are serialized on the caller's thread. ``durability="sync"``: the call returns only once Redis
-    acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
+    state, snapshots) are serialized on the caller's thread. ``durability="sync"``: the call
+    returns only once Redis acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
     as Redis is unreachable, which is the price of that guarantee. Retained writes are resent
     idempotently after connection loss, lost replies, READONLY (failover) or short WAITs; past
     ``max_pending_writes`` they spill to an fsync'd file that is replayed on reconnect and by
     the next instance for the same trader key before it loads anything.
 
 Spill choice
-    When the in-memory FIFO reaches ``max_pending_writes`` the *whole* FIFO is appended to the
-    spill file in one write + fsync, on the calling thread. Rationale: the bound is exact (the
-    writer thread may be stuck in a connect timeout and cannot be relied on to move data),
-    the cost is one fsync per ``max_pending_writes`` writes and only during a long outage, and
-    FIFO order stays simple - in-flight batch, then file, then memory. Nothing is ever dropped
-    silently; a write Redis rejects outright (a bug, not an outage) is logged as an ERROR.
+    When the in-memory FIFO reaches ``max_pending_writes``, every retained write not yet on disk
+    (the in-flight batch, then the whole FIFO) is appended to the spill file in one write +
+    fsync, on the calling thread. Rationale: the bound is exact (the writer thread may be stuck
+    in a connect timeout and cannot be relied on to move data), the cost is one fsync per
+    ``max_pending_writes`` writes and only during a long outage, and the file always holds the
+    oldest retained writes in order, so a crash can only lose newer ones. One file per trader
+    key (``{spill_dir}/{trader_key}.spill``), owned through an advisory lock for the instance's
+    lifetime; files left by dead instances are adopted and replayed first. Nothing is ever
+    dropped silently; a write Redis rejects outright (a bug, not an outage) is logged as an
+    ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
 
 Loads
     SCAN + pipelined LRANGE/MGET in chunks on one connection, decoded by

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec

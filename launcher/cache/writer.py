@@ -31,14 +31,27 @@ the missing events are re-serialized from memory and re-written in order ("repai
 Memory bound and spill file
 ---------------------------
 Retained writes are bounded by ``max_pending_writes``: when the in-memory FIFO reaches it (a
-long outage), the whole FIFO is appended to the spill file and fsync'd (on the caller's thread,
-once per ``max_pending_writes`` writes). Order is kept as ``in-flight batch < spill file <
-memory FIFO``: the writer drains the file before memory. The file is replayed on reconnect and,
-if a process dies with one, by the next instance for the same trader key before it loads
-state (see `ResilientCacheDatabase`). A resend of spilled writes is idempotent for the same
-reasons as above, so a replay interrupted by a crash is simply replayed again. Writes are never
-dropped silently: when ``close()`` cannot reach Redis within its bounded wait, everything still
-retained goes to the spill file and one ERROR line says how many writes and where.
+long outage), every retained write not yet on disk - the in-flight batch if it came from
+memory, then the whole FIFO - is appended to the spill file and fsync'd, on the caller's thread
+(one write + fsync per ``max_pending_writes`` writes; payloads were serialized ahead by the
+writer thread while it waited out the outage). The file therefore always holds the *oldest*
+retained writes, in order: a crash can only lose a suffix (newer writes still in memory), never
+a write older than one that survives. The writer drains the file before memory. The file is
+replayed on reconnect and, if a process dies with one, by the next instance for the same trader
+key before it loads state (see `ResilientCacheDatabase`). A resend of spilled writes is
+idempotent for the same reasons as above, so a replay interrupted by a crash is simply replayed
+again. Writes are never dropped silently: when ``close()`` cannot reach Redis within its bounded
+wait, everything still retained goes to the spill file and one ERROR line says how many writes
+and where.
+
+Sync mode and WAIT
+------------------
+In sync mode the caller waits for its op's sequence number to be acknowledged; with
+``min_replica_acks`` > 0 a batch is acknowledged only when ``WAIT`` reports enough replicas, so
+the acknowledgement means "on the master and on N replicas". Acknowledged writes survive a
+failover when every replica a failover may promote is among the N (set ``min_replica_acks`` to
+the number of replicas); until a promoted master has a replica again, writes are applied but not
+acknowledged, i.e. retained (and spilled past the memory bound).
 """
 
 from __future__ import annotations
@@ -297,7 +310,6 @@ class Writer:
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
         self._outage_error = ""
-        self._spill_encoding_logged = False
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE),
