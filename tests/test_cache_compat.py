@@ -321,3 +321,37 @@ def test_timestamp_fast_path_equals_serializer(iso):
         decoded = decoder.decode(raw)
         assert decoded == event and decoded.ts_event == ns and ser.serialize(decoded) == raw
     assert decoder.fallbacks == 0
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_unexpected_payload_shapes_take_the_serializer_path(encoding):
+    """Anything the fast schemas do not describe exactly is decoded by the serializer itself."""
+    import msgspec  # noqa: PLC0415
+
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+
+    ser = make_serializer(encoding)
+    codec = msgspec.json if encoding == "json" else msgspec.msgpack
+    order = TestExecStubs.limit_order()
+    event = TestEventStubs.order_submitted(order, ts_event=1_700_000_000_000_000_001)
+    base = codec.decode(ser.serialize(event))
+    variants = {  # payload -> whether it must leave the fast path entirely
+        "unknown key": ({**base, "extra": 1}, True),
+        "iso with offset": ({**base, "ts_event": "2023-11-14T22:13:20.000000001+00:00"}, True),
+        "missing required": ({k: v for k, v in base.items() if k != "account_id"}, True),
+        "int timestamp": ({**base, "ts_init": 5}, True),
+        "uppercase uuid": ({**base, "event_id": base["event_id"].upper()}, False),  # UUID4.from_str, as from_dict
+    }
+    for name, (payload, leaves_fast_path) in variants.items():
+        raw = codec.encode(payload)
+        decoder = EventDecoder(ser)
+        try:
+            expected = ser.deserialize(raw)
+        except Exception as e:  # noqa: BLE001 (then ours must raise the same way)
+            with pytest.raises(type(e)):
+                decoder.decode(raw)
+            continue
+        decoded = decoder.decode(raw)
+        assert decoder.fallbacks == int(leaves_fast_path), name
+        assert type(decoded) is type(expected) and decoded.to_dict(decoded) == expected.to_dict(expected), name

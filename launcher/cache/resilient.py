@@ -203,6 +203,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             f"min_replica_acks={min_replica_acks}, max_pending_writes={max_pending_writes}",
         )
 
+        if config.buffer_interval_ms and config.buffer_interval_ms > 1000:
+            self._log.warning(
+                f"High buffer_interval_ms at {config.buffer_interval_ms}, recommended range is [10, 1000] milliseconds",
+            )
+
         self._client = connect(connection)
         self._spill, orphans = claim_spill_file(spill_dir, self._trader_key)
         if self._spill.path != _primary_spill_path(spill_dir, self._trader_key):
