@@ -26,6 +26,7 @@ from nautilus_trader.model.identifiers import TraderId
 
 from launcher.cache import layout as L
 from launcher.cache.codec import EventDecoder
+from launcher.cache.codec import EventEncoder
 from launcher.cache.codec import iso_to_ns_reference
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.testing import TRADER_ID
@@ -355,3 +356,32 @@ def test_unexpected_payload_shapes_take_the_serializer_path(encoding):
         decoded = decoder.decode(raw)
         assert decoder.fallbacks == int(leaves_fast_path), name
         assert type(decoded) is type(expected) and decoded.to_dict(decoded) == expected.to_dict(expected), name
+
+
+@pytest.mark.parametrize(("encoding", "iso"), FORMATS)
+def test_fast_encoder_is_byte_identical_to_the_serializer(encoding, iso):
+    import random  # noqa: PLC0415
+
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: PLC0415
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+
+    ser = make_serializer(encoding, iso)
+    fast = EventEncoder(ser)
+    rng = random.Random(7)
+    order = TestExecStubs.limit_order()
+    instrument = TestInstrumentProvider.default_fx_ccy("AUD/USD")
+    for _ in range(300):
+        ns = rng.choice([0, rng.randrange(2**63), rng.randrange(10**18) // 1000 * 1000,
+                         rng.randrange(10**18) // 10**9 * 10**9, rng.randrange(2**63, 2**64)])
+        for event in (TestEventStubs.order_submitted(order, ts_event=ns),
+                      TestEventStubs.order_filled(order, instrument, ts_event=ns)):
+            try:
+                expected = ser.serialize(event)
+            except Exception as e:  # noqa: BLE001 (e.g. pandas cannot format ts >= 2**63 as ISO 8601)
+                with pytest.raises(type(e)):
+                    fast.serialize(event)
+                continue
+            assert fast.serialize(event) == expected, ns
+    state = {"ts_custom": 5, "value": b"x"}
+    assert fast.serialize(dict(state)) == ser.serialize(dict(state))  # not an event: the serializer itself
