@@ -744,7 +744,8 @@ class Writer:
 
     def _inspect(self, ops: list[Op], results: list) -> list[Op]:
         """Count script outcomes; build repair ops for entities Redis lost events of."""
-        gaps: dict[str, list] = {}  # list key -> [entity, op, cmd, have, want]
+        gaps: dict[str, list] = {}  # list key -> [entity, cmd, have, want, first op index]
+        missing_lists: list[str] = []
         for i, op_results in enumerate(results):
             if not op_results:
                 continue
@@ -760,7 +761,7 @@ class Writer:
                     self.stats.misplaced_appends += 1
                 elif code == GAP_NO_LIST:
                     self.stats.command_errors += 1
-                    self._log().warning(f"{op.kind}: {cmd[1]} does not exist in Redis; event {cmd[4]} not appended")
+                    missing_lists.append(f"{cmd[1]}#{cmd[4]}")
                 elif code < 0:
                     have = -1 - code
                     key = cmd[1]
@@ -769,6 +770,13 @@ class Writer:
                         gaps[key] = [op.entity, cmd, have, int(cmd[4]), i]
                     else:
                         entry[3] = max(entry[3], int(cmd[4]))
+        if missing_lists:
+            # An update for an entity whose list Redis no longer has and that cannot be rebuilt
+            # from memory (a replayed spill record): like RPUSHX, it is not written - said once.
+            self._log().warning(
+                f"{len(missing_lists)} update(s) for entities Redis has no list of were not appended "
+                f"(e.g. {missing_lists[:3]})",
+            )
         if not gaps:
             return []
         repairs: list[Op] = []
