@@ -148,6 +148,42 @@ class Databases:
             self.close(db)
 
 
+class ServerCost:
+    """Redis' own CPU time and per-command time over a phase (INFO cpu / commandstats deltas)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.before: tuple[dict, dict] | None = None
+        self.result: dict[str, Any] = {}
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        client = self.server.client()
+        try:
+            return client.info("cpu"), client.info("commandstats")
+        finally:
+            client.close()
+
+    def __enter__(self) -> ServerCost:
+        self.before = self._snapshot()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.t0
+        (cpu0, cmd0), (cpu1, cmd1) = self.before, self._snapshot()
+        cpu = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_sys", "used_cpu_user"))
+        commands = []
+        for name, stats in cmd1.items():
+            prev = cmd0.get(name, {"calls": 0, "usec": 0})
+            calls, usec = stats["calls"] - prev["calls"], stats["usec"] - prev["usec"]
+            if calls:
+                commands.append({"command": name.removeprefix("cmdstat_"), "calls": calls, "usec": usec,
+                                 "usec_per_call": round(usec / calls, 2)})
+        commands.sort(key=lambda c: -c["usec"])
+        self.result = {"wall_s": round(wall, 3), "redis_cpu_s": round(cpu, 3),
+                       "redis_cpu_share": round(cpu / wall, 3) if wall else None, "commands": commands[:8]}
+
+
 def trader_key(trader_id: str) -> str:
     return layout.trader_key(trader_id)
 
@@ -319,8 +355,9 @@ def throughput(dbs: Databases, backend: str, ops: int, trader_id: str, *, durabi
     events = [(objs.submitted(o), objs.accepted(o), objs.filled(o, PositionId(f"P-{i}"))) for i, o in enumerate(orders)]
     reader = dbs.server.client()
     gc.collect()
+    cost = ServerCost(dbs.server)
     try:
-        with sampler if sampler is not None else _Null():
+        with sampler if sampler is not None else _Null(), cost:
             t0 = time.perf_counter()
             add, update = db.add_order, db.update_order
             for order, (submitted, accepted, filled) in zip(orders, events):
@@ -355,6 +392,7 @@ def throughput(dbs: Databases, backend: str, ops: int, trader_id: str, *, durabi
         "durable_ops_per_s": round(writes / (t_acked - t0)),
         "spilled_writes": stats.get("spilled_total"),
         "batches": stats.get("batches"),
+        "redis_server": cost.result,
     }
 
 
@@ -432,8 +470,9 @@ def recover(dbs: Databases, backend: str, trader_id: str, sampler: Any = None) -
     db = dbs.make(backend, trader_id)
     cache = Cache(database=db, config=CacheConfig())
     gc.collect()
+    cost = ServerCost(dbs.server)
     try:
-        with sampler if sampler is not None else _Null():
+        with sampler if sampler is not None else _Null(), cost:
             t0 = time.perf_counter()
             cache.cache_currencies()
             cache.cache_instruments()
@@ -464,6 +503,7 @@ def recover(dbs: Databases, backend: str, trader_id: str, sampler: Any = None) -
         "total_s": t_index - t0,
         "integrity": bool(ok),
         "loaded": loaded,
+        "redis_server": cost.result,
     }
 
 

@@ -283,6 +283,17 @@ def render(r: dict[str, Any]) -> str:
     for t in r.get("targets", []):
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[t["met"]]
         lines.append(f"  [{mark}] {t['target']}: {t['value']}")
+    tp = r.get("throughput", {})
+    costs = [(f"throughput {k}", v.get("redis_server")) for k, v in tp.items()]
+    costs += [(f"recovery {c['orders']} {b}", c[b].get("redis_server")) for c in r.get("recovery", []) for b in M.BACKENDS]
+    costs = [(name, c) for name, c in costs if c]
+    if costs:
+        lines.append("")
+        lines.append("Redis server time per phase (INFO cpu / commandstats):")
+        for name, c in costs:
+            top = ", ".join(f"{x['command']} {x['calls']:,} x {x['usec_per_call']} us" for x in c["commands"][:3])
+            lines.append(f"  {name:<28} Redis CPU {c['redis_cpu_s']:.2f}s of {c['wall_s']:.2f}s wall "
+                         f"({(c['redis_cpu_share'] or 0) * 100:.0f}%): {top}")
     prof = r.get("profile") or {}
     for phase, top in prof.items():
         lines.append("")

@@ -218,7 +218,12 @@ def run_drill(d: DrillSettings) -> DrillReport:
             lane = Lane(backend, durability, trader_id, lane_dir, overrides)
             lane.promise = _promise(d, lane)
             report.lanes.append(lane)
-        _run(d, report, servers, rng)
+        try:
+            _run(d, report, servers, rng)
+        except LauncherError:
+            raise
+        except Exception as e:  # noqa: BLE001 (a server that never failed over, a node that hung, ...)
+            raise DrillError(f"drill aborted: {type(e).__name__}: {e} (logs under {workdir})") from e
     finally:
         for lane in report.lanes:
             if lane.watcher is not None:
@@ -409,7 +414,12 @@ def _verify(lane: Lane) -> None:
     report_path = lane.dir / "verify.json"
     log = lane.dir / "verify.log"
     proc = _spawn(lane.launcher_args("mode=verify", f"bootstrap.report_path={report_path}"), lane.dir, log)
-    code = proc.wait(timeout=300)
+    try:
+        code = proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        code = None
     lane.verify = {"exit": code, "log": str(log)}
     if report_path.exists():
         data = json.loads(report_path.read_text())
