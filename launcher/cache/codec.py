@@ -345,6 +345,8 @@ class EventDecoder:
         self._instrument_ids: dict[str, InstrumentId] = {}
         self._account_ids: dict[str, AccountId] = {}
         self._values: dict[tuple[Any, str], Any] = {}
+        self._last_coid_text: str | None = None
+        self._last_coid: ClientOrderId | None = None
         self._builders: dict[type, Callable[[Any], Any]] = {
             _OrderInitialized: self._order_initialized,
             _OrderDenied: self._order_denied,
@@ -432,7 +434,10 @@ class EventDecoder:
         instrument_id = self._instrument_ids.get(v.instrument_id)
         if instrument_id is None:
             instrument_id = self._instrument_ids[v.instrument_id] = InstrumentId.from_str(v.instrument_id)
-        return trader_id, strategy_id, instrument_id, ClientOrderId(v.client_order_id)
+        if v.client_order_id != self._last_coid_text:  # an order's events come one after another
+            self._last_coid_text = v.client_order_id
+            self._last_coid = ClientOrderId(v.client_order_id)
+        return trader_id, strategy_id, instrument_id, self._last_coid
 
     def _account_id(self, text: str | None) -> AccountId | None:
         if text is None:

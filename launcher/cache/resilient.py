@@ -615,20 +615,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 with _gc_paused():
                     for _, lists in self._reader.lrange_chunks(keys, chunk=100):
                         for raw_events in lists:
-                            account = self._build_account(raw_events, decoder)
+                            account = self._build_account([decoder.decode(raw) for raw in raw_events])
                             if account is not None:
                                 accounts[account.id] = account
         self._loaded("accounts", len(accounts), t0)
         return accounts
 
     @staticmethod
-    def _build_account(raw_events: list[bytes], decoder: EventDecoder) -> Any:
-        if not raw_events:
+    def _build_account(events: list) -> Any:
+        if not events:
             return None
-        decode = decoder.decode
-        account = AccountFactory.create(decode(raw_events[0]))
-        for raw in raw_events[1:]:
-            account.apply(decode(raw))
+        account = AccountFactory.create(events[0])
+        for event in events[1:]:
+            account.apply(event)
         return account
 
     def load_orders(self) -> dict:
@@ -639,30 +638,42 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
-                build = self._build_order
+                decode, build = self._decode_order, self._build_order
                 with _gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
-                        for coid, raw_events in zip(ids[start : start + len(lists)], lists):
-                            order = build(coid, raw_events, decoder)
+                        chunk_ids = ids[start : start + len(lists)]
+                        # Decode the whole chunk, then build: keeping each phase's code hot is
+                        # measurably faster than alternating per order.
+                        decoded = [decode(coid, raw, decoder) for coid, raw in zip(chunk_ids, lists)]
+                        for coid, events in zip(chunk_ids, decoded):
+                            order = build(coid, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
         self._loaded("orders", len(orders), t0)
         return orders
 
     @staticmethod
-    def _build_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> Any:
-        """Rebuild one order exactly like the native ``load_order``."""
+    def _decode_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> list:
         if not raw_events:
-            return None
+            return []
         decode = decoder.decode
-        init = decode(raw_events[0])
-        order = OrderUnpacker.from_init(init)
-        seen = {init.id}
-        for count, raw in enumerate(raw_events[1:]):
+        events = [decode(raw_events[0])]
+        for raw in raw_events[1:]:
             try:
-                event = decode(raw)
+                events.append(decode(raw))
             except ValueError as e:
                 raise RuntimeError(f"Error deserializing event for ClientOrderId('{coid}'): {e!r}") from e
+        return events
+
+    @staticmethod
+    def _build_order(coid: str, events: list) -> Any:
+        """Rebuild one order from its decoded events exactly like the native ``load_order``."""
+        if not events:
+            return None
+        init = events[0]
+        order = OrderUnpacker.from_init(init)
+        seen = {init.id}
+        for count, event in enumerate(events[1:]):
             if event.id in seen:
                 raise RuntimeError(f"Corrupt cache with duplicate event for order {event}")
             seen.add(event.id)
@@ -749,13 +760,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_account(self, account_id: AccountId) -> Any:
         self._before_read()
         raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ACCOUNTS}:{account_id.value}", b"0", b"-1")
-        return self._build_account(raw_events, EventDecoder(self._serializer, self._encoding))
+        decoder = EventDecoder(self._serializer, self._encoding)
+        return self._build_account([decoder.decode(raw) for raw in raw_events])
 
     def load_order(self, client_order_id: ClientOrderId) -> Any:
         self._before_read()
         coid = client_order_id.value
         raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ORDERS}:{coid}", b"0", b"-1")
-        return self._build_order(coid, raw_events, EventDecoder(self._serializer, self._encoding))
+        return self._build_order(coid, self._decode_order(coid, raw_events, EventDecoder(self._serializer, self._encoding)))
 
     def load_position(self, position_id: PositionId) -> Position | None:
         self._before_read()

@@ -44,21 +44,7 @@ def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = Non
             sock.settimeout(timeout_s)
         try:
             sock.sendall(data)
-            reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
-            out: list = []
-            append = out.append
-            gets = reader.gets
-            recv = sock.recv
-            while len(out) < replies:
-                reply = gets()
-                if reply is False:
-                    chunk = recv(262144)
-                    if not chunk:
-                        raise redis.exceptions.ConnectionError("connection closed by the server")
-                    reader.feed(chunk)
-                    continue
-                append(reply)
-            return out
+            return _Feeder(sock).read(replies)
         finally:
             if timeout_s is not None and conn._sock is sock:
                 sock.settimeout(previous)
@@ -91,10 +77,10 @@ class RawPipeline:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
         if conn._sock is None:
             self._guard(conn.connect)
         self._sock = conn._sock
+        self._feeder = _Feeder(self._sock)
 
     def _guard(self, fn: Any, *args: Any) -> Any:
         try:
@@ -119,15 +105,41 @@ class RawPipeline:
         return self._guard(self._read, replies)
 
     def _read(self, replies: int) -> list:
+        return self._feeder.read(replies)
+
+
+class _Feeder:
+    """
+    Socket -> hiredis reader, fed in small slices: hiredis compacts its buffer as replies are
+    consumed, which is quadratic when a megabyte is fed at once (measured: 1 MB feeds make
+    parsing 10k small list replies ~15x slower than 16 kB feeds).
+    """
+
+    _RECV = 1 << 18
+    _SLICE = 1 << 14
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
+        self._buffer = memoryview(b"")
+        self._offset = 0
+
+    def read(self, replies: int) -> list:
         out: list = []
-        gets, feed, recv = self._reader.gets, self._reader.feed, self._sock.recv
+        append = out.append
+        gets, feed = self._reader.gets, self._reader.feed
         while len(out) < replies:
             reply = gets()
-            if reply is False:
-                chunk = recv(1 << 20)
+            if reply is not False:
+                append(reply)
+                continue
+            if self._offset >= len(self._buffer):
+                chunk = self._sock.recv(self._RECV)
                 if not chunk:
                     raise redis.exceptions.ConnectionError("connection closed by the server")
-                feed(chunk)
-                continue
-            out.append(reply)
+                self._buffer = memoryview(chunk)
+                self._offset = 0
+            end = min(self._offset + self._SLICE, len(self._buffer))
+            feed(self._buffer[self._offset : end])
+            self._offset = end
         return out
