@@ -332,6 +332,9 @@ def write_plot(r: dict[str, Any], path: Path) -> Path | None:
     sizes = [c["orders"] for c in cases]
     for backend, color in ((M.NATIVE, "tab:red"), (M.RESILIENT, "tab:blue")):
         ax1.plot(sizes, [c[backend]["load_s"] for c in cases], "o-", color=color, label=backend)
+    if 10_000 in sizes:
+        ax1.plot([10_000], [0.5], marker="*", markersize=12, color="tab:green", linestyle="none",
+                 label="target: 10k orders <= 0.5 s")
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.set_xlabel(f"orders ({r['settings']['events_per_order']} events each) + {r['settings']['positions_ratio']:.0%} positions")
@@ -365,6 +368,8 @@ def write_plot(r: dict[str, Any], path: Path) -> Path | None:
     width = 0.4
     ax2.bar([i - width / 2 for i in x], native, width, color="tab:red", label="native")
     ax2.bar([i + width / 2 for i in x], resilient, width, color="tab:blue", label="resilient")
+    ax2.axhline(5, color="tab:orange", linestyle="--", linewidth=1, label="spec: write p99 < 5 ms")
+    ax2.axhline(2, color="tab:green", linestyle=":", linewidth=1, label="spec: read p99 < 2 ms")
     ax2.set_yscale("log")
     ax2.set_xticks(list(x))
     ax2.set_xticklabels(labels, fontsize=7, rotation=60, ha="right")
