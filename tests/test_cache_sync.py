@@ -130,3 +130,17 @@ def test_sync_write_blocks_until_acknowledged_and_resumes_after_outage(redis_ser
     db.close()
     for o in first:
         assert client.llen(f"{db.trader_key}:orders:{o.client_order_id.value}") == 4
+
+
+def test_sync_mode_constructor_and_close_never_hang_while_redis_is_down(tmp_path):
+    from launcher.servers.redis_process import free_port  # noqa: PLC0415
+
+    port = free_port()  # nothing listens here
+    t0 = time.monotonic()
+    db = ResilientCacheDatabase(
+        TRADER_ID, UUID4(), make_serializer(), cache_config(port), spill_dir=str(tmp_path / "spill"), durability="sync",
+        connection=ConnectionSettings(host="127.0.0.1", port=port, timeout_s=0.5), close_timeout_s=1.0, max_backoff_s=0.1,
+    )
+    db.close()  # bounded: the bookkeeping writes never block, the flush gives up after ~1 s
+    assert time.monotonic() - t0 < 10
+    assert db.stats().spilled_writes == 1  # the start marker; the clean-stop marker is not spilled

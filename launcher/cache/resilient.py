@@ -256,8 +256,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                     f"Redis not reachable yet: {self._writer.pending()} spilled write(s) from an earlier run "
                     f"stay in {self._spill.path} and are replayed when it is",
                 )
-        self._submit(Op("meta_start", [(b"HSET", self._mf_meta, b"final", b"0", b"instance_id", instance_id.value,
-                                         b"updated_ns", time.time_ns())]))
+        self._writer.submit(Op("meta_start", [(b"HSET", self._mf_meta, b"final", b"0", b"instance_id", instance_id.value,
+                                                b"updated_ns", time.time_ns())]), wait=False)
         # Safety net: an interpreter that exits without close() still flushes (bounded) or spills.
         self._atexit_hook = _exit_hook(weakref.ref(self))
         atexit.register(self._atexit_hook)
@@ -283,10 +283,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters and state."""
-        with self._writer._lock:
-            self._writer._refresh_pending_locked()
-            snapshot = CacheStats(**{**self._stats.__dict__, "round_trip_s": dict(self._stats.round_trip_s)})
-        return snapshot
+        self._writer.refresh_stats()
+        return CacheStats(**{**self._stats.__dict__, "round_trip_s": dict(self._stats.round_trip_s)})
 
     def pending_writes(self) -> int:
         return self._writer.pending()
@@ -323,7 +321,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         atexit.unregister(self._atexit_hook)
         self._log.debug("Closing: flushing retained writes")
         self._writer.submit(Op(KIND_META_FINAL, [(b"HSET", self._mf_meta, b"final", b"1", b"instance_id",
-                                                  self._instance_id.value, b"updated_ns", time.time_ns())]))
+                                                  self._instance_id.value, b"updated_ns", time.time_ns())]), wait=False)
         left = self._writer.close(drop_kinds=(KIND_META_FINAL,))
         if left:
             self._log.error(
@@ -338,8 +336,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             pass
 
     def flush(self) -> None:
-        seq = self._submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
-                                                       self._instance_id.value, b"updated_ns", time.time_ns())]))
+        seq = self._writer.submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
+                                                              self._instance_id.value, b"updated_ns", time.time_ns())]),
+                                  wait=False)
         if self._writer.wait_acked(seq, self._close_timeout_s):
             self._log.info("Flushed cache database")
         else:

@@ -340,8 +340,13 @@ class Writer:
                 )
         self._thread.start()
 
-    def submit(self, op: Op) -> int:
-        """Retain `op` (hot path). In sync mode, return only once Redis acknowledged it."""
+    def submit(self, op: Op, wait: bool | None = None) -> int:
+        """
+        Retain `op` (hot path). In sync mode (or with ``wait=True``) return only once Redis
+        acknowledged it; ``wait=False`` never blocks (bookkeeping writes such as the manifest
+        meta, which must not hang a constructor or a bounded close()).
+        """
+        wait = self._sync if wait is None else wait
         op.t0 = time.monotonic()
         with self._lock:
             self._seq += 1
@@ -353,7 +358,7 @@ class Writer:
                 self._spill_queue_locked()
             elif len(self._queue) >= self._max_pending:
                 self._spill_queue_locked()
-            if self._sync:
+            if wait:
                 self._urgent = True
                 if self._idle:
                     self._work.notify()
@@ -364,7 +369,8 @@ class Writer:
                             f"cache writer stopped ({self._dead!r}); write spilled to {self._spill.path}",
                         )
                     self._acked.wait(1.0)
-            elif self._idle and (self._interval == 0.0 or len(self._queue) == 1 or len(self._queue) >= self._max_batch):
+            elif self._idle and (self._sync or self._interval == 0.0 or len(self._queue) == 1
+                                 or len(self._queue) >= self._max_batch):
                 self._work.notify()  # idle writer: start the buffer interval (or send now)
         return op.seq
 
@@ -405,6 +411,11 @@ class Writer:
     def pending(self) -> int:
         with self._lock:
             return self._pending_locked()
+
+    def refresh_stats(self) -> None:
+        """Bring the pending/spilled gauges of `stats` up to date."""
+        with self._lock:
+            self._refresh_pending_locked()
 
     def close(self, drop_kinds: tuple[str, ...] = ()) -> int:
         """
