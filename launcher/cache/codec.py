@@ -82,7 +82,7 @@ from nautilus_trader.model.objects import Quantity
 
 _UUID4_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # The shape MsgSpecSerializer writes: pandas isoformat() with "+00:00" replaced by "Z".
-_ISO_UTC = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
+_ISO_MINUTE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})", re.ASCII)
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 # pandas Timestamp bounds (ns since epoch) - outside them the serializer's path decides.
 _TS_MIN = -9_223_372_036_854_775_807
@@ -339,7 +339,7 @@ class EventDecoder:
         module = msgspec.json if self.encoding == "json" else msgspec.msgpack
         self._typed = module.Decoder(_SCHEMA_UNION).decode
         self._convert_ts = bool(serializer.timestamps_as_str or serializer.timestamps_as_iso8601)
-        self._iso_cache: dict[str, int] = {}
+        self._minutes: dict[str, int] = {}
         self._trader_ids: dict[str, TraderId] = {}
         self._strategy_ids: dict[str, StrategyId] = {}
         self._instrument_ids: dict[str, InstrumentId] = {}
@@ -394,25 +394,42 @@ class EventDecoder:
         return value
 
     def _iso_to_ns(self, value: str) -> int:
-        cached = self._iso_cache.get(value)
-        if cached is not None:
-            return cached
-        m = _ISO_UTC.fullmatch(value)
-        if m is None:
+        """
+        ``pd.Timestamp(value, tz=utc).value`` for the shape the serializer writes
+        (``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z``); anything else raises `_Fallback`. The
+        ``YYYY-MM-DDTHH:MM`` prefix is converted once per minute and memoised.
+        """
+        base = self._minutes.get(value[:16])
+        if base is None:
+            m = _ISO_MINUTE.fullmatch(value[:16])
+            if m is None:
+                raise _Fallback
+            year, month, day, hour, minute = map(int, m.groups())
+            if hour > 23 or minute > 59:
+                raise _Fallback
+            try:
+                days = _dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+            except ValueError:
+                raise _Fallback from None
+            base = (days * 86400 + hour * 3600 + minute * 60) * 1_000_000_000
+            if len(self._minutes) < 100_000:
+                self._minutes[value[:16]] = base
+        rest = value[16:]  # ":SS" then "Z" or ".fff...Z"
+        if not (rest.isascii() and rest[:1] == ":" and rest[-1:] == "Z" and rest[1:3].isdigit()):
             raise _Fallback
-        year, month, day, hour, minute, second, frac = m.groups()
-        h, mi, s = int(hour), int(minute), int(second)
-        if h > 23 or mi > 59 or s > 59:
+        seconds = int(rest[1:3])
+        if seconds > 59:
             raise _Fallback
-        try:
-            days = _dt.date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
-        except ValueError:
-            raise _Fallback from None
-        ns = ((days * 86400 + h * 3600 + mi * 60 + s) * 1_000_000_000) + (int(frac.ljust(9, "0")) if frac else 0)
-        if not (_TS_MIN <= ns <= _TS_MAX) or ns < 0:
+        if len(rest) == 4:
+            fraction = 0
+        else:
+            digits = rest[4:-1]
+            if rest[3] != "." or not 1 <= len(digits) <= 9 or not digits.isdigit():
+                raise _Fallback
+            fraction = int(digits.ljust(9, "0"))
+        ns = base + seconds * 1_000_000_000 + fraction
+        if not 0 <= ns <= _TS_MAX:
             raise _Fallback  # serializer territory (pandas bounds, uint64 timestamps)
-        if len(self._iso_cache) < 1_000_000:
-            self._iso_cache[value] = ns
         return ns
 
     def _value(self, factory: Callable[[str], Any], text: str) -> Any:

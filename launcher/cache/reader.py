@@ -49,18 +49,25 @@ class BulkReader:
         )
 
     def _with_connection(self, fn: Callable[[Any], Any]) -> Any:
+        try:  # fast path: no retry machinery unless something goes wrong
+            return self._once(fn)
+        except _RETRIABLE_READ:
+            pass
         for attempt in self._retrying:
             with attempt:
-                pool = self._client.connection_pool
-                conn = pool.get_connection()
-                try:
-                    return fn(conn)
-                except BaseException:
-                    conn.disconnect()
-                    raise
-                finally:
-                    pool.release(conn)
+                return self._once(fn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, fn: Callable[[Any], Any]) -> Any:
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        try:
+            return fn(conn)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
         """Send `commands` in chunks on `conn`; return the replies (raise the first error reply)."""

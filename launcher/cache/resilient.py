@@ -182,6 +182,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self.listener = listener or CacheListener()
         self._stats = CacheStats()
         self._closed = False
+        self._instruments_seen: dict[str, tuple[bytes, Any]] = {}
         if close_timeout_s is None:
             close_timeout_s = max(1.0, 3.0 * connection.timeout_s)
         self._close_timeout_s = close_timeout_s
@@ -704,7 +705,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             raws = self._reader.mget([f"{self._k}{L.INSTRUMENTS}:{i}" for i in missing])
             for instrument_id, raw in zip(missing, raws):
                 if raw is not None:
-                    instruments[InstrumentId.from_str(instrument_id)] = self._serializer.deserialize(raw)
+                    instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
         positions = {}
         with _gc_paused():
             for events in fills:
@@ -747,7 +748,18 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_instrument(self, instrument_id: InstrumentId) -> Any:
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.INSTRUMENTS}:{instrument_id.value}")
-        return self._serializer.deserialize(raw) if raw else None
+        return self._instrument(instrument_id.value, raw)
+
+    def _instrument(self, key: str, raw: bytes | None) -> Any:
+        """Deserialize an instrument, reusing the object when the stored bytes did not change."""
+        if not raw:
+            return None
+        cached = self._instruments_seen.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        instrument = self._serializer.deserialize(raw)
+        self._instruments_seen[key] = (raw, instrument)
+        return instrument
 
     def load_synthetic(self, instrument_id: InstrumentId) -> Any:
         if not instrument_id.is_synthetic():
