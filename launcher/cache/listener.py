@@ -52,8 +52,9 @@ class CacheListener:
     def on_pending(self, pending_writes: int) -> None:
         """The number of retained (not yet acknowledged) writes after a batch or spill."""
 
-    def on_repair(self, entity: str, missing_events: int) -> None:
-        """Redis had fewer events for `entity` than expected; the missing ones were re-written."""
+    def on_repair(self, entity: str, events: int) -> None:
+        """Redis did not hold the expected events of the list `entity` (lost by the server, or one
+        written twice); it was rewritten from the `events` events held in memory."""
 
     def on_load(self, what: str, count: int, seconds: float) -> None:
         """A load_* call returned `count` objects of `what` in `seconds`."""
@@ -76,7 +77,7 @@ class CacheStats:
     outages: int = 0
     outage_active: bool = False
     last_outage_s: float = 0.0
-    repairs: int = 0  # events re-written because Redis had lost them
+    repairs: int = 0  # entity lists rewritten from memory because Redis did not hold the expected events
     duplicates_skipped: int = 0  # appends already present in Redis (resends)
     misplaced_appends: int = 0  # appends whose expected position did not match (appended at the end)
     command_errors: int = 0  # commands Redis rejected inside an acknowledged batch

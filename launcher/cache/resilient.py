@@ -375,14 +375,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         payload = Lazy(account.last_event)
         self._submit(Op("add_account", [
             (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 1),
-        ], lazy=True))
+        ], account, lazy=True))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
         payload = Lazy(account.last_event)
         self._submit(Op("update_account", [
             (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 0),
-        ], lazy=True))
+        ], account, lazy=True))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         if not self._persist_orders:

@@ -162,6 +162,10 @@ _EXEC = pack_command((b"EXEC",))
 _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
 
 
+ACCOUNT_KINDS = frozenset({"add_account", "update_account"})
+_GUARDED = object()  # marks results of ops sent one by one through the script
+
+
 class NotAcknowledged(Exception):
     """The batch was applied but not (yet) acknowledged by enough replicas."""
 
@@ -239,6 +243,7 @@ class _Batch:
     spill_records: int = 0
     replay: bool = False  # read from the spill file
     attempts: int = 0
+    guarded: bool = False  # always use the idempotent append script (repairs)
 
 
 class Writer:
@@ -504,8 +509,12 @@ class Writer:
                 if batch.attempts:
                     self.stats.resent_batches += 1
                 batch.attempts += 1
-                results = self._send(batch.ops)
-        self._acknowledge(batch, results)
+                # First send of writes made by this process: nothing of them can be in Redis
+                # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
+                # A resend, or a replay of spilled writes, uses the idempotent script.
+                guarded = batch.guarded or batch.replay or batch.attempts > 1
+                results = self._send(batch.ops, guarded)
+        self._acknowledge(batch, results, guarded)
 
     def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self._closing and time.monotonic() >= self._close_deadline
@@ -571,7 +580,7 @@ class Writer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _pack(self, ops: list[Op]) -> tuple[bytes, int, list[tuple[int, int]]]:
+    def _pack(self, ops: list[Op], guarded: bool = True) -> tuple[bytes, int, list[tuple[int, int]]]:
         parts = [_PREAMBLE, _MULTI]
         append = parts.append
         index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
@@ -584,11 +593,19 @@ class Writer:
                     self.stats.command_errors += 1
                     self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
                     op.cmds, op.lazy, op.entity = [], False, None
-            repairable = b"1" if op.entity is not None else b"0"
+            repairable = b"1" if op.entity is not None and op.kind not in ACCOUNT_KINDS else b"0"
             for j, cmd in enumerate(op.cmds):
                 tag = cmd[0]
                 if tag == TAG_APPEND:
-                    append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6], repairable)))
+                    if guarded:
+                        append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
+                                             repairable)))
+                    else:
+                        append(pack_command((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
+                        append(pack_command((b"HSET", cmd[2], cmd[3], cmd[4])))
+                        index.append((i, j))
+                        index.append((i, -1))  # the manifest HSET: nothing to check
+                        continue
                 elif tag == TAG_SNAPSHOT:
                     append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
                 elif tag == TAG_DELETE_EVENT:
@@ -601,9 +618,9 @@ class Writer:
             append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
         return b"".join(parts), len(index), index
 
-    def _round(self, ops: list[Op]) -> tuple[list, list, Any, Any, list]:
-        """One MULTI/EXEC (+WAIT) round trip: (preamble, queued, exec result, wait result, index)."""
-        data, ncmds, index = self._pack(ops)
+    def _round(self, ops: list[Op], guarded: bool = True) -> tuple[list, list, Any, Any, list]:
+        """One MULTI/EXEC (+WAIT) round trip: (queued replies, exec result, wait result, index, ops)."""
+        data, ncmds, index = self._pack(ops, guarded)
         conn = self._connection()
         expected = _PREAMBLE_REPLIES + 1 + ncmds + 1 + (1 if self._min_acks else 0)
         timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
@@ -641,12 +658,13 @@ class Writer:
                 raise ServerUnavailable(str(e))
         return errors
 
-    def _send(self, ops: list[Op]) -> list:
-        queued, results, wait, index, _ = self._round(ops)
+    def _send(self, ops: list[Op], guarded: bool = True) -> list:
+        queued, results, wait, index, _ = self._round(ops, guarded)
         errors = self._refusals(queued, results)
         self._check_wait(wait)
         if errors:
-            # A command Redis refuses outright (a bug, not an outage): isolate it.
+            # A command Redis refuses outright (a bug, not an outage): isolate it. (Nothing of
+            # the refused transaction was applied; the isolated sends use the idempotent path.)
             return self._send_isolated(ops, errors)
         self._note_address(self._connection())
         return self._map_results(ops, index, results)
@@ -657,16 +675,16 @@ class Writer:
             f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
             "retrying write by write",
         )
-        merged: list = [None] * len(ops)
+        merged: list = [_GUARDED] + [None] * len(ops)
         for i, op in enumerate(ops):
-            queued, results, wait, index, _ = self._round([op])
+            queued, results, wait, index, _ = self._round([op], True)
             refused = self._refusals(queued, results)
             self._check_wait(wait)
             if refused:
                 self.stats.command_errors += 1
                 self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
                 continue
-            merged[i] = self._map_results([op], index, results)[0]
+            merged[i + 1] = self._map_results([op], index, results)[0]
         self._note_address(self._connection())
         return merged
 
@@ -677,7 +695,7 @@ class Writer:
                 self.stats.command_errors += 1
                 self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {result}")
                 continue
-            if ops[i].cmds[j][0] == TAG_APPEND:
+            if j >= 0 and ops[i].cmds[j][0] == TAG_APPEND:
                 if per_op[i] is None:
                     per_op[i] = []
                 per_op[i].append((j, result))
@@ -700,8 +718,10 @@ class Writer:
 
     # -- after acknowledgement ------------------------------------------------------------------
 
-    def _acknowledge(self, batch: _Batch, results: list) -> None:
-        repairs = self._inspect(batch.ops, results)
+    def _acknowledge(self, batch: _Batch, results: list, guarded: bool) -> None:
+        if results and results[0] is _GUARDED:  # isolated sends used the script
+            results, guarded = results[1:], True
+        repairs = self._inspect(batch.ops, results, guarded)
         now = time.monotonic()
         with self._lock:
             if batch.from_spill:
@@ -739,7 +759,7 @@ class Writer:
         self._latency(batch.ops, now)
         self._notify("on_pending", pending)
         if repairs:
-            self._deliver(_Batch(repairs))
+            self._deliver(_Batch(repairs, guarded=True))
 
     def _latency(self, ops: list[Op], now: float) -> None:
         if type(self._listener) is CacheListener:
@@ -753,71 +773,93 @@ class Writer:
         for kind, (count, latency) in worst.items():
             self._notify("on_write_latency", kind, count, latency)
 
-    def _inspect(self, ops: list[Op], results: list) -> list[Op]:
-        """Count script outcomes; build repair ops for entities Redis lost events of."""
-        gaps: dict[str, list] = {}  # list key -> [entity, cmd, have, want, first op index]
+    def _inspect(self, ops: list[Op], results: list, guarded: bool) -> list[Op]:
+        """
+        Check every append's outcome. Plain appends (first send) report the list's new length,
+        which must be the entity's event count; the script (resends, replays) reports a code.
+        Lists whose content no longer matches the entity - Redis lost events (failover without
+        replica acknowledgement, a restart without persistence, FLUSHDB) or holds one twice -
+        are rewritten from the entity's events in memory when it is at hand.
+        """
+        suspect: dict[str, int] = {}  # list key -> index of the first op that revealed it
         missing_lists: list[str] = []
         for i, op_results in enumerate(results):
             if not op_results:
                 continue
             op = ops[i]
-            for j, code in op_results:
-                code = int(code)
-                if code == 0:
-                    continue
+            for j, reply in op_results:
                 cmd = op.cmds[j]
-                if code in (1, 2):
-                    self.stats.duplicates_skipped += 1
-                elif code == 3:
-                    self.stats.misplaced_appends += 1
-                elif code == GAP_NO_LIST:
-                    self.stats.command_errors += 1
-                    missing_lists.append(f"{cmd[1]}#{cmd[4]}")
-                elif code < 0:
-                    have = -1 - code
-                    key = cmd[1]
-                    entry = gaps.get(key)
-                    if entry is None:
-                        gaps[key] = [op.entity, cmd, have, int(cmd[4]), i]
-                    else:
-                        entry[3] = max(entry[3], int(cmd[4]))
+                n = int(cmd[4])
+                value = int(reply)
+                if guarded:
+                    if value == 0:
+                        continue
+                    if value in (1, 2):
+                        self.stats.duplicates_skipped += 1
+                        continue
+                    if value == 3:
+                        self.stats.misplaced_appends += 1
+                        continue
+                    lost = True  # -1 - len: a gap, nothing written; or GAP_NO_LIST
+                    no_list = value == GAP_NO_LIST
+                else:
+                    if value == n:
+                        continue
+                    lost = True
+                    no_list = value == 0
+                if op.entity is None or (op.kind in ACCOUNT_KINDS and not no_list):
+                    # Accounts: NautilusTrader may purge events from memory, so only a list that
+                    # is gone altogether is rebuilt from the account.
+                    if no_list:
+                        self.stats.command_errors += 1
+                        missing_lists.append(f"{cmd[1]}#{n}")
+                    elif not guarded:
+                        self.stats.misplaced_appends += 1  # e.g. an account whose events were purged in memory
+                    continue
+                if lost:
+                    suspect.setdefault(cmd[1], i)
         if missing_lists:
             # An update for an entity whose list Redis no longer has and that cannot be rebuilt
-            # from memory (a replayed spill record): like RPUSHX, it is not written - said once.
+            # from memory (an account, a replayed spill record): like RPUSHX, it is not written.
             self._log().warning(
                 f"{len(missing_lists)} update(s) for entities Redis has no list of were not appended "
                 f"(e.g. {missing_lists[:3]})",
             )
-        if not gaps:
+        if not suspect:
             return []
-        repairs: list[Op] = []
-        lost_entities, unrepairable = 0, []
-        # Where a write in this batch replaced a list (position flip, delete): the old
-        # entity's history no longer belongs there after that point.
+        # The newest entity object and event count per suspect list in this batch, and where a
+        # later write replaced the list (position flip, delete): then its old history is moot.
+        latest: dict[str, tuple[Any, Any, int, int]] = {}
         last_replaced: dict[str, int] = {}
         for i, op in enumerate(ops):
             for c in op.cmds:
-                if (c[0] == b"DEL" or (c[0] == TAG_APPEND and int(c[4]) == 1)) and c[1] in gaps:
-                    last_replaced[c[1]] = i
-        for key, (entity, cmd, have, want, first_index) in gaps.items():
-            replaced = last_replaced.get(key, -1) > first_index
+                key = c[1] if len(c) > 1 else None
+                if key not in suspect:
+                    continue
+                if c[0] == TAG_APPEND:
+                    n = int(c[4])
+                    if n == 1 and i > suspect[key]:
+                        last_replaced[key] = i
+                    if op.entity is not None and n >= latest.get(key, (None, None, 0, 0))[2]:
+                        latest[key] = (op.entity, c, n, i)
+                elif c[0] == b"DEL" and i > suspect[key]:
+                    last_replaced[key] = i
+        repairs: list[Op] = []
+        unrepairable: list[str] = []
+        for key, first_index in suspect.items():
+            entity, cmd, want, _ = latest.get(key, (None, None, 0, 0))
             events = list(entity.events) if entity is not None else []
-            if replaced or len(events) < want:
+            if key in last_replaced or len(events) < want:
                 unrepairable.append(key)
                 continue
-            cmds = [
-                (TAG_APPEND, key, cmd[2], cmd[3], n, self._serializer.serialize(events[n - 1]), 1)
-                for n in range(have + 1, want + 1)
-            ]
-            missing = want - have
-            self.stats.repairs += missing - 1 if missing > 1 else 0
-            lost_entities += 1
-            self._notify("on_repair", key, missing)
-            repairs.append(Op("repair", cmds))
-        if lost_entities:
+            payloads = [self._serializer.serialize(e) for e in events[:want]]
+            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd[2], cmd[3], want)]))
+            self.stats.repairs += 1
+            self._notify("on_repair", key, want)
+        if repairs:
             self._log().warning(
-                f"Redis had lost earlier events of {lost_entities} entit{'y' if lost_entities == 1 else 'ies'} "
-                f"(e.g. {next(iter(gaps))}): re-writing them from memory, in order",
+                f"Redis did not hold the expected events of {len(repairs)} entit{'y' if len(repairs) == 1 else 'ies'} "
+                f"(e.g. {next(iter(suspect))}; lost by the server or written twice): rewriting them from memory",
             )
         if unrepairable:
             self.stats.command_errors += len(unrepairable)

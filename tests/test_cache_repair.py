@@ -1,0 +1,95 @@
+"""
+When Redis does not hold what the backend wrote (events lost by the server, a list written
+twice), the entity's list is rewritten from the events held in memory, loudly; what cannot be
+rebuilt is reported, never papered over.
+"""
+
+from __future__ import annotations
+
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+
+from launcher.cache import layout as L
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import LogRecorder
+from launcher.cache.testing import assert_exactly_once
+from launcher.cache.testing import cache_config
+from launcher.cache.testing import make_serializer
+from launcher.cache.testing import new_cache
+from launcher.cache.testing import write_orders
+
+
+def _db(server, tmp_path) -> ResilientCacheDatabase:
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port),
+                                spill_dir=str(tmp_path / "spill"))
+    db._log = LogRecorder()
+    return db
+
+
+def test_events_lost_by_the_server_are_rewritten_from_memory(redis_server, tmp_path):
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    orders = write_orders(cache, 3, events=2)  # initialized, submitted
+    assert db.wait_until_persisted(10)
+    client = redis_server.client()
+    key = lambda o: f"{db.trader_key}:orders:{o.client_order_id.value}"  # noqa: E731
+    client.ltrim(key(orders[0]), 0, 0)  # the server "lost" event 2
+    client.delete(key(orders[1]))  # ... and a whole list
+    for order in orders:
+        order.apply(TestEventStubs.order_accepted(order))
+        cache.update_order(order)
+    assert db.wait_until_persisted(10)
+    db.close()
+    assert_exactly_once(client, db.trader_key, orders)
+    assert db.stats().repairs == 2
+    assert db._log.count("WARN", "rewriting them from memory") == 1  # one line for the batch
+
+
+def test_an_update_written_twice_leaves_no_duplicate(redis_server, tmp_path):
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    order = write_orders(cache, 1, events=3)[0]
+    db.update_order(order)  # the same last event once more (NautilusTrader's adapter would RPUSHX it again)
+    db.close()
+    assert_exactly_once(redis_server.client(), db.trader_key, [order])
+    assert len(db.load_orders()) == 1  # loads: no "duplicate event" corruption
+
+
+def test_an_account_list_lost_by_the_server_is_rebuilt_from_memory(redis_server, tmp_path):
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    account = TestExecStubs.cash_account(AccountId("SIM-001"))
+    cache.add_account(account)
+    assert db.wait_until_persisted(10)
+    client = redis_server.client()
+    client.delete(f"{db.trader_key}:accounts:SIM-001")
+    account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+    cache.update_account(account)
+    db.close()
+    serializer = make_serializer()
+    stored = client.lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1)
+    assert stored == [serializer.serialize(e) for e in account.events]
+    assert db.stats().repairs == 1
+    assert client.hget(f"{db.trader_key}:{L.MANIFEST_ACCOUNTS}", "SIM-001") == b"2"
+
+
+def test_a_purged_account_keeps_appending(redis_server, tmp_path):
+    """Fewer events in memory than in Redis (NautilusTrader purged some): appends still land."""
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    account = TestExecStubs.cash_account(AccountId("SIM-001"))
+    cache.add_account(account)
+    for _ in range(3):
+        account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+        cache.update_account(account)
+    assert db.wait_until_persisted(10)
+    account.purge_account_events(ts_now=10**18, lookback_secs=0)  # memory keeps the newest only
+    account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+    cache.update_account(account)
+    db.close()
+    stored = redis_server.client().lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1)
+    assert len(stored) == 5 and stored[-1] == make_serializer().serialize(account.last_event)
+    assert db.stats().repairs == 0 and db.stats().misplaced_appends == 1
