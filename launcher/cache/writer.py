@@ -19,14 +19,21 @@ Idempotent resends
 ------------------
 Only list appends are not naturally idempotent (SET/SADD/SREM/HSET/HDEL/DEL are assignments,
 and batches are never reordered, so applying a batch twice in a row leaves what applying it
-once does). Each append of an entity's event N (N = the entity's event count after the
-event) goes through one Lua script that appends only if ``LLEN == N-1``; if the list already
-holds the same bytes at position N it reports "already there" (a resend); if the position
-does not match (e.g. an account whose in-memory events were purged) it looks for the same
-bytes near the tail before appending at the end, so a write is never duplicated and never
-dropped. When Redis has *fewer* events than expected (the server lost acknowledged data, e.g.
-an asynchronous failover without ``min_replica_acks``) and the entity object is still at hand,
-the missing events are re-serialized from memory and re-written in order ("repair").
+once does). The *first* send of a batch this process made cannot find any of its appends
+already applied, so it uses plain ``RPUSH``/``RPUSHX`` exactly as the native adapter does and
+checks each reply: the list's new length must equal the entity's event count N. Every later send
+of the same batch (after a lost connection or reply, READONLY, a short WAIT) and every replay of
+spilled writes goes through one Lua script per append instead: append event N only if
+``LLEN == N-1``; if the list already holds the same bytes at position N it reports "already
+there" (a resend); if the position does not match (e.g. an account whose in-memory events were
+purged) it looks for the same bytes near the tail before appending at the end, so a write is
+never duplicated and never dropped.
+
+When a list does not hold what memory says (Redis lost acknowledged events - a failover without
+``min_replica_acks``, a restart without persistence, FLUSHDB - or an update was written twice),
+the list is rewritten from the entity's events in memory (``DEL`` + ``RPUSH`` of its first N
+events + manifest, one transaction), with one WARN per batch. Accounts are only rebuilt when
+their list is gone altogether (NautilusTrader may purge account events from memory).
 
 Memory bound and spill file
 ---------------------------
