@@ -1,27 +1,31 @@
 """
-Fast, exact decoding of the payloads NautilusTrader's ``MsgSpecSerializer`` writes.
+Fast, exact (de)serialization of the payloads NautilusTrader's ``MsgSpecSerializer`` writes.
 
 Loading state is dominated by deserialization: the serializer runs two regular expressions
-per top-level key, parses every event id with Python's ``uuid`` module and builds every
-identifier afresh. `EventDecoder` produces the same objects faster:
+per top-level key, parses every event id with Python's ``uuid`` module, builds every
+identifier afresh and passes everything by keyword. `EventDecoder` produces the same objects
+faster:
 
-* one ``msgspec`` decode per payload (the serializer's own decode function);
-* the serializer's timestamp rule, evaluated with a per-key memo instead of regexes
-  (``k in "expire_time_ns"`` - a substring test, exactly as the serializer does it - or
-  ``k.startswith("ts_")``); digit strings convert with ``int``; ISO 8601 strings of the exact
-  shape the serializer writes are converted arithmetically (memoised), anything else goes
-  through the serializer's own pandas path;
-* per-type builders for the order events, ``OrderFilled`` and ``AccountState`` that mirror
-  their ``from_dict_c`` one for one but reuse identifiers/prices/quantities already built
-  in this load and construct event ids from canonical lowercase UUID v4 strings directly
-  (the same Rust parse ``UUID4.from_str`` ends with, minus its Python ``uuid`` validation,
-  which such strings always pass);
-* every other type, and any payload that does not fit a fast path (a timestamp that is
-  neither digits nor canonical ISO, a non-canonical UUID, a missing key), is handed to
+* one ``msgspec`` decode per payload straight into a typed schema per event type (a tagged
+  union on ``type``) holding exactly the keys ``to_dict_c`` writes - unknown keys, missing
+  required keys or unexpected value types leave the fast path;
+* the serializer's timestamp rule per ``ts_*`` value: digit strings convert with ``int``;
+  ISO 8601 strings of the exact shape the serializer writes are converted arithmetically
+  (the minute prefix memoised); anything else leaves the fast path;
+* per-type builders for every order event, ``OrderFilled`` and ``AccountState`` that mirror
+  their ``from_dict_c`` one for one (positional arguments), reuse identifiers, prices,
+  quantities and currencies already built in this load, and construct event ids from
+  canonical lowercase UUID v4 strings directly (the same Rust parse ``UUID4.from_str`` ends
+  with, minus its Python ``uuid`` validation, which such strings always pass);
+* every other type, and any payload that leaves the fast path, is handed to
   ``serializer.deserialize`` unchanged, so the result is always what the serializer gives.
 
+`EventEncoder` does the reverse for the write path (same ``to_dict``, same timestamp rule,
+same ``msgspec`` call; memoised key rule and arithmetic ISO 8601 text in pandas' format).
+
 tests/test_cache_compat.py checks that objects decoded here re-serialize to the stored bytes
-for every event type, for both encodings and both timestamp formats.
+for every event type, for both encodings and both timestamp formats, that the encoder's bytes
+equal the serializer's, and that odd payloads take the serializer's path.
 """
 
 from __future__ import annotations
