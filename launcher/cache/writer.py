@@ -587,8 +587,10 @@ class Writer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _pack(self, ops: list[Op], guarded: bool = True) -> tuple[bytes, int, list[tuple[int, int]]]:
-        parts = [_PREAMBLE, _MULTI]
+    def _pack(self, ops: list[Op], guarded: bool = True) -> tuple[bytes, int, list[tuple[int, int]], int]:
+        """The batch as RESP, its command count, the (op, command) of each, and preamble replies."""
+        parts = [b"", _MULTI]  # the SCRIPT LOAD preamble goes first when a script is used
+        scripts = False
         append = parts.append
         index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
         serializer = self._serializer
@@ -605,6 +607,7 @@ class Writer:
                 tag = cmd[0]
                 if tag == TAG_APPEND:
                     if guarded:
+                        scripts = True
                         append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
                                              repairable)))
                     else:
@@ -614,8 +617,10 @@ class Writer:
                         index.append((i, -1))  # the manifest HSET: nothing to check
                         continue
                 elif tag == TAG_SNAPSHOT:
+                    scripts = True
                     append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
                 elif tag == TAG_DELETE_EVENT:
+                    scripts = True
                     append(pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5])))
                 else:
                     append(pack_command(cmd))
@@ -623,24 +628,27 @@ class Writer:
         append(_EXEC)
         if self._min_acks:
             append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
-        return b"".join(parts), len(index), index
+        if scripts:
+            # Loaded on every batch that uses one: a new master after a failover, or a server
+            # restarted without its script cache, must never answer NOSCRIPT inside EXEC.
+            parts[0] = _PREAMBLE
+        return b"".join(parts), len(index), index, _PREAMBLE_REPLIES if scripts else 0
 
     def _round(self, ops: list[Op], guarded: bool = True) -> tuple[list, list, Any, Any, list]:
         """One MULTI/EXEC (+WAIT) round trip: (queued replies, exec result, wait result, index, ops)."""
-        data, ncmds, index = self._pack(ops, guarded)
+        data, ncmds, index, pre = self._pack(ops, guarded)
         conn = self._connection()
-        expected = _PREAMBLE_REPLIES + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+        expected = pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
         timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
         t0 = time.monotonic()
         replies = exchange(conn, data, expected, timeout)
         rtt = time.monotonic() - t0
         self._round_trip("write_batch", rtt)
         self.stats.last_batch_round_trip_s = rtt
-        preamble = replies[:_PREAMBLE_REPLIES]
-        queued = replies[_PREAMBLE_REPLIES + 1 : _PREAMBLE_REPLIES + 1 + ncmds]
-        results = replies[_PREAMBLE_REPLIES + 1 + ncmds]
+        queued = replies[pre + 1 : pre + 1 + ncmds]
+        results = replies[pre + 1 + ncmds]
         wait = replies[-1] if self._min_acks else None
-        for reply in preamble + [replies[_PREAMBLE_REPLIES]]:
+        for reply in replies[: pre + 1]:  # SCRIPT LOADs and MULTI
             if isinstance(reply, Exception):
                 # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
                 # EXEC: keep everything retained and say so instead.
