@@ -162,6 +162,7 @@ class Lease:
     def renew(self) -> bool:
         """One compare-and-set renewal; False (and the loss reported) if the lease is no longer ours."""
         sent = time.monotonic()
+        self._follow_master()
         if self._renew(keys=[self.key], args=[self.value, self.ttl_ms]) == 1:
             with self._lock:
                 self._last_ok = max(self._last_ok, sent)
@@ -177,6 +178,19 @@ class Lease:
             other = Holder.parse(current)
             self._lose(f"the lease was taken over by {other.describe() if other else current!r}")
         return False
+
+    def _follow_master(self) -> None:
+        """
+        With Sentinel, renew on the master the sentinels name *now*. After a failover the old
+        master stays writable until the sentinels demote it (seconds later); renewals sent there
+        would let the new master's copy of the lease run out.
+        """
+        pool = self._client.connection_pool
+        if getattr(pool, "is_master", False) and hasattr(pool, "get_master_address"):
+            try:
+                pool.get_master_address()  # drops idle connections to a master that is no longer named
+            except redis.exceptions.RedisError:
+                pass  # no sentinel answered: renew where we are; the watchdog bounds the risk
 
     def _renew_loop(self) -> None:
         wait_s = self.interval_s
