@@ -124,26 +124,88 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 return 0
 """
 
-# KEYS: account list, manifest hash. ARGV: field, event id, encoding ("json"/"msgpack").
+# Removes account events by id, several at a time (the writer coalesces the deletes of one account
+# within a batch into one call, see `Writer._pack`): one pass over the list, then LTRIM of the
+# removed events that are its head (retention: the oldest go), tombstones (LSET) + one LREM for
+# the others (entry by entry LREM in the unlikely case that an entry equals the tombstone).
+# Every entry whose decoded ``event_id`` is one of the ids goes (copies included); nothing else
+# does. With canonical UUID ids (NautilusTrader's), only candidates are decoded: entries where
+# some ``event_id`` key is followed (past separator bytes: msgpack's string header, JSON's
+# ``":"``) by one of the ids - both serializers write the key and a UUID unescaped. Other ids:
+# every entry is decoded. Idempotent (a resend finds nothing left to remove).
+# KEYS: account list, manifest hash. ARGV: field, encoding ("json"/"msgpack"), event id, ...
 DELETE_EVENT_SCRIPT = b"""
+local UUID = '%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x'
+local AFTER_KEY = '^[^%w%-]*(' .. UUID .. ')'
+local TOMB = '\\255launcher:deleted-account-event\\255'
+local want = {}
+local uuids = true
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  want[id] = true
+  if string.len(id) ~= 36 or not string.find(id, '^' .. UUID .. '$') then
+    uuids = false
+  end
+end
+local json = ARGV[2] == 'json'
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local removed = 0
-for _, item in ipairs(items) do
-  if string.find(item, ARGV[2], 1, true) then
+local gone = {}
+local tomb_in_use = false
+for i = 1, #items do
+  local item = items[i]
+  if item == TOMB then
+    tomb_in_use = true
+  end
+  local candidate = not uuids
+  local init = 1
+  while uuids do
+    local _, last = string.find(item, 'event_id', init, true)
+    if not last then
+      break
+    end
+    local id = string.match(item, AFTER_KEY, last + 1)
+    if id and want[id] then
+      candidate = true
+      break
+    end
+    init = last + 1
+  end
+  if candidate then
     local ok, decoded
-    if ARGV[3] == 'json' then
+    if json then
       ok, decoded = pcall(cjson.decode, item)
     else
       ok, decoded = pcall(cmsgpack.unpack, item)
     end
-    if ok and type(decoded) == 'table' and decoded['event_id'] == ARGV[2] then
-      removed = removed + redis.call('LREM', KEYS[1], 1, item)
+    if ok and type(decoded) == 'table' and type(decoded['event_id']) == 'string' and want[decoded['event_id']] then
+      gone[#gone + 1] = i
     end
   end
 end
-if removed > 0 then
-  redis.call('HSET', KEYS[2], ARGV[1], redis.call('LLEN', KEYS[1]))
+local removed = #gone
+if removed == 0 then
+  return 0
 end
+local head = 0
+while head < removed and gone[head + 1] == head + 1 do
+  head = head + 1
+end
+if tomb_in_use then
+  for k = 1, removed do
+    redis.call('LREM', KEYS[1], 1, items[gone[k]])
+  end
+else
+  if head > 0 then
+    redis.call('LTRIM', KEYS[1], head, -1)
+  end
+  if head < removed then
+    for k = head + 1, removed do
+      redis.call('LSET', KEYS[1], gone[k] - 1 - head, TOMB)
+    end
+    redis.call('LREM', KEYS[1], 0, TOMB)
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], redis.call('LLEN', KEYS[1]))
 return removed
 """
 
@@ -171,6 +233,33 @@ _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS"
 
 ACCOUNT_KINDS = frozenset({"add_account", "update_account"})
 _GUARDED = object()  # marks results of ops sent one by one through the script
+
+
+# Raw commands of the facade whose keys are all of their arguments after the name (DEL) or
+# only the first one (the rest are members/fields/values).
+_KEYS_ONLY = frozenset({b"DEL", b"UNLINK"})
+_FIRST_KEY = frozenset({b"SET", b"SADD", b"SREM", b"HSET", b"HDEL", b"RPUSH", b"RPUSHX", b"LPUSH"})
+
+
+def _close_delete_groups(deletes: dict, cmd: tuple) -> None:
+    """Close the open account-event delete groups that `cmd` may not commute with."""
+    tag = cmd[0]
+    if tag == TAG_APPEND:  # list, manifest field
+        touched, fields = (cmd[1],), ((cmd[2], cmd[3]),)
+    elif tag == TAG_SNAPSHOT:
+        touched, fields = (cmd[1],), ()
+    elif tag == TAG_DELETE_EVENT:
+        touched, fields = (cmd[1],), ((cmd[2], cmd[3]),)
+    elif tag in _KEYS_ONLY:
+        touched, fields = cmd[1:], ()
+    elif tag in _FIRST_KEY:
+        touched, fields = cmd[1:2], ()
+    else:  # FLUSHDB or anything whose keys are not known here
+        deletes.clear()
+        return
+    for key in [k for k, (_, target, _) in deletes.items()
+                if target[0] in touched or target[1] in touched or (target[1], target[2]) in fields]:
+        del deletes[key]
 
 
 class NotAcknowledged(Exception):
@@ -594,6 +683,13 @@ class Writer:
         append = parts.append
         index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
         serializer = self._serializer
+        # Deletes of account events are coalesced per account (list key) into the call of the
+        # first one: {list key: (its slot in `parts`, (key, manifest, field, encoding), ids)}.
+        # A group closes at any other command that may touch its list or manifest field (or
+        # whose keys are unknown, e.g. FLUSHDB): the ids join a call moved earlier only past
+        # commands on other keys, which commute with it.
+        deletes: dict[Any, tuple[int, tuple, list]] = {}
+        groups: list[tuple[int, tuple, list]] = []
         for i, op in enumerate(ops):
             if op.lazy:
                 try:
@@ -605,6 +701,8 @@ class Writer:
             repairable = b"1" if op.entity is not None and op.kind not in ACCOUNT_KINDS else b"0"
             for j, cmd in enumerate(op.cmds):
                 tag = cmd[0]
+                if deletes and tag != TAG_DELETE_EVENT:
+                    _close_delete_groups(deletes, cmd)
                 if tag == TAG_APPEND:
                     if guarded:
                         scripts = True
@@ -621,10 +719,22 @@ class Writer:
                     append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
                 elif tag == TAG_DELETE_EVENT:
                     scripts = True
-                    append(pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5])))
+                    target = (cmd[1], cmd[2], cmd[3], cmd[5])
+                    group = deletes.get(cmd[1])
+                    if group is not None and group[1] == target:
+                        group[2].append(cmd[4])
+                        continue  # rides on the group's call (one reply, mapped to its first op)
+                    if group is not None or any(g[1][1:3] == target[1:3] for g in deletes.values()):
+                        _close_delete_groups(deletes, cmd)
+                    group = (len(parts), target, [cmd[4]])
+                    deletes[cmd[1]] = group
+                    groups.append(group)
+                    append(b"")  # packed once the group is complete
                 else:
                     append(pack_command(cmd))
                 index.append((i, j))
+        for slot, (key, manifest, field, encoding), ids in groups:
+            parts[slot] = pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", key, manifest, field, encoding, *ids))
         append(_EXEC)
         if self._min_acks:
             append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
