@@ -21,11 +21,7 @@ from launcher.config.compose import to_settings
 from launcher.config.schema import register
 from launcher.config.validate import validate
 from launcher.errors import LauncherError
-
-
-def _fail(error: LauncherError) -> None:
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    sys.exit(error.exit_code)
+from launcher.errors import exit_with
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
@@ -35,7 +31,7 @@ def _job(cfg: DictConfig) -> None:
     try:
         code = execute(to_settings(cfg))
     except LauncherError as e:
-        _fail(e)
+        exit_with(e)
     sys.exit(code)
 
 
@@ -79,7 +75,7 @@ def main() -> None:
             # Validate before Hydra runs the job: one line and exit 2 for any bad input.
             validate(to_settings(compose_config(argv)))
     except LauncherError as e:
-        _fail(e)
+        exit_with(e)
     _job()
 
 

@@ -14,6 +14,9 @@ Exit codes (README, "Exit codes"):
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 class LauncherError(Exception):
     """Base class: `exit_code` is the process exit status, `str(self)` the one-line message."""
@@ -48,3 +51,9 @@ class LeaseLost(LauncherError):
 
 class PreflightFailed(LauncherError):
     exit_code = 7
+
+
+def exit_with(error: LauncherError) -> NoReturn:
+    """End the process the documented way: one line on stderr, the error's exit code."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(error.exit_code)

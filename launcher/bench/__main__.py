@@ -24,11 +24,7 @@ from launcher.bench.config import register
 from launcher.bench.config import to_bench_settings
 from launcher.config.compose import CONFIG_DIR
 from launcher.errors import LauncherError
-
-
-def _fail(error: LauncherError) -> None:
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    sys.exit(error.exit_code)
+from launcher.errors import exit_with
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
@@ -41,7 +37,7 @@ def _job(cfg: DictConfig) -> None:
         settings = to_bench_settings(cfg)
         result = run_bench(settings)
     except LauncherError as e:
-        _fail(e)
+        exit_with(e)
     print(render(result), flush=True)
     for path in write_outputs(result, Path(settings.out_dir), settings.plot):
         print(f"wrote {path}", flush=True)
@@ -55,7 +51,7 @@ def main() -> None:
         try:
             to_bench_settings(compose_bench_config(argv))
         except LauncherError as e:
-            _fail(e)
+            exit_with(e)
     _job()
 
 

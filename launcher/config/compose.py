@@ -28,20 +28,28 @@ SECRET_KEYS = ("password", "passwd", "secret", "token")
 REDACTED = "***"
 
 
-def compose_config(overrides: list[str] | None = None, *, with_hydra: bool = False) -> DictConfig:
-    """Compose ``conf/config.yaml`` with `overrides`; raise ConfigError (one line) on any problem."""
+def compose_config(
+    overrides: list[str] | None = None,
+    *,
+    with_hydra: bool = False,
+    config_name: str = CONFIG_NAME,
+) -> DictConfig:
+    """
+    Compose ``conf/{config_name}.yaml`` with `overrides`; raise ConfigError (one line) on any
+    problem. The launcher, the drill and the bench apps share ``conf/`` and this function.
+    """
     register()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            return compose(CONFIG_NAME, overrides=list(overrides or []), return_hydra_config=with_hydra)
+            return compose(config_name, overrides=list(overrides or []), return_hydra_config=with_hydra)
     except Exception as e:  # noqa: BLE001 (Hydra raises many types; all mean bad input here)
         raise config_error_from(e) from None
 
 
-def to_settings(cfg: DictConfig) -> LauncherConfig:
-    """Resolve interpolations (environment variables) and return the typed settings object."""
+def to_object(cfg: DictConfig) -> Any:
+    """Resolve interpolations (environment variables) and return the typed dataclass object."""
     try:
         node = cfg.copy()
         if "hydra" in node:
@@ -50,6 +58,11 @@ def to_settings(cfg: DictConfig) -> LauncherConfig:
         return OmegaConf.to_object(node)
     except Exception as e:  # noqa: BLE001
         raise config_error_from(e) from None
+
+
+def to_settings(cfg: DictConfig) -> LauncherConfig:
+    """The launcher's typed settings from a composed config."""
+    return to_object(cfg)
 
 
 class _unlocked:

@@ -22,11 +22,7 @@ from launcher.drill.config import compose_drill_config
 from launcher.drill.config import register
 from launcher.drill.config import to_drill_settings
 from launcher.errors import LauncherError
-
-
-def _fail(error: LauncherError) -> None:
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    sys.exit(error.exit_code)
+from launcher.errors import exit_with
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
@@ -38,7 +34,7 @@ def _job(cfg: DictConfig) -> None:
     try:
         report = run_drill(to_drill_settings(cfg))
     except LauncherError as e:
-        _fail(e)
+        exit_with(e)
     write_report(report)
     print(render(report), flush=True)
     sys.exit(report.exit_code)
@@ -51,7 +47,7 @@ def main() -> None:
         try:
             to_drill_settings(compose_drill_config(argv))
         except LauncherError as e:
-            _fail(e)
+            exit_with(e)
     _job()
 
 

@@ -13,17 +13,13 @@ from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
 
-from hydra import compose
-from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
-from omegaconf import OmegaConf
 
-from launcher.config.compose import CONFIG_DIR
-from launcher.config.compose import config_error_from
 from launcher.config.schema import Backend
 from launcher.config.schema import Durability
+from launcher.config.compose import compose_config
+from launcher.config.compose import to_object
 from launcher.errors import ConfigError
 from launcher.store.connection import parse_address
 
@@ -87,26 +83,13 @@ def register() -> None:
 
 
 def compose_drill_config(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/drill_app.yaml`` with `overrides`; ConfigError (one line) on any problem."""
+    """Compose ``conf/{CONFIG_NAME}.yaml`` with `overrides`; ConfigError (one line) on any problem."""
     register()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            return compose(CONFIG_NAME, overrides=list(overrides or []))
-    except Exception as e:  # noqa: BLE001 (Hydra raises many types; all mean bad input here)
-        raise config_error_from(e) from None
+    return compose_config(overrides, config_name=CONFIG_NAME)
 
 
-def to_drill_settings(cfg: DictConfig) -> DrillSettings:
-    try:
-        node = cfg.copy()
-        if "hydra" in node:
-            OmegaConf.set_struct(node, False)
-            del node["hydra"]
-        app: DrillAppConfig = OmegaConf.to_object(node)
-    except Exception as e:  # noqa: BLE001
-        raise config_error_from(e) from None
+def to_drill_settings(cfg: DictConfig):
+    app: DrillAppConfig = to_object(cfg)
     return validate_drill(app.drill)
 
 
