@@ -91,7 +91,13 @@ def config_error_from(exc: BaseException) -> ConfigError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = str(exc)
     if "Available options" in text:
-        options = [line.strip() for line in text.splitlines()[1:] if line.strip() and "Available" not in line]
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if "Available options" in line) + 1
+        options = []
+        for line in lines[start:]:
+            if not line[:1].isspace():  # the indented option list ends (next: "Config search path")
+                break
+            options.append(line.strip())
         first = f"{first.rstrip('.')} (available: {', '.join(options)})"
     return ConfigError("", _simplify(first))
 
