@@ -75,6 +75,7 @@ from typing import Any
 
 import redis
 import tenacity
+from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.resp import exchange
@@ -241,6 +242,34 @@ _KEYS_ONLY = frozenset({b"DEL", b"UNLINK"})
 _FIRST_KEY = frozenset({b"SET", b"SADD", b"SREM", b"HSET", b"HDEL", b"RPUSH", b"RPUSHX", b"LPUSH"})
 
 
+# Assignments that can be coalesced (see `Writer._pack`): command -> family, for exactly this
+# many arguments (one member/field; SET without options).
+_SET_FAMILY, _HASH, _STRING = object(), object(), object()
+_ASSIGNMENTS = {b"SADD": (_SET_FAMILY, 3), b"SREM": (_SET_FAMILY, 3), b"HSET": (_HASH, 4), b"HDEL": (_HASH, 3),
+                b"SET": (_STRING, 3)}
+_FAMILY = object()  # the key of a run's family in its member dict
+
+
+def _text(key: Any) -> str:
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, (bytes, bytearray, memoryview)) else str(key)
+
+
+def _end_runs(runs: dict, runs_pop: Any, cmd: Any) -> None:
+    """`cmd` is not a coalescible assignment: end the runs of every key it may touch."""
+    tag = cmd[0]
+    if tag == TAG_APPEND or tag == TAG_DELETE_EVENT:  # list + manifest (script or RPUSH + HSET)
+        keys = (cmd[1], cmd[2])
+    elif tag == TAG_SNAPSHOT or tag in _FIRST_KEY:
+        keys = (cmd[1],)
+    elif tag in _KEYS_ONLY:
+        keys = cmd[1:]
+    else:  # FLUSHDB or anything whose keys are not known here
+        runs.clear()
+        return
+    for key in keys:
+        runs_pop(key if type(key) is str else _text(key), None)
+
+
 def _close_delete_groups(deletes: dict, cmd: tuple) -> None:
     """Close the open account-event delete groups that `cmd` may not commute with."""
     tag = cmd[0]
@@ -310,9 +339,15 @@ class Op:
     def materialize(self, serializer: Any) -> None:
         """Serialize the `Lazy` payloads (idempotent)."""
         if self.lazy:
-            self.cmds = [
-                tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd) for cmd in self.cmds
-            ]
+            cmds = self.cmds
+            out = None
+            for j, cmd in enumerate(cmds):
+                if Lazy in map(type, cmd):  # rebuild only the commands holding a payload
+                    if out is None:
+                        out = list(cmds)
+                    out[j] = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
+            if out is not None:
+                self.cmds = out
             self.lazy = False
 
     def record(self, serializer: Any) -> bytes:
@@ -411,6 +446,7 @@ class Writer:
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
         self._outage_error = ""
+        self.coalesced_commands = 0  # assignments left out of batches by `_pack` (superseded within the batch)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE),
@@ -677,19 +713,42 @@ class Writer:
                 pass
 
     def _pack(self, ops: list[Op], guarded: bool = True) -> tuple[bytes, int, list[tuple[int, int]], int]:
-        """The batch as RESP, its command count, the (op, command) of each, and preamble replies."""
+        """
+        The batch as RESP, its command count, the (op, command) of each, and preamble replies.
+
+        Two rewrites, neither of which changes what any reader can observe (nobody sees inside
+        one MULTI/EXEC, and the replies of the rewritten commands are not inspected):
+
+        * Assignments to the same set member / hash field / string (single-member SADD/SREM,
+          single-field HSET/HDEL, plain SET) are coalesced to the last one: an earlier one is
+          dropped when a later one assigns the same (key, member) and no command in between
+          may observe or change that key otherwise (a list op, a script, DEL, a command of
+          another family on the key; FLUSHDB or any command whose keys are unknown ends every
+          run). Nothing is reordered; list appends are all kept, in order.
+        * Deletes of account events are coalesced per account (list key) into the call of the
+          first one: {list key: (its slot in `parts`, (key, manifest, field, encoding), ids)}.
+          A group closes at any other command that may touch its list or manifest field (or
+          whose keys are unknown, e.g. FLUSHDB): the ids join a call moved earlier only past
+          commands on other keys, which commute with it.
+        """
         parts = [b"", _MULTI]  # the SCRIPT LOAD preamble goes first when a script is used
         scripts = False
         append = parts.append
-        index: list[tuple[int, int]] = []  # (op index, command index) of every command, in order
+        index: list = []  # (op index, command index) of every command, in order
         serializer = self._serializer
-        # Deletes of account events are coalesced per account (list key) into the call of the
-        # first one: {list key: (its slot in `parts`, (key, manifest, field, encoding), ids)}.
-        # A group closes at any other command that may touch its list or manifest field (or
-        # whose keys are unknown, e.g. FLUSHDB): the ids join a call moved earlier only past
-        # commands on other keys, which commute with it.
         deletes: dict[Any, tuple[int, tuple, list]] = {}
         groups: list[tuple[int, tuple, list]] = []
+        # key -> [family, {member: (position in parts, position in index)}] of the last
+        # assignment to each member of key since the last command that ends the run for key.
+        # (Every command sent has one entry in `index` and one in `parts` after the two first:
+        # positions are kept as index positions.)
+        runs: dict[str, dict] = {}
+        runs_get = runs.get
+        runs_pop = runs.pop
+        assignments_get = _ASSIGNMENTS.get
+        index_append = index.append
+        pack = _pack_tuple
+        dropped = 0
         for i, op in enumerate(ops):
             if op.lazy:
                 try:
@@ -703,16 +762,50 @@ class Writer:
                 tag = cmd[0]
                 if deletes and tag != TAG_DELETE_EVENT:
                     _close_delete_groups(deletes, cmd)
+                assignment = assignments_get(tag)
+                if assignment is not None and len(cmd) == assignment[1]:
+                    # An assignment: drop the previous one to the same member of this run.
+                    family = assignment[0]
+                    key = cmd[1] if type(cmd[1]) is str else _text(cmd[1])
+                    run = runs_get(key)
+                    if run is None or run[_FAMILY] is not family:
+                        run = runs[key] = {_FAMILY: family}
+                    member = cmd[2] if family is not _STRING else None
+                    previous = run.get(member)
+                    if previous is not None:
+                        parts[previous + 2] = b""
+                        index[previous] = None
+                        dropped += 1
+                    run[member] = len(index)
+                    append(pack(cmd) if type(cmd) is tuple else pack_command(cmd))
+                    index_append((i, j))
+                    continue
+                if runs:
+                    if tag == TAG_APPEND and not guarded:  # RPUSH/RPUSHX here, the manifest HSET below
+                        runs_pop(cmd[1] if type(cmd[1]) is str else _text(cmd[1]), None)
+                    else:
+                        _end_runs(runs, runs_pop, cmd)
                 if tag == TAG_APPEND:
                     if guarded:
                         scripts = True
                         append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
                                              repairable)))
                     else:
-                        append(pack_command((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
-                        append(pack_command((b"HSET", cmd[2], cmd[3], cmd[4])))
-                        index.append((i, j))
-                        index.append((i, -1))  # the manifest HSET: nothing to check
+                        append(pack((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
+                        index_append((i, j))
+                        # The manifest HSET (nothing to check): an assignment like any other.
+                        key = cmd[2] if type(cmd[2]) is str else _text(cmd[2])
+                        run = runs_get(key)
+                        if run is None or run[_FAMILY] is not _HASH:
+                            run = runs[key] = {_FAMILY: _HASH}
+                        previous = run.get(cmd[3])
+                        if previous is not None:
+                            parts[previous + 2] = b""
+                            index[previous] = None
+                            dropped += 1
+                        run[cmd[3]] = len(index)
+                        append(pack((b"HSET", cmd[2], cmd[3], cmd[4])))
+                        index_append((i, -1))
                         continue
                 elif tag == TAG_SNAPSHOT:
                     scripts = True
@@ -731,10 +824,13 @@ class Writer:
                     groups.append(group)
                     append(b"")  # packed once the group is complete
                 else:
-                    append(pack_command(cmd))
-                index.append((i, j))
+                    append(pack(cmd) if type(cmd) is tuple else pack_command(cmd))
+                index_append((i, j))
         for slot, (key, manifest, field, encoding), ids in groups:
             parts[slot] = pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", key, manifest, field, encoding, *ids))
+        if dropped:
+            index = [entry for entry in index if entry is not None]
+            self.coalesced_commands += dropped
         append(_EXEC)
         if self._min_acks:
             append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
