@@ -233,9 +233,11 @@ def _install_retention(run: NodeRun, settings: LauncherConfig, monitoring, *, cl
 
     if settings.retention.enabled:
         monitoring.retention_enabled()
+    databases = getattr(run.cache_database_factory, "instances", None)
     close = install_retention(
         run.node, settings, client=client, trader_key=trader_key,
         on_pass=monitoring.retention_pass, on_streams=monitoring.watch_streams,
+        barrier=databases[0].wait_until_persisted if databases else None,
     )
     done: list[bool] = []
 

@@ -7,6 +7,8 @@ right after the pass (the manifest is not rewritten by a clean stop).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.config import CacheConfig
@@ -51,11 +53,19 @@ def test_pass_removes_from_memory_and_redis_and_state_verifies(redis_server, tmp
     s = build_aged_state(cache, trader_id=trader_id)
     client = redis_server.client()
     tk = layout.trader_key(trader_id)
+    # The state is hours old in the story; here it was just written, by a backend that writes
+    # asynchronously: let it land first (in a real node these writes are a day older than the pass).
+    hash_key = layout.full_key(tk, layout.INDEX_ORDER_POSITION)
+    deadline = time.monotonic() + 10
+    while None in client.hmget(hash_key, *sorted(s.stale_order_position)):
+        assert time.monotonic() < deadline, "the backend never wrote the order->position index"
+        time.sleep(0.01)
     if backend == "native":
         # As after the previous clean stop; this test then "crashes" (no final manifest).
         write_manifest_from_cache(client, tk, cache, instance_id="previous", final=True)
 
-    follow_up = RedisFollowUp(client, tk, serializer, native=backend == "native")
+    barrier = None if backend == "native" else database.wait_until_persisted
+    follow_up = RedisFollowUp(client, tk, serializer, native=backend == "native", barrier=barrier)
     actor = RetentionActor(DEFAULTS, 1.0, follow_up, delete_account_events=backend != "native")
     clock = TestClock()
     msgbus = MessageBus(TraderId(trader_id), clock)

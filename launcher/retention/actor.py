@@ -243,12 +243,25 @@ class RedisFollowUp:
         The node's serializer (reads account event ids for the native trim).
     native : bool
         ``cache.backend=native``: also trim account events and keep the manifest in step.
+    barrier : callable, optional
+        ``barrier(timeout_s) -> bool``: True once the cache backend persisted everything it was
+        handed so far (the resilient backend's ``wait_until_persisted``). The follow-up edits
+        keys the backend also writes, so it must not overtake writes still queued there.
     """
 
     RETRY_S = 1.0
 
-    def __init__(self, client: redis.Redis, trader_key: str, serializer: Any, *, native: bool) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        trader_key: str,
+        serializer: Any,
+        *,
+        native: bool,
+        barrier: Callable[[float], bool] | None = None,
+    ) -> None:
         self._client = client
+        self._barrier = barrier
         self._serializer = serializer
         self.native = native
         self._order_position = layout.full_key(trader_key, layout.INDEX_ORDER_POSITION)
@@ -325,6 +338,8 @@ class RedisFollowUp:
 
     def _do(self, work: _Work) -> _Work:
         """Do `work`; return what is left to retry (Redis errors only)."""
+        if self._barrier is not None and not self._barrier(self.RETRY_S * 5):
+            return work  # the backend has not caught up (Redis away?): retry later, in order
         left = _Work()
         for pid, orders in work.unlinks.items():
             try:

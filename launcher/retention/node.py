@@ -27,6 +27,7 @@ def install_retention(
     trader_key: str | None = None,
     on_pass: Callable[[Any], None] | None = None,
     on_streams: Callable[[Any], None] | None = None,
+    barrier: Callable[[float], bool] | None = None,
 ) -> Callable[[], None]:
     """
     Parameters
@@ -39,6 +40,8 @@ def install_retention(
         Where the node's state lives in Redis.
     on_pass, on_streams : callable, optional
         Receive each retention PassResult and the StreamWriter (metrics).
+    barrier : callable, optional
+        The cache backend's "everything so far persisted" wait (see RedisFollowUp).
     """
     closers: list[Callable[[], None]] = []
     native = str(getattr(settings.cache.backend, "value", settings.cache.backend)) == "native"
@@ -47,7 +50,7 @@ def install_retention(
         if client is not None:
             from launcher.bootstrap.loader import serializer_for  # noqa: PLC0415
 
-            follow_up = RedisFollowUp(client, trader_key, serializer_for(settings), native=native)
+            follow_up = RedisFollowUp(client, trader_key, serializer_for(settings), native=native, barrier=barrier)
             closers.append(follow_up.close)
         node.trader.add_actor(RetentionActor(
             RetentionWindows.from_settings(settings.retention),
