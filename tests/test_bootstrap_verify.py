@@ -73,7 +73,7 @@ class SampleState:
     strategies: list[str] = field(default_factory=list)
 
 
-def _account_state(account_id: AccountId, total: int, ts: int) -> AccountState:
+def account_state(account_id: AccountId, total: int, ts: int) -> AccountState:
     return AccountState(
         account_id=account_id,
         account_type=AccountType.CASH,
@@ -114,10 +114,10 @@ def write_sample_state(port: int, trader_id: str = "TESTER-001", *, manifest: bo
         sample.instruments.append(instrument.id.value)
 
     account_id = AccountId("SIM-001")
-    account = AccountFactory.create(_account_state(account_id, 1_000_000, 1))
+    account = AccountFactory.create(account_state(account_id, 1_000_000, 1))
     cache.add_account(account)
     for n, total in enumerate((999_000, 998_500), start=2):
-        account.apply(_account_state(account_id, total, n))
+        account.apply(account_state(account_id, total, n))
         cache.update_account(account)
     sample.accounts.append(account_id.value)
 

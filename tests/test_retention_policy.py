@@ -48,6 +48,7 @@ from launcher.errors import ConfigError
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import outside
 from launcher.retention.policy import plan_retention
+from tests.test_bootstrap_verify import account_state
 
 
 SECOND = 1_000_000_000
@@ -73,21 +74,6 @@ class AgedState:
     account_events: dict[str, list[int]] = field(default_factory=dict)  # id -> ts_event of every event
     remove_account_events: dict[str, int] = field(default_factory=dict)  # id -> how many go
     stale_order_position: set[str] = field(default_factory=set)  # orders whose index entry names a removed position
-
-
-def account_state(account_id: AccountId, total: int, ts: int) -> AccountState:
-    return AccountState(
-        account_id=account_id,
-        account_type=AccountType.CASH,
-        base_currency=USD,
-        reported=True,
-        balances=[AccountBalance(Money(total, USD), Money(0, USD), Money(total, USD))],
-        margins=[],
-        info={},
-        event_id=UUID4(),
-        ts_event=ts,
-        ts_init=ts,
-    )
 
 
 def build_aged_state(cache: Cache, now: int = NOW, trader_id: str = "RETAIN-001") -> AgedState:
