@@ -42,7 +42,7 @@ def recorded_logs(monkeypatch):
 
 
 def test_acl_user_password_is_used_and_never_logged(tmp_path, recorded_logs):
-    server = RedisProcess(tmp_path / "redis", password="admin-secret-1").start()
+    server = RedisProcess(tmp_path / "redis", password="admin-secret-1", appendfsync="always").start()
     try:
         make_user = lambda: server.client().execute_command(  # noqa: E731 (ACL users live in memory only)
             "ACL", "SETUSER", "trader", "on", ">trader-secret-2", "~*", "&*", "+@all")
@@ -130,13 +130,13 @@ def test_tls_connection(tmp_path):
         server.kill()
 
 
-def test_close_while_redis_is_down_spills_everything_and_the_next_start_replays_it(redis_server, tmp_path, recorded_logs):
+def test_close_while_redis_is_down_spills_everything_and_the_next_start_replays_it(redis_server_always, tmp_path, recorded_logs):
     spill_dir = tmp_path / "spill"
 
     def open_db() -> ResilientCacheDatabase:
         return ResilientCacheDatabase(
-            TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port, buffer_interval_ms=10),
-            connection=ConnectionSettings(host="127.0.0.1", port=redis_server.port, timeout_s=0.5),
+            TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server_always.port, buffer_interval_ms=10),
+            connection=ConnectionSettings(host="127.0.0.1", port=redis_server_always.port, timeout_s=0.5),
             spill_dir=str(spill_dir), max_backoff_s=0.1, close_timeout_s=1.0,
         )
 
@@ -144,19 +144,19 @@ def test_close_while_redis_is_down_spills_everything_and_the_next_start_replays_
     cache = new_cache(db)
     orders = write_orders(cache, 3)
     assert db.wait_until_persisted(10)
-    redis_server.kill()
+    redis_server_always.kill()
     orders += write_orders(cache, 4, prefix="d", start_ns=1_750_000_000_000_000_000)
     db.close()  # bounded: ~1 s of retries, then everything goes to disk
     assert recorded_logs.count("ERROR", "16 write(s) spilled to") == 1
     assert (spill_dir / "trader-TESTER-000.spill").exists()
-    redis_server.start()
-    meta = redis_server.client().hgetall(f"trader-TESTER-000:{L.MANIFEST_META}")
+    redis_server_always.start()
+    meta = redis_server_always.client().hgetall(f"trader-TESTER-000:{L.MANIFEST_META}")
     assert meta[b"final"] == b"0"  # the unclean stop is not recorded as clean
     second = open_db()  # replays the file before anything else
     assert not (spill_dir / "trader-TESTER-000.spill").exists()
     assert set(second.load_orders()) == {o.client_order_id for o in orders}
     second.close()
-    assert_exactly_once(redis_server.client(), second.trader_key, orders)
+    assert_exactly_once(redis_server_always.client(), second.trader_key, orders)
 
 
 EXIT_CHILD = textwrap.dedent(
@@ -175,14 +175,14 @@ EXIT_CHILD = textwrap.dedent(
 )
 
 
-def test_interpreter_exit_without_close_still_flushes(redis_server, tmp_path):
+def test_interpreter_exit_without_close_still_flushes(redis_server_always, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(EXIT_CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    done = subprocess.run([sys.executable, str(script), str(redis_server.port), str(tmp_path / "spill")],  # noqa: S603
+    done = subprocess.run([sys.executable, str(script), str(redis_server_always.port), str(tmp_path / "spill")],  # noqa: S603
                           capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=60)
     assert done.returncode == 0, done.stderr
-    client = redis_server.client()
+    client = redis_server_always.client()
     for coid in done.stdout.split():
         assert client.llen(f"trader-TESTER-000:orders:{coid}") == 4
     assert client.hget(f"trader-TESTER-000:{L.MANIFEST_META}", "final") == b"1"
@@ -197,13 +197,13 @@ class ExplodingListener(CacheListener):
         return super().__getattribute__(name)
 
 
-def test_a_failing_listener_never_breaks_persisting(redis_server, tmp_path):
-    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+def test_a_failing_listener_never_breaks_persisting(redis_server_always, tmp_path):
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server_always.port),
                                 spill_dir=str(tmp_path / "spill"), listener=ExplodingListener())
     orders = write_orders(new_cache(db), 5)
     assert len(db.load_orders()) == 5
     db.close()
-    assert_exactly_once(redis_server.client(), db.trader_key, orders)
+    assert_exactly_once(redis_server_always.client(), db.trader_key, orders)
     assert db.stats().listener_errors > 0
 
 
@@ -218,9 +218,9 @@ class RecordingListener(CacheListener):
         return object.__getattribute__(self, name)
 
 
-def test_listener_sees_batches_latency_round_trips_and_loads(redis_server, tmp_path):
+def test_listener_sees_batches_latency_round_trips_and_loads(redis_server_always, tmp_path):
     listener = RecordingListener()
-    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server_always.port),
                                 spill_dir=str(tmp_path / "spill"), listener=listener)
     write_orders(new_cache(db), 5)
     db.load_orders()
@@ -231,6 +231,6 @@ def test_listener_sees_batches_latency_round_trips_and_loads(redis_server, tmp_p
     assert {"add_order", "update_order"} <= kinds
     assert {op for op, _ in calls["on_round_trip"]} >= {"write_batch", "load_scan", "load_read"}
     assert ("orders", 5) in [(what, count) for what, count, _ in calls["on_load"]]
-    assert calls["on_reconnect"][0][0] == ("127.0.0.1", redis_server.port)
+    assert calls["on_reconnect"][0][0] == ("127.0.0.1", redis_server_always.port)
     stats = db.stats()
     assert stats.writes_acknowledged == 22 and stats.pending_writes == 0 and stats.batches >= 1

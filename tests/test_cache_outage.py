@@ -48,25 +48,25 @@ def resilient(server, tmp_path, **kwargs):
     return db
 
 
-def test_sigkill_while_writes_stream_in_loses_and_duplicates_nothing(redis_server, tmp_path):
+def test_sigkill_while_writes_stream_in_loses_and_duplicates_nothing(redis_server_always, tmp_path):
     probe = OutageProbe()
-    db = resilient(redis_server, tmp_path, listener=probe)
+    db = resilient(redis_server_always, tmp_path, listener=probe)
     log = db._log
     with OrderStream(new_cache(db)) as stream:
         poll(lambda: db.stats().writes_acknowledged > 400, 20, "writes before the kill")
-        redis_server.kill()  # SIGKILL: no shutdown, in-flight replies lost
+        redis_server_always.kill()  # SIGKILL: no shutdown, in-flight replies lost
         killed_at = db.stats().writes_enqueued
         poll(lambda: db.stats().outage_active, 10, "the outage to be noticed")
         poll(lambda: db.stats().writes_enqueued > killed_at + 200, 20, "writes during the outage")
         time.sleep(2.0)  # the outage itself: the server stays down for 2 s
-        redis_server.start()  # restarts from its AOF
+        redis_server_always.start()  # restarts from its AOF
         resumed_at = db.stats().writes_acknowledged
         poll(lambda: not db.stats().outage_active, 20, "writes to resume")
         poll(lambda: db.stats().writes_acknowledged > resumed_at + 400, 20, "writes after the restart")
     assert stream.error is None, stream.error
     db.close()
     assert db.pending_writes() == 0
-    assert_exactly_once(redis_server.client(), db.trader_key, stream.orders)
+    assert_exactly_once(redis_server_always.client(), db.trader_key, stream.orders)
     stats = db.stats()
     assert stats.outages == 1 and stats.reconnects == 1 and stats.last_outage_s >= 2.0
     assert len(probe.starts) == 1 and len(probe.ends) == 1 and probe.ends[0][1] >= 2.0
@@ -93,18 +93,18 @@ def write_while_down(server, database):
     return before, during, after
 
 
-def test_resilient_keeps_writes_made_while_redis_is_down(redis_server, tmp_path):
-    db = resilient(redis_server, tmp_path, buffer_interval_ms=50)
-    before, during, after = write_while_down(redis_server, db)
-    assert_exactly_once(redis_server.client(), db.trader_key, before + during + after)
+def test_resilient_keeps_writes_made_while_redis_is_down(redis_server_always, tmp_path):
+    db = resilient(redis_server_always, tmp_path, buffer_interval_ms=50)
+    before, during, after = write_while_down(redis_server_always, db)
+    assert_exactly_once(redis_server_always.client(), db.trader_key, before + during + after)
     assert db._log.count("WARN", "unreachable") == 1 and db._log.count("INFO", "writes resumed") == 1
 
 
-def test_native_adapter_loses_writes_made_while_redis_is_down(redis_server):
+def test_native_adapter_loses_writes_made_while_redis_is_down(redis_server_always):
     """The contrast this backend exists for: NautilusTrader's adapter drops the failed batch."""
-    native = native_adapter(cache_config(redis_server.port, buffer_interval_ms=50))
-    before, during, after = write_while_down(redis_server, native)
-    client = redis_server.client()
+    native = native_adapter(cache_config(redis_server_always.port, buffer_interval_ms=50))
+    before, during, after = write_while_down(redis_server_always, native)
+    client = redis_server_always.client()
     lengths = {name: [client.llen(f"trader-TESTER-000:orders:{o.client_order_id.value}") for o in group]
                for name, group in (("before", before), ("during", during), ("after", after))}
     assert lengths["before"] == [4] * 5 and lengths["after"] == [4] * 5
@@ -113,12 +113,12 @@ def test_native_adapter_loses_writes_made_while_redis_is_down(redis_server):
 
 
 @pytest.mark.parametrize("encoding", ["json"])
-def test_outage_with_json_encoding(redis_server, tmp_path, encoding):
-    config = cache_config(redis_server.port, encoding, True, buffer_interval_ms=20)
+def test_outage_with_json_encoding(redis_server_always, tmp_path, encoding):
+    config = cache_config(redis_server_always.port, encoding, True, buffer_interval_ms=20)
     db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(encoding, True), config, spill_dir=str(tmp_path / "s"),
-                                connection=ConnectionSettings(host="127.0.0.1", port=redis_server.port, timeout_s=1.0),
+                                connection=ConnectionSettings(host="127.0.0.1", port=redis_server_always.port, timeout_s=1.0),
                                 max_backoff_s=0.25)
-    before, during, after = write_while_down(redis_server, db)
-    assert_exactly_once(redis_server.client(), db.trader_key, before + during + after, make_serializer(encoding, True))
+    before, during, after = write_while_down(redis_server_always, db)
+    assert_exactly_once(redis_server_always.client(), db.trader_key, before + during + after, make_serializer(encoding, True))
     loaded = db.load_orders()
     assert {o.client_order_id for o in before + during + after} == set(loaded)

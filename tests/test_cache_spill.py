@@ -40,13 +40,13 @@ def _db(port: int, spill_dir, **kwargs) -> ResilientCacheDatabase:
     return db
 
 
-def test_long_outage_spills_to_disk_and_replays_on_reconnect(redis_server, tmp_path):
+def test_long_outage_spills_to_disk_and_replays_on_reconnect(redis_server_always, tmp_path):
     spill_dir = tmp_path / "spill"
-    db = _db(redis_server.port, spill_dir, max_pending_writes=50, close_timeout_s=15)
+    db = _db(redis_server_always.port, spill_dir, max_pending_writes=50, close_timeout_s=15)
     cache = new_cache(db)
     before = write_orders(cache, 5, prefix="a")
     assert db.wait_until_persisted(10)
-    redis_server.kill()
+    redis_server_always.kill()
     during = write_orders(cache, 100, prefix="b", start_ns=1_750_000_000_000_000_000)  # 400 writes > 50
     stats = db.stats()
     assert stats.spilled_total >= 350 and stats.spilled_writes >= 350
@@ -54,11 +54,11 @@ def test_long_outage_spills_to_disk_and_replays_on_reconnect(redis_server, tmp_p
     spill_file = spill_dir / "trader-TESTER-000.spill"
     assert spill_file.stat().st_size > 100_000
     assert SpillFile(spill_file).open() == stats.spilled_writes  # a reader sees whole, fsync'd records
-    redis_server.start()
+    redis_server_always.start()
     poll(lambda: db.pending_writes() == 0, 30, "the spill file to be replayed")
     after = write_orders(cache, 5, prefix="c", start_ns=1_760_000_000_000_000_000)
     db.close()
-    assert_exactly_once(redis_server.client(), db.trader_key, before + during + after)
+    assert_exactly_once(redis_server_always.client(), db.trader_key, before + during + after)
     assert not spill_file.exists()
     stats = db.stats()
     assert stats.replayed_total >= 350
