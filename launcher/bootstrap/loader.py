@@ -23,15 +23,11 @@ import msgspec
 import redis
 from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.config import CacheConfig
-from nautilus_trader.core.rust.model import OrderType
 from nautilus_trader.model.events import AccountState
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.events import OrderInitialized
 from nautilus_trader.model.functions import currency_type_from_str
 from nautilus_trader.model.objects import Currency
-from nautilus_trader.model.objects import Price
-from nautilus_trader.model.orders import LimitOrder
-from nautilus_trader.model.orders import MarketOrder
 from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
@@ -39,6 +35,7 @@ from nautilus_trader.serialization.serializer import MsgSpecSerializer
 from launcher.bootstrap.manifest import Manifest
 from launcher.bootstrap.manifest import read_manifest
 from launcher.cache.codec import EventDecoder
+from launcher.cache.replay import transform_order
 from launcher.cache import layout
 
 
@@ -354,12 +351,7 @@ def _replay_order(id_: str, events: list[bytes], serializer: MsgSpecSerializer) 
             raise ValueError(f"event {n} ({type(event).__name__}) is a duplicate")
         seen.add(event.id)
         if isinstance(event, OrderInitialized):
-            if event.order_type == OrderType.MARKET:
-                order = MarketOrder.transform_py(order, event.ts_init)
-            elif event.order_type == OrderType.LIMIT:
-                order = LimitOrder.transform_py(order, event.ts_init, Price.from_str(event.options["price"]))
-            else:
-                raise ValueError(f"event {n}: cannot transform to order type {event.order_type}")
+            order = transform_order(order, event)
         else:
             order.apply(event)
     return order

@@ -61,7 +61,6 @@ from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.component import Logger
 from nautilus_trader.core.datetime import format_iso8601
-from nautilus_trader.model.enums import OrderType
 from nautilus_trader.model.enums import TriggerType
 from nautilus_trader.model.enums import currency_type_from_str
 from nautilus_trader.model.enums import currency_type_to_str
@@ -72,9 +71,6 @@ from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.identifiers import PositionId
 from nautilus_trader.model.objects import Currency
-from nautilus_trader.model.objects import Price
-from nautilus_trader.model.orders import LimitOrder
-from nautilus_trader.model.orders import MarketOrder
 from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 
@@ -85,6 +81,7 @@ from launcher.cache.codec import detect_encoding
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
+from launcher.cache.replay import transform_order
 from launcher.cache.spill import claim_spill_file
 from launcher.cache.spill import spill_path as _primary_spill_path
 from launcher.cache.writer import TAG_APPEND
@@ -678,12 +675,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 raise RuntimeError(f"Corrupt cache with duplicate event for order {event}")
             seen.add(event.id)
             if count > 0 and isinstance(event, OrderInitialized):
-                if event.order_type == OrderType.MARKET:
-                    order = MarketOrder.transform_py(order, event.ts_init)
-                elif event.order_type == OrderType.LIMIT:
-                    order = LimitOrder.transform_py(order, event.ts_init, Price.from_str(event.options["price"]))
-                else:
-                    raise RuntimeError(f"Cannot transform order to {event.order_type!r}")
+                order = transform_order(order, event, error=RuntimeError)
             else:
                 order.apply(event)
         return order
