@@ -385,3 +385,69 @@ def test_fast_encoder_is_byte_identical_to_the_serializer(encoding, iso):
             assert fast.serialize(event) == expected, ns
     state = {"ts_custom": 5, "value": b"x"}
     assert fast.serialize(dict(state)) == ser.serialize(dict(state))  # not an event: the serializer itself
+
+
+@pytest.mark.parametrize("encoding,iso", FORMATS, ids=lambda p: str(p))
+def test_orders_built_from_their_initial_payload_equal_from_init(encoding, iso):
+    """EventDecoder.order: LIMIT and MARKET built straight from the payload, others via from_init; all equal."""
+    from nautilus_trader.common.component import TestClock  # noqa: PLC0415
+    from nautilus_trader.common.factories import OrderFactory  # noqa: PLC0415
+    from nautilus_trader.model.enums import OrderSide  # noqa: PLC0415
+    from nautilus_trader.model.enums import OrderType  # noqa: PLC0415
+    from nautilus_trader.model.enums import TimeInForce  # noqa: PLC0415
+    from nautilus_trader.model.enums import TriggerType  # noqa: PLC0415
+    from nautilus_trader.model.identifiers import ExecAlgorithmId  # noqa: PLC0415
+    from nautilus_trader.model.identifiers import StrategyId  # noqa: PLC0415
+    from nautilus_trader.model.objects import Price  # noqa: PLC0415
+    from nautilus_trader.model.objects import Quantity  # noqa: PLC0415
+    from nautilus_trader.model.orders.unpacker import OrderUnpacker  # noqa: PLC0415
+    import msgspec  # noqa: PLC0415
+
+    ser = make_serializer(encoding, iso)
+    clock = TestClock()
+    clock.set_time(1_700_000_000_123_456_789)
+    factory = OrderFactory(trader_id=TRADER_ID, strategy_id=StrategyId("S-001"), clock=clock)
+    audusd, btc = InstrumentId.from_str("AUD/USD.SIM"), InstrumentId.from_str("BTCUSDT.BINANCE")
+    qty, px = Quantity.from_int(100_000), Price.from_str("0.70000")
+    fast = [
+        factory.limit(audusd, OrderSide.BUY, qty, px),
+        factory.limit(audusd, OrderSide.SELL, qty, px, time_in_force=TimeInForce.GTD,
+                      expire_time=pd.Timestamp(1_800_000_000_000_000_000, tz="UTC"), post_only=True, reduce_only=True,
+                      display_qty=Quantity.from_int(10_000), emulation_trigger=TriggerType.BID_ASK,
+                      trigger_instrument_id=btc, tags=["a", "b"]),
+        factory.limit(btc, OrderSide.BUY, Quantity.from_str("0.500"), Price.from_str("50000.10"), quote_quantity=True,
+                      exec_algorithm_id=ExecAlgorithmId("TWAP"), exec_algorithm_params={"horizon_secs": 20}),
+        factory.market(audusd, OrderSide.SELL, qty),
+        factory.market(btc, OrderSide.BUY, Quantity.from_str("1.5"), time_in_force=TimeInForce.IOC, reduce_only=True,
+                       quote_quantity=True, tags=["x"]),
+    ]
+    bracket = factory.bracket(audusd, OrderSide.BUY, qty, sl_trigger_price=Price.from_str("0.69000"),
+                              tp_price=Price.from_str("0.71000"), entry_order_type=OrderType.LIMIT,
+                              entry_price=px)
+    fast += [o for o in bracket.orders if o.order_type in (OrderType.LIMIT, OrderType.MARKET)]
+    slow = [o for o in bracket.orders if o.order_type not in (OrderType.LIMIT, OrderType.MARKET)]
+    slow.append(factory.stop_limit(audusd, OrderSide.SELL, qty, px, Price.from_str("0.69500")))
+    assert slow and any(o.linked_order_ids for o in fast)
+
+    decoder = EventDecoder(ser)
+    for order in fast:
+        raw = ser.serialize(order.init_event)
+        ours = decoder.order(raw)
+        theirs = OrderUnpacker.from_init(ser.deserialize(raw))
+        assert type(ours) is type(theirs) is type(order)
+        assert order_fingerprint(ours, ser) == order_fingerprint(theirs, ser)
+        assert ours.init_id == theirs.init_id == order.init_id
+        assert ser.serialize(ours.init_event) == ser.serialize(theirs.init_event) == raw
+    assert decoder.fallbacks == 0, "LIMIT and MARKET must take the fast path"
+    for order in slow:
+        raw = ser.serialize(order.init_event)
+        assert order_fingerprint(decoder.order(raw), ser) == order_fingerprint(OrderUnpacker.from_init(ser.deserialize(raw)), ser)
+    # A LIMIT payload from_init refuses (no price) fails the same way on the fast path's fallback.
+    module = msgspec.json if encoding == "json" else msgspec.msgpack
+    broken = module.decode(ser.serialize(fast[0].init_event))
+    broken["options"] = {"expire_time_ns": 0}
+    raw = module.encode(broken)
+    with pytest.raises(KeyError):
+        OrderUnpacker.from_init(ser.deserialize(raw))
+    with pytest.raises(KeyError):
+        decoder.order(raw)

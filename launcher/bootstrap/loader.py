@@ -28,7 +28,6 @@ from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.events import OrderInitialized
 from nautilus_trader.model.functions import currency_type_from_str
 from nautilus_trader.model.objects import Currency
-from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
@@ -208,6 +207,7 @@ class _FastDeserializer:
 
     def __init__(self, decoder: EventDecoder) -> None:
         self.deserialize = decoder.decode
+        self.order = decoder.order
 
 
 _ENTITY = {
@@ -336,13 +336,10 @@ def _decode_orders(state: PersistedState, serializer: MsgSpecSerializer, raw: di
 
 def _replay_order(id_: str, events: list[bytes], serializer: MsgSpecSerializer) -> Any:
     """OrderInitialized first, then each event applied; a later OrderInitialized transforms."""
-    init = serializer.deserialize(events[0])
-    if not isinstance(init, OrderInitialized):
-        raise TypeError(f"first event is {type(init).__name__}, not OrderInitialized")
-    if init.client_order_id.value != id_:
-        raise ValueError(f"event for {init.client_order_id} stored under {id_}")
-    order = OrderUnpacker.from_init(init)
-    seen = {init.id}
+    order = serializer.order(events[0])
+    if order.client_order_id.value != id_:
+        raise ValueError(f"event for {order.client_order_id} stored under {id_}")
+    seen = {order.init_id}
     for n, value in enumerate(events[1:], start=2):
         event = serializer.deserialize(value)
         if event.client_order_id.value != id_:

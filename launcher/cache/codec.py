@@ -11,7 +11,7 @@ faster:
   required keys or unexpected value types leave the fast path;
 * the serializer's timestamp rule per ``ts_*`` value: digit strings convert with ``int``;
   ISO 8601 strings of the exact shape the serializer writes are converted arithmetically
-  (the minute prefix memoised); anything else leaves the fast path;
+  (per-second prefix and last value memoised); anything else leaves the fast path;
 * per-type builders for every order event, ``OrderFilled`` and ``AccountState`` that mirror
   their ``from_dict_c`` one for one (positional arguments), reuse identifiers, prices,
   quantities and currencies already built in this load, and construct event ids from
@@ -82,11 +82,16 @@ from nautilus_trader.model.objects import MarginBalance
 from nautilus_trader.model.objects import Money
 from nautilus_trader.model.objects import Price
 from nautilus_trader.model.objects import Quantity
+from nautilus_trader.model.orders import LimitOrder
+from nautilus_trader.model.orders import MarketOrder
+from nautilus_trader.model.orders.unpacker import OrderUnpacker
 
 
 _UUID4_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 # The shape MsgSpecSerializer writes: pandas isoformat() with "+00:00" replaced by "Z".
-_ISO_MINUTE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})", re.ASCII)
+_ISO_SECOND = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})", re.ASCII)
+# Fraction digits -> nanoseconds per unit of the digits as written.
+_FRACTION_SCALE = {n: 10 ** (9 - n) for n in range(1, 10)}
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 # pandas Timestamp bounds (ns since epoch) - outside them the serializer's path decides.
 _TS_MIN = -9_223_372_036_854_775_807
@@ -343,9 +348,10 @@ class EventDecoder:
         module = msgspec.json if self.encoding == "json" else msgspec.msgpack
         self._typed = module.Decoder(_SCHEMA_UNION).decode
         self._convert_ts = bool(serializer.timestamps_as_str or serializer.timestamps_as_iso8601)
-        self._minutes: dict[str, int] = {}
-        self._trader_ids: dict[str, TraderId] = {}
-        self._strategy_ids: dict[str, StrategyId] = {}
+        self._seconds: dict[str, int] = {}
+        self._last_ts_text: str | None = None
+        self._last_ts = 0
+        self._heads: dict[tuple[str, str, str], tuple[TraderId, StrategyId, InstrumentId]] = {}
         self._instrument_ids: dict[str, InstrumentId] = {}
         self._account_ids: dict[str, AccountId] = {}
         self._values: dict[tuple[Any, str], Any] = {}
@@ -370,6 +376,7 @@ class EventDecoder:
             _OrderFilled: self._order_filled,
             _AccountState: self._account_state,
         }
+        self._order_makers: dict[str, Callable[[Any], Any]] = {"LIMIT": self._limit_order, "MARKET": self._market_order}
         self.fallbacks = 0  # payloads that took the serializer's path
 
     # -- public -----------------------------------------------------------------------------
@@ -383,16 +390,42 @@ class EventDecoder:
             self.fallbacks += 1
             return self._serializer.deserialize(raw)
 
+    def order(self, raw_init: bytes) -> Any:
+        """
+        The order ``OrderUnpacker.from_init(serializer.deserialize(raw_init))`` returns (an
+        equal one) from its first payload. LIMIT and MARKET orders are built straight from the
+        payload with the constructor ``from_init`` ends in (the order builds its own
+        ``OrderInitialized``, so decoding one first would be thrown away); other types, and
+        anything off the fast path, go through ``from_init``.
+        """
+        try:
+            values = self._typed(raw_init)
+            make = self._order_makers.get(values.order_type) if type(values) is _OrderInitialized else None
+            if make is not None:
+                return make(values)
+        except (_Fallback, KeyError, TypeError, ValueError, AttributeError, msgspec.DecodeError,
+                msgspec.ValidationError):
+            self.fallbacks += 1
+        init = self.decode(raw_init)
+        if type(init) is not OrderInitialized:
+            raise TypeError(f"first event is {type(init).__name__}, not OrderInitialized")
+        return OrderUnpacker.from_init(init)
+
     # -- value helpers -----------------------------------------------------------------------
 
     def _ts(self, value: Any) -> int:
         """The serializer's timestamp rule (``ts_*`` keys) for one value."""
         if type(value) is str:
+            if value == self._last_ts_text:  # ts_event and ts_init are usually the same text
+                return self._last_ts
             if not self._convert_ts:
                 raise _Fallback
             if value.isdigit() and value.isascii():
-                return int(value)
-            return self._iso_to_ns(value)
+                ns = int(value)
+            else:
+                ns = self._iso_to_ns(value)
+            self._last_ts_text, self._last_ts = value, ns
+            return ns
         if self._convert_ts:
             raise _Fallback  # the serializer's regex refuses non-text timestamps
         return value
@@ -401,40 +434,38 @@ class EventDecoder:
         """
         ``pd.Timestamp(value, tz=utc).value`` for the shape the serializer writes
         (``YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z``); anything else raises `_Fallback`. The
-        ``YYYY-MM-DDTHH:MM`` prefix is converted once per minute and memoised.
+        ``YYYY-MM-DDTHH:MM:SS`` prefix is converted once per second and memoised.
         """
-        base = self._minutes.get(value[:16])
+        base = self._seconds.get(value[:19])
         if base is None:
-            m = _ISO_MINUTE.fullmatch(value[:16])
-            if m is None:
+            base = self._second_to_ns(value[:19])
+        if len(value) == 20:
+            if value[19] != "Z":
                 raise _Fallback
-            year, month, day, hour, minute = map(int, m.groups())
-            if hour > 23 or minute > 59:
-                raise _Fallback
-            try:
-                days = _dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
-            except ValueError:
-                raise _Fallback from None
-            base = (days * 86400 + hour * 3600 + minute * 60) * 1_000_000_000
-            if len(self._minutes) < 100_000:
-                self._minutes[value[:16]] = base
-        rest = value[16:]  # ":SS" then "Z" or ".fff...Z"
-        if not (rest.isascii() and rest[:1] == ":" and rest[-1:] == "Z" and rest[1:3].isdigit()):
+            return base
+        digits = value[20:-1]
+        scale = _FRACTION_SCALE.get(len(digits))
+        if scale is None or value[19] != "." or value[-1] != "Z" or not (digits.isdigit() and digits.isascii()):
             raise _Fallback
-        seconds = int(rest[1:3])
-        if seconds > 59:
+        return base + int(digits) * scale
+
+    def _second_to_ns(self, prefix: str) -> int:
+        m = _ISO_SECOND.fullmatch(prefix)
+        if m is None:
             raise _Fallback
-        if len(rest) == 4:
-            fraction = 0
-        else:
-            digits = rest[4:-1]
-            if rest[3] != "." or not 1 <= len(digits) <= 9 or not digits.isdigit():
-                raise _Fallback
-            fraction = int(digits.ljust(9, "0"))
-        ns = base + seconds * 1_000_000_000 + fraction
-        if not 0 <= ns <= _TS_MAX:
+        year, month, day, hour, minute, second = map(int, m.groups())
+        if hour > 23 or minute > 59 or second > 59:
+            raise _Fallback
+        try:
+            days = _dt.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+        except ValueError:
+            raise _Fallback from None
+        base = (days * 86400 + hour * 3600 + minute * 60 + second) * 1_000_000_000
+        if not 0 <= base <= _TS_MAX - 999_999_999:
             raise _Fallback  # serializer territory (pandas bounds, uint64 timestamps)
-        return ns
+        if len(self._seconds) < 1_000_000:
+            self._seconds[prefix] = base
+        return base
 
     def _value(self, factory: Callable[[str], Any], text: str) -> Any:
         """Memoised immutable value (price, quantity, money, currency) built by `factory(text)`."""
@@ -446,19 +477,14 @@ class EventDecoder:
 
     def _ids(self, v: Any) -> tuple:
         """trader_id, strategy_id, instrument_id, client_order_id (memoised where repeated)."""
-        trader_id = self._trader_ids.get(v.trader_id)
-        if trader_id is None:
-            trader_id = self._trader_ids[v.trader_id] = TraderId(v.trader_id)
-        strategy_id = self._strategy_ids.get(v.strategy_id)
-        if strategy_id is None:
-            strategy_id = self._strategy_ids[v.strategy_id] = StrategyId(v.strategy_id)
-        instrument_id = self._instrument_ids.get(v.instrument_id)
-        if instrument_id is None:
-            instrument_id = self._instrument_ids[v.instrument_id] = InstrumentId.from_str(v.instrument_id)
+        key = (v.trader_id, v.strategy_id, v.instrument_id)
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = (TraderId(v.trader_id), StrategyId(v.strategy_id), self._instrument_id(v.instrument_id))
         if v.client_order_id != self._last_coid_text:  # an order's events come one after another
             self._last_coid_text = v.client_order_id
             self._last_coid = ClientOrderId(v.client_order_id)
-        return trader_id, strategy_id, instrument_id, self._last_coid
+        return head + (self._last_coid,)
 
     def _account_id(self, text: str | None) -> AccountId | None:
         if text is None:
@@ -484,28 +510,15 @@ class EventDecoder:
 
     # -- builders (each mirrors its type's from_dict_c; constructor arguments positional) --------
 
-    def _order_initialized(self, v: _OrderInitialized) -> OrderInitialized:
-        if v.ts_event is not None:
-            self._ts(v.ts_event)  # converted (and checked) by the serializer, unused by from_dict
-        value = self._value
+    def _init_links(self, v: _OrderInitialized) -> tuple:
+        """contingency_type .. tags of an ``OrderInitialized`` payload, as ``from_dict_c`` reads them."""
         linked_order_ids = v.linked_order_ids
         tags = v.tags
         if isinstance(linked_order_ids, str):
             linked_order_ids = linked_order_ids.split(",")
         if isinstance(tags, str):
             tags = tags.split(",")
-        return OrderInitialized(
-            *self._ids(v),
-            order_side_from_str(v.order_side),
-            order_type_from_str(v.order_type),
-            value(Quantity.from_str, v.quantity),
-            time_in_force_from_str(v.time_in_force),
-            v.post_only,
-            v.reduce_only,
-            v.quote_quantity,
-            v.options,
-            trigger_type_from_str(v.emulation_trigger) if v.emulation_trigger is not None else TriggerType.NO_TRIGGER,
-            self._instrument_id(v.trigger_instrument_id) if v.trigger_instrument_id is not None else None,
+        return (
             contingency_type_from_str(v.contingency_type),
             OrderListId(v.order_list_id) if v.order_list_id is not None else None,
             [ClientOrderId(o) for o in linked_order_ids] if linked_order_ids is not None else None,
@@ -514,9 +527,76 @@ class EventDecoder:
             v.exec_algorithm_params,
             ClientOrderId(v.exec_spawn_id) if v.exec_spawn_id is not None else None,
             tags,
+        )
+
+    def _emulation(self, v: _OrderInitialized) -> tuple:
+        return (
+            trigger_type_from_str(v.emulation_trigger) if v.emulation_trigger is not None else TriggerType.NO_TRIGGER,
+            self._instrument_id(v.trigger_instrument_id) if v.trigger_instrument_id is not None else None,
+        )
+
+    def _order_initialized(self, v: _OrderInitialized) -> OrderInitialized:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)  # converted (and checked) by the serializer, unused by from_dict
+        return OrderInitialized(
+            *self._ids(v),
+            order_side_from_str(v.order_side),
+            order_type_from_str(v.order_type),
+            self._value(Quantity.from_str, v.quantity),
+            time_in_force_from_str(v.time_in_force),
+            v.post_only,
+            v.reduce_only,
+            v.quote_quantity,
+            v.options,
+            *self._emulation(v),
+            *self._init_links(v),
             self._uuid(v.event_id),
             self._ts(v.ts_init),
             v.reconciliation,
+        )
+
+    # Orders straight from their OrderInitialized payload: the arguments LimitOrder.create_c /
+    # MarketOrder.create_c pass, in the constructors' positional order.
+
+    def _limit_order(self, v: _OrderInitialized) -> LimitOrder:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)
+        options = v.options
+        display_qty = options.get("display_qty")
+        return LimitOrder(
+            *self._ids(v),
+            order_side_from_str(v.order_side),
+            self._value(Quantity.from_str, v.quantity),
+            self._value(Price.from_str, options["price"]),
+            self._uuid(v.event_id),
+            self._ts(v.ts_init),
+            time_in_force_from_str(v.time_in_force),
+            options["expire_time_ns"],
+            v.post_only,
+            v.reduce_only,
+            v.quote_quantity,
+            self._value(Quantity.from_str, display_qty) if display_qty is not None else None,
+            *self._emulation(v),
+            *self._init_links(v),
+        )
+
+    def _market_order(self, v: _OrderInitialized) -> MarketOrder:
+        if v.ts_event is not None:
+            self._ts(v.ts_event)
+        if v.emulation_trigger is not None:
+            trigger_type_from_str(v.emulation_trigger)  # checked by from_dict_c, not passed on by create_c
+        if v.trigger_instrument_id is not None:
+            self._instrument_id(v.trigger_instrument_id)
+        return MarketOrder(
+            *self._ids(v),
+            order_side_from_str(v.order_side),
+            self._value(Quantity.from_str, v.quantity),
+            self._uuid(v.event_id),
+            self._ts(v.ts_init),
+            time_in_force_from_str(v.time_in_force),
+            v.reduce_only,
+            v.quote_quantity,
+            *self._init_links(v),
         )
 
     def _order_denied(self, v: _OrderDenied) -> OrderDenied:
@@ -631,13 +711,27 @@ class EventDecoder:
             v.info,
         )
 
+    def _balance(self, values: dict) -> AccountBalance:
+        """``AccountBalance.from_dict`` with the currency and amounts memoised (both immutable)."""
+        currency = self._value(Currency.from_str, values["currency"])
+        money = self._money
+        return AccountBalance(money(values["total"], currency), money(values["locked"], currency),
+                              money(values["free"], currency))
+
+    def _money(self, amount: Any, currency: Currency) -> Money:
+        key = (type(amount), amount, currency)
+        obj = self._values.get(key)
+        if obj is None:
+            obj = self._values[key] = Money(amount, currency)
+        return obj
+
     def _account_state(self, v: _AccountState) -> AccountState:
         return AccountState(
             self._account_id(v.account_id),
             account_type_from_str(v.account_type),
             self._value(Currency.from_str, v.base_currency) if v.base_currency is not None else None,
             v.reported,
-            [AccountBalance.from_dict(b) for b in v.balances],
+            [self._balance(b) for b in v.balances],
             [MarginBalance.from_dict(m) for m in v.margins],
             v.info,
             self._uuid(v.event_id),

@@ -35,8 +35,8 @@ Spill choice
 Loads
     SCAN + pipelined LRANGE/MGET in chunks on one connection, decoded by
     ``launcher.cache.codec.EventDecoder`` (exactly what the serializer returns, faster),
-    orders rebuilt with ``OrderUnpacker.from_init`` + events (a second ``OrderInitialized``
-    transforms the order as in the native adapter), positions from their fills and instrument.
+    orders rebuilt as ``OrderUnpacker.from_init`` + events do (``EventDecoder.order``; a second
+    ``OrderInitialized`` transforms the order as in the native adapter), positions from their fills and instrument.
     Every load first waits (bounded) until retained writes - including a replayed spill file -
     are acknowledged, so it sees the latest state.
 
@@ -71,7 +71,6 @@ from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.identifiers import PositionId
 from nautilus_trader.model.objects import Currency
-from nautilus_trader.model.orders.unpacker import OrderUnpacker
 from nautilus_trader.model.position import Position
 
 from launcher.cache import layout as L
@@ -650,31 +649,32 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         return orders
 
     @staticmethod
-    def _decode_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> list:
+    def _decode_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> tuple[Any, list]:
+        """The order built from its first payload, and its later events decoded."""
         if not raw_events:
-            return []
+            return None, []
         decode = decoder.decode
-        events = [decode(raw_events[0])]
-        for raw in raw_events[1:]:
-            try:
+        events = []
+        try:
+            order = decoder.order(raw_events[0])
+            for raw in raw_events[1:]:
                 events.append(decode(raw))
-            except ValueError as e:
-                raise RuntimeError(f"Error deserializing event for ClientOrderId('{coid}'): {e!r}") from e
-        return events
+        except ValueError as e:
+            raise RuntimeError(f"Error deserializing event for ClientOrderId('{coid}'): {e!r}") from e
+        return order, events
 
     @staticmethod
-    def _build_order(coid: str, events: list) -> Any:
+    def _build_order(coid: str, decoded: tuple[Any, list]) -> Any:
         """Rebuild one order from its decoded events exactly like the native ``load_order``."""
-        if not events:
+        order, events = decoded
+        if order is None:
             return None
-        init = events[0]
-        order = OrderUnpacker.from_init(init)
-        seen = {init.id}
-        for count, event in enumerate(events[1:]):
+        seen = {order.init_id}
+        for count, event in enumerate(events):
             if event.id in seen:
                 raise RuntimeError(f"Corrupt cache with duplicate event for order {event}")
             seen.add(event.id)
-            if count > 0 and isinstance(event, OrderInitialized):
+            if count > 0 and type(event) is OrderInitialized:
                 order = transform_order(order, event, error=RuntimeError)
             else:
                 order.apply(event)
