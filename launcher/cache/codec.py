@@ -770,21 +770,23 @@ class EventEncoder:
         self._hook = _serializer_encoding_hook
         self._iso = bool(serializer.timestamps_as_iso8601)
         self._as_str = bool(serializer.timestamps_as_str)
-        self._ts_keys: dict[str, bool] = {}
-        self._iso_cache: dict[int, str] = {}
+        self._shapes: dict[type, tuple[frozenset, list[str]]] = {}
+        self._second_text: dict[int, str] = {}
 
     def serialize(self, obj: Any) -> bytes:
         cls = type(obj)
         if cls not in _FAST_ENCODE_TYPES:
             return self._serializer.serialize(obj)
         values = cls.to_dict(obj)
-        ts_keys = self._ts_keys
         if self._iso or self._as_str:
-            for key, value in values.items():
-                is_ts = ts_keys.get(key)
-                if is_ts is None:
-                    is_ts = ts_keys[key] = (key in "expire_time_ns") or key.startswith("ts_")
-                if not is_ts or value is None:
+            # The timestamp keys of this type's dict, found once per type; reused only while the
+            # dict has exactly the same keys (a set comparison in C, cheaper than the key rule).
+            shape = self._shapes.get(cls)
+            if shape is None or values.keys() != shape[0]:
+                shape = self._shapes[cls] = (frozenset(values), [k for k in values if _is_ts_key(k)])
+            for key in shape[1]:
+                value = values[key]
+                if value is None:
                     continue
                 if type(value) is not int or not 0 <= value <= _TS_MAX:
                     return self._serializer.serialize(obj)
@@ -792,25 +794,28 @@ class EventEncoder:
         return self._encode(values, enc_hook=self._hook)
 
     def _iso_text(self, ns: int) -> str:
-        text = self._iso_cache.get(ns)
-        if text is not None:
-            return text
+        """pandas' ``isoformat()`` + ``Z`` for `ns` (the date and time of day memoised per second)."""
         seconds, fraction = divmod(ns, 1_000_000_000)
-        days, rest = divmod(seconds, 86400)
-        day = _dt.date.fromordinal(_EPOCH_ORDINAL + days)
-        hour, rest = divmod(rest, 3600)
-        minute, second = divmod(rest, 60)
-        text = f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+        text = self._second_text.get(seconds)
+        if text is None:
+            days, rest = divmod(seconds, 86400)
+            day = _dt.date.fromordinal(_EPOCH_ORDINAL + days)
+            hour, rest = divmod(rest, 3600)
+            minute, second = divmod(rest, 60)
+            text = f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+            if len(self._second_text) >= 4096:
+                self._second_text.clear()
+            self._second_text[seconds] = text
+        if not fraction:
+            return text + "Z"
         if fraction % 1000:
-            text += f".{fraction:09d}Z"
-        elif fraction:
-            text += f".{fraction // 1000:06d}Z"
-        else:
-            text += "Z"
-        if len(self._iso_cache) > 4096:
-            self._iso_cache.clear()
-        self._iso_cache[ns] = text
-        return text
+            return f"{text}.{fraction:09d}Z"
+        return f"{text}.{fraction // 1000:06d}Z"
+
+
+def _is_ts_key(key: str) -> bool:
+    """The serializer's timestamp-key rule (``k in "expire_time_ns"`` or a ``ts_`` prefix)."""
+    return (key in "expire_time_ns") or key.startswith("ts_")
 
 
 def iso_to_ns_reference(value: str) -> int:

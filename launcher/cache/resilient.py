@@ -98,6 +98,10 @@ _NO_TRIGGER = TriggerType.NO_TRIGGER
 KIND_META_FINAL = "meta_final"
 
 
+# Seconds a SCAN of the trader's keys serves the loads that follow it (see `_keyspace`).
+_KEYSPACE_REUSE_S = 2.0
+
+
 class ResilientCacheDatabase(CacheDatabaseFacade):
     """
     Resilient Redis cache database (see the module docstring).
@@ -185,6 +189,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
         k = self._trader_key + ":"
         self._k = k
+        self._keyspace_cache: tuple[int, float, dict[str, list[str]]] | None = None
         self._idx = {name: k + name for name in (
             L.INDEX_ORDER_IDS, L.INDEX_ORDER_POSITION, L.INDEX_ORDER_CLIENT, L.INDEX_ORDERS,
             L.INDEX_ORDERS_OPEN, L.INDEX_ORDERS_CLOSED, L.INDEX_ORDERS_EMULATED, L.INDEX_ORDERS_INFLIGHT,
@@ -525,9 +530,33 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             )
 
     def _ids(self, collection: str) -> tuple[list[str], list[str]]:
+        """The keys of `collection` and the ids they name."""
         prefix = f"{self._k}{collection}:"
-        keys = self._reader.scan(prefix + "*")
+        keys = self._keyspace().get(collection, [])
         return keys, [key[len(prefix):] for key in keys]
+
+    def _keyspace(self) -> dict[str, list[str]]:
+        """
+        The trader's keys by collection, from one SCAN of the trader prefix. At start
+        NautilusTrader loads general state, currencies, instruments, synthetics, accounts,
+        orders and positions one after another, and every SCAN walks the whole keyspace; the
+        loads that follow one within `_KEYSPACE_REUSE_S` reuse it, as long as this instance
+        has submitted no write since (the launcher's single-writer lease makes it the only
+        writer of these keys).
+        """
+        submitted = self._writer.submitted
+        now = time.monotonic()
+        cached = self._keyspace_cache
+        if cached is not None and cached[0] == submitted and now - cached[1] < _KEYSPACE_REUSE_S:
+            return cached[2]
+        base = len(self._k)
+        by_collection: dict[str, list[str]] = {}
+        for key in self._reader.scan(self._k + "*"):
+            collection, sep, name = key[base:].partition(":")
+            if sep and name:
+                by_collection.setdefault(collection, []).append(key)
+        self._keyspace_cache = (submitted, time.monotonic(), by_collection)
+        return by_collection
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:

@@ -342,10 +342,18 @@ class Op:
             cmds = self.cmds
             out = None
             for j, cmd in enumerate(cmds):
-                if Lazy in map(type, cmd):  # rebuild only the commands holding a payload
-                    if out is None:
-                        out = list(cmds)
-                    out[j] = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
+                if cmd[0] == TAG_APPEND:  # the usual place: ("A", list, manifest, field, n, payload, create)
+                    if type(cmd[5]) is not Lazy:
+                        continue
+                    payload = cmd[5].obj
+                    cmd = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], serializer.serialize(payload), cmd[6])
+                elif Lazy in map(type, cmd):  # rebuild only the commands holding a payload
+                    cmd = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
+                else:
+                    continue
+                if out is None:
+                    out = list(cmds)
+                out[j] = cmd
             if out is not None:
                 self.cmds = out
             self.lazy = False
@@ -544,6 +552,11 @@ class Writer:
                     return False
                 self._acked.wait(min(remaining, 0.5))
         return True
+
+    @property
+    def submitted(self) -> int:
+        """Writes submitted so far (a counter; any change means the stored state may differ)."""
+        return self._seq
 
     def pending(self) -> int:
         with self._lock:
@@ -910,16 +923,21 @@ class Writer:
         return merged
 
     def _map_results(self, ops: list[Op], index: list[tuple[int, int]], results: list) -> list:
+        """Per op, the (command index, reply) of its appends; rejected commands are logged."""
         per_op: list = [None] * len(ops)
+        errors = any(issubclass(t, Exception) for t in set(map(type, results)))  # one C pass
+        cmds = [op.cmds for op in ops]
         for (i, j), result in zip(index, results):
-            if isinstance(result, Exception):
+            if errors and isinstance(result, Exception):
                 self.stats.command_errors += 1
                 self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {result}")
                 continue
-            if j >= 0 and ops[i].cmds[j][0] == TAG_APPEND:
-                if per_op[i] is None:
-                    per_op[i] = []
-                per_op[i].append((j, result))
+            if j >= 0 and cmds[i][j][0] == TAG_APPEND:
+                found = per_op[i]
+                if found is None:
+                    per_op[i] = [(j, result)]
+                else:
+                    found.append((j, result))
         return per_op
 
     def _note_address(self, conn: Any) -> None:
