@@ -451,3 +451,27 @@ def test_orders_built_from_their_initial_payload_equal_from_init(encoding, iso):
         OrderUnpacker.from_init(ser.deserialize(raw))
     with pytest.raises(KeyError):
         decoder.order(raw)
+
+
+def test_loads_reuse_one_scan_until_this_instance_writes(tmp_path):
+    """Start-up loads share one SCAN of the trader's keys; a write of this instance makes the next load rescan."""
+    server = RedisProcess(tmp_path / "r", appendonly=False).start()
+    try:
+        cfg = cache_config(server.port)
+        writer = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "w"))
+        write_orders(new_cache(writer), 3)
+        writer.close()
+        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "s"))
+        client = server.client()
+        scans = lambda: int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))  # noqa: E731
+        before = scans()
+        assert len(ours.load_orders()) == 3
+        ours.load_accounts(), ours.load_positions(), ours.load_currencies()
+        assert scans() - before == 1, "one SCAN serves the loads that follow it"
+        cache = new_cache(ours)
+        write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
+        assert len(ours.load_orders()) == 5  # own writes: rescanned, nothing missed
+        assert scans() - before == 2
+        ours.close()
+    finally:
+        server.kill()
