@@ -64,6 +64,13 @@ def test_bench_smoke_run_writes_json_and_table(tmp_path):
             assert case[backend]["loaded"]["orders"] == case["orders"]
             assert case[backend]["loaded"]["positions"] == case["positions"] == case["orders"] // 10
     assert data["physical"]["raw_pipeline"]["multi_exec_batches_of_1000_ops_per_s"] > 0
+    costs = data["write_costs"]
+    stages = costs["facade_us"] + costs["serialize_us"] + costs["pack_us"] + costs["send_and_parse_cpu_us"]
+    assert costs["writes"] > 0 and all(costs[k] > 0 for k in ("facade_us", "serialize_us", "pack_us", "round_trip_us"))
+    assert 0 < costs["nautilus_to_dict_us"] < costs["serialize_us"] * 1.5
+    assert costs["gil_us_per_write"] == pytest.approx(stages, abs=0.05)
+    assert costs["one_interpreter_ceiling_ops_per_s"] == pytest.approx(1e6 / costs["gil_us_per_write"], rel=0.01)
+    assert "Resilient write cost per facade write" in result.stdout
     assert {t["target"] for t in data["targets"]} >= {
         "durable throughput >= 100,000 ops/s (resilient buffered)",
         "read latency p99 < 2 ms (load_order, load_position; resilient)",

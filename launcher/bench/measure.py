@@ -14,6 +14,9 @@ read          ``load_order`` / ``load_position`` of single entities by id.
 throughput    N facade writes (add_order + 3 update_order per order) as fast as the caller can,
               until Redis acknowledged every one (resilient: ``wait_until_persisted``; native:
               polled until every list holds all its events); sync mode: one write at a time.
+write costs   one resilient write's CPU per stage on one idle thread (facade call, serialization
+              and NautilusTrader's ``to_dict`` share of it, batch packing, send + reply parsing):
+              their sum needs the interpreter's GIL, so 1e6 / sum bounds one process's throughput.
 recovery      state of N orders (``events_per_order`` events each), N x positions_ratio positions
               and an account with one event per position, loaded the way the execution engine
               does at start (``cache_currencies``, ``cache_instruments``, ``cache_accounts``,
@@ -393,6 +396,81 @@ def throughput(dbs: Databases, backend: str, ops: int, trader_id: str, *, durabi
         "spilled_writes": stats.get("spilled_total"),
         "batches": stats.get("batches"),
         "redis_server": cost.result,
+    }
+
+
+def write_costs(dbs: Databases, orders: int, trader_id: str) -> dict[str, Any]:
+    """
+    CPU cost of one resilient write, stage by stage, on one thread with nothing else running
+    (us per facade write; 4 writes per order as in `throughput`). Every stage but the server's
+    own work needs this interpreter's GIL, so their sum bounds the durable throughput of one
+    process whatever the threading: ``1e6 / sum`` ops/s.
+    """
+    from launcher.cache.codec import EventEncoder  # noqa: PLC0415
+    from launcher.cache.resp import exchange  # noqa: PLC0415
+
+    objs = Objects(trader_id)
+    n_orders = max(1, min(orders, 240))  # stays below one batch: the writer sends nothing meanwhile
+    orders_ = [objs.limit() for _ in range(n_orders)]
+    events = [(objs.submitted(o), objs.accepted(o), objs.filled(o, PositionId(f"P-{i}"))) for i, o in enumerate(orders_)]
+    flat = [e for o, evs in zip(orders_, events) for e in (o.init_event, *evs)]
+    writes = len(flat)
+    ser = serializer()
+    encoder = EventEncoder(ser)
+
+    def per_write(fn) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        return best / writes * 1e6
+
+    to_dict_us = per_write(lambda: [type(e).to_dict(e) for e in flat])
+    serialize_us = per_write(lambda: [encoder.serialize(e) for e in flat])
+    db = dbs.make(RESILIENT, trader_id, interval_ms=60_000)
+    client = dbs.server.client()
+    try:
+        gc.collect()
+        t0 = time.perf_counter()
+        for order, (submitted, accepted, filled) in zip(orders_, events):
+            db.add_order(order, None, None)
+            order.apply(submitted)
+            db.update_order(order)
+            order.apply(accepted)
+            db.update_order(order)
+            order.apply(filled)
+            db.update_order(order)
+        facade_us = (time.perf_counter() - t0) / writes * 1e6
+        writer = db._writer
+        ops = writer.retained_ops()
+        if len(ops) < writes:
+            raise RuntimeError(f"the writer sent during the cost breakdown ({len(ops)} of {writes} retained)")
+        writer.encode_batch(ops)  # serializes the payloads (measured above)
+        pack_us = per_write(lambda: writer.encode_batch(ops))
+        data, replies = writer.encode_batch(ops)
+        conn = client.connection_pool.get_connection()
+        try:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            exchange(conn, data, replies)
+            round_trip_us = (time.perf_counter() - t0) / writes * 1e6
+            reply_cpu_us = (time.thread_time() - c0) / writes * 1e6
+        finally:
+            client.connection_pool.release(conn)
+    finally:
+        dbs.close(db)
+        client.close()
+    gil_us = facade_us + serialize_us + pack_us + reply_cpu_us
+    return {
+        "writes": writes,
+        "facade_us": round(facade_us, 2),
+        "serialize_us": round(serialize_us, 2),
+        "nautilus_to_dict_us": round(to_dict_us, 2),
+        "pack_us": round(pack_us, 2),
+        "round_trip_us": round(round_trip_us, 2),
+        "send_and_parse_cpu_us": round(reply_cpu_us, 2),
+        "gil_us_per_write": round(gil_us, 2),
+        "one_interpreter_ceiling_ops_per_s": round(1e6 / gil_us),
     }
 
 

@@ -562,6 +562,20 @@ class Writer:
         with self._lock:
             return self._pending_locked()
 
+    def retained_ops(self) -> list[Op]:
+        """The in-memory retained ops, oldest first (a copy; for diagnostics and the benchmark)."""
+        with self._lock:
+            return list(self._queue)
+
+    def encode_batch(self, ops: list[Op]) -> tuple[bytes, int]:
+        """
+        One batch of `ops` exactly as the writer would send it first (serialized, coalesced,
+        MULTI/EXEC) and the number of replies it gets; sends nothing (the benchmark's cost
+        breakdown).
+        """
+        data, ncmds, _, pre = self._pack(ops, False)
+        return data, pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+
     def refresh_stats(self) -> None:
         """Bring the pending/spilled gauges of `stats` up to date."""
         with self._lock:
