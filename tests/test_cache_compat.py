@@ -475,3 +475,26 @@ def test_loads_reuse_one_scan_until_this_instance_writes(tmp_path):
         ours.close()
     finally:
         server.kill()
+
+
+def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists(tmp_path):
+    """Payloads are serialized ahead while a batch is in flight; one that fails is dropped loudly, once, in its batch."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    server = RedisProcess(tmp_path / "r", appendonly=False).start()
+    try:
+        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=5),
+                                      spill_dir=str(tmp_path / "s"))
+        cache = new_cache(ours)
+        before = write_orders(cache, 300)
+        ours.add_instrument(SimpleNamespace(id=SimpleNamespace(value="BAD.SIM")))  # not serializable
+        after = write_orders(cache, 300, prefix="b", start_ns=1_800_000_000_000_000_000)
+        assert ours.wait_until_persisted(10)
+        assert ours.stats().command_errors == 1
+        client = server.client()
+        assert not client.exists(f"{ours.trader_key}:instruments:BAD.SIM")
+        for order in before + after:
+            assert client.llen(f"{ours.trader_key}:orders:{order.client_order_id.value}") == 4
+        ours.close()
+    finally:
+        server.kill()

@@ -15,6 +15,7 @@ top level and inside arrays alike; socket problems raise redis-py's ``Connection
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -29,11 +30,14 @@ def pack_command(args: tuple | list) -> bytes:
     return _pack(args if type(args) is tuple else tuple(args))
 
 
-def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = None) -> list:
+def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = None,
+             while_waiting: Callable[[], None] | None = None) -> list:
     """
     Send `data` (packed commands) on `conn` and return exactly `replies` parsed replies.
 
     `timeout_s` overrides the socket timeout for this exchange (e.g. to cover a WAIT).
+    `while_waiting` runs between sending and reading (work that overlaps the server's); it
+    must not raise.
     """
     try:
         if conn._sock is None:
@@ -44,6 +48,8 @@ def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = Non
             sock.settimeout(timeout_s)
         try:
             sock.sendall(data)
+            if while_waiting is not None:
+                while_waiting()
             return _Feeder(sock).read(replies)
         finally:
             if timeout_s is not None and conn._sock is sock:

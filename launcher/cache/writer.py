@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -454,6 +455,7 @@ class Writer:
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
         self._outage_error = ""
+        self._overlapped_s = 0.0  # time the last round trip spent preparing the next batch
         self.coalesced_commands = 0  # assignments left out of batches by `_pack` (superseded within the batch)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
@@ -700,6 +702,23 @@ class Writer:
                 break
             op.materialize(self._serializer)
 
+    def _prepare_next(self) -> None:
+        """
+        While a batch is in flight (Redis executing it, the GIL free), serialize the payloads of
+        the next one. Idempotent, as in `_prepare_retained`; a payload that fails here is left
+        for `_pack`, which reports it.
+        """
+        t0 = time.monotonic()
+        with self._lock:
+            todo = [op for op in itertools.islice(self._queue, self._max_batch) if op.lazy]
+        serializer = self._serializer
+        for op in todo:
+            try:
+                op.materialize(serializer)
+            except Exception:  # noqa: BLE001
+                pass
+        self._overlapped_s = time.monotonic() - t0
+
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         self._drop_connection()
@@ -873,9 +892,10 @@ class Writer:
         conn = self._connection()
         expected = pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
         timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
+        self._overlapped_s = 0.0
         t0 = time.monotonic()
-        replies = exchange(conn, data, expected, timeout)
-        rtt = time.monotonic() - t0
+        replies = exchange(conn, data, expected, timeout, self._prepare_next)
+        rtt = time.monotonic() - t0 - self._overlapped_s
         self._round_trip("write_batch", rtt)
         self.stats.last_batch_round_trip_s = rtt
         queued = replies[pre + 1 : pre + 1 + ncmds]
