@@ -454,7 +454,7 @@ def test_orders_built_from_their_initial_payload_equal_from_init(encoding, iso):
 
 
 def test_loads_reuse_one_scan_until_this_instance_writes(tmp_path):
-    """Start-up loads share one SCAN of the trader's keys; a write of this instance makes the next load rescan."""
+    """Start-up loads share one SCAN of the trader's keys; a write (of this instance or another client) makes the next load rescan."""
     server = RedisProcess(tmp_path / "r", appendonly=False).start()
     try:
         cfg = cache_config(server.port)
@@ -472,6 +472,11 @@ def test_loads_reuse_one_scan_until_this_instance_writes(tmp_path):
         write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
         assert len(ours.load_orders()) == 5  # own writes: rescanned, nothing missed
         assert scans() - before == 2
+        # Another client's new keys are seen too (the key count changed).
+        other = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "o"))
+        write_orders(new_cache(other), 1, prefix="c", start_ns=1_900_000_000_000_000_000)
+        other.close()
+        assert len(ours.load_orders()) == 6
         ours.close()
     finally:
         server.kill()

@@ -432,16 +432,19 @@ def write_costs(dbs: Databases, orders: int, trader_id: str) -> dict[str, Any]:
     client = dbs.server.client()
     try:
         gc.collect()
-        t0 = time.perf_counter()
+        clock = time.perf_counter
+        spent = 0.0  # facade calls only: NautilusTrader's order.apply between them is not the backend's
+        add, update = db.add_order, db.update_order
         for order, (submitted, accepted, filled) in zip(orders_, events):
-            db.add_order(order, None, None)
-            order.apply(submitted)
-            db.update_order(order)
-            order.apply(accepted)
-            db.update_order(order)
-            order.apply(filled)
-            db.update_order(order)
-        facade_us = (time.perf_counter() - t0) / writes * 1e6
+            t0 = clock()
+            add(order, None, None)
+            spent += clock() - t0
+            for event in (submitted, accepted, filled):
+                order.apply(event)
+                t0 = clock()
+                update(order)
+                spent += clock() - t0
+        facade_us = spent / writes * 1e6
         writer = db._writer
         ops = writer.retained_ops()
         if len(ops) < writes:

@@ -189,7 +189,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
         k = self._trader_key + ":"
         self._k = k
-        self._keyspace_cache: tuple[int, float, dict[str, list[str]]] | None = None
+        self._keyspace_cache: tuple[int, int, float, dict[str, list[str]]] | None = None
         self._idx = {name: k + name for name in (
             L.INDEX_ORDER_IDS, L.INDEX_ORDER_POSITION, L.INDEX_ORDER_CLIENT, L.INDEX_ORDERS,
             L.INDEX_ORDERS_OPEN, L.INDEX_ORDERS_CLOSED, L.INDEX_ORDERS_EMULATED, L.INDEX_ORDERS_INFLIGHT,
@@ -541,21 +541,23 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         NautilusTrader loads general state, currencies, instruments, synthetics, accounts,
         orders and positions one after another, and every SCAN walks the whole keyspace; the
         loads that follow one within `_KEYSPACE_REUSE_S` reuse it, as long as this instance
-        has submitted no write since (the launcher's single-writer lease makes it the only
-        writer of these keys).
+        has submitted no write since and the database holds as many keys as it did (DBSIZE,
+        one O(1) round trip: another client creating or deleting keys makes the next load scan
+        again; under the launcher's single-writer lease there is no such client).
         """
         submitted = self._writer.submitted
+        size = self._reader.command(b"DBSIZE")
         now = time.monotonic()
         cached = self._keyspace_cache
-        if cached is not None and cached[0] == submitted and now - cached[1] < _KEYSPACE_REUSE_S:
-            return cached[2]
+        if cached is not None and cached[:2] == (submitted, size) and now - cached[2] < _KEYSPACE_REUSE_S:
+            return cached[3]
         base = len(self._k)
         by_collection: dict[str, list[str]] = {}
         for key in self._reader.scan(self._k + "*"):
             collection, sep, name = key[base:].partition(":")
             if sep and name:
                 by_collection.setdefault(collection, []).append(key)
-        self._keyspace_cache = (submitted, time.monotonic(), by_collection)
+        self._keyspace_cache = (submitted, size, time.monotonic(), by_collection)
         return by_collection
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
