@@ -453,53 +453,47 @@ def test_orders_built_from_their_initial_payload_equal_from_init(encoding, iso):
         decoder.order(raw)
 
 
-def test_loads_reuse_one_scan_until_this_instance_writes(tmp_path):
+def test_loads_reuse_one_scan_until_the_keys_change(redis_server, tmp_path):
     """Start-up loads share one SCAN of the trader's keys; a write (of this instance or another client) makes the next load rescan."""
-    server = RedisProcess(tmp_path / "r", appendonly=False).start()
-    try:
-        cfg = cache_config(server.port)
-        writer = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "w"))
-        write_orders(new_cache(writer), 3)
-        writer.close()
-        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "s"))
-        client = server.client()
-        scans = lambda: int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))  # noqa: E731
-        before = scans()
-        assert len(ours.load_orders()) == 3
-        ours.load_accounts(), ours.load_positions(), ours.load_currencies()
-        assert scans() - before == 1, "one SCAN serves the loads that follow it"
-        cache = new_cache(ours)
-        write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
-        assert len(ours.load_orders()) == 5  # own writes: rescanned, nothing missed
-        assert scans() - before == 2
-        # Another client's new keys are seen too (the key count changed).
-        other = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "o"))
-        write_orders(new_cache(other), 1, prefix="c", start_ns=1_900_000_000_000_000_000)
-        other.close()
-        assert len(ours.load_orders()) == 6
-        ours.close()
-    finally:
-        server.kill()
+    server = redis_server
+    cfg = cache_config(server.port)
+    writer = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "w"))
+    write_orders(new_cache(writer), 3)
+    writer.close()
+    ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "s"))
+    client = server.client()
+    scans = lambda: int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))  # noqa: E731
+    before = scans()
+    assert len(ours.load_orders()) == 3
+    ours.load_accounts(), ours.load_positions(), ours.load_currencies()
+    assert scans() - before == 1, "one SCAN serves the loads that follow it"
+    cache = new_cache(ours)
+    write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
+    assert len(ours.load_orders()) == 5  # own writes: rescanned, nothing missed
+    assert scans() - before == 2
+    # Another client's new keys are seen too (the key count changed).
+    other = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "o"))
+    write_orders(new_cache(other), 1, prefix="c", start_ns=1_900_000_000_000_000_000)
+    other.close()
+    assert len(ours.load_orders()) == 6
+    ours.close()
 
 
-def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists(tmp_path):
+def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists(redis_server, tmp_path):
     """Payloads are serialized ahead while a batch is in flight; one that fails is dropped loudly, once, in its batch."""
     from types import SimpleNamespace  # noqa: PLC0415
 
-    server = RedisProcess(tmp_path / "r", appendonly=False).start()
-    try:
-        ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=5),
-                                      spill_dir=str(tmp_path / "s"))
-        cache = new_cache(ours)
-        before = write_orders(cache, 300)
-        ours.add_instrument(SimpleNamespace(id=SimpleNamespace(value="BAD.SIM")))  # not serializable
-        after = write_orders(cache, 300, prefix="b", start_ns=1_800_000_000_000_000_000)
-        assert ours.wait_until_persisted(10)
-        assert ours.stats().command_errors == 1
-        client = server.client()
-        assert not client.exists(f"{ours.trader_key}:instruments:BAD.SIM")
-        for order in before + after:
-            assert client.llen(f"{ours.trader_key}:orders:{order.client_order_id.value}") == 4
-        ours.close()
-    finally:
-        server.kill()
+    server = redis_server
+    ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=5),
+                                  spill_dir=str(tmp_path / "s"))
+    cache = new_cache(ours)
+    before = write_orders(cache, 300)
+    ours.add_instrument(SimpleNamespace(id=SimpleNamespace(value="BAD.SIM")))  # not serializable
+    after = write_orders(cache, 300, prefix="b", start_ns=1_800_000_000_000_000_000)
+    assert ours.wait_until_persisted(10)
+    assert ours.stats().command_errors == 1
+    client = server.client()
+    assert not client.exists(f"{ours.trader_key}:instruments:BAD.SIM")
+    for order in before + after:
+        assert client.llen(f"{ours.trader_key}:orders:{order.client_order_id.value}") == 4
+    ours.close()
