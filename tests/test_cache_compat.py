@@ -497,3 +497,27 @@ def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists
     for order in before + after:
         assert client.llen(f"{ours.trader_key}:orders:{order.client_order_id.value}") == 4
     ours.close()
+
+
+def test_loads_leave_the_garbage_collector_as_they_found_it(redis_server, tmp_path):
+    """Loads pause the GC and move what they built to the oldest generation, unless the process froze objects itself."""
+    import gc  # noqa: PLC0415
+
+    cfg = cache_config(redis_server.port)
+    writer = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "w"))
+    write_orders(new_cache(writer), 200)
+    writer.close()
+    ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "s"))
+    try:
+        assert gc.isenabled()
+        orders = list(ours.load_orders().values())
+        assert len(orders) == 200 and gc.isenabled() and all(gc.is_tracked(o) for o in orders)
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert all(id(o) in oldest for o in orders), "what the load built is not left to the young collections"
+        gc.freeze()  # the process's own frozen objects are not touched
+        frozen = gc.get_freeze_count()
+        assert len(ours.load_orders()) == 200
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+        ours.close()
