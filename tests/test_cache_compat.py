@@ -471,11 +471,15 @@ def test_loads_reuse_one_scan_until_the_keys_change(redis_server, tmp_path):
     write_orders(cache, 2, prefix="b", start_ns=1_800_000_000_000_000_000)
     assert len(ours.load_orders()) == 5  # own writes: rescanned, nothing missed
     assert scans() - before == 2
-    # Another client's new keys are seen too (the key count changed).
+    # Another client's new keys are seen too, also when it deleted as many as it created.
     other = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "o"))
     write_orders(new_cache(other), 1, prefix="c", start_ns=1_900_000_000_000_000_000)
     other.close()
     assert len(ours.load_orders()) == 6
+    size = client.dbsize()
+    client.rename(f"{ours.trader_key}:orders:{next(iter(ours.load_orders())).value}", f"{ours.trader_key}:orders:O-RENAMED")
+    assert client.dbsize() == size
+    assert len(ours.load_orders()) == 6  # read from the renamed key: the key list was scanned again
     ours.close()
 
 

@@ -234,3 +234,20 @@ def test_listener_sees_batches_latency_round_trips_and_loads(redis_server_always
     assert calls["on_reconnect"][0][0] == ("127.0.0.1", redis_server_always.port)
     stats = db.stats()
     assert stats.writes_acknowledged == 22 and stats.pending_writes == 0 and stats.batches >= 1
+
+
+def test_an_acl_user_without_info_still_loads_everything(redis_server, tmp_path):
+    """Loads reuse a SCAN only when INFO can say nothing changed; without INFO every load scans."""
+    redis_server.client().execute_command("ACL", "SETUSER", "noinfo", "on", ">noinfo-secret-3", "~*", "&*", "+@all", "-info")
+    settings = ConnectionSettings(host="127.0.0.1", port=redis_server.port, username="noinfo", password="noinfo-secret-3",
+                                  timeout_s=1.0)
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port), connection=settings,
+                                spill_dir=str(tmp_path / "spill"))
+    try:
+        orders = write_orders(new_cache(db), 3)
+        assert db.wait_until_persisted(10)
+        assert set(db.load_orders()) == {o.client_order_id for o in orders}
+        redis_server.client().delete(f"{db.trader_key}:orders:{orders[0].client_order_id.value}")
+        assert set(db.load_orders()) == {o.client_order_id for o in orders[1:]}
+    finally:
+        db.close()

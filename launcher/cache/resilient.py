@@ -56,6 +56,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.cache.facade import CacheDatabaseFacade
@@ -193,7 +194,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
         k = self._trader_key + ":"
         self._k = k
-        self._keyspace_cache: tuple[int, int, float, dict[str, list[str]]] | None = None
+        self._keyspace_cache: tuple[int, tuple[int, int] | None, float, dict[str, list[str]]] | None = None
         self._idx = {name: k + name for name in (
             L.INDEX_ORDER_IDS, L.INDEX_ORDER_POSITION, L.INDEX_ORDER_CLIENT, L.INDEX_ORDERS,
             L.INDEX_ORDERS_OPEN, L.INDEX_ORDERS_CLOSED, L.INDEX_ORDERS_EMULATED, L.INDEX_ORDERS_INFLIGHT,
@@ -544,16 +545,17 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         The trader's keys by collection, from one SCAN of the trader prefix. At start
         NautilusTrader loads general state, currencies, instruments, synthetics, accounts,
         orders and positions one after another, and every SCAN walks the whole keyspace; the
-        loads that follow one within `_KEYSPACE_REUSE_S` reuse it, as long as this instance
-        has submitted no write since and the database holds as many keys as it did (DBSIZE,
-        one O(1) round trip: another client creating or deleting keys makes the next load scan
-        again; under the launcher's single-writer lease there is no such client).
+        loads that follow one within `_KEYSPACE_REUSE_S` reuse it while nothing in the
+        database changed: this instance submitted no write, and the server's count of changes
+        (``rdb_changes_since_last_save``, bumped by every write of any client) and of keys are
+        what they were. Where INFO is not allowed, every load scans.
         """
         submitted = self._writer.submitted
-        size = self._reader.command(b"DBSIZE")
+        version = self._dataset_version()
         now = time.monotonic()
         cached = self._keyspace_cache
-        if cached is not None and cached[:2] == (submitted, size) and now - cached[2] < _KEYSPACE_REUSE_S:
+        if (cached is not None and version is not None and cached[:2] == (submitted, version)
+                and now - cached[2] < _KEYSPACE_REUSE_S):
             return cached[3]
         base = len(self._k)
         by_collection: dict[str, list[str]] = {}
@@ -561,8 +563,25 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             collection, sep, name = key[base:].partition(":")
             if sep and name:
                 by_collection.setdefault(collection, []).append(key)
-        self._keyspace_cache = (submitted, size, time.monotonic(), by_collection)
+        self._keyspace_cache = (submitted, version, time.monotonic(), by_collection)
         return by_collection
+
+    def _dataset_version(self) -> tuple[int, int] | None:
+        """(keys, changes) of the database, or None when the server does not tell."""
+        try:
+            info = self._reader.command(b"INFO", b"persistence")
+            keys = self._reader.command(b"DBSIZE")
+        except redis.exceptions.ResponseError:
+            return None
+        marker = b"rdb_changes_since_last_save:"
+        at = info.find(marker) if isinstance(info, bytes) else -1
+        if at < 0:
+            return None
+        end = info.find(b"\r\n", at)
+        try:
+            return int(keys), int(info[at + len(marker) : end if end >= 0 else None])
+        except ValueError:
+            return None
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:
