@@ -36,9 +36,12 @@ Loads
     SCAN + pipelined LRANGE/MGET in chunks on one connection, decoded by
     ``launcher.cache.codec.EventDecoder`` (exactly what the serializer returns, faster),
     orders rebuilt as ``OrderUnpacker.from_init`` + events do (``EventDecoder.order``; a second
-    ``OrderInitialized`` transforms the order as in the native adapter), positions from their fills and instrument.
-    Every load first waits (bounded) until retained writes - including a replayed spill file -
-    are acknowledged, so it sees the latest state.
+    ``OrderInitialized`` transforms the order as in the native adapter), positions from their
+    fills and instrument. One SCAN of the trader's keys serves the start-up loads while the
+    database is unchanged (`_keyspace`); the cyclic GC is paused during bulk loads and what they
+    built goes to the oldest generation (`_gc_paused`). Every load first waits (bounded) until
+    retained writes - including a replayed spill file - are acknowledged, so it sees the latest
+    state.
 
 Outages
     One WARN when Redis becomes unreachable (with the number of retained writes), one INFO when
