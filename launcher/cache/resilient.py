@@ -291,6 +291,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         """The pooled redis-py client (plain or Sentinel-managed)."""
         return self._client
 
+    @property
+    def writer(self) -> Writer:
+        """The write path (retained writes, writer thread); for diagnostics and the benchmark."""
+        return self._writer
+
     def stats(self) -> CacheStats:
         """A snapshot of the counters and state."""
         self._writer.refresh_stats()
