@@ -356,6 +356,8 @@ class EventDecoder:
         self._account_ids: dict[str, AccountId] = {}
         self._values: dict[tuple[Any, str], Any] = {}
         self._last_coid_text: str | None = None
+        self._last_voi_text: str | None = None
+        self._last_voi: VenueOrderId | None = None
         self._last_coid: ClientOrderId | None = None
         self._builders: dict[type, Callable[[Any], Any]] = {
             _OrderInitialized: self._order_initialized,
@@ -485,6 +487,15 @@ class EventDecoder:
             self._last_coid_text = v.client_order_id
             self._last_coid = ClientOrderId(v.client_order_id)
         return head + (self._last_coid,)
+
+    def _venue_order_id(self, text: str | None) -> VenueOrderId | None:
+        """Memoised for the order at hand: its accepted, updated and filled events repeat it."""
+        if text is None:
+            return None
+        if text != self._last_voi_text:
+            self._last_voi_text = text
+            self._last_voi = VenueOrderId(text)
+        return self._last_voi
 
     def _account_id(self, text: str | None) -> AccountId | None:
         if text is None:
@@ -624,7 +635,7 @@ class EventDecoder:
     def _order_accepted(self, v: _OrderAccepted) -> OrderAccepted:
         return OrderAccepted(
             *self._ids(v),
-            VenueOrderId(v.venue_order_id),
+            self._venue_order_id(v.venue_order_id),
             self._account_id(v.account_id),
             self._uuid(v.event_id),
             self._ts(v.ts_event),
@@ -648,7 +659,7 @@ class EventDecoder:
         def build(v: _VenueEvent) -> Any:
             return cls(
                 *self._ids(v),
-                VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+                self._venue_order_id(v.venue_order_id),
                 self._account_id(v.account_id),
                 self._uuid(v.event_id),
                 self._ts(v.ts_event),
@@ -662,7 +673,7 @@ class EventDecoder:
         def build(v: _VenueRejection) -> Any:
             return cls(
                 *self._ids(v),
-                VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+                self._venue_order_id(v.venue_order_id),
                 self._account_id(v.account_id),
                 v.reason,
                 self._uuid(v.event_id),
@@ -677,7 +688,7 @@ class EventDecoder:
         value = self._value
         return OrderUpdated(
             *self._ids(v),
-            VenueOrderId(v.venue_order_id) if v.venue_order_id is not None else None,
+            self._venue_order_id(v.venue_order_id),
             self._account_id(v.account_id),
             value(Quantity.from_str, v.quantity),
             value(Price.from_str, v.price) if v.price is not None else None,
@@ -693,7 +704,7 @@ class EventDecoder:
         value = self._value
         return OrderFilled(
             *self._ids(v),
-            VenueOrderId(v.venue_order_id),
+            self._venue_order_id(v.venue_order_id),
             self._account_id(v.account_id),
             TradeId(v.trade_id),
             value(PositionId, v.position_id) if v.position_id is not None else None,
