@@ -322,7 +322,7 @@ def _decode_accounts(state: PersistedState, serializer: MsgSpecSerializer, raw: 
         state.accounts[id_] = account
 
 
-def _decode_orders(state: PersistedState, serializer: MsgSpecSerializer, raw: dict[str, list[bytes]]) -> None:
+def _decode_orders(state: PersistedState, serializer: _FastDeserializer, raw: dict[str, list[bytes]]) -> None:
     for id_, events in raw.items():
         state.order_keys.add(id_)
         state.events_persisted["orders"][id_] = len(events)
@@ -334,7 +334,7 @@ def _decode_orders(state: PersistedState, serializer: MsgSpecSerializer, raw: di
             state.problem("order", id_, f"events do not replay: {_error(e)}")
 
 
-def _replay_order(id_: str, events: list[bytes], serializer: MsgSpecSerializer) -> Any:
+def _replay_order(id_: str, events: list[bytes], serializer: _FastDeserializer) -> Any:
     """OrderInitialized first, then each event applied; a later OrderInitialized transforms."""
     order = serializer.order(events[0])
     if order.client_order_id.value != id_:

@@ -160,4 +160,8 @@ class BulkReader:
         return self._retrying.copy()
 
     def command(self, *args: Any) -> Any:
-        return self._with_connection(lambda conn: self._pipeline(conn, [args])[0])
+        return self.commands(args)[0]
+
+    def commands(self, *commands: tuple) -> list:
+        """Several commands in one round trip; their replies in order."""
+        return self._with_connection(lambda conn: self._pipeline(conn, list(commands)))

@@ -577,8 +577,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def _dataset_version(self) -> tuple[int, int] | None:
         """(keys, changes) of the database, or None when the server does not tell."""
         try:
-            info = self._reader.command(b"INFO", b"persistence")
-            keys = self._reader.command(b"DBSIZE")
+            info, keys = self._reader.commands((b"INFO", b"persistence"), (b"DBSIZE",))
         except redis.exceptions.ResponseError:
             return None
         marker = b"rdb_changes_since_last_save:"

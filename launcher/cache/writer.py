@@ -455,7 +455,6 @@ class Writer:
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
         self._outage_error = ""
-        self._overlapped_s = 0.0  # time the last round trip spent preparing the next batch
         self.coalesced_commands = 0  # assignments left out of batches by `_pack` (superseded within the batch)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
@@ -708,7 +707,6 @@ class Writer:
         the next one. Idempotent, as in `_prepare_retained`; a payload that fails here is left
         for `_pack`, which reports it.
         """
-        t0 = time.monotonic()
         with self._lock:
             todo = [op for op in itertools.islice(self._queue, self._max_batch) if op.lazy]
         serializer = self._serializer
@@ -717,7 +715,6 @@ class Writer:
                 op.materialize(serializer)
             except Exception:  # noqa: BLE001
                 pass
-        self._overlapped_s = time.monotonic() - t0
 
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
@@ -892,10 +889,16 @@ class Writer:
         conn = self._connection()
         expected = pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
         timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
-        self._overlapped_s = 0.0
+        overlapped = [0.0]  # preparing the next batch is not part of the round trip
+
+        def prepare_next() -> None:
+            started = time.monotonic()
+            self._prepare_next()
+            overlapped[0] = time.monotonic() - started
+
         t0 = time.monotonic()
-        replies = exchange(conn, data, expected, timeout, self._prepare_next)
-        rtt = time.monotonic() - t0 - self._overlapped_s
+        replies = exchange(conn, data, expected, timeout, prepare_next)
+        rtt = time.monotonic() - t0 - overlapped[0]
         self._round_trip("write_batch", rtt)
         self.stats.last_batch_round_trip_s = rtt
         queued = replies[pre + 1 : pre + 1 + ncmds]
