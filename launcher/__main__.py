@@ -20,6 +20,7 @@ from launcher.config.compose import redacted_yaml
 from launcher.config.compose import to_settings
 from launcher.config.schema import register
 from launcher.config.validate import validate
+from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
 
@@ -30,7 +31,7 @@ def _job(cfg: DictConfig) -> None:
 
     try:
         code = execute(to_settings(cfg))
-    except LauncherError as e:
+    except (LauncherError, Interrupted) as e:
         exit_with(e)
     sys.exit(code)
 

@@ -32,6 +32,7 @@ from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
+from launcher.stop_signals import StopSignals
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import master_address
 
@@ -53,23 +54,30 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def execute(settings: LauncherConfig) -> int:
-    """Run the selected mode and return the process exit code (raises LauncherError on failure)."""
+    """
+    Run the selected mode and return the process exit code (raises LauncherError on failure,
+    Interrupted on SIGINT/SIGTERM before the node trades).
+    """
     configure_logging(settings.run.log_level)
     validate(settings)
-    conn = connection_settings(settings.cache)
-    if conn is None:
-        if settings.mode != Mode.run:
-            raise ConfigError("mode", f"mode={settings.mode.value} needs a Redis cache profile (cache=redis_dev or cache=redis_sentinel)")
-        log.info("cache=memory: nothing is persisted; state is lost when the node stops")
-        return _run_memory_node(settings)
-    with ExitStack() as stack:
-        embedded = maybe_start_embedded(settings.cache)
-        if embedded is not None:
-            stack.callback(embedded.stop)
-        return _with_store(settings, conn, stack)
+    signals = StopSignals().install()
+    try:
+        conn = connection_settings(settings.cache)
+        if conn is None:
+            if settings.mode != Mode.run:
+                raise ConfigError("mode", f"mode={settings.mode.value} needs a Redis cache profile (cache=redis_dev or cache=redis_sentinel)")
+            log.info("cache=memory: nothing is persisted; state is lost when the node stops")
+            return _run_memory_node(settings, signals)
+        with ExitStack() as stack:
+            embedded = maybe_start_embedded(settings.cache)
+            if embedded is not None:
+                stack.callback(embedded.stop)
+            return _with_store(settings, conn, stack, signals)
+    finally:
+        signals.restore()
 
 
-def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitStack) -> int:
+def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitStack, signals: StopSignals) -> int:
     from launcher.bootstrap.preflight import run_preflight  # noqa: PLC0415
     from launcher.bootstrap.wait import wait_for_redis  # noqa: PLC0415
 
@@ -97,7 +105,7 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     instance_id = UUID4()
     monitoring = _start_monitoring(settings, stack, instance_id)
     monitoring.watch_redis(client)
-    run, node_config = _prepare_node(settings, conn, instance_id, listener=monitoring.cache_listener())
+    run, node_config = _prepare_node(settings, conn, instance_id, signals, listener=monitoring.cache_listener())
     monitoring.watch_factory(run.cache_database_factory)
     lease = acquire_lease(client, settings, instance_id.value)
     stack.callback(lease.release)
@@ -183,7 +191,13 @@ def cache_database_factory(settings: LauncherConfig, conn: ConnectionSettings, l
     )
 
 
-def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, instance_id: UUID4, listener=None):
+def _prepare_node(
+    settings: LauncherConfig,
+    conn: ConnectionSettings | None,
+    instance_id: UUID4,
+    signals: StopSignals | None = None,
+    listener=None,
+):
     """The node's config and its (not yet built) NodeRun."""
     address = None
     factory = None
@@ -202,14 +216,15 @@ def _prepare_node(settings: LauncherConfig, conn: ConnectionSettings | None, ins
         instance_id=instance_id,  # the kernel, the lease and the manifest agree on it
         cache=msgspec.structs.replace(node_config.cache, flush_on_start=False),
     )
-    return NodeRun(node_config, venue=settings.venue.name, cache_database_factory=factory), node_config
+    run = NodeRun(node_config, venue=settings.venue.name, cache_database_factory=factory, signals=signals)
+    return run, node_config
 
 
-def _run_memory_node(settings: LauncherConfig) -> int:
+def _run_memory_node(settings: LauncherConfig, signals: StopSignals) -> int:
     with ExitStack() as stack:
         instance_id = UUID4()
         monitoring = _start_monitoring(settings, stack, instance_id)
-        run, _ = _prepare_node(settings, None, instance_id)
+        run, _ = _prepare_node(settings, None, instance_id, signals)
         run.build()
         stack.callback(_install_retention(run, settings, monitoring))
         run.run(duration_s=settings.run.duration_s)

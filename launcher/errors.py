@@ -10,10 +10,13 @@ Exit codes (README, "Exit codes"):
     5  another node holds the single-writer lease for this trader
     6  the running node lost its single-writer lease and stopped trading
     7  a preflight safety check failed (e.g. an eviction policy that deletes state)
+  130  SIGINT before the node was trading (143 for SIGTERM): the launcher unwound cleanly;
+       once the node trades, SIGINT/SIGTERM stop it cleanly with exit 0
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import NoReturn
 
@@ -53,7 +56,19 @@ class PreflightFailed(LauncherError):
     exit_code = 7
 
 
-def exit_with(error: LauncherError) -> NoReturn:
+class Interrupted(BaseException):
+    """
+    A stop signal before the node was trading; exit status 128 + the signal number (shell
+    convention). A BaseException, like KeyboardInterrupt, so no `except Exception` on the way
+    (a retry policy, a connection's error handling) can swallow it.
+    """
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.exit_code = 128 + int(sig)
+        super().__init__(f"stopped by {sig.name} before the node was trading; nothing was started")
+
+
+def exit_with(error: LauncherError | Interrupted) -> NoReturn:
     """End the process the documented way: one line on stderr, the error's exit code."""
     print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(error.exit_code)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 
+from launcher.stop_signals import StopSignals
 from launcher.venues.sim import SimDataClientFactory
 from launcher.venues.sim import SimExecClientFactory
 
@@ -56,6 +57,10 @@ class NodeRun:
     cache_database_factory : Callable, optional
         A factory with ``CacheDatabaseAdapter``'s signature that the kernel uses instead
         of NautilusTrader's adapter (the resilient backend); None keeps NautilusTrader's.
+    signals : StopSignals, optional
+        The launcher's stop-signal policy: attached to the node's loop once it is built
+        (replacing NautilusTrader's handlers) and moved to its stopping phase after dispose.
+        None leaves NautilusTrader's handlers in place.
     """
 
     def __init__(
@@ -63,10 +68,12 @@ class NodeRun:
         config: TradingNodeConfig,
         venue: str,
         cache_database_factory: Callable | None = None,
+        signals: StopSignals | None = None,
     ) -> None:
         self.config = config
         self.venue = venue
         self._factory = cache_database_factory
+        self._signals = signals
         self.node: TradingNode | None = None
         self.stop_reason: str | None = None
         self.loaded_counts: CacheCounts | None = None
@@ -93,6 +100,8 @@ class NodeRun:
         node.add_exec_client_factory(self.venue, SimExecClientFactory)
         node.build()
         self.node = node
+        if self._signals is not None:
+            self._signals.attach(node.get_event_loop(), self.request_stop)
         return node
 
     def request_stop(self, reason: str) -> None:
@@ -112,14 +121,15 @@ class NodeRun:
     def run(self, duration_s: float | None = None) -> None:
         """Run until SIGINT/SIGTERM, `duration_s` or request_stop(), then dispose (flushes the cache)."""
         node = self.node or self.build()
-        if self.stop_reason is not None:  # asked to stop before it ever ran
-            node.dispose()
-            return
-        if duration_s:
-            node.get_event_loop().call_later(duration_s, self.request_stop, f"run.duration_s={duration_s:g} reached")
         try:
+            if self.stop_reason is not None:  # asked to stop before it ever ran
+                return
+            if duration_s:
+                node.get_event_loop().call_later(duration_s, self.request_stop, f"run.duration_s={duration_s:g} reached")
             node.run()
             if self.on_stopped is not None:
                 self.on_stopped(node)
         finally:
+            if self._signals is not None:  # before dispose: a repeated signal must not cut the flush short
+                self._signals.stopping(node.get_event_loop())
             node.dispose()

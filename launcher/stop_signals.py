@@ -1,0 +1,107 @@
+"""
+SIGTERM and SIGINT over the launcher's whole life, so a stop request never kills it abruptly.
+
+Three phases, one policy object:
+
+bootstrap  (waiting for Redis, preflight, lease, verify, building the node): the signal raises
+           ``Interrupted``; the launcher unwinds (the lease is released, servers it started are
+           stopped) and exits 128 + the signal number with one line.
+running    (the node's event loop): the first signal stops the node cleanly, which disposes
+           it and flushes the cache; every further one is logged and ignored. NautilusTrader's
+           own handler removes SIGTERM handling after the first signal, so a second SIGTERM
+           (an impatient operator, a supervisor repeating itself) would end the process with
+           writes still buffered - this replaces it.
+stopping   (after the node's loop is closed: final manifest, lease release): logged and ignored,
+           so the last writes and the lease release are not cut short. SIGKILL still ends the
+           process at any moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from launcher.errors import Interrupted
+
+
+log = logging.getLogger("launcher.signals")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """The launcher's stop-signal policy; `received` is the first stop signal seen, if any."""
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._on_stop: Callable[[str], None] | None = None
+        self._active = False
+
+    def install(self) -> StopSignals:
+        """Bootstrap phase. A no-op outside the main thread, where Python cannot take signals."""
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._active = True
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._interrupt)
+        return self
+
+    def attach(self, loop: asyncio.AbstractEventLoop, on_stop: Callable[[str], None]) -> None:
+        """
+        Running phase: called once the node is built (its kernel has installed NautilusTrader's
+        handlers on `loop`; these replace them). `on_stop(reason)` asks the node to stop.
+        """
+        if not self._active:
+            return
+        self._on_stop = on_stop
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._stop_node, sig)
+
+    def stopping(self, loop: asyncio.AbstractEventLoop) -> None:
+        """
+        Stopping phase: called once the node's loop has stopped, before the node is disposed.
+        The loop's handlers are removed first, or closing the loop would later reset them to
+        the defaults; removing one resets it too, for the microseconds until the next line.
+        """
+        if not self._active:
+            return
+        for sig in STOP_SIGNALS:
+            if not loop.is_closed():
+                loop.remove_signal_handler(sig)
+            signal.signal(sig, self._ignore)
+
+    def restore(self) -> None:
+        """Give the process back Python's defaults (for callers that outlive the launcher)."""
+        if not self._active:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._active = False
+
+    def _interrupt(self, signum: int, _frame) -> None:
+        sig = signal.Signals(signum)
+        if self.received is None:
+            self.received = sig
+        raise Interrupted(sig)
+
+    def _stop_node(self, sig: signal.Signals) -> None:
+        if self.received is None:
+            self.received = sig
+            if self._on_stop is not None:  # it logs the reason
+                self._on_stop(f"received {sig.name}; the cache is flushed before exit")
+            return
+        self._ignore(sig, None)
+
+    def _ignore(self, signum: int, _frame) -> None:
+        # Logged from a thread: this handler may run in the middle of the main thread's own
+        # write to stdout, and a nested write to the same buffered stream raises.
+        threading.Thread(
+            target=log.warning,
+            args=("Received %s while already stopping (the cache is being flushed): ignored; SIGKILL "
+                  "aborts and loses what is not yet in Redis", signal.Signals(signum).name),
+            name="stop-signal-log",
+            daemon=True,
+        ).start()
