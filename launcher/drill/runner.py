@@ -90,6 +90,7 @@ class Lane:
     entries: list[Entry] = field(default_factory=list)
     node_exit: int | None = None
     node_note: str = ""
+    stop_sent: bool = False  # SIGTERM already sent (the graceful fault): sent once, like an operator
     planted: list[dict] = field(default_factory=list)
     verify: dict[str, Any] = field(default_factory=dict)
     comparison: Comparison | None = None
@@ -276,7 +277,7 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
     for lane in lanes:
         if lane.proc.poll() is not None and not killed:
             lane.node_note = f"exited by itself ({lane.proc.returncode}) before the drill stopped it"
-        elif lane.proc.poll() is None:
+        elif lane.proc.poll() is None and not lane.stop_sent:
             lane.proc.send_signal(signal.SIGTERM)
     for lane in lanes:
         try:
@@ -382,6 +383,7 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
     if d.scenario == Scenario.graceful:
         for lane in lanes:
             lane.proc.send_signal(signal.SIGTERM)
+            lane.stop_sent = True
         record("SIGTERM to the node(s): clean stop", at, ledger_events=events)
     elif d.scenario == Scenario.kill9:
         for lane in lanes:
