@@ -8,6 +8,7 @@ ends with one line and exit code 2 instead of Hydra's multi-line error and exit 
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -75,9 +76,11 @@ def main() -> None:
         if not flags:
             # Validate before Hydra runs the job: one line and exit 2 for any bad input.
             validate(to_settings(compose_config(argv)))
+        _job()
     except LauncherError as e:
         exit_with(e)
-    _job()
+    except KeyboardInterrupt:  # Ctrl-C while the config is composed, before the launcher's own handling
+        exit_with(Interrupted(signal.SIGINT))
 
 
 if __name__ == "__main__":
