@@ -386,26 +386,23 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def add_account(self, account: Any) -> None:
         aid = account.id.value
-        payload = Lazy(account.last_event)
-        self._submit(Op("add_account", [
-            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 1),
-        ], account, lazy=True))
+        self._submit(Op("add_account", (
+            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 1),
+        ), account, event=account.last_event))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
-        payload = Lazy(account.last_event)
-        self._submit(Op("update_account", [
-            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, payload, 0),
-        ], account, lazy=True))
+        self._submit(Op("update_account", (
+            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 0),
+        ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         if not self._persist_orders:
             return
         coid = order.client_order_id.value
         idx = self._idx
-        payload = Lazy(order.last_event)
         cmds = [
-            (TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 1),
+            (TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, None, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -414,15 +411,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             cmds.append((b"HSET", idx[L.INDEX_ORDER_POSITION], coid, position_id.value))
         if client_id is not None:
             cmds.append((b"HSET", idx[L.INDEX_ORDER_CLIENT], coid, client_id.value))
-        self._submit(Op("add_order", cmds, order, lazy=True))
+        self._submit(Op("add_order", tuple(cmds), order, event=order.last_event))
 
     def update_order(self, order: Any) -> None:
         if not self._persist_orders:
             return
         coid = order.client_order_id.value
         idx = self._idx
-        payload = Lazy(order.last_event)
-        cmds = [(TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, payload, 0)]
+        cmds = [(TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, None, 0)]
         if order.venue_order_id is not None:
             cmds.append((b"SADD", idx[L.INDEX_ORDER_IDS], coid))
         cmds.append((b"SADD" if order.is_inflight else b"SREM", idx[L.INDEX_ORDERS_INFLIGHT], coid))
@@ -433,35 +429,33 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             cmds.append((b"SREM", idx[L.INDEX_ORDERS_OPEN], coid))
             cmds.append((b"SADD", idx[L.INDEX_ORDERS_CLOSED], coid))
         cmds.append((b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", idx[L.INDEX_ORDERS_EMULATED], coid))
-        self._submit(Op("update_order", cmds, order, lazy=True))
+        self._submit(Op("update_order", tuple(cmds), order, event=order.last_event))
 
     def add_position(self, position: Any) -> None:
         if not self._persist_positions:
             return
         pid = position.id.value
         key = f"{self._k}{L.POSITIONS}:{pid}"
-        payload = Lazy(position.last_event)
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
-        self._submit(Op("add_position", [
+        self._submit(Op("add_position", (
             (b"DEL", key),
-            (TAG_APPEND, key, self._mf_positions, pid, position.event_count, payload, 1),
+            (TAG_APPEND, key, self._mf_positions, pid, position.event_count, None, 1),
             (b"SADD", self._idx[L.INDEX_POSITIONS], pid),
             (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid),
-        ], position, lazy=True))
+        ), position, event=position.last_event))
 
     def update_position(self, position: Any) -> None:
         if not self._persist_positions:
             return
         pid = position.id.value
-        payload = Lazy(position.last_event)
-        cmds = [(TAG_APPEND, f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, payload, 0)]
+        cmds = [(TAG_APPEND, f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, None, 0)]
         if position.is_open:
             cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
             cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
         elif position.is_closed:
             cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
             cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-        self._submit(Op("update_position", cmds, position, lazy=True))
+        self._submit(Op("update_position", tuple(cmds), position, event=position.last_event))
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
         if not self._persist_orders:

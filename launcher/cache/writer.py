@@ -324,46 +324,60 @@ class Lazy:
 
 
 class Op:
-    """One facade write: commands applied atomically, retained until acknowledged."""
+    """
+    One facade write: commands applied atomically, retained until acknowledged.
 
-    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch", "lazy")
+    A retained write is one object the cyclic GC tracks, however many commands it has: its
+    commands are a tuple of tuples of str/bytes/int (which the GC stops tracking at its first
+    pass), and the event still to serialize into its list append is held by the op itself
+    (``event``; the append's payload slot is None until then). Ops outlive the young
+    generations (they wait for the buffer interval and the round trip), so every tracked
+    object per write is promoted to the oldest generation and makes full collections, which
+    scan the node's whole heap, come sooner.
+    """
 
-    def __init__(self, kind: str, cmds: list, entity: Any = None, lazy: bool = False) -> None:
+    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch", "lazy", "event")
+
+    def __init__(self, kind: str, cmds: tuple | list, entity: Any = None, lazy: bool = False, event: Any = None) -> None:
         self.kind = kind
         self.cmds = cmds
         self.entity = entity  # the order/position whose events can repair a gap
-        self.lazy = lazy  # some arguments are `Lazy` payloads still to serialize
+        self.event = event  # serialized into the TAG_APPEND whose payload is None
+        self.lazy = lazy or event is not None  # a payload is still to serialize (`event` or `Lazy` arguments)
         self.seq = 0
         self.t0 = 0.0
         self.epoch = b""
 
     def materialize(self, serializer: Any) -> None:
-        """Serialize the `Lazy` payloads (idempotent)."""
-        if self.lazy:
-            cmds = self.cmds
-            out = None
+        """Serialize the event and any `Lazy` arguments (idempotent)."""
+        if not self.lazy:
+            return
+        cmds = self.cmds
+        out = None
+        event = self.event
+        if event is not None:  # the facade's event writes (orders, positions, accounts)
+            payload = serializer.serialize(event)
             for j, cmd in enumerate(cmds):
-                if cmd[0] == TAG_APPEND:  # the usual place: ("A", list, manifest, field, n, payload, create)
-                    if type(cmd[5]) is not Lazy:
-                        continue
-                    payload = cmd[5].obj
-                    cmd = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], serializer.serialize(payload), cmd[6])
-                elif Lazy in map(type, cmd):  # rebuild only the commands holding a payload
-                    cmd = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
-                else:
-                    continue
-                if out is None:
+                if cmd[0] == TAG_APPEND and cmd[5] is None:  # ("A", list, manifest, field, n, payload, create)
                     out = list(cmds)
-                out[j] = cmd
-            if out is not None:
-                self.cmds = out
-            self.lazy = False
+                    out[j] = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], payload, cmd[6])
+                    break
+            self.event = None
+        else:  # `Lazy` arguments (currencies, instruments, synthetics)
+            for j, cmd in enumerate(cmds):
+                if Lazy in map(type, cmd):  # rebuild only the commands holding a payload
+                    if out is None:
+                        out = list(cmds)
+                    out[j] = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
+        if out is not None:
+            self.cmds = tuple(out)
+        self.lazy = False
 
     def record(self, serializer: Any) -> bytes:
         try:
             self.materialize(serializer)
         except Exception:  # noqa: BLE001 (same op is dropped, loudly, when it is sent)
-            self.cmds, self.lazy = [], False
+            self.cmds, self.lazy, self.event = (), False, None
         return encode_record([self.epoch, self.seq, self.kind, self.cmds])
 
     @classmethod
@@ -799,7 +813,7 @@ class Writer:
                 except Exception as e:  # an object the serializer cannot handle: a bug upstream
                     self.stats.command_errors += 1
                     self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
-                    op.cmds, op.lazy, op.entity = [], False, None
+                    op.cmds, op.lazy, op.entity, op.event = (), False, None, None
             repairable = b"1" if op.entity is not None and op.kind not in ACCOUNT_KINDS else b"0"
             for j, cmd in enumerate(op.cmds):
                 tag = cmd[0]
