@@ -63,6 +63,10 @@ def test_long_outage_spills_to_disk_and_replays_on_reconnect(redis_server_always
     stats = db.stats()
     assert stats.replayed_total >= 350
     assert db._log.count("WARN", "unreachable") == 1 and db._log.count("INFO", "writes resumed") == 1
+    # The operator is told once that the memory bound was reached and where the writes went, and
+    # how many came back through the file.
+    assert db._log.count("WARN", f"reached max_pending_writes=50: spilled to {spill_file}") == 1
+    assert db._log.count("INFO", "through the spill file") == 1
 
 
 CHILD = textwrap.dedent(

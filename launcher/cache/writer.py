@@ -468,6 +468,7 @@ class Writer:
         self._conn: Any = None
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
+        self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
         self._outage_error = ""
         self.coalesced_commands = 0  # assignments left out of batches by `_pack` (superseded within the batch)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
@@ -1025,8 +1026,10 @@ class Writer:
             if max_seq > self._acked_seq:
                 self._acked_seq = max_seq
             self._inflight = None
+            spilled = self._spilled_episode
             if batch.from_spill and self._spill.unread == 0:
                 self._spill.remove()
+                self._spilled_episode = 0
             self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
             self.stats.batches += 1
             pending = self._refresh_pending_locked()
@@ -1040,7 +1043,7 @@ class Writer:
             resent = pending + len(batch.ops)
             self._log().info(
                 f"Redis writes resumed ({self._describe}) after a {outage:.2f}s outage: "
-                f"{resent} retained write(s) re-sent",
+                f"{resent} retained write(s) re-sent" + (f" ({spilled} through the spill file)" if spilled else ""),
             )
             self._notify("on_outage_end", resent, outage)
         if batch.replay:
@@ -1194,6 +1197,12 @@ class Writer:
             inflight.from_spill = True
             inflight.spill_end = start + inflight_bytes
             inflight.spill_records = inflight_records
+        if not self._spilled_episode and not self._closing and self._dead is None:
+            self._log().warning(
+                f"{len(records)} retained write(s) reached max_pending_writes={self._max_pending}: spilled to "
+                f"{self._spill.path} (fsync'd); they are sent first, in order, when Redis acknowledges again",
+            )
+        self._spilled_episode += len(records)
         self.stats.spilled_total += len(records)
         self._refresh_pending_locked()
         self._notify("on_spill", len(records), str(self._spill.path))
