@@ -63,9 +63,9 @@ class Interrupted(BaseException):
     (a retry policy, a connection's error handling) can swallow it.
     """
 
-    def __init__(self, sig: signal.Signals) -> None:
+    def __init__(self, sig: signal.Signals, what: str = "before the node was trading; nothing was started") -> None:
         self.exit_code = 128 + int(sig)
-        super().__init__(f"stopped by {sig.name} before the node was trading; nothing was started")
+        super().__init__(f"stopped by {sig.name} {what}")
 
 
 def exit_with(error: LauncherError | Interrupted) -> NoReturn:

@@ -234,3 +234,32 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
     settles = [f["what"] for f in report["fault"] if f["what"].startswith("topology ")]
     assert len(settles) == 2 and all(w.startswith("topology settled:") for w in settles), settles
     assert len(resilient["node_log"]["failovers_followed"]) >= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path):
+    import re  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    import redis  # noqa: PLC0415
+
+    from tests.support.launcher_cli import start_launcher  # noqa: PLC0415
+    from tests.test_bootstrap_e2e import wait_for_line  # noqa: PLC0415
+
+    log_path = tmp_path / "drill.log"
+    drill = start_launcher([*FAST, "drill=graceful", "drill.fault_after_s=[60,60]", f"drill.workdir={tmp_path / 'drill'}"],
+                           cwd=tmp_path, log_path=log_path, module="launcher.drill")
+    try:
+        text = wait_for_line(log_path, "nodes trading", timeout_s=120, proc=drill)
+        port = int(re.search(r"servers: redis 127\.0\.0\.1:(\d+)", text).group(1))
+        drill.send_signal(signal.SIGINT)  # the drill only, as if its node had already gone
+        assert drill.wait(timeout=60) == 130
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+            drill.wait(timeout=10)
+    out = log_path.read_text()
+    assert "error: stopped by SIGINT the drill; the servers and nodes it started were stopped" in out
+    assert "Traceback" not in out
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()

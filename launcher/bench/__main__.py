@@ -12,6 +12,7 @@ Exit codes: 0 finished (targets missed are reported, not failed), 2 bad configur
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from launcher.bench.config import compose_bench_config
 from launcher.bench.config import register
 from launcher.bench.config import to_bench_settings
 from launcher.config.compose import CONFIG_DIR
+from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
 
@@ -52,7 +54,10 @@ def main() -> None:
             to_bench_settings(compose_bench_config(argv))
         except LauncherError as e:
             exit_with(e)
-    _job()
+    try:
+        _job()
+    except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
+        exit_with(Interrupted(signal.SIGINT, "the benchmark; the Redis server it started was stopped"))
 
 
 if __name__ == "__main__":

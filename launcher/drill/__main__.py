@@ -11,6 +11,7 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -21,6 +22,7 @@ from launcher.drill.config import CONFIG_NAME
 from launcher.drill.config import compose_drill_config
 from launcher.drill.config import register
 from launcher.drill.config import to_drill_settings
+from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
 
@@ -48,7 +50,10 @@ def main() -> None:
             to_drill_settings(compose_drill_config(argv))
         except LauncherError as e:
             exit_with(e)
-    _job()
+    try:
+        _job()
+    except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
+        exit_with(Interrupted(signal.SIGINT, "the drill; the servers and nodes it started were stopped"))
 
 
 if __name__ == "__main__":
