@@ -7,6 +7,7 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
     3  the drill could not run (a server or node did not start)
     4  a promise was broken: lost events (named), verify problems, a node that did not come back,
        or a planted loss (``drill.plant_loss``), which is always reported as found or missed
+  130  interrupted (Ctrl-C): the servers and nodes it started were stopped
 """
 
 from __future__ import annotations
