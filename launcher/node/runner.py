@@ -59,7 +59,7 @@ class NodeRun:
         of NautilusTrader's adapter (the resilient backend); None keeps NautilusTrader's.
     signals : StopSignals, optional
         The launcher's stop-signal policy: attached to the node's loop once it is built
-        (replacing NautilusTrader's handlers) and moved to its stopping phase after dispose.
+        (replacing NautilusTrader's handlers) and moved to its stopping phase before dispose.
         None leaves NautilusTrader's handlers in place.
     """
 
