@@ -352,9 +352,12 @@ class Op:
         """Serialize the event and any `Lazy` arguments (idempotent)."""
         if not self.lazy:
             return
+        # The writer thread and a spilling caller may both get here for one op: `event` is read
+        # before `cmds` here and cleared after `cmds` is replaced below, so whoever sees no event
+        # also sees the serialized commands.
+        event = self.event
         cmds = self.cmds
         out = None
-        event = self.event
         if event is not None:  # the facade's event writes (orders, positions, accounts)
             payload = serializer.serialize(event)
             for j, cmd in enumerate(cmds):
@@ -362,7 +365,6 @@ class Op:
                     out = list(cmds)
                     out[j] = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], payload, cmd[6])
                     break
-            self.event = None
         else:  # `Lazy` arguments (currencies, instruments, synthetics)
             for j, cmd in enumerate(cmds):
                 if Lazy in map(type, cmd):  # rebuild only the commands holding a payload
@@ -371,6 +373,7 @@ class Op:
                     out[j] = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
         if out is not None:
             self.cmds = tuple(out)
+        self.event = None
         self.lazy = False
 
     def record(self, serializer: Any) -> bytes:
