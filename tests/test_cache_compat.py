@@ -521,7 +521,9 @@ def test_loads_leave_the_garbage_collector_as_they_found_it(redis_server, tmp_pa
         gc.freeze()  # the process's own frozen objects are not touched
         frozen = gc.get_freeze_count()
         assert len(ours.load_orders()) == 200
-        assert gc.isenabled() and gc.get_freeze_count() == frozen
+        # A frozen object that dies meanwhile (its refcount) lowers the count by one; freezing the
+        # load's objects would raise it by thousands, and unfreezing would drop it to 0.
+        assert gc.isenabled() and frozen - 100 <= gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
         ours.close()
