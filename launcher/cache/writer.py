@@ -593,7 +593,7 @@ class Writer:
         breakdown).
         """
         data, ncmds, _, pre = self._pack(ops, False)
-        return data, pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+        return data, self._replies(ncmds, pre)
 
     def refresh_stats(self) -> None:
         """Bring the pending/spilled gauges of `stats` up to date."""
@@ -712,23 +712,24 @@ class Writer:
         While waiting out an outage, serialize retained payloads ahead of time, so that a
         spill (on the caller's thread) does not have to serialize a whole FIFO at once.
         """
-        with self._lock:
-            todo = [op for op in self._queue if op.lazy]
-        for op in todo:
-            if time.monotonic() >= deadline:
-                break
-            op.materialize(self._serializer)
+        self._serialize_ahead(None, deadline)
 
     def _prepare_next(self) -> None:
+        """While a batch is in flight (Redis executing it, the GIL free), serialize the next one's payloads."""
+        self._serialize_ahead(self._max_batch, None)
+
+    def _serialize_ahead(self, limit: int | None, deadline: float | None) -> None:
         """
-        While a batch is in flight (Redis executing it, the GIL free), serialize the payloads of
-        the next one. Idempotent, as in `_prepare_retained`; a payload that fails here is left
-        for `_pack`, which reports it.
+        Materialize the lazy ops among the first `limit` retained ones (all: None), until
+        `deadline` (monotonic; None: no limit). Idempotent; a payload that fails here is left
+        for `_pack`, which drops it loudly.
         """
         with self._lock:
-            todo = [op for op in itertools.islice(self._queue, self._max_batch) if op.lazy]
+            todo = [op for op in itertools.islice(self._queue, limit) if op.lazy]
         serializer = self._serializer
         for op in todo:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             try:
                 op.materialize(serializer)
             except Exception:  # noqa: BLE001
@@ -905,7 +906,7 @@ class Writer:
         """One MULTI/EXEC (+WAIT) round trip: (queued replies, exec result, wait result, index, ops)."""
         data, ncmds, index, pre = self._pack(ops, guarded)
         conn = self._connection()
-        expected = pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+        expected = self._replies(ncmds, pre)
         timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
         overlapped = [0.0]  # preparing the next batch is not part of the round trip
 
@@ -928,6 +929,10 @@ class Writer:
                 # EXEC: keep everything retained and say so instead.
                 raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
         return queued, results, wait, index, ops
+
+    def _replies(self, ncmds: int, pre: int) -> int:
+        """Replies to a packed batch: preamble, MULTI, one per queued command, EXEC (, WAIT)."""
+        return pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
 
     def _check_wait(self, wait: Any) -> None:
         if wait is None:
