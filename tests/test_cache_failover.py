@@ -232,9 +232,13 @@ def test_master_sigkill_during_writes_loses_nothing_acknowledged(topology, tmp_p
     def restart_old_master(old_port: int) -> None:
         topology.server_on_port(old_port).start()  # sentinel turns it into a replica of the new master
 
-    orders, _ = _stream_through_failover(db, topology, kill_master, restart_old_master, 1_710_000_000_000_000_000)
+    first_port = topology.current_master_port()
+    orders, settled_port = _stream_through_failover(db, topology, kill_master, restart_old_master, 1_710_000_000_000_000_000)
     db.close()
     stats = db.stats()
-    assert stats.failovers_followed >= 1 and stats.pending_writes == 0 and stats.outages >= 1
+    # On a loaded machine Sentinel may fail back to the restarted old master before the writer
+    # reached the new one: then the writes never changed address (seen once in CI).
+    assert stats.failovers_followed >= 1 or settled_port == first_port
+    assert stats.pending_writes == 0 and stats.outages >= 1
     assert stats.repairs == 0
     assert_exactly_once(_master_client(topology), db.trader_key, orders)
