@@ -10,8 +10,8 @@ Exit codes (README, "Exit codes"):
     5  another node holds the single-writer lease for this trader
     6  the running node lost its single-writer lease and stopped trading
     7  a preflight safety check failed (e.g. an eviction policy that deletes state)
-  130  SIGINT before the node was trading (143 for SIGTERM): the launcher unwound cleanly;
-       once the node trades, SIGINT/SIGTERM stop it cleanly with exit 0
+  130  SIGINT before the node was trading (143 for SIGTERM, 129 for SIGHUP): the launcher
+       unwound cleanly; once the node trades, these signals stop it cleanly with exit 0
 """
 
 from __future__ import annotations

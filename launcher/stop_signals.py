@@ -1,5 +1,5 @@
 """
-SIGTERM and SIGINT over the launcher's whole life, so a stop request never kills it abruptly.
+SIGTERM, SIGINT and SIGHUP over the launcher's whole life, so a stop request never kills it abruptly.
 
 Three phases, one policy object:
 
@@ -14,6 +14,11 @@ running    (the node's event loop): the first signal stops the node cleanly, whi
 stopping   (after the node's loop is closed: final manifest, lease release): logged and ignored,
            so the last writes and the lease release are not cut short. SIGKILL still ends the
            process at any moment.
+
+SIGHUP (the terminal of a foreground launcher closing, an SSH session dropping) is a stop
+request like the others: its default action would end the process with the last buffer interval
+unsent and the lease left to expire. The launcher reloads nothing, so there is no other meaning
+to give it. A launcher started under ``nohup`` (SIGHUP ignored on entry) keeps ignoring it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from launcher.errors import Interrupted
 
 log = logging.getLogger("launcher.signals")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopSignals:
@@ -39,13 +44,16 @@ class StopSignals:
         self.received: signal.Signals | None = None
         self._on_stop: Callable[[str], None] | None = None
         self._active = False
+        self._signals: tuple[signal.Signals, ...] = ()
 
     def install(self) -> StopSignals:
         """Bootstrap phase. A no-op outside the main thread, where Python cannot take signals."""
         if threading.current_thread() is not threading.main_thread():
             return self
         self._active = True
-        for sig in STOP_SIGNALS:
+        # A signal ignored on entry stays ignored: that is how nohup asks for SIGHUP to be.
+        self._signals = tuple(sig for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN)
+        for sig in self._signals:
             signal.signal(sig, self._interrupt)
         return self
 
@@ -57,7 +65,7 @@ class StopSignals:
         if not self._active:
             return
         self._on_stop = on_stop
-        for sig in STOP_SIGNALS:
+        for sig in self._signals:
             loop.add_signal_handler(sig, self._stop_node, sig)
 
     def stopping(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -68,7 +76,7 @@ class StopSignals:
         """
         if not self._active:
             return
-        for sig in STOP_SIGNALS:
+        for sig in self._signals:
             if not loop.is_closed():
                 loop.remove_signal_handler(sig)
             signal.signal(sig, self._ignore)
@@ -77,8 +85,8 @@ class StopSignals:
         """Give the process back Python's defaults (for callers that outlive the launcher)."""
         if not self._active:
             return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in self._signals:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         self._active = False
 
     def _interrupt(self, signum: int, _frame) -> None:

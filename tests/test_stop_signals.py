@@ -25,7 +25,7 @@ from tests.test_bootstrap_e2e import wait_for_line
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_repeated_stop_signals_while_stopping_are_ignored_and_the_stop_is_clean(tmp_path, redis_server, sig):
     trader = "SIGNAL-001"
     log_path = tmp_path / "node.log"
@@ -55,7 +55,7 @@ def test_repeated_stop_signals_while_stopping_are_ignored_and_the_stop_is_clean(
     assert verify.returncode == 0, output(verify)[-3000:]
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_a_stop_signal_while_waiting_for_redis_ends_with_one_line(tmp_path, sig, code):
     port = free_port()  # nothing listens there
     log_path = tmp_path / "launcher.log"
@@ -72,6 +72,29 @@ def test_a_stop_signal_while_waiting_for_redis_ends_with_one_line(tmp_path, sig,
             proc.wait(timeout=10)
     log = log_path.read_text()
     assert f"error: stopped by {sig.name} before the node was trading" in log
+    assert "Traceback" not in log
+
+
+def test_under_nohup_sighup_stays_ignored(tmp_path):
+    port = free_port()  # nothing listens there: the launcher keeps retrying until stopped
+    log_path = tmp_path / "launcher.log"
+    proc = start_launcher(
+        [*redis_args(port, "SIGNAL-004"), "bootstrap.wait_timeout_s=60"], cwd=tmp_path, log_path=log_path,
+        wrapper=("nohup",),
+    )
+    try:
+        wait_for_line(log_path, "not ready (attempt 1", timeout_s=30, proc=proc)
+        proc.send_signal(signal.SIGHUP)
+        wait_for_line(log_path, "not ready (attempt 3", timeout_s=30, proc=proc)  # still retrying
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log = log_path.read_text()
+    assert "SIGHUP" not in log
     assert "Traceback" not in log
 
 

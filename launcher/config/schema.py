@@ -133,7 +133,7 @@ class StrategySettings:
 
 @dataclass
 class RunSettings:
-    duration_s: float | None = None  # stop after this many seconds; None runs until SIGINT/SIGTERM
+    duration_s: float | None = None  # stop after this many seconds; None runs until SIGINT/SIGTERM/SIGHUP
     log_level: str = "INFO"
     log_file: str | None = None
     timeout_disconnection_s: float = 10.0

@@ -1,6 +1,6 @@
 """
 The running node: build a ``TradingNode`` from its config (with the chosen cache backend),
-run it until SIGINT/SIGTERM, ``run.duration_s`` or a stop request from another thread, and
+run it until SIGINT/SIGTERM/SIGHUP, ``run.duration_s`` or a stop request from another thread, and
 dispose it so buffered cache writes are flushed before the process exits.
 """
 
@@ -119,7 +119,7 @@ class NodeRun:
             loop.call_soon_threadsafe(node.stop)
 
     def run(self, duration_s: float | None = None) -> None:
-        """Run until SIGINT/SIGTERM, `duration_s` or request_stop(), then dispose (flushes the cache)."""
+        """Run until SIGINT/SIGTERM/SIGHUP, `duration_s` or request_stop(), then dispose (flushes the cache)."""
         node = self.node or self.build()
         try:
             if self.stop_reason is not None:  # asked to stop before it ever ran

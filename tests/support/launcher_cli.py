@@ -30,11 +30,12 @@ def run_launcher(args: list[str], cwd: Path, timeout_s: float = 120, module: str
     )
 
 
-def start_launcher(args: list[str], cwd: Path, log_path: Path, module: str = "launcher", **env: str) -> subprocess.Popen:
-    """Start in the background with stdout+stderr to `log_path`."""
+def start_launcher(args: list[str], cwd: Path, log_path: Path, module: str = "launcher",
+                   wrapper: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
+    """Start in the background with stdout+stderr to `log_path` (under `wrapper`, e.g. ``("nohup",)``)."""
     out = open(log_path, "w")  # noqa: SIM115 (closed with the process by the caller)
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [*wrapper, sys.executable, "-m", module, *args],
         cwd=cwd,
         env=launcher_env(**env),
         stdout=out,
