@@ -248,27 +248,56 @@ _FIRST_KEY = frozenset({b"SET", b"SADD", b"SREM", b"HSET", b"HDEL", b"RPUSH", b"
 _SET_FAMILY, _HASH, _STRING = object(), object(), object()
 _ASSIGNMENTS = {b"SADD": (_SET_FAMILY, 3), b"SREM": (_SET_FAMILY, 3), b"HSET": (_HASH, 4), b"HDEL": (_HASH, 3),
                 b"SET": (_STRING, 3)}
-_FAMILY = object()  # the key of a run's family in its member dict
+_HDEL = object()  # a hash field's last assignment was a delete
 
 
 def _text(key: Any) -> str:
     return key.decode("utf-8", "surrogateescape") if isinstance(key, (bytes, bytearray, memoryview)) else str(key)
 
 
-def _end_runs(runs: dict, runs_pop: Any, cmd: Any) -> None:
-    """`cmd` is not a coalescible assignment: end the runs of every key it may touch."""
+class _Run:
+    """
+    The assignments of one batch to one key (one family) since the last command that may
+    observe or change that key otherwise: the last value of each member/field, in first-seen
+    order. Members are compared as text (a str and the bytes of the same text are one Redis
+    member); the spelling first seen is the one sent.
+    """
+
+    __slots__ = ("family", "key", "members", "spelling", "op")
+
+    def __init__(self, family: object, key: Any) -> None:
+        self.family = family
+        self.key = key
+        self.members: dict[Any, Any] = {}  # member text -> True/False (SADD/SREM), value or _HDEL, SET value
+        self.spelling: dict[str, Any] | None = None  # member text -> the bytes first seen, when not str
+        self.op = 0  # index of the last op that assigned (named when Redis rejects the command)
+
+    def commands(self) -> list[tuple]:
+        """The run's net effect: one variadic command per kind of assignment (they commute)."""
+        key, members, spelling = self.key, self.members, self.spelling
+        if self.family is _STRING:
+            return [(b"SET", key, members[None])]
+        if spelling is not None:
+            members = {spelling.get(m, m): v for m, v in members.items()}
+        if self.family is _SET_FAMILY:
+            added = [m for m, v in members.items() if v]
+            removed = [m for m, v in members.items() if not v]
+            return ([(b"SADD", key, *added)] if added else []) + ([(b"SREM", key, *removed)] if removed else [])
+        assigned = [x for f, v in members.items() if v is not _HDEL for x in (f, v)]
+        deleted = [f for f, v in members.items() if v is _HDEL]
+        return ([(b"HSET", key, *assigned)] if assigned else []) + ([(b"HDEL", key, *deleted)] if deleted else [])
+
+
+def _run_keys(cmd: Any) -> tuple | None:
+    """The keys `cmd` (not a coalescible assignment) may touch; None when they are not known."""
     tag = cmd[0]
     if tag == TAG_APPEND or tag == TAG_DELETE_EVENT:  # list + manifest (script or RPUSH + HSET)
-        keys = (cmd[1], cmd[2])
-    elif tag == TAG_SNAPSHOT or tag in _FIRST_KEY:
-        keys = (cmd[1],)
-    elif tag in _KEYS_ONLY:
-        keys = cmd[1:]
-    else:  # FLUSHDB or anything whose keys are not known here
-        runs.clear()
-        return
-    for key in keys:
-        runs_pop(key if type(key) is str else _text(key), None)
+        return (cmd[1], cmd[2])
+    if tag == TAG_SNAPSHOT or tag in _FIRST_KEY:
+        return (cmd[1],)
+    if tag in _KEYS_ONLY:
+        return cmd[1:]
+    return None  # FLUSHDB or anything whose keys are not known here
 
 
 def _close_delete_groups(deletes: dict, cmd: tuple) -> None:
@@ -473,7 +502,7 @@ class Writer:
         self._outage_start: float | None = None
         self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
         self._outage_error = ""
-        self.coalesced_commands = 0  # assignments left out of batches by `_pack` (superseded within the batch)
+        self.coalesced_commands = 0  # assignment commands `_pack` did not send (superseded, or merged into a variadic one)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE),
@@ -781,36 +810,58 @@ class Writer:
         Two rewrites, neither of which changes what any reader can observe (nobody sees inside
         one MULTI/EXEC, and the replies of the rewritten commands are not inspected):
 
-        * Assignments to the same set member / hash field / string (single-member SADD/SREM,
-          single-field HSET/HDEL, plain SET) are coalesced to the last one: an earlier one is
-          dropped when a later one assigns the same (key, member) and no command in between
-          may observe or change that key otherwise (a list op, a script, DEL, a command of
-          another family on the key; FLUSHDB or any command whose keys are unknown ends every
-          run). Nothing is reordered; list appends are all kept, in order.
+        * Assignments to set members / hash fields / strings (single-member SADD/SREM,
+          single-field HSET/HDEL, plain SET, and the manifest HSET of each first-send append)
+          are gathered per key into a run (`_Run`) and sent as its net effect: the last
+          assignment of each member, as one variadic command per kind (SADD, SREM, HSET, HDEL,
+          SET). A run ends, and is sent, just before any command that may observe or change its
+          key otherwise (a list op, a script, DEL, a command of another family on the key;
+          FLUSHDB or any command whose keys are unknown ends every run), or before EXEC. Moving
+          an assignment later to that point changes nothing, since no command in between
+          touches its key. List appends are all kept, in order. (A batch of order updates
+          sends one SADD/SREM per index set and one manifest HSET instead of ~6 commands each.)
         * Deletes of account events are coalesced per account (list key) into the call of the
           first one: {list key: (its slot in `parts`, (key, manifest, field, encoding), ids)}.
           A group closes at any other command that may touch its list or manifest field (or
           whose keys are unknown, e.g. FLUSHDB): the ids join a call moved earlier only past
-          commands on other keys, which commute with it.
+          commands on other keys, which commute with it. Runs on the list or manifest are sent
+          before a group's call, since a delete ends them.
         """
         parts = [b"", _MULTI]  # the SCRIPT LOAD preamble goes first when a script is used
         scripts = False
         append = parts.append
-        index: list = []  # (op index, command index) of every command, in order
+        index: list = []  # (op index, command index; -1 for a run's command) of every command, in order
+        index_append = index.append
         serializer = self._serializer
         deletes: dict[Any, tuple[int, tuple, list]] = {}
         groups: list[tuple[int, tuple, list]] = []
-        # key -> [family, {member: (position in parts, position in index)}] of the last
-        # assignment to each member of key since the last command that ends the run for key.
-        # (Every command sent has one entry in `index` and one in `parts` after the two first:
-        # positions are kept as index positions.)
-        runs: dict[str, dict] = {}
+        runs: dict[str, _Run] = {}  # key text -> its open run
         runs_get = runs.get
         runs_pop = runs.pop
         assignments_get = _ASSIGNMENTS.get
-        index_append = index.append
         pack = _pack_tuple
-        dropped = 0
+        assigned = 0
+
+        def send_run(run: _Run) -> None:
+            for command in run.commands():
+                append(pack(command))
+                index_append((run.op, -1))
+
+        def assign(i: int, family: object, key: Any, member: Any, value: Any) -> None:
+            text = key if type(key) is str else _text(key)
+            run = runs_get(text)
+            if run is None or run.family is not family:
+                if run is not None:
+                    send_run(run)
+                run = runs[text] = _Run(family, key)
+            if type(member) is not str and member is not None:
+                spelled, member = member, _text(member)
+                if run.spelling is None:
+                    run.spelling = {}
+                run.spelling.setdefault(member, spelled)
+            run.members[member] = value
+            run.op = i
+
         for i, op in enumerate(ops):
             if op.lazy:
                 try:
@@ -826,49 +877,53 @@ class Writer:
                     _close_delete_groups(deletes, cmd)
                 assignment = assignments_get(tag)
                 if assignment is not None and len(cmd) == assignment[1]:
-                    # An assignment: drop the previous one to the same member of this run.
                     family = assignment[0]
-                    key = cmd[1] if type(cmd[1]) is str else _text(cmd[1])
-                    run = runs_get(key)
-                    if run is None or run[_FAMILY] is not family:
-                        run = runs[key] = {_FAMILY: family}
-                    member = cmd[2] if family is not _STRING else None
-                    previous = run.get(member)
-                    if previous is not None:
-                        parts[previous + 2] = b""
-                        index[previous] = None
-                        dropped += 1
-                    run[member] = len(index)
-                    append(pack(cmd) if type(cmd) is tuple else pack_command(cmd))
+                    assigned += 1
+                    if family is _SET_FAMILY:
+                        member, value = cmd[2], tag == b"SADD"
+                    elif family is _HASH:
+                        member, value = cmd[2], cmd[3] if tag == b"HSET" else _HDEL
+                    else:
+                        member, value = None, cmd[2]
+                    key = cmd[1]
+                    run = runs_get(key) if type(key) is str else None
+                    if run is not None and run.family is family and (type(member) is str or member is None):
+                        run.members[member] = value  # the common case, inline: an open run, str names
+                        run.op = i
+                    else:
+                        assign(i, family, key, member, value)
+                    continue
+                if tag == TAG_APPEND and not guarded:
+                    # RPUSH/RPUSHX (touches the list), then the manifest HSET: an assignment.
+                    run = runs_pop(cmd[1] if type(cmd[1]) is str else _text(cmd[1]), None) if runs else None
+                    if run is not None:
+                        send_run(run)
+                    append(pack((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
                     index_append((i, j))
+                    assigned += 1
+                    key, field = cmd[2], cmd[3]
+                    run = runs_get(key) if type(key) is str else None
+                    if run is not None and run.family is _HASH and type(field) is str:
+                        run.members[field] = cmd[4]
+                        run.op = i
+                    else:
+                        assign(i, _HASH, key, field, cmd[4])
                     continue
                 if runs:
-                    if tag == TAG_APPEND and not guarded:  # RPUSH/RPUSHX here, the manifest HSET below
-                        runs_pop(cmd[1] if type(cmd[1]) is str else _text(cmd[1]), None)
+                    keys = _run_keys(cmd)
+                    if keys is None:
+                        for run in runs.values():
+                            send_run(run)
+                        runs.clear()
                     else:
-                        _end_runs(runs, runs_pop, cmd)
+                        for key in keys:
+                            run = runs_pop(key if type(key) is str else _text(key), None)
+                            if run is not None:
+                                send_run(run)
                 if tag == TAG_APPEND:
-                    if guarded:
-                        scripts = True
-                        append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
-                                             repairable)))
-                    else:
-                        append(pack((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
-                        index_append((i, j))
-                        # The manifest HSET (nothing to check): an assignment like any other.
-                        key = cmd[2] if type(cmd[2]) is str else _text(cmd[2])
-                        run = runs_get(key)
-                        if run is None or run[_FAMILY] is not _HASH:
-                            run = runs[key] = {_FAMILY: _HASH}
-                        previous = run.get(cmd[3])
-                        if previous is not None:
-                            parts[previous + 2] = b""
-                            index[previous] = None
-                            dropped += 1
-                        run[cmd[3]] = len(index)
-                        append(pack((b"HSET", cmd[2], cmd[3], cmd[4])))
-                        index_append((i, -1))
-                        continue
+                    scripts = True
+                    append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
+                                         repairable)))
                 elif tag == TAG_SNAPSHOT:
                     scripts = True
                     append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
@@ -888,11 +943,11 @@ class Writer:
                 else:
                     append(pack(cmd) if type(cmd) is tuple else pack_command(cmd))
                 index_append((i, j))
+        for run in runs.values():
+            send_run(run)
         for slot, (key, manifest, field, encoding), ids in groups:
             parts[slot] = pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", key, manifest, field, encoding, *ids))
-        if dropped:
-            index = [entry for entry in index if entry is not None]
-            self.coalesced_commands += dropped
+        self.coalesced_commands += assigned - sum(1 for i, j in index if j < 0)
         append(_EXEC)
         if self._min_acks:
             append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
