@@ -203,6 +203,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             L.INDEX_ORDERS_OPEN, L.INDEX_ORDERS_CLOSED, L.INDEX_ORDERS_EMULATED, L.INDEX_ORDERS_INFLIGHT,
             L.INDEX_POSITIONS, L.INDEX_POSITIONS_OPEN, L.INDEX_POSITIONS_CLOSED,
         )}
+        self._order_prefix = f"{k}{L.ORDERS}:"
+        self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
+        self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
+        self._idx_open = self._idx[L.INDEX_ORDERS_OPEN]
+        self._idx_closed = self._idx[L.INDEX_ORDERS_CLOSED]
+        self._idx_emulated = self._idx[L.INDEX_ORDERS_EMULATED]
         self._mf_orders = k + L.MANIFEST_ORDERS
         self._mf_positions = k + L.MANIFEST_POSITIONS
         self._mf_accounts = k + L.MANIFEST_ACCOUNTS
@@ -402,7 +408,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         coid = order.client_order_id.value
         idx = self._idx
         cmds = [
-            (TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, None, 1),
+            (TAG_APPEND, self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -414,22 +420,24 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("add_order", tuple(cmds), order, event=order.last_event))
 
     def update_order(self, order: Any) -> None:
+        # The hot path of every order event: one tuple built in place (no intermediate list).
         if not self._persist_orders:
             return
         coid = order.client_order_id.value
-        idx = self._idx
-        cmds = [(TAG_APPEND, f"{self._k}{L.ORDERS}:{coid}", self._mf_orders, coid, order.event_count, None, 0)]
-        if order.venue_order_id is not None:
-            cmds.append((b"SADD", idx[L.INDEX_ORDER_IDS], coid))
-        cmds.append((b"SADD" if order.is_inflight else b"SREM", idx[L.INDEX_ORDERS_INFLIGHT], coid))
+        append = (TAG_APPEND, self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
+        inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
+        emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
         if order.is_open:
-            cmds.append((b"SREM", idx[L.INDEX_ORDERS_CLOSED], coid))
-            cmds.append((b"SADD", idx[L.INDEX_ORDERS_OPEN], coid))
+            status = ((b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid))
         elif order.is_closed:
-            cmds.append((b"SREM", idx[L.INDEX_ORDERS_OPEN], coid))
-            cmds.append((b"SADD", idx[L.INDEX_ORDERS_CLOSED], coid))
-        cmds.append((b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", idx[L.INDEX_ORDERS_EMULATED], coid))
-        self._submit(Op("update_order", tuple(cmds), order, event=order.last_event))
+            status = ((b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid))
+        else:
+            status = ()
+        if order.venue_order_id is not None:
+            cmds = (append, (b"SADD", self._idx_order_ids, coid), inflight, *status, emulated)
+        else:
+            cmds = (append, inflight, *status, emulated)
+        self._submit(Op("update_order", cmds, order, event=order.last_event))
 
     def add_position(self, position: Any) -> None:
         if not self._persist_positions:

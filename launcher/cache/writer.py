@@ -389,8 +389,14 @@ class Op:
         out = None
         if event is not None:  # the facade's event writes (orders, positions, accounts)
             payload = serializer.serialize(event)
+            first = cmds[0]
+            if first[0] == TAG_APPEND and first[5] is None:  # ("A", list, manifest, field, n, payload, create)
+                self.cmds = ((TAG_APPEND, first[1], first[2], first[3], first[4], payload, first[6]), *cmds[1:])
+                self.event = None
+                self.lazy = False
+                return
             for j, cmd in enumerate(cmds):
-                if cmd[0] == TAG_APPEND and cmd[5] is None:  # ("A", list, manifest, field, n, payload, create)
+                if cmd[0] == TAG_APPEND and cmd[5] is None:
                     out = list(cmds)
                     out[j] = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], payload, cmd[6])
                     break
