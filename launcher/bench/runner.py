@@ -169,6 +169,10 @@ def _payload_size() -> int:
 # -- targets ----------------------------------------------------------------------------------------
 
 
+# Fewer writes than this are a few batches: the rate is then mostly the buffer interval.
+SUSTAINED_MIN_WRITES = 20_000
+
+
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
 
@@ -198,11 +202,17 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     tp = r.get("throughput", {})
     if tp:
         ops = tp[M.RESILIENT]["durable_ops_per_s"]
-        add("throughput > 10,000 ops/s (durable, resilient buffered)", f"{ops:,} ops/s", ops > 10_000)
+        writes = tp[M.RESILIENT]["writes"]
+        # A short run measures the buffer interval and one round trip, not a sustained rate.
+        short = writes < SUSTAINED_MIN_WRITES
+        note = f" (not judged: {writes:,} writes; a sustained rate needs bench.throughput_ops >= {SUSTAINED_MIN_WRITES:,})"
+        add("throughput > 10,000 ops/s (durable, resilient buffered)", f"{ops:,} ops/s" + (note if short else ""),
+            None if short else ops > 10_000)
         costs = r.get("write_costs")
         bound = (f"; one interpreter's ceiling {costs['one_interpreter_ceiling_ops_per_s']:,} ops/s "
                  f"({costs['gil_us_per_write']} us of GIL time per write)") if costs else ""
-        add("durable throughput >= 100,000 ops/s (resilient buffered)", f"{ops:,} ops/s{bound}", ops >= 100_000)
+        add("durable throughput >= 100,000 ops/s (resilient buffered)", f"{ops:,} ops/s{bound}" + (note if short else ""),
+            None if short else ops >= 100_000)
     for case in r.get("recovery", []):
         n = case["orders"]
         res, nat = case[M.RESILIENT], case[M.NATIVE]
