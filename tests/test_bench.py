@@ -71,6 +71,7 @@ def test_bench_smoke_run_writes_json_and_table(tmp_path):
     assert costs["gil_us_per_write"] == pytest.approx(stages, abs=0.05)
     assert costs["one_interpreter_ceiling_ops_per_s"] == pytest.approx(1e6 / costs["gil_us_per_write"], rel=0.01)
     assert "Resilient write cost per facade write" in result.stdout
+    assert data["machine"]["python_speed_ms_at_start"] > 0 and data["machine"]["python_speed_ms_at_end"] > 0
     assert {t["target"] for t in data["targets"]} >= {
         "durable throughput >= 100,000 ops/s (resilient buffered)",
         "read latency p99 < 2 ms (load_order, load_position; resilient)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from typing import Any
 
@@ -38,6 +39,22 @@ def _version(package: str) -> str | None:
         return None
 
 
+def python_speed_ms() -> float:
+    """
+    Milliseconds for a fixed pure-Python loop (best of 3; lower is faster). Shared VMs change
+    speed from hour to hour: this, taken at the start and the end of a run, says how fast this
+    machine was when the other numbers were measured, so runs on different days can be compared.
+    """
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 def describe_machine(redis_info: dict[str, Any] | None = None) -> dict[str, Any]:
     load = None
     try:
@@ -55,6 +72,7 @@ def describe_machine(redis_info: dict[str, Any] | None = None) -> dict[str, Any]
         "hiredis": _version("hiredis"),
         "msgspec": _version("msgspec"),
         "load_average_at_start": load,
+        "python_speed_ms_at_start": python_speed_ms(),
     }
     if redis_info:
         info["redis_version"] = redis_info.get("redis_version")

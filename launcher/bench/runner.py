@@ -20,6 +20,7 @@ from typing import Any
 from launcher.bench import measure as M
 from launcher.bench.config import BenchSettings
 from launcher.bench.machine import describe_machine
+from launcher.bench.machine import python_speed_ms
 from launcher.bench.physical import raw_pipeline
 from launcher.bench.physical import redis_benchmark
 from launcher.bench.sampler import Sampler
@@ -150,6 +151,7 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     result["targets"] = targets(result)
     result["duration_s"] = round(time.monotonic() - started, 1)
+    result["machine"]["python_speed_ms_at_end"] = python_speed_ms()
     return result
 
 
@@ -243,7 +245,9 @@ def render(r: dict[str, Any]) -> str:
         f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores, {m['memory_gib']} GiB RAM, {m['os']}; "
         f"Redis {s['redis_version']} ({s['persistence']}, {s['owner']}, loopback); Python {m['python']}, "
         f"nautilus_trader {m['nautilus_trader']}, redis-py {m['redis_py']}, hiredis {m['hiredis']}; "
-        f"load average at start {m['load_average_at_start']}; commit {m.get('git_commit')}",
+        f"load average at start {m['load_average_at_start']}; commit {m.get('git_commit')}; "
+        f"speed check (1M-step Python loop, lower is faster) {m.get('python_speed_ms_at_start')} ms at start, "
+        f"{m.get('python_speed_ms_at_end')} ms at end",
         "",
         f"| {'metric':<58} | {'native':>20} | {'resilient':>20} |",
         f"|{'-' * 60}|{'-' * 22}|{'-' * 22}|",
