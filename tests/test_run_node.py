@@ -79,3 +79,32 @@ def test_flush_on_start_flushes_before_loading_and_keeps_the_lease(tmp_path: Pat
     assert "FLUSHED" in log
     assert client.get("trader-FLUSH-001:general:marker") is None
     assert client.get("trader-FLUSH-001:launcher:lease") is None  # released at the clean stop
+
+
+@pytest.mark.parametrize("backend", ["resilient", "native"])
+def test_a_venue_account_that_contradicts_the_recovered_one_is_a_config_error(tmp_path: Path, redis_server, backend):
+    """NautilusTrader would fail deep in the node build with a traceback; the launcher names the key."""
+    from tests.test_bootstrap_e2e import snapshot  # noqa: PLC0415
+
+    args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
+            f"cache.backend={backend}", "trader_id=ACCOUNT-001", "run.duration_s=1"]
+    first = run_launcher([*args, "venue.account_type=CASH"], cwd=tmp_path)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    client = redis_server.client()
+    before = snapshot(client, "trader-ACCOUNT-001")
+    assert any(b":accounts:SIM-001" in key for key in before)
+
+    margin = run_launcher(args, cwd=tmp_path)  # the venue's default: MARGIN
+    assert margin.returncode == 2, (margin.stdout + margin.stderr)[-3000:]
+    assert margin.stderr.strip().splitlines()[-1] == (
+        "error: venue.account_type: is MARGIN, but account SIM-001 recovered from Redis is CASH (an account cannot "
+        "change type): set venue.account_type=CASH, or use another trader_id"
+    )
+    based = run_launcher([*args, "venue.account_type=CASH", "venue.base_currency=USD"], cwd=tmp_path)
+    assert based.returncode == 2
+    assert based.stderr.strip().splitlines()[-1].startswith("error: venue.base_currency: is USD, but account SIM-001")
+    for result in (margin, based):
+        assert "Traceback" not in result.stdout + result.stderr
+    after = snapshot(client, "trader-ACCOUNT-001")
+    meta = [key for key in after if b":launcher:manifest:meta" in key]  # who started last, and when
+    assert {k: v for k, v in after.items() if k not in meta} == {k: v for k, v in before.items() if k not in meta}

@@ -7,6 +7,11 @@ matching engine fills orders against them. That engine lives in process memory o
 after a restart it holds none of the orders the cache recovered, so the execution client
 cancels every such order at connect with a log line naming it, rather than leaving
 zombies that can neither fill nor cancel.
+
+The sandbox opens the venue's account (``{venue}-001``) with the configured type and base
+currency. An account of that id recovered from the cache keeps its own: NautilusTrader then
+fails deep inside the node build with a traceback, so a mismatch is reported first, as a
+configuration error naming the key to change.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ from nautilus_trader.live.factories import LiveDataClientFactory
 from nautilus_trader.live.factories import LiveExecClientFactory
 from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.data import TradeTick
+from nautilus_trader.model.currencies import Currency
 from nautilus_trader.model.enums import AggressorSide
+from nautilus_trader.model.enums import account_type_from_str
+from nautilus_trader.model.enums import account_type_to_str
+from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import ClientId
 from nautilus_trader.model.identifiers import TradeId
 from nautilus_trader.model.identifiers import Venue
@@ -181,8 +190,9 @@ class SimDataClient(LiveMarketDataClient):
 class SimExecutionClient(SandboxExecutionClient):
     """NautilusTrader's sandbox execution client, plus handling of orders recovered from the cache."""
 
-    def __init__(self, *args, config: SimExecClientConfig, **kwargs) -> None:
-        super().__init__(*args, config=config, **kwargs)
+    def __init__(self, *args, config: SimExecClientConfig, cache: Cache, **kwargs) -> None:
+        _check_recovered_account(cache, config)
+        super().__init__(*args, config=config, cache=cache, **kwargs)
         self._restored_orders = config.restored_orders
 
     def connect(self) -> None:
@@ -204,6 +214,31 @@ class SimExecutionClient(SandboxExecutionClient):
                 venue_order_id=order.venue_order_id,
                 ts_event=self._clock.timestamp_ns(),
             )
+
+
+def _check_recovered_account(cache: Cache, config: SimExecClientConfig) -> None:
+    """Raise ConfigError when the account recovered for this venue cannot be the configured one."""
+    from launcher.errors import ConfigError  # noqa: PLC0415
+
+    account = cache.account(AccountId(f"{config.venue}-001"))
+    if account is None:
+        return
+    recovered = account_type_to_str(account.type)
+    if account.type != account_type_from_str(config.account_type):
+        raise ConfigError(
+            "venue.account_type",
+            f"is {config.account_type.upper()}, but account {account.id} recovered from Redis is {recovered} "
+            f"(an account cannot change type): set venue.account_type={recovered}, or use another trader_id",
+        )
+    base = Currency.from_str(config.base_currency) if config.base_currency else None
+    if account.base_currency != base:
+        recovered_base = account.base_currency.code if account.base_currency else "null (multi-currency)"
+        raise ConfigError(
+            "venue.base_currency",
+            f"is {config.base_currency}, but account {account.id} recovered from Redis has base currency "
+            f"{recovered_base}: set venue.base_currency={account.base_currency.code if account.base_currency else 'null'}, "
+            "or use another trader_id",
+        )
 
 
 class SimDataClientFactory(LiveDataClientFactory):
