@@ -95,6 +95,30 @@ def test_flush_on_start_warns_loudly_and_refuses_to_delete_other_traders(redis_s
         preflight(redis_server, settings_for(redis_server.port, flush_on_start=True))
 
 
+@pytest.mark.parametrize(("written", "configured"), [("json", "msgpack"), ("msgpack", "json")])
+def test_state_in_the_other_encoding_fails(redis_server, written, configured):
+    """Payloads as NautilusTrader's serializer writes them, read back with the other encoding."""
+    from launcher.cache.testing import make_serializer  # noqa: PLC0415
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: PLC0415
+
+    client = redis_server.client()
+    client.flushall()
+    assert preflight(redis_server, settings_for(redis_server.port, encoding=configured))["encoding"].status == "PASS"
+    client.set("trader-OTHER-001:instruments:X", b"\xff not a payload")  # another trader's key: not looked at
+    client.set("trader-TESTER-001:general:note", b"{}")  # not a serializer payload: not looked at
+    assert preflight(redis_server, settings_for(redis_server.port, encoding=configured))["encoding"].status == "PASS"
+    instrument = TestInstrumentProvider.default_fx_ccy("EUR/USD")
+    client.set("trader-TESTER-001:instruments:EUR/USD.SIM", make_serializer(written).serialize(instrument))
+    assert preflight(redis_server, settings_for(redis_server.port, encoding=written))["encoding"].status == "PASS"
+    with pytest.raises(PreflightFailed) as raised:
+        preflight(redis_server, settings_for(redis_server.port, encoding=configured))
+    assert raised.value.exit_code == 7
+    assert (f"encoding: cache.encoding={configured}, but trader TESTER-001's state in Redis is {written} "
+            f"(e.g. trader-TESTER-001:instruments:EUR/USD.SIM)") in str(raised.value)
+    assert f"set cache.encoding={written}" in str(raised.value)
+    client.flushall()
+
+
 def test_message_bus_in_the_same_database_with_flush_fails(redis_server):
     assert preflight(redis_server, msgbus_same_db=True)["msgbus-db"].status == "PASS"
     with pytest.raises(PreflightFailed, match="msgbus-db"):

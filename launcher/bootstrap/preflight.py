@@ -20,6 +20,9 @@ flush-on-start     WARN (loudly) when on: the node deletes the persisted state a
                    flushes the whole database, not just its own keys)
 instance-id        WARN with use_instance_id: each run writes under a new key prefix, so a
                    restarted node recovers nothing
+encoding           FAIL when this trader's persisted payloads are in the other format than
+                   cache.encoding (json vs msgpack): nothing would load (NautilusTrader fails
+                   in the node build), and new writes would mix formats
 sentinel-master    (sentinel) FAIL when no sentinel knows the master name; WARN on disagreement
 sentinel-quorum    (sentinel) FAIL when fewer sentinels answer than the master's quorum; WARN
                    when fewer than a majority answer (a failover cannot be authorized)
@@ -42,6 +45,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from launcher.bootstrap.loader import glob_escape
+from launcher.cache import layout
 from launcher.bootstrap.loader import state_trader_key
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
@@ -255,6 +259,51 @@ def check_instance_id(settings: Any) -> CheckResult:
     return CheckResult("instance-id", PASS, f"state lives under {state_trader_key(settings)}:* across restarts")
 
 
+# Collections whose values are the serializer's payloads: lists of events, and single objects.
+_EVENT_LISTS = (layout.ORDERS, layout.POSITIONS, layout.ACCOUNTS)
+_OBJECTS = (layout.CURRENCIES, layout.INSTRUMENTS, layout.SYNTHETICS)
+_SAMPLE_KEYS = 10_000  # keys looked at for a payload before giving up (SCAN order)
+
+
+def _payload_format(payload: bytes) -> str | None:
+    """"json" or "msgpack" for the serializer's payloads (a map either way); None if neither."""
+    if not payload:
+        return None
+    first = payload[0]
+    if first == 0x7B:  # "{"
+        return "json"
+    if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF):  # fixmap, map16, map32
+        return "msgpack"
+    return None
+
+
+def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
+    configured = str(_setting(settings, "cache.encoding", "msgpack")).lower()
+    prefix = state_trader_key(settings) + ":"
+    for n, key in enumerate(client.scan_iter(match=glob_escape(prefix) + "*", count=1000)):
+        if n >= _SAMPLE_KEYS:
+            break
+        key = _text(key)
+        collection = key[len(prefix):].partition(":")[0]
+        if collection in _EVENT_LISTS:
+            payload = client.lindex(key, 0)
+        elif collection in _OBJECTS:
+            payload = client.get(key)
+        else:
+            continue
+        found = _payload_format(payload) if isinstance(payload, bytes) else None
+        if found is None:
+            continue
+        if found != configured:
+            return CheckResult(
+                "encoding", FAIL,
+                f"cache.encoding={configured}, but trader {_setting(settings, 'trader_id')}'s state in Redis is "
+                f"{found} (e.g. {key}): nothing of it would load; set cache.encoding={found}",
+            )
+        return CheckResult("encoding", PASS, f"persisted payloads are {found}, as configured")
+    return CheckResult("encoding", PASS, f"{configured}: no persisted payload to compare with")
+
+
 def _sentinel_clients(conn: ConnectionSettings) -> list[redis.Redis]:
     """
     One client per configured sentinel, with the same credentials and timeouts as
@@ -385,6 +434,8 @@ def run_preflight(
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
     results += _guard("flush-on-start", lambda: check_flush_on_start(client, settings))
     results += _guard("instance-id", lambda: check_instance_id(settings))
+    if not bool(_setting(settings, "cache.flush_on_start", False)):  # else nothing persisted is read
+        results += _guard("encoding", lambda: check_encoding(client, settings))
     if conn.is_sentinel:
         results += _guard("sentinel", lambda: check_sentinels(client, conn))
     for result in results:
