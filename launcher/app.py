@@ -128,6 +128,12 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     elif settings.bootstrap.verify != VerifyMode.off:
         report = _verify(client, settings, enforce_mode=settings.bootstrap.verify)
         monitoring.recovery(report)
+        if report.state is not None and run.cache_database_factory is not None:
+            # The node's load takes the orders verify rebuilt wherever Redis still holds the
+            # very bytes they were rebuilt from (resilient backend; the lease keeps other
+            # launchers from writing meanwhile, and the comparison catches anyone else).
+            run.cache_database_factory.for_next_instance(rebuilt_orders=report.state.rebuilt_orders())
+        report.state = None
     native = settings.cache.backend == Backend.native
     manifest_key = trader_key(settings.trader_id, instance_id.value, node_config.cache)
     if native:

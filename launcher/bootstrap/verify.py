@@ -65,6 +65,8 @@ class RecoveryReport:
     manifest: dict[str, Any] = field(default_factory=dict)
     integrity_check: bool | None = None
     skipped: str | None = None  # why verify did not run, when it did not
+    # What was loaded, for the node's own load to reuse (not part of the report's output).
+    state: PersistedState | None = field(default=None, repr=False, compare=False)
 
     @property
     def sound(self) -> bool:
@@ -185,6 +187,7 @@ def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None 
         problems=problems,
         manifest=state.manifest.to_dict() if state.manifest is not None else {"present": False},
         integrity_check=integrity,
+        state=state,
     )
     if bool(getattr(settings.cache, "use_instance_id", False)) and instance_id is None:
         log.warning(

@@ -49,12 +49,19 @@ def resilient_factory(**kwargs: Any) -> CacheDatabaseFactory:
     from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415 (import cost only when used)
 
     instances: list[ResilientCacheDatabase] = []
+    next_only: dict[str, Any] = {}
 
     def factory(trader_id: Any, instance_id: Any, serializer: Any, config: Any = None) -> ResilientCacheDatabase:
-        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, **kwargs)
+        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, **kwargs, **next_only)
+        next_only.clear()
         instances.append(database)
         return database
 
+    def for_next_instance(**options: Any) -> None:
+        """Further keyword options for the next instance only (e.g. ``rebuilt_orders``)."""
+        next_only.update(options)
+
     factory.instances = instances  # type: ignore[attr-defined]
     factory.options = dict(kwargs)  # type: ignore[attr-defined]
+    factory.for_next_instance = for_next_instance  # type: ignore[attr-defined]
     return factory

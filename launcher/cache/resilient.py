@@ -39,7 +39,7 @@ Loads
     ``OrderInitialized`` transforms the order as in the native adapter), positions from their
     fills and instrument. One SCAN of the trader's keys serves the start-up loads while the
     database is unchanged (`_keyspace`); the cyclic GC is paused during bulk loads and what they
-    built goes to the oldest generation (`_gc_paused`). Every load first waits (bounded) until
+    built goes to the oldest generation (`gc_paused`). Every load first waits (bounded) until
     retained writes - including a replayed spill file - are acknowledged, so it sees the latest
     state.
 
@@ -52,11 +52,8 @@ Outages
 from __future__ import annotations
 
 import atexit
-import gc
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -81,6 +78,7 @@ from launcher.cache import layout as L
 from launcher.cache.codec import EventDecoder
 from launcher.cache.codec import EventEncoder
 from launcher.cache.codec import detect_encoding
+from launcher.cache.gc_pause import gc_paused
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
@@ -101,10 +99,6 @@ from launcher.store.connection import health_check
 _NO_TRIGGER = TriggerType.NO_TRIGGER
 KIND_META_FINAL = "meta_final"
 
-
-# Objects the interpreter itself keeps frozen (CPython 3.12 freezes some at start-up; 0 once
-# `_gc_paused` moved them).
-_FROZEN_AT_IMPORT = gc.get_freeze_count()
 
 # Seconds a SCAN of the trader's keys serves the loads that follow it (see `_keyspace`).
 _KEYSPACE_REUSE_S = 2.0
@@ -141,6 +135,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         Facade writes per MULTI/EXEC batch.
     max_backoff_s : float
         Upper bound of the exponential reconnect backoff.
+    rebuilt_orders : dict, optional
+        ``{client order id: (stored events, order)}`` already rebuilt from those events (the
+        launcher's verify step): the first `load_orders` takes such an order as it is when
+        Redis still holds exactly the same bytes for it, and rebuilds every other one.
     """
 
     def __init__(
@@ -162,6 +160,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         close_timeout_s: float | None = None,
         max_batch_ops: int = 1000,
         max_backoff_s: float = 1.0,
+        rebuilt_orders: dict[str, tuple[list[bytes], Any]] | None = None,
     ) -> None:
         if config is None:
             config = CacheConfig()
@@ -178,6 +177,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._encoding = detect_encoding(serializer)
         self._trader_id = trader_id
         self._instance_id = instance_id
+        self._rebuilt_orders = rebuilt_orders or None
         self._trader_key = L.trader_key(trader_id.value, instance_id.value, config)
         if connection is None:
             connection = (
@@ -671,7 +671,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 accounts = {}
-                with _gc_paused():
+                with gc_paused():
                     for _, lists in self._reader.lrange_chunks(keys, chunk=100):
                         for raw_events in lists:
                             account = self._build_account([decoder.decode(raw) for raw in raw_events])
@@ -693,21 +693,36 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._before_read()
         t0 = time.monotonic()
         keys, ids = self._ids(L.ORDERS)
+        rebuilt, self._rebuilt_orders = self._rebuilt_orders, None  # good for the first load only
         for attempt in self._reader.retrying():
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
+                reused = 0
                 decode, build = self._decode_order, self._build_order
-                with _gc_paused():
+                with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
                         chunk_ids = ids[start : start + len(lists)]
+                        # An order rebuilt earlier from exactly these bytes is that order.
+                        ready = [_same_events(rebuilt.get(coid), raw) for coid, raw in zip(chunk_ids, lists)] \
+                            if rebuilt else [None] * len(lists)
                         # Decode the whole chunk, then build: keeping each phase's code hot is
                         # measurably faster than alternating per order.
-                        decoded = [decode(coid, raw, decoder) for coid, raw in zip(chunk_ids, lists)]
-                        for coid, events in zip(chunk_ids, decoded):
-                            order = build(coid, events)
+                        decoded = [decode(coid, raw, decoder) if done is None else None
+                                   for coid, raw, done in zip(chunk_ids, lists, ready)]
+                        for coid, events, done in zip(chunk_ids, decoded, ready):
+                            if done is not None:
+                                order = done
+                                reused += 1
+                            else:
+                                order = build(coid, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
+        if rebuilt:
+            self._log.info(
+                f"Orders: {reused} of {len(orders)} taken as verify rebuilt them (their events in Redis unchanged), "
+                f"{len(orders) - reused} rebuilt",
+            )
         self._loaded("orders", len(orders), t0)
         return orders
 
@@ -751,7 +766,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 fills = []
-                with _gc_paused():
+                with gc_paused():
                     for _, lists in self._reader.lrange_chunks(keys):
                         fills += [[decoder.decode(raw) for raw in raw_events] for raw_events in lists if raw_events]
         instruments = dict(instruments or {})
@@ -762,7 +777,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 if raw is not None:
                     instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
         positions = {}
-        with _gc_paused():
+        with gc_paused():
             for events in fills:
                 position = self._build_position(events, instruments)
                 if position is not None:
@@ -868,28 +883,11 @@ def _exit_hook(ref: weakref.ref) -> Any:
     return flush_at_exit
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """
-    Pause the cyclic garbage collector during a bulk load: it builds tens of thousands of
-    long-lived, acyclic objects, and the generation-0 collections their allocations trigger
-    scan an ever larger heap (about a third of the load time otherwise).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            if gc.get_freeze_count() in (0, _FROZEN_AT_IMPORT):  # nobody else froze objects
-                # Everything allocated during the pause sits in the youngest generation, and the
-                # next young collection would walk all of it (~20 ms per 10k orders). Loaded
-                # state is long-lived: move it to the oldest generation at once (freeze +
-                # unfreeze splice the generation lists; the interpreter's own few hundred
-                # start-up tuples end up there too). Skipped if the process froze objects itself.
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
+def _same_events(rebuilt: tuple[list[bytes], Any] | None, raw: list[bytes]) -> Any:
+    """The order of `rebuilt` when it was built from exactly the events `raw` holds, else None."""
+    if rebuilt is None or rebuilt[0] != raw:
+        return None
+    return rebuilt[1]
 
 
 def _pairs(flat: list) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,91 @@
+"""
+The node's first load takes the orders verify rebuilt only where Redis still holds the very
+bytes they were rebuilt from; anything written in between is rebuilt from Redis. Real server.
+"""
+
+from __future__ import annotations
+
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+
+from launcher.bootstrap.loader import load_state
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.testing import TRADER_ID
+from launcher.cache.testing import cache_config
+from launcher.cache.testing import make_serializer
+from launcher.cache.testing import new_cache
+from launcher.cache.testing import order_fingerprint
+from launcher.cache.testing import write_orders
+from launcher.config.schema import LauncherConfig
+
+
+def _settings(port: int) -> LauncherConfig:
+    settings = LauncherConfig(trader_id=TRADER_ID.value)
+    settings.cache.redis.host = "127.0.0.1"
+    settings.cache.redis.port = port
+    settings.cache.timestamps_as_iso8601 = False
+    return settings
+
+
+def _database(port: int, tmp_path, **options) -> ResilientCacheDatabase:
+    return ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(port),
+                                  spill_dir=str(tmp_path / "spill"), **options)
+
+
+def test_the_first_load_reuses_only_orders_whose_events_are_unchanged(redis_server, tmp_path):
+    writer = _database(redis_server.port, tmp_path)
+    cache = new_cache(writer)
+    orders = write_orders(cache, 30, events=3)
+    assert writer.wait_until_persisted(10)
+
+    state = load_state(redis_server.client(), _settings(redis_server.port))  # what verify rebuilt
+    rebuilt = state.rebuilt_orders()
+    assert len(rebuilt) == 30
+
+    # Written after verify: one more event for two orders, and one order that verify never saw.
+    for order in orders[:2]:
+        order.apply(TestEventStubs.order_canceled(order, account_id=AccountId("SIM-001")))
+        cache.update_order(order)
+    late = write_orders(cache, 1, events=2, prefix="late", start_ns=1_800_000_000_000_000_000)[0]
+    assert writer.wait_until_persisted(10)
+    writer.close()
+
+    reader = _database(redis_server.port, tmp_path, rebuilt_orders=rebuilt)
+    try:
+        loaded = reader.load_orders()
+        again = reader.load_orders()  # only the first load may reuse
+    finally:
+        reader.close()
+    assert len(loaded) == 31
+    for order in orders[2:]:
+        assert loaded[order.client_order_id] is rebuilt[order.client_order_id.value][1]
+    for order in [*orders[:2], late]:
+        assert loaded[order.client_order_id] is not rebuilt.get(order.client_order_id.value, (None, None))[1]
+    serializer = make_serializer()
+    for order in [*orders, late]:  # whichever way it loaded: exactly what Redis holds
+        assert order_fingerprint(loaded[order.client_order_id], serializer) == order_fingerprint(order, serializer)
+        assert order_fingerprint(again[order.client_order_id], serializer) == order_fingerprint(order, serializer)
+        assert again[order.client_order_id] is not loaded[order.client_order_id]
+    assert loaded[orders[0].client_order_id].is_closed and loaded[orders[0].client_order_id].event_count == 4
+
+
+def test_a_restart_loads_the_orders_once(tmp_path, redis_server):
+    import re  # noqa: PLC0415
+
+    from tests.support.launcher_cli import run_launcher  # noqa: PLC0415
+    from tests.test_bootstrap_e2e import output  # noqa: PLC0415
+    from tests.test_bootstrap_e2e import redis_args  # noqa: PLC0415
+
+    args = redis_args(redis_server.port, "REUSE-001", "strategy=churn", "run.duration_s=3")
+    first = run_launcher(args, cwd=tmp_path)
+    assert first.returncode == 0, output(first)[-3000:]
+    again = run_launcher(args, cwd=tmp_path)
+    log = output(again)
+    assert again.returncode == 0, log[-3000:]
+    taken = re.search(r"Orders: (\d+) of (\d+) taken as verify rebuilt them", log)
+    assert taken is not None, log[-3000:]
+    assert int(taken[1]) == int(taken[2]) > 0
+    unverified = run_launcher([*args, "bootstrap.verify=off"], cwd=tmp_path)
+    assert unverified.returncode == 0, output(unverified)[-3000:]
+    assert "taken as verify rebuilt them" not in output(unverified)
