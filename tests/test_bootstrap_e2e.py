@@ -16,6 +16,7 @@ import pytest
 from launcher.cache import layout
 from launcher.servers.redis_process import free_port
 from tests.support.launcher_cli import run_launcher
+from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import start_launcher
 from tests.test_bootstrap_verify import write_sample_state
 
@@ -112,7 +113,7 @@ def test_one_launcher_per_trader_and_a_successor_after_a_crash(tmp_path, redis_s
     args = redis_args(redis_server.port, "LEASE-001", "bootstrap.lease_ttl_s=4")
     log_path = tmp_path / "first.log"
     first = start_launcher([*args, "run.duration_s=120"], cwd=tmp_path, log_path=log_path)
-    try:
+    with killed_on_exit(first):
         wait_for_line(log_path, "RUNNING", timeout_s=60, proc=first)
 
         second = run_launcher([*args, "run.duration_s=1"], cwd=tmp_path)
@@ -128,7 +129,3 @@ def test_one_launcher_per_trader_and_a_successor_after_a_crash(tmp_path, redis_s
         # expire (the module tests pin that path down), or its own start-up outlasted the TTL.
         assert "Previous holder never renewed" in third.stdout or "lease trader-LEASE-001:launcher:lease acquired" in third.stdout
         assert "Node stopped cleanly" in third.stdout
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=10)

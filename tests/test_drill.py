@@ -18,6 +18,7 @@ from launcher.drill.config import to_drill_settings
 from launcher.drill.ledger import Entry
 from launcher.errors import ConfigError
 from launcher.config.compose import CONFIG_DIR
+from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import run_launcher
 
 
@@ -249,15 +250,11 @@ def test_ctrl_c_stops_the_drill_with_one_line_and_leaves_no_server_behind(tmp_pa
     log_path = tmp_path / "drill.log"
     drill = start_launcher([*FAST, "drill=graceful", "drill.fault_after_s=[60,60]", f"drill.workdir={tmp_path / 'drill'}"],
                            cwd=tmp_path, log_path=log_path, module="launcher.drill")
-    try:
+    with killed_on_exit(drill):
         text = wait_for_line(log_path, "nodes trading", timeout_s=120, proc=drill)
         port = int(re.search(r"servers: redis 127\.0\.0\.1:(\d+)", text).group(1))
         drill.send_signal(signal.SIGINT)  # the drill only, as if its node had already gone
         assert drill.wait(timeout=60) == 130
-    finally:
-        if drill.poll() is None:
-            drill.kill()
-            drill.wait(timeout=10)
     out = log_path.read_text()
     assert "error: stopped by SIGINT the drill; the servers and nodes it started were stopped" in out
     assert "Traceback" not in out

@@ -15,6 +15,7 @@ import redis
 from launcher.cache import layout
 from launcher.servers.redis_process import free_port
 from tests.support.launcher_cli import run_launcher
+from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import start_launcher
 from tests.test_bootstrap_e2e import output
 from tests.test_bootstrap_e2e import redis_args
@@ -29,7 +30,7 @@ def test_repeated_stop_signals_while_stopping_are_ignored_and_the_stop_is_clean(
     trader = "SIGNAL-001"
     log_path = tmp_path / "node.log"
     node = start_launcher([*redis_args(redis_server.port, trader), "run.duration_s=120"], cwd=tmp_path, log_path=log_path)
-    try:
+    with killed_on_exit(node):
         wait_for_line(log_path, "RUNNING", timeout_s=60, proc=node)
         node.send_signal(sig)
         # The second signal goes in once the first has been handled: NautilusTrader's own
@@ -38,10 +39,6 @@ def test_repeated_stop_signals_while_stopping_are_ignored_and_the_stop_is_clean(
         node.send_signal(sig)
         node.send_signal(sig)
         code = node.wait(timeout=60)
-    finally:
-        if node.poll() is None:
-            node.kill()
-            node.wait(timeout=10)
     log = log_path.read_text()
     assert code == 0, log[-3000:]
     assert "Node stopped cleanly" in log
@@ -61,14 +58,10 @@ def test_a_stop_signal_while_waiting_for_redis_ends_with_one_line(tmp_path, sig,
     proc = start_launcher(
         [*redis_args(port, "SIGNAL-002"), "bootstrap.wait_timeout_s=60"], cwd=tmp_path, log_path=log_path,
     )
-    try:
+    with killed_on_exit(proc):
         wait_for_line(log_path, "not ready (attempt 1", timeout_s=30, proc=proc)
         proc.send_signal(sig)
         assert proc.wait(timeout=10) == code
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
     log = log_path.read_text()
     assert f"error: stopped by {sig.name} before the node was trading" in log
     assert "Traceback" not in log
@@ -81,17 +74,13 @@ def test_under_nohup_sighup_stays_ignored(tmp_path):
         [*redis_args(port, "SIGNAL-004"), "bootstrap.wait_timeout_s=60"], cwd=tmp_path, log_path=log_path,
         wrapper=("nohup",),
     )
-    try:
+    with killed_on_exit(proc):
         wait_for_line(log_path, "not ready (attempt 1", timeout_s=30, proc=proc)
         proc.send_signal(signal.SIGHUP)
         wait_for_line(log_path, "not ready (attempt 3", timeout_s=30, proc=proc)  # still retrying
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 143
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
     log = log_path.read_text()
     assert "SIGHUP" not in log
     assert "Traceback" not in log
@@ -107,14 +96,10 @@ def test_a_stop_signal_while_waiting_for_a_lease_leaves_the_holders_lease_alone(
     proc = start_launcher(
         [*redis_args(redis_server.port, trader), "bootstrap.lease_wait_s=60"], cwd=tmp_path, log_path=log_path,
     )
-    try:
+    with killed_on_exit(proc):
         wait_for_line(log_path, "waiting up to", timeout_s=60, proc=proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 143
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
     assert json.loads(client.get(key)) == holder
     assert client.pttl(key) > 0
     assert "Traceback" not in log_path.read_text()

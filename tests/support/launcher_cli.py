@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,3 +43,14 @@ def start_launcher(args: list[str], cwd: Path, log_path: Path, module: str = "la
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+
+
+@contextmanager
+def killed_on_exit(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`proc` for the block; SIGKILLed and reaped if it still runs when the block ends (e.g. a failed assertion)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
