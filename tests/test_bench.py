@@ -29,6 +29,7 @@ def test_bench_config_defaults_and_quick_mode():
     (["bench.events_per_order=2"], "bench.events_per_order"),
     (["bench.redis_address=nohost"], "bench.redis_address"),
     (["bench.nope=1"], "bench.nope"),
+    (["bench.throughput_repeats=0"], "bench.throughput_repeats"),
 ])
 def test_bad_bench_config_is_one_config_error(overrides, key):
     with pytest.raises(ConfigError) as info:
@@ -55,6 +56,7 @@ def test_bench_smoke_run_writes_json_and_table(tmp_path):
             assert 0 < data["hot_path_us"][backend][op]["p50"] <= data["hot_path_us"][backend][op]["p99"]
         assert data["read_ms"][backend]["load_order"]["n"] == 50
         assert data["throughput"][backend]["writes"] == 800
+        assert len(data["throughput"][backend]["runs_durable_ops_per_s"]) == 3  # the median one is reported
     assert data["end_to_end_ms"]["resilient"]["sync"]["visible_ms"]["n"] == 5
     # Buffered writes become visible no sooner than the buffer interval.
     assert data["end_to_end_ms"]["resilient"]["buffered"]["visible_ms"]["p50"] >= 0.8 * 100
@@ -77,6 +79,7 @@ def test_bench_smoke_run_writes_json_and_table(tmp_path):
         "read latency p99 < 2 ms (load_order, load_position; resilient)",
     }
     assert "| hot path add_order p50 / p99 (us)" in result.stdout
+    assert "|   every run (ops/s; the median is above)" in result.stdout
     assert "Targets:" in result.stdout
     assert (out / "bench.txt").read_text().strip() == render(data).strip()
     assert not (out / "bench.png").exists()
@@ -106,3 +109,13 @@ def test_throughput_is_judged_only_on_a_sustained_run(writes, ops, met):
     assert target["met"] is met
     assert ("not judged" in target["value"]) is (met is None)
     assert judged["throughput > 10,000 ops/s (durable, resilient buffered)"]["met"] is (None if met is None else True)
+
+
+def test_throughput_reports_the_median_run_and_lists_every_run():
+    from launcher.bench.runner import _median_run  # noqa: PLC0415
+
+    runs = [{"durable_ops_per_s": rate, "submit_ops_per_s": rate * 2} for rate in (24_000, 38_000, 35_000)]
+    median = _median_run(runs)
+    assert median["durable_ops_per_s"] == 35_000 and median["submit_ops_per_s"] == 70_000  # one run, whole
+    assert median["runs_durable_ops_per_s"] == [24_000, 38_000, 35_000]
+    assert _median_run(runs[:2])["durable_ops_per_s"] == 24_000  # even count: the lower middle, never an average

@@ -30,6 +30,7 @@ class BenchSettings:
     samples: int = 2000  # hot-path and read samples per operation and backend
     e2e_samples: int = 300  # end-to-end durability samples per mode (buffered ones take one interval each)
     throughput_ops: int = 100_000  # facade writes in the sustained-throughput run
+    throughput_repeats: int = 3  # runs per backend (alternating); the median is reported, every run listed
     sync_throughput_ops: int = 10_000  # writes in the sync-durability throughput run
     buffer_interval_ms: int = 100  # both backends' buffered mode (the launcher's default)
     quick: bool = False  # CI smoke: tiny sizes and sample counts
@@ -76,7 +77,7 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
         raise ConfigError("bench.positions_ratio", "must be between 0 and 1")
     if b.positions_ratio and b.events_per_order < 4:
         raise ConfigError("bench.positions_ratio", "positions need filled orders: bench.events_per_order=4")
-    for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats"):
+    for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats", "throughput_repeats"):
         if getattr(b, key) <= 0:
             raise ConfigError(f"bench.{key}", "must be positive")
     if b.buffer_interval_ms <= 0:

@@ -98,9 +98,13 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
         }
         _cleanup(server, traders)
         say("- sustained durable throughput")
+        runs: dict[str, list[dict[str, Any]]] = {M.NATIVE: [], M.RESILIENT: []}
+        for n in range(b.throughput_repeats):  # alternating, so both backends see the VM alike
+            for backend in (M.NATIVE, M.RESILIENT):
+                runs[backend].append(M.throughput(dbs, backend, b.throughput_ops, trader(f"TP{backend[0].upper()}{n}")))
+            _cleanup(server, traders)
         result["throughput"] = {
-            M.NATIVE: M.throughput(dbs, M.NATIVE, b.throughput_ops, trader("TPN")),
-            M.RESILIENT: M.throughput(dbs, M.RESILIENT, b.throughput_ops, trader("TPR")),
+            **{backend: _median_run(backend_runs) for backend, backend_runs in runs.items()},
             "resilient_sync": M.throughput(dbs, M.RESILIENT, b.sync_throughput_ops, trader("TPS"), durability="sync"),
         }
         result["write_costs"] = M.write_costs(dbs, 240, trader("COST"))
@@ -171,6 +175,12 @@ def _payload_size() -> int:
 # -- targets ----------------------------------------------------------------------------------------
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median durable rate, listing every run's rate (shared VMs vary)."""
+    ranked = sorted(runs, key=lambda run: run["durable_ops_per_s"])
+    return {**ranked[(len(ranked) - 1) // 2], "runs_durable_ops_per_s": [run["durable_ops_per_s"] for run in runs]}
+
+
 # Fewer writes than this are a few batches: the rate is then mostly the buffer interval.
 SUSTAINED_MIN_WRITES = 20_000
 
@@ -238,6 +248,10 @@ def _pair(d: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> st
     return f"{d['p50'] * scale:.{digits}f} / {d['p99'] * scale:.{digits}f}"
 
 
+def _runs(run: dict[str, Any]) -> str:
+    return " ".join(f"{rate / 1000:.1f}k" for rate in run["runs_durable_ops_per_s"])
+
+
 def render(r: dict[str, Any]) -> str:
     m, s = r["machine"], r["server"]
     lines = [
@@ -275,6 +289,8 @@ def render(r: dict[str, Any]) -> str:
     if tp:
         row("durable throughput, buffered (ops/s, until acknowledged)", f"{tp[M.NATIVE]['durable_ops_per_s']:,}",
             f"{tp[M.RESILIENT]['durable_ops_per_s']:,}")
+        if len(tp[M.RESILIENT].get("runs_durable_ops_per_s", [])) > 1:
+            row("  every run (ops/s; the median is above)", _runs(tp[M.NATIVE]), _runs(tp[M.RESILIENT]))
         row("  of which caller submit rate (ops/s)", f"{tp[M.NATIVE]['submit_ops_per_s']:,}",
             f"{tp[M.RESILIENT]['submit_ops_per_s']:,}")
         row("durable throughput, sync, one writer (ops/s)", "n/a (no sync mode)", f"{tp['resilient_sync']['durable_ops_per_s']:,}")
