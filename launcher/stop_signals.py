@@ -113,3 +113,22 @@ class StopSignals:
             name="stop-signal-log",
             daemon=True,
         ).start()
+
+
+def interrupt_tool_on_stop_signals(what: str) -> None:
+    """
+    For ``launcher.drill`` and ``launcher.bench``, which start servers and nodes of their own:
+    SIGTERM and SIGHUP raise ``Interrupted`` (exit 128 + the signal, one line naming `what`)
+    in the main thread, so the tool's cleanup stops what it started, as it does for Ctrl-C.
+    The default action would leave those processes running. Further stop signals are ignored
+    while it cleans up. Signals ignored on entry (nohup) stay ignored.
+    """
+    tool_signals = tuple(sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN)
+
+    def interrupt(signum: int, _frame) -> None:
+        for sig in (*tool_signals, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signal.Signals(signum), what)
+
+    for sig in tool_signals:
+        signal.signal(sig, interrupt)

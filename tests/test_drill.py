@@ -238,7 +238,8 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code):
     import re  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
@@ -253,10 +254,10 @@ def test_ctrl_c_stops_the_drill_with_one_line_and_leaves_no_server_behind(tmp_pa
     with killed_on_exit(drill):
         text = wait_for_line(log_path, "nodes trading", timeout_s=120, proc=drill)
         port = int(re.search(r"servers: redis 127\.0\.0\.1:(\d+)", text).group(1))
-        drill.send_signal(signal.SIGINT)  # the drill only, as if its node had already gone
-        assert drill.wait(timeout=60) == 130
+        drill.send_signal(getattr(signal, sig))  # the drill only, as if its node had already gone
+        assert drill.wait(timeout=60) == code
     out = log_path.read_text()
-    assert "error: stopped by SIGINT the drill; the servers and nodes it started were stopped" in out
+    assert f"error: stopped by {sig} the drill; the servers and nodes it started were stopped" in out
     assert "Traceback" not in out
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=1).ping()

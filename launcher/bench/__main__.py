@@ -27,6 +27,10 @@ from launcher.config.compose import CONFIG_DIR
 from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
+from launcher.stop_signals import interrupt_tool_on_stop_signals
+
+
+_STOPPED = "the benchmark; the Redis server it started was stopped"
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
@@ -54,10 +58,13 @@ def main() -> None:
             to_bench_settings(compose_bench_config(argv))
         except LauncherError as e:
             exit_with(e)
+    interrupt_tool_on_stop_signals(_STOPPED)
     try:
         _job()
+    except Interrupted as e:  # SIGTERM/SIGHUP: the same unwinding
+        exit_with(e)
     except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
-        exit_with(Interrupted(signal.SIGINT, "the benchmark; the Redis server it started was stopped"))
+        exit_with(Interrupted(signal.SIGINT, _STOPPED))
 
 
 if __name__ == "__main__":

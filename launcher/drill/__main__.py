@@ -7,7 +7,7 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
     3  the drill could not run (a server or node did not start)
     4  a promise was broken: lost events (named), verify problems, a node that did not come back,
        or a planted loss (``drill.plant_loss``), which is always reported as found or missed
-  130  interrupted (Ctrl-C): the servers and nodes it started were stopped
+  130  interrupted (Ctrl-C; 143 SIGTERM, 129 SIGHUP): the servers and nodes it started were stopped
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from launcher.drill.config import to_drill_settings
 from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
+from launcher.stop_signals import interrupt_tool_on_stop_signals
+
+
+_STOPPED = "the drill; the servers and nodes it started were stopped"
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
@@ -51,10 +55,13 @@ def main() -> None:
             to_drill_settings(compose_drill_config(argv))
         except LauncherError as e:
             exit_with(e)
+    interrupt_tool_on_stop_signals(_STOPPED)
     try:
         _job()
+    except Interrupted as e:  # SIGTERM/SIGHUP: the same unwinding
+        exit_with(e)
     except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
-        exit_with(Interrupted(signal.SIGINT, "the drill; the servers and nodes it started were stopped"))
+        exit_with(Interrupted(signal.SIGINT, _STOPPED))
 
 
 if __name__ == "__main__":
