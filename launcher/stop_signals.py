@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 
 from launcher.errors import Interrupted
+from launcher.errors import exit_with
 
 
 log = logging.getLogger("launcher.signals")
@@ -115,13 +116,13 @@ class StopSignals:
         ).start()
 
 
-def interrupt_tool_on_stop_signals(what: str) -> None:
+def run_tool(job: Callable[[], None], what: str) -> None:
     """
-    For ``launcher.drill`` and ``launcher.bench``, which start servers and nodes of their own:
-    SIGTERM and SIGHUP raise ``Interrupted`` (exit 128 + the signal, one line naming `what`)
-    in the main thread, so the tool's cleanup stops what it started, as it does for Ctrl-C.
-    The default action would leave those processes running. Further stop signals are ignored
-    while it cleans up. Signals ignored on entry (nohup) stay ignored.
+    Run `job`, the main of ``launcher.drill`` or ``launcher.bench``, which start servers and
+    nodes of their own. SIGINT, SIGTERM and SIGHUP unwind it (its cleanup stops what it
+    started) and end the process with one line naming `what` and exit 128 + the signal; the
+    default action of SIGTERM/SIGHUP would leave those processes running. Further stop
+    signals are ignored while it cleans up. Signals ignored on entry (nohup) stay ignored.
     """
     tool_signals = tuple(sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN)
 
@@ -132,3 +133,9 @@ def interrupt_tool_on_stop_signals(what: str) -> None:
 
     for sig in tool_signals:
         signal.signal(sig, interrupt)
+    try:
+        job()
+    except Interrupted as e:
+        exit_with(e)
+    except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
+        exit_with(Interrupted(signal.SIGINT, what))

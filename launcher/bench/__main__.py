@@ -12,7 +12,6 @@ Exit codes: 0 finished (targets missed are reported, not failed), 2 bad configur
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from launcher.bench.config import compose_bench_config
 from launcher.bench.config import register
 from launcher.bench.config import to_bench_settings
 from launcher.config.compose import CONFIG_DIR
-from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
-from launcher.stop_signals import interrupt_tool_on_stop_signals
+from launcher.stop_signals import run_tool
 
 
 _STOPPED = "the benchmark; the Redis server it started was stopped"
@@ -58,13 +56,7 @@ def main() -> None:
             to_bench_settings(compose_bench_config(argv))
         except LauncherError as e:
             exit_with(e)
-    interrupt_tool_on_stop_signals(_STOPPED)
-    try:
-        _job()
-    except Interrupted as e:  # SIGTERM/SIGHUP: the same unwinding
-        exit_with(e)
-    except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
-        exit_with(Interrupted(signal.SIGINT, _STOPPED))
+    run_tool(_job, _STOPPED)
 
 
 if __name__ == "__main__":

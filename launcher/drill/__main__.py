@@ -12,7 +12,6 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import hydra
@@ -23,10 +22,9 @@ from launcher.drill.config import CONFIG_NAME
 from launcher.drill.config import compose_drill_config
 from launcher.drill.config import register
 from launcher.drill.config import to_drill_settings
-from launcher.errors import Interrupted
 from launcher.errors import LauncherError
 from launcher.errors import exit_with
-from launcher.stop_signals import interrupt_tool_on_stop_signals
+from launcher.stop_signals import run_tool
 
 
 _STOPPED = "the drill; the servers and nodes it started were stopped"
@@ -55,13 +53,7 @@ def main() -> None:
             to_drill_settings(compose_drill_config(argv))
         except LauncherError as e:
             exit_with(e)
-    interrupt_tool_on_stop_signals(_STOPPED)
-    try:
-        _job()
-    except Interrupted as e:  # SIGTERM/SIGHUP: the same unwinding
-        exit_with(e)
-    except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)
-        exit_with(Interrupted(signal.SIGINT, _STOPPED))
+    run_tool(_job, _STOPPED)
 
 
 if __name__ == "__main__":
