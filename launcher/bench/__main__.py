@@ -7,7 +7,8 @@ writes ``bench.json``, ``bench.txt`` and (with matplotlib) ``bench.png`` to ``be
     python -m launcher.bench bench.sizes=[1000,10000] bench.out_dir=docs/bench
 
 Exit codes: 0 finished (targets missed are reported, not failed), 2 bad configuration,
-3 no Redis server could be started or reached.
+3 no Redis server could be started or reached, 130 / 143 / 129 stopped by SIGINT / SIGTERM /
+SIGHUP (the Redis server it started is stopped first).
 """
 
 from __future__ import annotations
