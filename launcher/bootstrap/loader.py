@@ -35,8 +35,7 @@ from launcher.bootstrap.manifest import Manifest
 from launcher.bootstrap.manifest import read_manifest
 from launcher.cache.codec import EventDecoder
 from launcher.cache.gc_pause import gc_paused
-from launcher.cache.resp import exchange
-from launcher.cache.resp import pack_command
+from launcher.cache.reader import BulkReader
 from launcher.cache.replay import transform_order
 from launcher.cache import layout
 
@@ -150,23 +149,11 @@ _COMMANDS = {
 def bulk(client: redis.Redis, commands: list[tuple[str, str]], batch: int = DEFAULT_BATCH) -> list[Any]:
     """
     Run ``(command, key)`` pairs in pipelined batches on one pooled connection, replies parsed
-    by hiredis (launcher/cache/resp.py: redis-py's own parsing was a fifth of a verify); returns
-    one reply per pair (SMEMBERS a set, HGETALL a dict), an exception object in place of a
-    reply that failed (e.g. WRONGTYPE).
+    by hiredis (`BulkReader`; redis-py's own parsing was a fifth of a verify); returns one
+    reply per pair (SMEMBERS a set, HGETALL a dict), an exception object in place of a reply
+    that failed (e.g. WRONGTYPE).
     """
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        replies: list[Any] = []
-        for start in range(0, len(commands), max(1, batch)):
-            chunk = commands[start:start + batch]
-            data = b"".join(pack_command(_COMMANDS[command](key)) for command, key in chunk)
-            replies.extend(exchange(conn, data, len(chunk)))
-    except BaseException:
-        conn.disconnect()  # replies may still be in flight: never reuse this socket
-        raise
-    finally:
-        pool.release(conn)
+    replies = BulkReader(client, chunk=batch).replies([_COMMANDS[command](key) for command, key in commands])
     for i, ((command, _), reply) in enumerate(zip(commands, replies)):
         if isinstance(reply, list) and command == "smembers":
             replies[i] = set(reply)

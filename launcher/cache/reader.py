@@ -69,18 +69,30 @@ class BulkReader:
         finally:
             pool.release(conn)
 
-    def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
-        """Send `commands` in chunks on `conn`; return the replies (raise the first error reply)."""
+    def _exchange(self, conn: Any, commands: list[tuple]) -> list:
+        """Send `commands` in chunks on `conn`; return the replies, error replies in place."""
         out: list = []
         t0 = time.monotonic()
         for i in range(0, len(commands), self._chunk):
             chunk = commands[i : i + self._chunk]
             out += exchange(conn, b"".join(pack_command(c) for c in chunk), len(chunk))
         self._on_round_trip("load_read", time.monotonic() - t0)
+        return out
+
+    def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
+        """Send `commands` in chunks on `conn`; return the replies (raise the first error reply)."""
+        out = self._exchange(conn, commands)
         for value in out:
             if isinstance(value, redis.exceptions.ResponseError):
                 raise value
         return out
+
+    def replies(self, commands: list[tuple]) -> list:
+        """
+        One reply per command, an error reply as its ``ResponseError`` in place (for callers
+        that report each failing key). Not retried: a connection error is raised as is.
+        """
+        return self._once(lambda conn: self._exchange(conn, commands))
 
     def scan(self, pattern: str, count: int = 10_000) -> list[str]:
         """Every key matching `pattern` (decoded), via SCAN."""
