@@ -112,7 +112,7 @@ def test_throughput_is_judged_only_on_a_sustained_run(writes, ops, met):
 
 
 def test_throughput_reports_the_median_run_and_lists_every_run():
-    from launcher.bench.runner import _median_run  # noqa: PLC0415
+    from launcher.bench.runner import _median_run
 
     runs = [{"durable_ops_per_s": rate, "submit_ops_per_s": rate * 2} for rate in (24_000, 38_000, 35_000)]
     median = _median_run(runs)

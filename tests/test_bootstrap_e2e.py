@@ -15,8 +15,8 @@ import pytest
 
 from launcher.cache import layout
 from launcher.servers.redis_process import free_port
-from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import killed_on_exit
+from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import start_launcher
 from tests.test_bootstrap_verify import write_sample_state
 

@@ -98,8 +98,9 @@ def test_flush_on_start_warns_loudly_and_refuses_to_delete_other_traders(redis_s
 @pytest.mark.parametrize(("written", "configured"), [("json", "msgpack"), ("msgpack", "json")])
 def test_state_in_the_other_encoding_fails(redis_server, written, configured):
     """Payloads as NautilusTrader's serializer writes them, read back with the other encoding."""
-    from launcher.cache.testing import make_serializer  # noqa: PLC0415
-    from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: PLC0415
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider
+
+    from tests.support.trading_state import make_serializer
 
     client = redis_server.client()
     client.flushall()

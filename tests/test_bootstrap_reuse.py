@@ -11,13 +11,13 @@ from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
 from launcher.bootstrap.loader import load_state
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import order_fingerprint
-from launcher.cache.testing import write_orders
 from launcher.config.schema import LauncherConfig
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import order_fingerprint
+from tests.support.trading_state import write_orders
 
 
 def _settings(port: int) -> LauncherConfig:
@@ -71,11 +71,11 @@ def test_the_first_load_reuses_only_orders_whose_events_are_unchanged(redis_serv
 
 
 def test_a_restart_loads_the_orders_once(tmp_path, redis_server):
-    import re  # noqa: PLC0415
+    import re
 
-    from tests.support.launcher_cli import run_launcher  # noqa: PLC0415
-    from tests.test_bootstrap_e2e import output  # noqa: PLC0415
-    from tests.test_bootstrap_e2e import redis_args  # noqa: PLC0415
+    from tests.support.launcher_cli import run_launcher
+    from tests.test_bootstrap_e2e import output
+    from tests.test_bootstrap_e2e import redis_args
 
     args = redis_args(redis_server.port, "REUSE-001", "strategy=churn", "run.duration_s=3")
     first = run_launcher(args, cwd=tmp_path)

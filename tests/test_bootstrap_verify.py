@@ -165,7 +165,7 @@ def write_sample_state(port: int, trader_id: str = "TESTER-001", *, manifest: bo
     sample.closed_orders = ["O-1", "O-3", "O-4"]
     sample.open_positions = ["P-1"]
     sample.closed_positions = ["P-2"]
-    import redis  # noqa: PLC0415
+    import redis
 
     client = redis.Redis(host="127.0.0.1", port=port)
     client.set(layout.full_key(key, f"{layout.STRATEGIES}:{strategy_id.value}:state"), serializer.serialize({"fast": b"10"}))

@@ -9,7 +9,6 @@ counting the commands Redis ran (INFO commandstats), not by timing.
 from __future__ import annotations
 
 import pytest
-
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.events import AccountState
 from nautilus_trader.model.identifiers import AccountId
@@ -18,11 +17,11 @@ from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
 from launcher.cache.writer import DELETE_EVENT_SCRIPT
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
 
 
 SECOND = 1_000_000_000

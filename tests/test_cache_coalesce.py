@@ -13,18 +13,17 @@ import random
 import uuid
 
 import pytest
-
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
 from launcher.cache.writer import TAG_APPEND
 from launcher.cache.writer import TAG_DELETE_EVENT
 from launcher.cache.writer import TAG_SNAPSHOT
 from launcher.cache.writer import Op
 from launcher.servers.redis_process import RedisProcess
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
 
 
 SETS, HASHES, STRINGS, LISTS = ("s1", "s2"), ("h1", "h2"), ("k1", "k2"), ("l1", "l2")
@@ -153,8 +152,9 @@ def test_one_batch_leaves_what_every_command_alone_leaves(two_backends, guarded)
 def test_a_bench_like_batch_sends_one_command_per_index_set(two_backends):
     """add_order + 3 update_order per order: every append, then one manifest HSET and one command per index set."""
     (server, _), (db, _) = two_backends
-    from launcher.bench import measure as M  # noqa: PLC0415
-    from nautilus_trader.model.identifiers import PositionId  # noqa: PLC0415
+    from nautilus_trader.model.identifiers import PositionId
+
+    from launcher.bench import measure as M
 
     objs = M.Objects("BENCH-COALESCE")
     captured: list[Op] = []

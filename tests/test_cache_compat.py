@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import ComponentId
@@ -29,20 +28,20 @@ from launcher.cache.codec import EventDecoder
 from launcher.cache.codec import EventEncoder
 from launcher.cache.codec import iso_to_ns_reference
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import CacheTee
-from launcher.cache.testing import account_fingerprint
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import dump_state
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import native_adapter
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import order_fingerprint
-from launcher.cache.testing import position_fingerprint
-from launcher.cache.testing import trader_key_for
-from launcher.cache.testing import write_orders
-from launcher.cache.testing import write_scenario
 from launcher.servers.redis_process import RedisProcess
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import CacheTee
+from tests.support.trading_state import account_fingerprint
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import dump_state
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import native_adapter
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import order_fingerprint
+from tests.support.trading_state import position_fingerprint
+from tests.support.trading_state import trader_key_for
+from tests.support.trading_state import write_orders
+from tests.support.trading_state import write_scenario
 
 
 FORMATS = [("msgpack", False), ("json", False), ("msgpack", True), ("json", True)]
@@ -265,8 +264,8 @@ def test_delete_account_event_removes_exactly_that_event(tmp_path):
         cfg = cache_config(server.port, "json")
         ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer("json"), cfg, spill_dir=str(tmp_path / "s"))
         cache = new_cache(ours)
-        from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
-        from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+        from nautilus_trader.test_kit.stubs.events import TestEventStubs
+        from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
         account = TestExecStubs.cash_account(AccountId("SIM-001"))
         cache.add_account(account)
@@ -306,8 +305,8 @@ def test_flush_is_flushdb_in_order(tmp_path):
 @pytest.mark.parametrize("iso", [True, False])
 def test_timestamp_fast_path_equals_serializer(iso):
     """The arithmetic ISO 8601 conversion equals pandas' for the shapes the serializer writes."""
-    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
-    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
     ser = make_serializer("msgpack", iso)
     decoder = EventDecoder(ser)
@@ -327,10 +326,9 @@ def test_timestamp_fast_path_equals_serializer(iso):
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
 def test_unexpected_payload_shapes_take_the_serializer_path(encoding):
     """Anything the fast schemas do not describe exactly is decoded by the serializer itself."""
-    import msgspec  # noqa: PLC0415
-
-    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
-    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+    import msgspec
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
     ser = make_serializer(encoding)
     codec = msgspec.json if encoding == "json" else msgspec.msgpack
@@ -360,11 +358,11 @@ def test_unexpected_payload_shapes_take_the_serializer_path(encoding):
 
 @pytest.mark.parametrize(("encoding", "iso"), FORMATS)
 def test_fast_encoder_is_byte_identical_to_the_serializer(encoding, iso):
-    import random  # noqa: PLC0415
+    import random
 
-    from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: PLC0415
-    from nautilus_trader.test_kit.stubs.events import TestEventStubs  # noqa: PLC0415
-    from nautilus_trader.test_kit.stubs.execution import TestExecStubs  # noqa: PLC0415
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
     ser = make_serializer(encoding, iso)
     fast = EventEncoder(ser)
@@ -390,18 +388,18 @@ def test_fast_encoder_is_byte_identical_to_the_serializer(encoding, iso):
 @pytest.mark.parametrize("encoding,iso", FORMATS, ids=lambda p: str(p))
 def test_orders_built_from_their_initial_payload_equal_from_init(encoding, iso):
     """EventDecoder.order: LIMIT and MARKET built straight from the payload, others via from_init; all equal."""
-    from nautilus_trader.common.component import TestClock  # noqa: PLC0415
-    from nautilus_trader.common.factories import OrderFactory  # noqa: PLC0415
-    from nautilus_trader.model.enums import OrderSide  # noqa: PLC0415
-    from nautilus_trader.model.enums import OrderType  # noqa: PLC0415
-    from nautilus_trader.model.enums import TimeInForce  # noqa: PLC0415
-    from nautilus_trader.model.enums import TriggerType  # noqa: PLC0415
-    from nautilus_trader.model.identifiers import ExecAlgorithmId  # noqa: PLC0415
-    from nautilus_trader.model.identifiers import StrategyId  # noqa: PLC0415
-    from nautilus_trader.model.objects import Price  # noqa: PLC0415
-    from nautilus_trader.model.objects import Quantity  # noqa: PLC0415
-    from nautilus_trader.model.orders.unpacker import OrderUnpacker  # noqa: PLC0415
-    import msgspec  # noqa: PLC0415
+    import msgspec
+    from nautilus_trader.common.component import TestClock
+    from nautilus_trader.common.factories import OrderFactory
+    from nautilus_trader.model.enums import OrderSide
+    from nautilus_trader.model.enums import OrderType
+    from nautilus_trader.model.enums import TimeInForce
+    from nautilus_trader.model.enums import TriggerType
+    from nautilus_trader.model.identifiers import ExecAlgorithmId
+    from nautilus_trader.model.identifiers import StrategyId
+    from nautilus_trader.model.objects import Price
+    from nautilus_trader.model.objects import Quantity
+    from nautilus_trader.model.orders.unpacker import OrderUnpacker
 
     ser = make_serializer(encoding, iso)
     clock = TestClock()
@@ -485,7 +483,7 @@ def test_loads_reuse_one_scan_until_the_keys_change(redis_server, tmp_path):
 
 def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists(redis_server, tmp_path):
     """Payloads are serialized ahead while a batch is in flight; one that fails is dropped loudly, once, in its batch."""
-    from types import SimpleNamespace  # noqa: PLC0415
+    from types import SimpleNamespace
 
     server = redis_server
     ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=5),
@@ -505,7 +503,7 @@ def test_a_payload_the_serializer_refuses_is_reported_once_and_the_rest_persists
 
 def test_loads_leave_the_garbage_collector_as_they_found_it(redis_server, tmp_path):
     """Loads pause the GC and move what they built to the oldest generation, unless the process froze objects itself."""
-    import gc  # noqa: PLC0415
+    import gc
 
     cfg = cache_config(redis_server.port)
     writer = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cfg, spill_dir=str(tmp_path / "w"))
@@ -535,7 +533,7 @@ def test_a_retained_write_is_one_object_the_garbage_collector_tracks(redis_serve
     and brings the next full collection (a scan of the node's whole heap) closer: an event
     write's commands must be plain data the GC stops tracking, its event held by the op itself.
     """
-    import gc  # noqa: PLC0415
+    import gc
 
     ours = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port, buffer_interval_ms=60_000),
                                   spill_dir=str(tmp_path / "s"))

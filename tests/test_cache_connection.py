@@ -13,24 +13,23 @@ import sys
 import textwrap
 
 import pytest
-
 from nautilus_trader.core.uuid import UUID4
 
 import launcher.cache.resilient as resilient_module
 from launcher.cache import layout as L
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import LogRecorder
-from launcher.cache.testing import assert_exactly_once
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import poll
-from launcher.cache.testing import write_orders
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
 from launcher.store.connection import ConnectionSettings
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import poll
+from tests.support.trading_state import write_orders
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def test_wrong_password_retains_writes_and_says_why_without_the_password(tmp_pat
 
 def _tls_files(directory) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
-    run = lambda *args: subprocess.run(args, cwd=directory, check=True, capture_output=True)  # noqa: E731, S603
+    run = lambda *args: subprocess.run(args, cwd=directory, check=True, capture_output=True)  # noqa: E731
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
         "-subj", "/CN=launcher-test-ca")
     run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
@@ -164,7 +163,7 @@ EXIT_CHILD = textwrap.dedent(
     import sys
     from nautilus_trader.core.uuid import UUID4
     from launcher.cache.resilient import ResilientCacheDatabase
-    from launcher.cache.testing import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
+    from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
     port, spill_dir = int(sys.argv[1]), sys.argv[2]
     db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=2000),
                                 spill_dir=spill_dir)
@@ -179,7 +178,7 @@ def test_interpreter_exit_without_close_still_flushes(redis_server_always, tmp_p
     script = tmp_path / "child.py"
     script.write_text(EXIT_CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    done = subprocess.run([sys.executable, str(script), str(redis_server_always.port), str(tmp_path / "spill")],  # noqa: S603
+    done = subprocess.run([sys.executable, str(script), str(redis_server_always.port), str(tmp_path / "spill")],
                           capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=60)
     assert done.returncode == 0, done.stderr
     client = redis_server_always.client()

@@ -10,21 +10,20 @@ import time
 
 import pytest
 import redis
-
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import OrderStream
-from launcher.cache.testing import assert_exactly_once
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import poll
-from launcher.cache.testing import write_orders
 from launcher.servers.redis_process import SentinelTopology
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import parse_address
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import OrderStream
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import poll
+from tests.support.trading_state import write_orders
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,19 @@ from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import assert_exactly_once
-from launcher.cache.testing import CacheTee
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import dump_state
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import native_adapter
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import write_orders
-from launcher.cache.testing import write_scenario
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
 from launcher.store.connection import ConnectionSettings
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import CacheTee
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import dump_state
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import native_adapter
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
+from tests.support.trading_state import write_scenario
 
 
 class ReplyDroppingProxy:

@@ -13,13 +13,13 @@ from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import LogRecorder
-from launcher.cache.testing import assert_exactly_once
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import write_orders
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
 
 
 def _db(server, tmp_path) -> ResilientCacheDatabase:

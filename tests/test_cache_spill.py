@@ -19,16 +19,16 @@ from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.spill import MAGIC
 from launcher.cache.spill import SpillFile
 from launcher.cache.spill import encode_record
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import LogRecorder
-from launcher.cache.testing import assert_exactly_once
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import poll
-from launcher.cache.testing import write_orders
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import poll
+from tests.support.trading_state import write_orders
 
 
 def _db(port: int, spill_dir, **kwargs) -> ResilientCacheDatabase:
@@ -74,7 +74,7 @@ CHILD = textwrap.dedent(
     import json, sys, time
     from nautilus_trader.core.uuid import UUID4
     from launcher.cache.resilient import ResilientCacheDatabase
-    from launcher.cache.testing import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
+    from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
     from launcher.store.connection import ConnectionSettings
 
     port, spill_dir = int(sys.argv[1]), sys.argv[2]
@@ -104,7 +104,7 @@ def test_spill_file_left_by_a_killed_process_is_replayed_by_the_next_instance(tm
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    child = subprocess.Popen(  # noqa: S603
+    child = subprocess.Popen(
         [sys.executable, str(script), str(server.port), str(spill_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.getcwd(),
     )

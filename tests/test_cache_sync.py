@@ -16,12 +16,12 @@ import time
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.testing import TRADER_ID
-from launcher.cache.testing import cache_config
-from launcher.cache.testing import make_serializer
-from launcher.cache.testing import new_cache
-from launcher.cache.testing import write_orders
 from launcher.store.connection import ConnectionSettings
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
 
 
 CHILD = textwrap.dedent(
@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
     from nautilus_trader.test_kit.providers import TestInstrumentProvider
     from nautilus_trader.test_kit.stubs.events import TestEventStubs
     from launcher.cache.resilient import ResilientCacheDatabase
-    from launcher.cache.testing import TRADER_ID, cache_config, make_serializer, new_cache
+    from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache
 
     port, spill_dir = int(sys.argv[1]), sys.argv[2]
     db = ResilientCacheDatabase(
@@ -68,7 +68,7 @@ def test_every_write_that_returned_survives_sigkill_of_the_process(redis_server_
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
-    child = subprocess.Popen(  # noqa: S603
+    child = subprocess.Popen(
         [sys.executable, str(script), str(redis_server_always.port), str(tmp_path / "spill")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.getcwd(),
     )
@@ -102,7 +102,7 @@ def test_every_write_that_returned_survives_sigkill_of_the_process(redis_server_
 
 def test_sync_write_blocks_until_acknowledged_and_resumes_after_outage(redis_server, tmp_path):
     """In sync mode a write during an outage returns only after Redis is back and has it."""
-    import threading  # noqa: PLC0415
+    import threading
 
     db = ResilientCacheDatabase(
         TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port), spill_dir=str(tmp_path / "spill"),
@@ -133,7 +133,7 @@ def test_sync_write_blocks_until_acknowledged_and_resumes_after_outage(redis_ser
 
 
 def test_sync_mode_constructor_and_close_never_hang_while_redis_is_down(tmp_path):
-    from launcher.servers.redis_process import free_port  # noqa: PLC0415
+    from launcher.servers.redis_process import free_port
 
     port = free_port()  # nothing listens here
     t0 = time.monotonic()

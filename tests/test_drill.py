@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from launcher.bootstrap.loader import PersistedState
+from launcher.config.compose import CONFIG_DIR
 from launcher.drill.compare import compare
 from launcher.drill.config import compose_drill_config
 from launcher.drill.config import to_drill_settings
 from launcher.drill.ledger import Entry
 from launcher.errors import ConfigError
-from launcher.config.compose import CONFIG_DIR
 from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import run_launcher
 
@@ -240,13 +240,13 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
 def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code):
-    import re  # noqa: PLC0415
-    import signal  # noqa: PLC0415
+    import re
+    import signal
 
-    import redis  # noqa: PLC0415
+    import redis
 
-    from tests.support.launcher_cli import start_launcher  # noqa: PLC0415
-    from tests.test_bootstrap_e2e import wait_for_line  # noqa: PLC0415
+    from tests.support.launcher_cli import start_launcher
+    from tests.test_bootstrap_e2e import wait_for_line
 
     log_path = tmp_path / "drill.log"
     drill = start_launcher([*FAST, "drill=graceful", "drill.fault_after_s=[60,60]", f"drill.workdir={tmp_path / 'drill'}"],

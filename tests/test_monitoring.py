@@ -42,7 +42,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 def scrape(port: int, accept: str | None = None) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback test endpoint)
+    with urllib.request.urlopen(request, timeout=2) as response:
         return response.read().decode()
 
 

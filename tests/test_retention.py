@@ -23,10 +23,10 @@ from launcher.bootstrap.manifest import read_manifest
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import verify_state
 from launcher.cache import layout
-from launcher.cache.testing import make_serializer
 from launcher.errors import LeaseHeld
 from launcher.retention.apply import run_retention_once
 from tests.support.launcher_cli import run_launcher
+from tests.support.trading_state import make_serializer
 from tests.test_bootstrap_verify import settings_for
 from tests.test_retention_policy import DAY
 from tests.test_retention_policy import NOW
@@ -46,14 +46,14 @@ def write_aged_state(port: int, backend: str, tmp_path, *, now: int = NOW, trade
     if backend == "native":
         database = CacheDatabaseAdapter(TraderId(trader_id), UUID4(), serializer, config)
     else:
-        from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415
+        from launcher.cache.resilient import ResilientCacheDatabase
 
         database = ResilientCacheDatabase(TraderId(trader_id), UUID4(), serializer, config, spill_dir=str(tmp_path / "spill"))
     cache = Cache(database=database, config=config)
     state = build_aged_state(cache, now=now, trader_id=trader_id)
     database.close()  # drains the backend's queue
     if backend == "native":  # the launcher writes the native backend's manifest after a clean stop
-        import redis  # noqa: PLC0415
+        import redis
 
         client = redis.Redis(host="127.0.0.1", port=port)
         write_manifest_from_cache(client, layout.trader_key(trader_id), cache, instance_id="test", final=True)

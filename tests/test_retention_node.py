@@ -26,9 +26,9 @@ from nautilus_trader.portfolio.portfolio import Portfolio
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import verify_state
 from launcher.cache import layout
-from launcher.cache.testing import make_serializer
 from launcher.retention.actor import RedisFollowUp
 from launcher.retention.actor import RetentionActor
+from tests.support.trading_state import make_serializer
 from tests.test_bootstrap_verify import settings_for
 from tests.test_retention_policy import DEFAULTS
 from tests.test_retention_policy import NOW
@@ -46,7 +46,7 @@ def test_pass_removes_from_memory_and_redis_and_state_verifies(redis_server, tmp
     if backend == "native":
         database = CacheDatabaseAdapter(TraderId(trader_id), UUID4(), serializer, config)
     else:
-        from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415
+        from launcher.cache.resilient import ResilientCacheDatabase
 
         database = ResilientCacheDatabase(TraderId(trader_id), UUID4(), serializer, config, spill_dir=str(tmp_path))
     cache = Cache(database=database, config=config)

@@ -14,7 +14,6 @@ from dataclasses import field
 from types import SimpleNamespace
 
 import pytest
-
 from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.component import TestClock

@@ -84,7 +84,7 @@ def test_flush_on_start_flushes_before_loading_and_keeps_the_lease(tmp_path: Pat
 @pytest.mark.parametrize("backend", ["resilient", "native"])
 def test_a_venue_account_that_contradicts_the_recovered_one_is_a_config_error(tmp_path: Path, redis_server, backend):
     """NautilusTrader would fail deep in the node build with a traceback; the launcher names the key."""
-    from tests.test_bootstrap_e2e import snapshot  # noqa: PLC0415
+    from tests.test_bootstrap_e2e import snapshot
 
     args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
             f"cache.backend={backend}", "trader_id=ACCOUNT-001", "run.duration_s=1"]

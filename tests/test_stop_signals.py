@@ -14,8 +14,8 @@ import redis
 
 from launcher.cache import layout
 from launcher.servers.redis_process import free_port
-from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import killed_on_exit
+from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import start_launcher
 from tests.test_bootstrap_e2e import output
 from tests.test_bootstrap_e2e import redis_args

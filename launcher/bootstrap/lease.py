@@ -228,7 +228,7 @@ class Lease:
         if callback is not None:
             try:
                 callback(reason)
-            except Exception:  # noqa: BLE001 (a failing callback must not kill the watchdog silently)
+            except Exception:
                 log.exception("lease on_lost callback failed")
 
     # -- flush ------------------------------------------------------------------------------------

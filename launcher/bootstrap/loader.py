@@ -33,11 +33,11 @@ from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
 from launcher.bootstrap.manifest import Manifest
 from launcher.bootstrap.manifest import read_manifest
+from launcher.cache import layout
 from launcher.cache.codec import EventDecoder
 from launcher.cache.gc_pause import gc_paused
 from launcher.cache.reader import BulkReader
 from launcher.cache.replay import transform_order
-from launcher.cache import layout
 
 
 DEFAULT_BATCH = 1000

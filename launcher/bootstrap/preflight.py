@@ -45,8 +45,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from launcher.bootstrap.loader import glob_escape
-from launcher.cache import layout
 from launcher.bootstrap.loader import state_trader_key
+from launcher.cache import layout
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
 from launcher.store.connection import ConnectionSettings

@@ -420,7 +420,7 @@ class _LoadedDatabase(CacheDatabaseFacade):
 
         return {ClientOrderId(k): ClientId(v) for k, v in self._state.order_client.items()}
 
-    def index_order_position(self, client_order_id, position_id) -> None:  # noqa: ANN001
+    def index_order_position(self, client_order_id, position_id) -> None:
         return None  # read-only: Cache calls this while linking contingent orders
 
 

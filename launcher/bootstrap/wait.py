@@ -67,9 +67,8 @@ def _speaks_tls(host: str, port: int, timeout_s: float) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=host):
-                return True
+        with socket.create_connection((host, port), timeout=timeout_s) as raw, context.wrap_socket(raw, server_hostname=host):
+            return True
     except (OSError, ssl.SSLError):
         return False
 

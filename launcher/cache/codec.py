@@ -39,7 +39,6 @@ from typing import Union
 import msgspec
 import pandas as pd
 import pytz
-
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.enums import TriggerType
 from nautilus_trader.model.enums import account_type_from_str

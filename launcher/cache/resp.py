@@ -57,7 +57,7 @@ def exchange(conn: Any, data: bytes, replies: int, timeout_s: float | None = Non
     except hiredis.ProtocolError as e:
         conn.disconnect()
         raise redis.exceptions.ConnectionError(f"protocol error from {_where(conn)}: {e}") from e
-    except socket.timeout as e:
+    except TimeoutError as e:
         conn.disconnect()
         raise redis.exceptions.TimeoutError(f"timeout talking to {_where(conn)}") from e
     except redis.exceptions.ConnectionError:
@@ -94,7 +94,7 @@ class RawPipeline:
         except hiredis.ProtocolError as e:
             self.conn.disconnect()
             raise redis.exceptions.ConnectionError(f"protocol error from {_where(self.conn)}: {e}") from e
-        except socket.timeout as e:
+        except TimeoutError as e:
             self.conn.disconnect()
             raise redis.exceptions.TimeoutError(f"timeout talking to {_where(self.conn)}") from e
         except redis.exceptions.ConnectionError:

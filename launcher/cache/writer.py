@@ -79,9 +79,9 @@ import tenacity
 from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.listener import CacheListener
+from launcher.cache.listener import CacheStats
 from launcher.cache.resp import exchange
 from launcher.cache.resp import pack_command
-from launcher.cache.listener import CacheStats
 from launcher.cache.spill import SpillFile
 from launcher.cache.spill import encode_record
 
@@ -553,9 +553,7 @@ class Writer:
             op.epoch = self._epoch
             self._queue.append(op)
             self.stats.writes_enqueued += 1
-            if self._dead is not None or self._closing and not self._thread.is_alive():
-                self._spill_queue_locked()
-            elif len(self._queue) >= self._max_pending:
+            if self._dead is not None or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
                 self._spill_queue_locked()
             if wait:
                 self._urgent = True

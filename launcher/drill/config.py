@@ -16,10 +16,10 @@ from enum import Enum
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from launcher.config.schema import Backend
-from launcher.config.schema import Durability
 from launcher.config.compose import compose_config
 from launcher.config.compose import to_object
+from launcher.config.schema import Backend
+from launcher.config.schema import Durability
 from launcher.errors import ConfigError
 from launcher.store.connection import parse_address
 

@@ -223,7 +223,7 @@ def run_drill(d: DrillSettings) -> DrillReport:
             _run(d, report, servers, rng)
         except LauncherError:
             raise
-        except Exception as e:  # noqa: BLE001 (a server that never failed over, a node that hung, ...)
+        except Exception as e:
             raise DrillError(f"drill aborted: {type(e).__name__}: {e} (logs under {workdir})") from e
     finally:
         for lane in report.lanes:
@@ -267,7 +267,7 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
                 raise DrillError(f"the {lane.name} node wrote no {d.warmup_events} ledger events within "
                                  f"{d.node_start_timeout_s:.0f}s:\n{_tail(lane.log)}")
             time.sleep(0.02)
-    say(f"  nodes trading: {', '.join(f'{l.name} ({l.trader_id}, {l.watcher.count()} events)' for l in lanes)}")
+    say(f"  nodes trading: {', '.join(f'{lane.name} ({lane.trader_id}, {lane.watcher.count()} events)' for lane in lanes)}")
 
     # 2. fault
     fault_at = _apply_fault(d, report, servers, lanes, rng)
@@ -288,7 +288,7 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
             lane.node_note = f"did not stop within {d.stop_timeout_s:.0f}s of SIGTERM; killed"
         lane.entries = lane.watcher.stop()
         lane.node_log_facts = node_log_facts(lane.log)
-    say(f"  nodes stopped: {', '.join(f'{l.name} exit {l.node_exit}' for l in lanes)}")
+    say(f"  nodes stopped: {', '.join(f'{lane.name} exit {lane.node_exit}' for lane in lanes)}")
 
     # 4. planted loss, 5. verify, 6. compare
     from launcher.bootstrap.loader import load_state  # noqa: PLC0415

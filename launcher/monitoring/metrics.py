@@ -175,7 +175,7 @@ class SnapshotCollector(Collector):
     def describe(self) -> list:
         return []  # collected lazily; names vary with the backend
 
-    def collect(self):  # noqa: C901 (one flat list of families is the clearest form here)
+    def collect(self):
         m = self._metrics
         info = GaugeMetricFamily("launcher_info", "The launcher answering this scrape", labels=sorted({
             "trader_id", "backend", *self.info,

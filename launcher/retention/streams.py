@@ -152,7 +152,7 @@ class StreamWriter:
             self._thread.join(timeout=5)
         try:
             self.flush()
-        except Exception:  # noqa: BLE001 (closing never raises)
+        except Exception:
             log.exception("Market data streams: final flush failed")
 
 

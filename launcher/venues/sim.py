@@ -20,7 +20,6 @@ import asyncio
 import random
 
 import msgspec
-
 from nautilus_trader.adapters.sandbox.config import SandboxExecutionClientConfig
 from nautilus_trader.adapters.sandbox.execution import SandboxExecutionClient
 from nautilus_trader.cache.cache import Cache
@@ -31,9 +30,9 @@ from nautilus_trader.config import LiveDataClientConfig
 from nautilus_trader.live.data_client import LiveMarketDataClient
 from nautilus_trader.live.factories import LiveDataClientFactory
 from nautilus_trader.live.factories import LiveExecClientFactory
+from nautilus_trader.model.currencies import Currency
 from nautilus_trader.model.data import QuoteTick
 from nautilus_trader.model.data import TradeTick
-from nautilus_trader.model.currencies import Currency
 from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.enums import account_type_from_str
 from nautilus_trader.model.enums import account_type_to_str

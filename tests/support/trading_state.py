@@ -1,5 +1,5 @@
 """
-Helpers for tests, drills and benchmarks of the cache backends (no test framework needed):
+Test helpers for the cache backends (test-only: nothing under launcher/ imports this module):
 
 * `make_serializer` - the serializer exactly as NautilusTrader's kernel builds it;
 * `native_adapter` - NautilusTrader's own ``CacheDatabaseAdapter`` on a given server;
@@ -25,7 +25,6 @@ from typing import Any
 import msgspec
 import pandas as pd
 import redis
-
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.cache.facade import CacheDatabaseFacade
@@ -95,7 +94,7 @@ def cache_config(port: int, encoding: str = "msgpack", timestamps_as_iso8601: bo
 
 def native_adapter(config: CacheConfig, instance_id: UUID4 | None = None, trader_id: TraderId = TRADER_ID) -> Any:
     """NautilusTrader's own Redis adapter, configured as the kernel would."""
-    from nautilus_trader.cache.database import CacheDatabaseAdapter  # noqa: PLC0415
+    from nautilus_trader.cache.database import CacheDatabaseAdapter
 
     return CacheDatabaseAdapter(
         trader_id=trader_id,
