@@ -21,12 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from typing import TypeVar
 
 import tenacity
 
-
-T = TypeVar("T")
 
 CONNECT_INITIAL_BACKOFF_S = 0.1
 CONNECT_MAX_BACKOFF_S = 2.0
@@ -72,7 +69,7 @@ class PollTimeout(TimeoutError):
     """A polled condition did not hold within its deadline."""
 
 
-def poll(
+def poll[T](
     condition: Callable[[], T],
     timeout_s: float,
     what: str,
