@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.errors import LauncherError
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 220
@@ -98,6 +100,22 @@ def test_relative_links_resolve(path):
 def test_readme_is_a_short_user_guide():
     lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES
+
+
+def test_readme_documents_every_exit_code():
+    """The exit-code table is a promise: every code the launcher's errors end with has its row."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("### Exit codes", 1)[1]
+    rows = set(re.findall(r"^\| ([0-9 /]+) \|", table, re.MULTILINE))
+    documented = {int(code) for row in rows for code in row.split(" / ")}
+    pending = [LauncherError]
+    raised = set()
+    while pending:
+        cls = pending.pop()
+        raised.add(cls.exit_code)
+        pending.extend(cls.__subclasses__())
+    assert raised <= documented
+    assert documented == {0, 1, 2, 3, 4, 5, 6, 7, 130, 143, 129}
 
 
 def test_docs_exist_that_the_readme_promises():
