@@ -135,6 +135,7 @@ def test_replica_fails_the_role_check(redis_server, tmp_path):
         replica.kill()
 
 
+@pytest.mark.slow
 def test_sentinel_checks(sentinel_topology):
     settings = LauncherConfig(trader_id="TESTER-001")
     settings.cache.store = Store.sentinel

@@ -5,6 +5,7 @@ bytes they were rebuilt from; anything written in between is rebuilt from Redis.
 
 from __future__ import annotations
 
+import pytest
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
@@ -70,6 +71,7 @@ def test_the_first_load_reuses_only_orders_whose_events_are_unchanged(redis_serv
     assert loaded[orders[0].client_order_id].is_closed and loaded[orders[0].client_order_id].event_count == 4
 
 
+@pytest.mark.slow
 def test_a_restart_loads_the_orders_once(tmp_path, redis_server):
     import re
 

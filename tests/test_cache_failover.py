@@ -26,6 +26,9 @@ from tests.support.trading_state import poll
 from tests.support.trading_state import write_orders
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
     """

@@ -169,6 +169,7 @@ def test_refuses_while_a_node_holds_the_lease(redis_server, tmp_path):
         node_lease.release()
 
 
+@pytest.mark.slow
 def test_command_line_dry_run_apply_then_verify(redis_server, tmp_path):
     # Real "now": the exact-boundary items may go either way by the time the launcher runs,
     # so only items hours or days from a boundary are asserted.

@@ -10,6 +10,9 @@ from launcher.servers.redis_process import free_port
 from tests.support.launcher_cli import run_launcher
 
 
+pytestmark = pytest.mark.slow
+
+
 def test_memory_profile_trades_and_exits_0(tmp_path: Path):
     result = run_launcher(["cache=memory", "run.duration_s=6"], cwd=tmp_path)
     log = result.stdout + result.stderr
