@@ -27,6 +27,9 @@ sentinel-master    (sentinel) FAIL when no sentinel knows the master name; WARN 
 sentinel-quorum    (sentinel) FAIL when fewer sentinels answer than the master's quorum; WARN
                    when fewer than a majority answer (a failover cannot be authorized)
 sentinel-replicas  (sentinel) WARN when no replica is connected
+acl-rights         FAIL when the Redis user may not run a command the launcher needs on the
+                   trader's keys (write, delete, Lua, SCAN, WAIT with min_replica_acks), naming
+                   each refused command and key; probed inside a discarded MULTI, so nothing runs
 =================  ==========================================================================
 
 CONFIG GET is used where allowed; when it is disabled or renamed (managed Redis) the
@@ -44,6 +47,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from launcher.bootstrap import rights
 from launcher.bootstrap.loader import glob_escape
 from launcher.bootstrap.loader import state_trader_key
 from launcher.cache import layout
@@ -399,6 +403,22 @@ def _check_replicas(client: redis.Redis) -> CheckResult:
     return CheckResult("sentinel-replicas", PASS, f"{len(online)} replica(s) online: {', '.join(online)}")
 
 
+def check_acl_rights(client: redis.Redis, settings: Any, conn: ConnectionSettings) -> CheckResult:
+    user = _setting(settings, "cache.redis.username") or "default"
+    wait = conn.is_sentinel and int(_setting(settings, "cache.sentinel.min_replica_acks", 0) or 0) > 0
+    try:
+        refused = rights.probe_rights(client, state_trader_key(settings), wait=wait)
+    except redis.exceptions.ResponseError as e:
+        return CheckResult("acl-rights", FAIL, f"Redis user {user!r} may not use MULTI ({e}): the launcher writes in transactions")
+    if refused:
+        return CheckResult(
+            "acl-rights", FAIL,
+            f"Redis user {user!r} may not: {rights.describe(refused)} (grant it write, delete, Lua and SCAN on "
+            f"{state_trader_key(settings)}:*)",
+        )
+    return CheckResult("acl-rights", PASS, f"Redis user {user!r} may write, delete, run Lua and SCAN on the trader's keys")
+
+
 # -- runner ---------------------------------------------------------------------------------------
 
 
@@ -427,6 +447,7 @@ def run_preflight(
     database that is the cache's (the launcher configures none today, hence False).
     """
     results: list[CheckResult] = []
+    results += _guard("acl-rights", lambda: check_acl_rights(client, settings, conn))
     results += _guard("server-version", lambda: check_version(client))
     results += _guard("role", lambda: check_role(client))
     results += _guard("eviction", lambda: check_eviction(client))
