@@ -132,17 +132,17 @@ def check_version(client: redis.Redis) -> CheckResult:
     return CheckResult("server-version", FAIL, f"{name} is older than the {MIN_VERSION[0]}.{MIN_VERSION[1]} this launcher needs")
 
 
-def check_role(client: redis.Redis) -> CheckResult:
+def check_role(client: redis.Redis, sentinel: bool = False) -> CheckResult:
     info = _info(client, "replication")
     role = str(info.get("role", "?"))
     if role == "master":
         return CheckResult("role", PASS, f"master ({info.get('connected_slaves', 0)} replica(s) connected)")
     if role == "slave":
-        return CheckResult(
-            "role", FAIL,
-            f"server is a replica of {info.get('master_host')}:{info.get('master_port')}: it refuses writes "
-            "(point cache.redis at the master, or use cache=redis_sentinel)",
-        )
+        master = f"{info.get('master_host')}:{info.get('master_port')}"
+        advice = ("the sentinels name a replica as master: a failover is in progress or the sentinels are out of date; "
+                  "start again once Sentinel settles" if sentinel
+                  else "point cache.redis at the master, or use cache=redis_sentinel")
+        return CheckResult("role", FAIL, f"server is a replica of {master}: it refuses writes ({advice})")
     return CheckResult("role", WARN, f"unexpected replication role {role!r}")
 
 
@@ -489,7 +489,7 @@ def run_preflight(
     results: list[CheckResult] = []
     results += _guard("acl-rights", lambda: check_acl_rights(client, settings, conn))
     results += _guard("server-version", lambda: check_version(client))
-    results += _guard("role", lambda: check_role(client))
+    results += _guard("role", lambda: check_role(client, conn.is_sentinel))
     results += _guard("eviction", lambda: check_eviction(client))
     results += _guard("persistence", lambda: check_persistence(client, settings))
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
