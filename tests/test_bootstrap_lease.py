@@ -18,6 +18,7 @@ from launcher.bootstrap.lease import lease_key
 from launcher.config.schema import LauncherConfig
 from launcher.errors import LeaseHeld
 from launcher.errors import LeaseLost
+from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 
@@ -226,3 +227,27 @@ def test_flush_database_keeps_the_lease(redis_server):
     with pytest.raises(LeaseLost, match="no longer ours"):
         lease.flush_database()
     assert client.get(lease.key) == b"someone else"
+
+
+def test_a_lease_on_a_demoted_server_says_what_redis_answered_and_does_not_flood_the_log(redis_server, tmp_path, caplog):
+    """
+    The server turns into a replica while the lease is held (a Sentinel naming the wrong node):
+    Redis answers every renewal with READONLY. The loss names that answer, not "unreachable",
+    and the retries every 0.25 s log one line, not one each.
+    """
+    caplog.set_level("INFO", logger="launcher.bootstrap")
+    other = RedisProcess(tmp_path / "other").start()
+    try:
+        client = client_for(redis_server, timeout_s=0.5)
+        lease = acquire_lease(client, lease_settings(ttl_s=3.0), "demoted")
+        fired = threading.Event()
+        reasons: list[str] = []
+        lease.start_renewing(lambda reason: (reasons.append(reason), fired.set()))
+        redis_server.client().replicaof("127.0.0.1", other.port)
+        assert fired.wait(timeout=6.0)
+        assert "READONLY" in reasons[0] and "unreachable" not in reasons[0]
+        failures = [r.getMessage() for r in caplog.records if "Lease renewal" in r.getMessage()]
+        assert 1 <= len(failures) <= 2, failures  # the first failure, at most one summary within the TTL
+        lease.release()
+    finally:
+        other.kill()

@@ -11,7 +11,9 @@ from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Store
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
+from launcher.retry import poll
 from launcher.servers.redis_process import RedisProcess
+from launcher.servers.redis_process import SentinelTopology
 from launcher.store.connection import connect
 
 
@@ -141,11 +143,12 @@ def test_sentinel_checks(sentinel_topology):
     settings.cache.store = Store.sentinel
     settings.cache.sentinel.nodes = sentinel_topology.sentinel_addresses
     settings.cache.sentinel.master_name = sentinel_topology.master_name
+    settings.cache.sentinel.min_replica_acks = 1  # the redis_sentinel profile's value: its one replica
     conn = connection_settings(settings.cache)
     client = wait_for_redis(conn, timeout_s=10)  # the master, found through the sentinels
     try:
         results = {r.check: r for r in run_preflight(client, settings, conn)}
-        for name in ("sentinel-master", "sentinel-quorum", "sentinel-replicas"):
+        for name in ("sentinel-master", "sentinel-quorum", "sentinel-replicas", "replica-acks"):
             assert results[name].status == "PASS", results[name]
         assert "3 of 3" in results["sentinel-quorum"].reason
         # A master name no sentinel knows (yet) is transient for wait_for_redis: retried until the timeout.
@@ -175,3 +178,39 @@ def test_sentinel_checks(sentinel_topology):
             run_preflight(client, settings, conn)
     finally:
         client.close()
+
+
+def test_replica_acks_below_the_promotable_replicas_fails(tmp_path):
+    """Two replicas and min_replica_acks=1: Sentinel may promote the one that did not acknowledge."""
+    topology = SentinelTopology(tmp_path / "two", replicas=2).start()
+    try:
+        settings = LauncherConfig(trader_id="TESTER-001")
+        settings.cache.store = Store.sentinel
+        settings.cache.sentinel.nodes = topology.sentinel_addresses
+        settings.cache.sentinel.master_name = topology.master_name
+        settings.cache.sentinel.min_replica_acks = 1
+        conn = connection_settings(settings.cache)
+        client = wait_for_redis(conn, timeout_s=10)
+        try:
+            with pytest.raises(PreflightFailed) as raised:
+                run_preflight(client, settings, conn)
+            assert "replica-acks" in str(raised.value) and "min_replica_acks=2" in str(raised.value)
+            assert raised.value.exit_code == 7
+
+            settings.cache.sentinel.min_replica_acks = 2
+            assert {r.check: r for r in run_preflight(client, settings, conn)}["replica-acks"].status == "PASS"
+
+            # A replica that may never be promoted need not acknowledge.
+            settings.cache.sentinel.min_replica_acks = 1
+            topology.replica_procs[1].client().config_set("replica-priority", 0)
+            poll(lambda: _priority_seen(topology, topology.replica_procs[1].port), 15, "sentinels seeing replica-priority 0")
+            assert {r.check: r for r in run_preflight(client, settings, conn)}["replica-acks"].status == "PASS"
+        finally:
+            client.close()
+    finally:
+        topology.stop()
+
+
+def _priority_seen(topology, port: int) -> bool:
+    replicas = topology.sentinel_procs[0].client().sentinel_slaves(topology.master_name)
+    return any(int(r.get("port", 0)) == port and int(r.get("slave-priority", 100)) == 0 for r in replicas)

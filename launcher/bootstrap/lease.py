@@ -47,6 +47,8 @@ from launcher.errors import RedisUnavailable
 
 log = logging.getLogger("launcher.bootstrap")
 
+RENEW_SUMMARY_S = 5.0  # while renewals keep failing with the same error, one line this often
+
 RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -132,6 +134,10 @@ class Lease:
         self._on_lost: Callable[[str], None] | None = None
         self._threads: list[threading.Thread] = []
         self._last_ok = time.monotonic()  # when the last successful renewal (or the SET) was sent
+        self._failure: str | None = None  # the last renewal error of the current failing streak
+        self._failures = 0  # failed renewals in the current streak
+        self._failing_since = 0.0
+        self._last_said = 0.0  # when the streak was last logged
         self.renewals = 0
         self.lost_reason: str | None = None
         self.released = False
@@ -200,11 +206,36 @@ class Lease:
             try:
                 if not self.renew():
                     return
+                self._recovered()
                 wait_s = self.interval_s
             except redis.exceptions.RedisError as e:
-                left = self._last_ok + self.ttl_ms / 1000.0 - time.monotonic()
-                log.warning("Lease renewal failed (%s: %s); the lease runs out in %.1fs unless renewed", type(e).__name__, e, left)
+                self._failed(_renewal_error(e))
                 wait_s = min(self.interval_s, 0.25)
+
+    def _failed(self, error: str) -> None:
+        """
+        One WARN when renewals start failing or the error changes, then one summary every
+        RENEW_SUMMARY_S while they keep failing (retries run every 0.25 s).
+        """
+        now = time.monotonic()
+        left = self._last_ok + self.ttl_ms / 1000.0 - now
+        if self._failures == 0:
+            self._failing_since = now
+        self._failures += 1
+        if error != self._failure:
+            log.warning("Lease renewal failed (%s); the lease runs out in %.1fs unless renewed", error, left)
+            self._last_said = now
+        elif now - self._last_said >= RENEW_SUMMARY_S:
+            log.warning("Lease renewal still failing: %d attempts in %.1fs, last %s; the lease runs out in %.1fs",
+                        self._failures, now - self._failing_since, error, left)
+            self._last_said = now
+        self._failure = error
+
+    def _recovered(self) -> None:
+        if self._failures:
+            log.info("Lease renewed again after %d failed attempt(s) in %.1fs", self._failures,
+                     time.monotonic() - self._failing_since)
+        self._failure, self._failures = None, 0
 
     def _watchdog_loop(self) -> None:
         """Declares the loss when no renewal got through in time (the renewer may be stuck in a socket call)."""
@@ -214,9 +245,15 @@ class Lease:
                 deadline = self._last_ok + ttl_s - self.guard_s
             left = deadline - time.monotonic()
             if left <= 0:
-                self._lose(f"could not renew the lease for {ttl_s - self.guard_s:.1f}s (Redis unreachable?); its TTL runs out")
+                self._lose(f"could not renew the lease for {ttl_s - self.guard_s:.1f}s ({self._why_not_renewed()}); its TTL runs out")
                 return
             self._stop.wait(min(left, self.interval_s))
+
+    def _why_not_renewed(self) -> str:
+        """What the renewals ran into: Redis's own answer says more than a guess (a replica, NOPERM, no route)."""
+        if self._failure is None:
+            return "no renewal completed: the renewal call did not return"
+        return f"last error {self._failure}"
 
     def _lose(self, reason: str) -> None:
         with self._lock:
@@ -286,6 +323,17 @@ class Lease:
         else:
             log.warning("Lease %s was no longer ours at release; left as it is", self.key)
         return deleted
+
+
+def _renewal_error(error: redis.exceptions.RedisError) -> str:
+    """What a failed renewal means, in words an operator acts on."""
+    if isinstance(error, redis.exceptions.ReadOnlyError):
+        return f"Redis answered READONLY: the server is a replica now (demoted by a failover, or a replica named as master): {error}"
+    if isinstance(error, redis.exceptions.NoPermissionError):
+        return f"Redis refused the renewal (NOPERM): the user may no longer run it: {error}"
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"Redis unreachable: {type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _now_iso() -> str:

@@ -27,6 +27,12 @@ sentinel-master    (sentinel) FAIL when no sentinel knows the master name; WARN 
 sentinel-quorum    (sentinel) FAIL when fewer sentinels answer than the master's quorum; WARN
                    when fewer than a majority answer (a failover cannot be authorized)
 sentinel-replicas  (sentinel) WARN when no replica is connected
+replica-acks       (sentinel) FAIL when cache.sentinel.min_replica_acks is below the number of
+                   replicas Sentinel can promote (a lagging one may be promoted and acknowledged
+                   writes lost; WARN with the native backend, which never waits); WARN above it
+acl-rights         FAIL when the Redis user may not run a command the launcher needs on the
+                   trader's keys (write, delete, Lua, SCAN, WAIT with min_replica_acks), naming
+                   each refused command and key; probed inside a discarded MULTI, so nothing runs
 =================  ==========================================================================
 
 CONFIG GET is used where allowed; when it is disabled or renamed (managed Redis) the
@@ -44,6 +50,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from launcher.bootstrap import rights
 from launcher.bootstrap.loader import glob_escape
 from launcher.bootstrap.loader import state_trader_key
 from launcher.cache import layout
@@ -125,17 +132,17 @@ def check_version(client: redis.Redis) -> CheckResult:
     return CheckResult("server-version", FAIL, f"{name} is older than the {MIN_VERSION[0]}.{MIN_VERSION[1]} this launcher needs")
 
 
-def check_role(client: redis.Redis) -> CheckResult:
+def check_role(client: redis.Redis, sentinel: bool = False) -> CheckResult:
     info = _info(client, "replication")
     role = str(info.get("role", "?"))
     if role == "master":
         return CheckResult("role", PASS, f"master ({info.get('connected_slaves', 0)} replica(s) connected)")
     if role == "slave":
-        return CheckResult(
-            "role", FAIL,
-            f"server is a replica of {info.get('master_host')}:{info.get('master_port')}: it refuses writes "
-            "(point cache.redis at the master, or use cache=redis_sentinel)",
-        )
+        master = f"{info.get('master_host')}:{info.get('master_port')}"
+        advice = ("the sentinels name a replica as master: a failover is in progress or the sentinels are out of date; "
+                  "start again once Sentinel settles" if sentinel
+                  else "point cache.redis at the master, or use cache=redis_sentinel")
+        return CheckResult("role", FAIL, f"server is a replica of {master}: it refuses writes ({advice})")
     return CheckResult("role", WARN, f"unexpected replication role {role!r}")
 
 
@@ -324,16 +331,20 @@ def _sentinel_clients(conn: ConnectionSettings) -> list[redis.Redis]:
     ]
 
 
-def check_sentinels(client: redis.Redis, conn: ConnectionSettings) -> list[CheckResult]:
+def check_sentinels(client: redis.Redis, conn: ConnectionSettings, min_replica_acks: int = 0,
+                    backend: str = "resilient") -> list[CheckResult]:
     name = conn.master_name
     sentinels = _sentinel_clients(conn)
     answers: dict[str, dict] = {}
+    replicas: list[dict] | None = None
     unknown: list[str] = []
     unreachable: list[str] = []
     for (host, port), sentinel in zip(conn.sentinels, sentinels, strict=True):
         address = f"{host}:{port}"
         try:
             answers[address] = sentinel.sentinel_master(name)
+            if replicas is None:
+                replicas = sentinel.sentinel_slaves(name)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
             unreachable.append(f"{address} ({type(e).__name__})")
         except redis.exceptions.ResponseError:
@@ -381,7 +392,40 @@ def check_sentinels(client: redis.Redis, conn: ConnectionSettings) -> list[Check
         detail = f"; missing: {missing}" if missing else ""
         results.append(CheckResult("sentinel-quorum", PASS, f"{answering} of {n} sentinels answer (quorum {quorum}){detail}"))
     results.append(_check_replicas(client))
+    results.append(_check_replica_acks(replicas or [], min_replica_acks, backend))
     return results
+
+
+def _promotable(replica: dict) -> bool:
+    """Whether Sentinel may promote this replica: reachable and not excluded by replica-priority 0."""
+    if replica.get("is_sdown") or replica.get("is_odown") or replica.get("is_disconnected"):
+        return False
+    return int(replica.get("slave-priority", replica.get("replica-priority", 100)) or 0) != 0
+
+
+def _check_replica_acks(replicas: list[dict], min_replica_acks: int, backend: str) -> CheckResult:
+    """
+    Sentinel may promote any reachable replica, also one that has not acknowledged the newest
+    writes; only when every promotable replica must acknowledge a batch does an acknowledged
+    write survive every failover.
+    """
+    promotable = [f"{r.get('ip')}:{r.get('port')}" for r in replicas if _promotable(r)]
+    n = len(promotable)
+    if min_replica_acks < n:
+        status = WARN if backend != "resilient" else FAIL
+        return CheckResult(
+            "replica-acks", status,
+            f"cache.sentinel.min_replica_acks={min_replica_acks} but Sentinel can promote {n} replica(s) "
+            f"({', '.join(promotable)}): a failover to one that had not acknowledged loses acknowledged writes; "
+            f"set cache.sentinel.min_replica_acks={n} (or replica-priority 0 on the replicas that must never be promoted)",
+        )
+    if min_replica_acks > n:
+        return CheckResult(
+            "replica-acks", WARN,
+            f"cache.sentinel.min_replica_acks={min_replica_acks} but only {n} promotable replica(s) are up: writes "
+            "are applied but not acknowledged (retained, then spilled) until enough replicas are connected",
+        )
+    return CheckResult("replica-acks", PASS, f"every promotable replica ({n}) must acknowledge a batch")
 
 
 def _check_replicas(client: redis.Redis) -> CheckResult:
@@ -397,6 +441,22 @@ def _check_replicas(client: redis.Redis) -> CheckResult:
             "no replica connected to the master: a failover has nothing to promote and losing the master loses the state",
         )
     return CheckResult("sentinel-replicas", PASS, f"{len(online)} replica(s) online: {', '.join(online)}")
+
+
+def check_acl_rights(client: redis.Redis, settings: Any, conn: ConnectionSettings) -> CheckResult:
+    user = _setting(settings, "cache.redis.username") or "default"
+    wait = conn.is_sentinel and int(_setting(settings, "cache.sentinel.min_replica_acks", 0) or 0) > 0
+    try:
+        refused = rights.probe_rights(client, state_trader_key(settings), wait=wait)
+    except redis.exceptions.ResponseError as e:
+        return CheckResult("acl-rights", FAIL, f"Redis user {user!r} may not use MULTI ({e}): the launcher writes in transactions")
+    if refused:
+        return CheckResult(
+            "acl-rights", FAIL,
+            f"Redis user {user!r} may not: {rights.describe(refused)} (grant it write, delete, Lua and SCAN on "
+            f"{state_trader_key(settings)}:*)",
+        )
+    return CheckResult("acl-rights", PASS, f"Redis user {user!r} may write, delete, run Lua and SCAN on the trader's keys")
 
 
 # -- runner ---------------------------------------------------------------------------------------
@@ -427,8 +487,9 @@ def run_preflight(
     database that is the cache's (the launcher configures none today, hence False).
     """
     results: list[CheckResult] = []
+    results += _guard("acl-rights", lambda: check_acl_rights(client, settings, conn))
     results += _guard("server-version", lambda: check_version(client))
-    results += _guard("role", lambda: check_role(client))
+    results += _guard("role", lambda: check_role(client, conn.is_sentinel))
     results += _guard("eviction", lambda: check_eviction(client))
     results += _guard("persistence", lambda: check_persistence(client, settings))
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
@@ -437,7 +498,10 @@ def run_preflight(
     if not bool(_setting(settings, "cache.flush_on_start", False)):  # else nothing persisted is read
         results += _guard("encoding", lambda: check_encoding(client, settings))
     if conn.is_sentinel:
-        results += _guard("sentinel", lambda: check_sentinels(client, conn))
+        results += _guard("sentinel", lambda: check_sentinels(
+            client, conn, int(_setting(settings, "cache.sentinel.min_replica_acks", 0) or 0),
+            str(getattr(_setting(settings, "cache.backend", "resilient"), "value", "resilient")),
+        ))
     for result in results:
         level = {PASS: logging.INFO, WARN: logging.WARNING, FAIL: logging.ERROR}[result.status]
         log.log(level, "%s", result.line)

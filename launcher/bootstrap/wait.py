@@ -25,6 +25,7 @@ from tenacity import retry_if_exception
 from tenacity import stop_before_delay
 from tenacity import wait_random_exponential
 
+from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
@@ -38,6 +39,10 @@ MAX_BACKOFF_S = 2.0
 
 class StillLoading(redis.exceptions.BusyLoadingError):
     """The server answers PING but reports ``loading:1`` (it is reading its AOF/RDB)."""
+
+
+class WrongService(PreflightFailed):
+    """The address answers as a Redis Sentinel where a Redis server was configured (exit 7)."""
 
 
 class Fatal(Exception):
@@ -118,12 +123,22 @@ def classify(error: BaseException, conn: ConnectionSettings) -> str | None:
             if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text or "PACKET_LENGTH_TOO_LONG" in text:
                 return f"TLS handshake failed at {where}: the server does not speak TLS (set cache.redis.ssl=false)"
             return f"TLS handshake failed at {where}: {_redact(str(e), conn)}"
+    if any(isinstance(e, redis.exceptions.InvalidResponse) for e in chain):
+        return (
+            f"{where} is not a Redis server: it answered with something that is not the Redis protocol "
+            "(check cache.redis.host and cache.redis.port)"
+        )
     if isinstance(error, MasterNotFoundError) and "AuthenticationError" in str(error):
         return f"authentication to the sentinels failed: {_redact(str(error), conn)} (check cache.sentinel.password)"
     if isinstance(error, redis.exceptions.ResponseError) and not isinstance(
         error, redis.exceptions.BusyLoadingError | redis.exceptions.MasterDownError,
     ):
         text = _redact(str(error), conn)
+        if "unknown command 'SENTINEL'" in text:
+            return (
+                f"{where}: the configured sentinel address is a Redis server, not a Sentinel "
+                "(point cache.sentinel.nodes at the sentinels, or use cache=redis_dev for a single server)"
+            )
         if "DB index is out of range" in text:
             return f"database {conn.db} does not exist on {where} (check cache.redis.db)"
         return f"{where} refused the connection setup: {text}"
@@ -156,11 +171,27 @@ def _reason(error: BaseException, conn: ConnectionSettings) -> str:
     return f"{type(error).__name__}: {_redact(str(error), conn)}"
 
 
+def _refuse_sentinel(client: redis.Redis, conn: ConnectionSettings) -> None:
+    """A Sentinel answers PING like a server but refuses every data command: say so before anything else."""
+    if conn.is_sentinel:
+        return  # the client is the master the sentinels named
+    try:
+        mode = client.info("server").get("redis_mode")
+    except redis.exceptions.NoPermissionError:
+        return  # INFO not allowed for this user: a sentinel has no such ACL, so this is a server
+    if mode == "sentinel":
+        raise WrongService(
+            f"{conn.describe()} is a Redis Sentinel, not a Redis server: use cache=redis_sentinel with "
+            f"cache.sentinel.nodes=[{conn.host}:{conn.port}]",
+        )
+
+
 def _attempt(conn: ConnectionSettings) -> redis.Redis:
     """One connection attempt: PING, then make sure the dataset is loaded."""
     client = connect(conn)
     try:
         client.ping()
+        _refuse_sentinel(client, conn)
         try:
             loading = int(client.info("persistence").get("loading", 0))
         except redis.exceptions.NoPermissionError:
