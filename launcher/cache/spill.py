@@ -11,7 +11,8 @@ record when no whole record follows it (the partial last append of a process or 
 died; its writer never saw it fsync'd): the file is truncated there and the caller warns with the
 number of bytes dropped. A bad record (short, CRC mismatch, impossible length) FOLLOWED by a whole
 record is damage in the middle: `SpillFileDamaged` (exit 4) names the file and the bad byte range,
-and the file is left untouched, since dropping it would silently lose acknowledged-to-disk writes.
+and the file is left untouched, since dropping what follows would silently lose fsync'd writes
+(an append that a machine crash persisted out of order looks the same: refused, for a human).
 A file whose header is not ``NTSPILL1`` is refused the same way. The format is unchanged since
 the first version (which already had this header), so files of earlier versions are read as is.
 
@@ -211,17 +212,14 @@ class SpillFile:
         try:
             if not source.exists:
                 return 0
-            if self._fd is None:
-                self.open()  # validate this file before anything leaves `other`
             count = source.open()
-            records = []
             if count:
                 values, _ = source.read(count)
-                records = [encode_record(v) for v in values]
-            if records:
-                self.append(records)  # fsync'd before `other` is removed: a crash repeats, never loses
+                # Opens (validates) this file first; fsync'd before `other` is removed, so neither
+                # a damaged file here nor a crash in between loses what `other` holds.
+                self.append([encode_record(v) for v in values])
             source.remove()
-            return len(records)
+            return count
         finally:
             source.close()
             source.unlock()
@@ -275,7 +273,7 @@ class SpillFile:
         if data[: len(MAGIC)] != MAGIC:
             raise SpillFileDamaged(
                 f"{self.path} is not a spill file (its first {len(MAGIC)} bytes are not {MAGIC.decode()}); it was "
-                "kept untouched and nothing was written to Redis: move it out of the spill directory once you "
+                "kept untouched and none of its writes were replayed: move it out of the spill directory once you "
                 "know what it holds, then start again",
             )
         count = 0
@@ -296,7 +294,7 @@ class SpillFile:
             after += 1
         raise SpillFileDamaged(
             f"spill file {self.path} is damaged at bytes {offset}-{following} of {len(data)}: {count} whole record(s) "
-            f"before it, {after} whole record(s) after it; it was kept untouched and nothing was written to Redis: "
+            f"before it, {after} whole record(s) after it; it was kept untouched and none of its writes were replayed: "
             "restore it from a backup, or move it out of the spill directory to start without its writes",
         )
 
