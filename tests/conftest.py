@@ -25,6 +25,14 @@ for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS
     os.environ.pop(_name, None)
 
 
+@pytest.fixture(autouse=True)
+def launcher_state_dir(tmp_path, monkeypatch):
+    """The launcher's default state directory (spill files) per test, never the developer's own."""
+    path = tmp_path / "launcher-state"
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     """A fresh redis-server with AOF (appendfsync everysec) on a free loopback port."""

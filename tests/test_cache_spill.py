@@ -12,15 +12,22 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.spill import MAGIC
 from launcher.cache.spill import SpillFile
+from launcher.cache.spill import SpillFileDamaged
+from launcher.cache.spill import claim_spill_file
+from launcher.cache.spill import default_spill_dir
 from launcher.cache.spill import encode_record
+from launcher.cache.spill import resolve_spill_dir
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
+from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder
 from tests.support.trading_state import assert_exactly_once
@@ -77,7 +84,7 @@ CHILD = textwrap.dedent(
     from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
     from launcher.store.connection import ConnectionSettings
 
-    port, spill_dir = int(sys.argv[1]), sys.argv[2]
+    port, spill_dir = int(sys.argv[1]), sys.argv[2] or None  # "": the installation's default location
     db = ResilientCacheDatabase(
         TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=10), spill_dir=spill_dir,
         connection=ConnectionSettings(host="127.0.0.1", port=port, timeout_s=0.5), max_pending_writes=40,
@@ -98,15 +105,18 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_spill_file_left_by_a_killed_process_is_replayed_by_the_next_instance(tmp_path):
-    server = RedisProcess(tmp_path / "redis")  # not started: Redis is down for the whole first run
-    spill_dir = tmp_path / "spill"
+def _die_with_a_spill_file(tmp_path, server: RedisProcess, spill_dir: str, cwd: Path | None = None,
+                           **env: str) -> tuple[list[str], list[str]]:
+    """
+    Run CHILD (Redis down) until it spilled, SIGKILL it; return the client order ids whose
+    writes are all in the spill file, and those only in the dead process' memory.
+    """
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path]), **env}
     child = subprocess.Popen(
-        [sys.executable, str(script), str(server.port), str(spill_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.getcwd(),
+        [sys.executable, str(script), str(server.port), spill_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd or os.getcwd(),
     )
     try:
         line = child.stdout.readline()
@@ -121,6 +131,13 @@ def test_spill_file_left_by_a_killed_process_is_replayed_by_the_next_instance(tm
     in_file = [coid for coid, last_seq in report["written"] if last_seq <= spilled]
     in_memory_only = [coid for coid, last_seq in report["written"] if last_seq - 3 > spilled]
     assert len(in_file) >= 45 and in_memory_only
+    return in_file, in_memory_only
+
+
+def test_spill_file_left_by_a_killed_process_is_replayed_by_the_next_instance(tmp_path):
+    server = RedisProcess(tmp_path / "redis")  # not started: Redis is down for the whole first run
+    spill_dir = tmp_path / "spill"
+    in_file, in_memory_only = _die_with_a_spill_file(tmp_path, server, str(spill_dir))
 
     server.start()
     try:
@@ -153,3 +170,228 @@ def test_torn_tail_is_ignored_and_truncated(tmp_path):
     records, end = again.read(10)
     assert [r[1] for r in records] == [1, 2] and end == path.stat().st_size
     assert path.read_bytes().startswith(MAGIC)
+
+
+def _record(seq: int, key: str = "k") -> bytes:
+    """A spilled write as the writer frames it: [epoch, seq, kind, commands]."""
+    return encode_record([b"epoch-01", seq, "set", [[b"SET", f"{key}{seq}".encode(), b"v" * 40]]])
+
+
+def _spill_file(path: Path, count: int, key: str = "k") -> list[int]:
+    """A spill file of `count` records at `path`; the byte offset of each record."""
+    spill = SpillFile(path)
+    spill.open()
+    offsets = [spill.append([_record(seq, key)]) for seq in range(1, count + 1)]
+    spill.close()
+    return offsets
+
+
+def test_torn_tail_warning_counts_the_dropped_bytes(tmp_path):
+    path = tmp_path / "t.spill"
+    _spill_file(path, 3)
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(_record(4)[:-5])  # a crash mid-append: never reported written
+    again = SpillFile(path)
+    assert again.open() == 3
+    assert again.torn_records == 1 and again.torn_bytes == len(_record(4)) - 5
+    assert path.stat().st_size == size
+
+
+def test_zero_filled_tail_is_a_torn_tail_not_records(tmp_path):
+    # A machine crash can leave a file extended with zeros past its last fsync'd record.
+    path = tmp_path / "z.spill"
+    _spill_file(path, 3)
+    with open(path, "ab") as f:
+        f.write(b"\0" * 4096)
+    again = SpillFile(path)
+    assert again.open() == 3 and again.torn_bytes == 4096
+    records, _ = again.read(10)
+    assert [r[1] for r in records] == [1, 2, 3]
+
+
+# One flipped bit in record 100 of 300: its payload, its CRC, its length made longer than the
+# file (which looks like a torn tail unless the reader looks further), its length made shorter.
+DAMAGE = {"payload": (20, 0x01), "crc": (5, 0x01), "length_beyond_eof": (0, 0x10), "length_shorter": (3, 0x02)}
+
+
+@pytest.mark.parametrize("where", sorted(DAMAGE))
+def test_damage_in_the_middle_refuses_to_open_and_keeps_the_file(tmp_path, where):
+    path = tmp_path / "m.spill"
+    offsets = _spill_file(path, 300)
+    data = bytearray(path.read_bytes())
+    at, bit = DAMAGE[where]
+    data[offsets[99] + at] ^= bit
+    path.write_bytes(data)
+    with pytest.raises(SpillFileDamaged) as caught:
+        SpillFile(path).open()
+    message = str(caught.value)
+    assert caught.value.exit_code == 4 and "\n" not in message
+    assert str(path) in message and f"bytes {offsets[99]}-{offsets[100]}" in message
+    assert "200 whole record(s) after it" in message
+    assert path.read_bytes() == data  # untouched: nothing truncated
+
+
+def test_garbage_header_refuses_to_open_and_keeps_the_file(tmp_path):
+    path = tmp_path / "g.spill"
+    path.write_bytes(b"garbage!" * 10)
+    with pytest.raises(SpillFileDamaged) as caught:
+        SpillFile(path).open()
+    assert caught.value.exit_code == 4 and str(path) in str(caught.value) and "\n" not in str(caught.value)
+    assert path.read_bytes() == b"garbage!" * 10
+
+
+def _locks(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.lock"))
+
+
+def test_lock_files_do_not_accumulate_over_backend_instances(redis_server, tmp_path):
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    # Left by processes that died: their locks are free, so nobody alive holds them.
+    (spill_dir / "trader-TESTER-000.spill.lock").touch()
+    (spill_dir / "trader-TESTER-000.123-0badf00d.spill.lock").touch()
+    (spill_dir / "trader-OTHER-001.spill.lock").touch()
+    # A live holder (another trader's instance): its lock must survive every sweep.
+    live = SpillFile(spill_dir / "trader-LIVE-001.spill")
+    assert live.lock()
+    for _ in range(6):
+        first = _db(redis_server.port, spill_dir)
+        second = _db(redis_server.port, spill_dir)  # the primary is held: a private file
+        assert second.spill_path != first.spill_path
+        assert len(_locks(spill_dir)) == 3  # the two instances' and the live holder's
+        second.close()
+        first.close()
+    assert _locks(spill_dir) == ["trader-LIVE-001.spill.lock"]
+    assert not list(spill_dir.glob("*.spill"))
+    live.unlock()  # released by its owner: removed
+    assert _locks(spill_dir) == []
+
+
+def test_a_lock_removed_by_its_holder_cannot_be_taken_twice(tmp_path):
+    # B opened the lock file before A removed it and released it: B must not count a lock on
+    # the removed file, or B and a newcomer C would both own the spill file.
+    path = tmp_path / "x.spill"
+    a = SpillFile(path)
+    assert a.lock()
+    lock_path = path.with_name(path.name + ".lock")
+    stale_fd = os.open(lock_path, os.O_RDWR)
+    a.unlock()
+    assert not lock_path.exists()
+    b, c = SpillFile(path), SpillFile(path)
+    assert b.lock() and not c.lock()
+    assert os.stat(lock_path).st_ino != os.fstat(stale_fd).st_ino
+    os.close(stale_fd)
+    b.unlock()
+
+
+def test_adoption_skips_an_orphan_someone_else_is_adopting(tmp_path):
+    spill_dir = tmp_path / "spill"
+    orphan = spill_dir / "trader-X.99-0000beef.spill"
+    spill_dir.mkdir()
+    _spill_file(orphan, 3)
+    mine, orphans = claim_spill_file(spill_dir, "trader-X")
+    assert orphans == [orphan]
+    adopter = SpillFile(orphan)
+    assert adopter.lock()  # another new instance got there first
+    assert mine.absorb(orphan) == 0 and orphan.exists()
+    adopter.unlock()
+    assert mine.absorb(orphan) == 3 and not orphan.exists()
+    mine.open()
+    assert [r[1] for r in mine.read(10)[0]] == [1, 2, 3]
+    mine.unlock()
+
+
+def test_absorb_into_a_damaged_file_loses_nothing(tmp_path):
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    primary = spill_dir / "trader-X.spill"
+    primary.write_bytes(b"garbage!")
+    orphan = spill_dir / "trader-X.99-0000beef.spill"
+    _spill_file(orphan, 3)
+    before = orphan.read_bytes()
+    mine, orphans = claim_spill_file(spill_dir, "trader-X")
+    with pytest.raises(SpillFileDamaged):
+        mine.absorb(orphans[0])
+    assert orphan.read_bytes() == before and primary.read_bytes() == b"garbage!"
+    mine.unlock()
+
+
+def test_default_spill_dir_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", str(tmp_path / "state"))
+    assert default_spill_dir() == tmp_path / "state" / "spill"
+    assert resolve_spill_dir(None) == tmp_path / "state" / "spill"
+    assert resolve_spill_dir("relative/spill") == tmp_path / "state" / "relative" / "spill"
+    assert resolve_spill_dir(str(tmp_path / "abs")) == tmp_path / "abs"
+    monkeypatch.setenv("LAUNCHER_STATE_DIR", "")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_spill_dir() == tmp_path / "xdg" / "nautilus-launcher" / "spill"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_spill_dir() == tmp_path / "home" / ".local" / "state" / "nautilus-launcher" / "spill"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spill_dir("var/spill").is_absolute()
+
+
+# -- through `python -m launcher` ---------------------------------------------------------------
+
+
+def _launcher_args(port: int, trader_id: str, *more: str) -> list[str]:
+    return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={trader_id}",
+            "run.duration_s=1", *more]
+
+
+def _dump(client) -> dict[bytes, bytes]:
+    """Every key with its serialized value, except the single-writer lease (taken and released)."""
+    return {k: client.dump(k) for k in client.scan_iter() if not k.endswith(b":launcher:lease")}
+
+
+@pytest.mark.parametrize("damage", ["middle", "header"])
+def test_launcher_refuses_a_damaged_spill_file_and_touches_nothing(redis_server, tmp_path, damage):
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    path = spill_dir / "trader-SPILL-001.spill"
+    offsets = _spill_file(path, 300, key="trader-SPILL-001:replayed:")
+    data = bytearray(path.read_bytes())
+    if damage == "middle":
+        data[offsets[99] + 20] ^= 0x01
+    else:
+        data[:len(MAGIC)] = b"NOTSPILL"
+    path.write_bytes(data)
+    client = redis_server.client()
+    client.set("unrelated", b"1")
+    before = _dump(client)
+    result = run_launcher(_launcher_args(redis_server.port, "SPILL-001", f"cache.spill_dir={spill_dir}"), cwd=tmp_path)
+    assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0]
+    if damage == "middle":
+        assert f"bytes {offsets[99]}-{offsets[100]}" in lines[0]
+    assert path.read_bytes() == data
+    assert _dump(client) == before
+
+
+def test_spill_file_is_replayed_after_a_restart_from_another_directory(tmp_path):
+    # The default location: neither LAUNCHER_STATE_DIR nor XDG_STATE_HOME, only HOME.
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "LAUNCHER_STATE_DIR": "", "XDG_STATE_HOME": ""}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    server = RedisProcess(tmp_path / "redis")  # down while the first process spills
+    in_file, _ = _die_with_a_spill_file(tmp_path, server, "", cwd=tmp_path / "a", **env)
+    spill_file = home / ".local" / "state" / "nautilus-launcher" / "spill" / "trader-TESTER-000.spill"
+    assert spill_file.exists()
+    assert not (tmp_path / "a" / "var").exists()
+    server.start()
+    try:
+        result = run_launcher(_launcher_args(server.port, TRADER_ID.value), cwd=tmp_path / "b", **env)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert f"Spill file: {spill_file}" in result.stdout
+        assert "replaying them first" in result.stdout
+        assert not spill_file.exists()
+        client = server.client()
+        for coid in in_file:
+            assert client.llen(f"trader-TESTER-000:orders:{coid}") == 4  # replayed exactly once
+    finally:
+        server.kill()

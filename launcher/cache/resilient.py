@@ -83,7 +83,9 @@ from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
 from launcher.cache.replay import transform_order
+from launcher.cache.spill import SpillFileDamaged
 from launcher.cache.spill import claim_spill_file
+from launcher.cache.spill import resolve_spill_dir
 from launcher.cache.spill import spill_path as _primary_spill_path
 from launcher.cache.writer import TAG_APPEND
 from launcher.cache.writer import TAG_DELETE_EVENT
@@ -122,8 +124,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         The WAIT timeout.
     max_pending_writes : int
         Retained writes kept in memory before spilling to disk.
-    spill_dir : str
-        Directory of the spill file (one file per trader key).
+    spill_dir : str, optional
+        Directory of the spill file (one file per trader key); default and relative paths are
+        resolved by `launcher.cache.spill.resolve_spill_dir` (never against the working directory).
     persist_orders, persist_positions : bool
         When False, order (position) writes are not persisted at all.
     listener : CacheListener, optional
@@ -153,7 +156,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         min_replica_acks: int = 0,
         replica_ack_timeout_ms: int = 1000,
         max_pending_writes: int = 100_000,
-        spill_dir: str = "var/spill",
+        spill_dir: str | None = None,
         persist_orders: bool = True,
         persist_positions: bool = True,
         listener: CacheListener | None = None,
@@ -226,15 +229,21 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             )
 
         self._client = connect(connection)
+        spill_dir = resolve_spill_dir(spill_dir)
         self._spill, orphans = claim_spill_file(spill_dir, self._trader_key)
+        self._log.info(f"Spill file: {self._spill.path}")
         if self._spill.path != _primary_spill_path(spill_dir, self._trader_key):
             self._log.warning(
                 f"Another live instance holds the spill file of trader key '{self._trader_key}': "
                 f"this one spills to {self._spill.path}",
             )
-        for orphan in orphans:
-            moved = self._spill.absorb(orphan)
-            self._log.warning(f"Adopted {moved} spilled write(s) left in {orphan} by an instance that is gone")
+        try:
+            for orphan in orphans:
+                if moved := self._spill.absorb(orphan):
+                    self._log.warning(f"Adopted {moved} spilled write(s) left in {orphan} by an instance that is gone")
+        except SpillFileDamaged:
+            self._spill.unlock()
+            raise
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
@@ -261,7 +270,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             name=f"cache-{self._trader_key}",
         )
         leftover = self._spill.exists
-        self._writer.start()
+        try:
+            self._writer.start()
+        except SpillFileDamaged:
+            self._spill.unlock()
+            raise
         # A spill file left by an earlier process is at the head of the FIFO: it is replayed
         # before this instance's own writes and before anything is loaded.
         if leftover:

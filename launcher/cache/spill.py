@@ -6,9 +6,23 @@ Format: an 8-byte header ``b"NTSPILL1"``, then records ``[u32 length][u32 crc32]
 append is followed by ``fsync`` (and the directory is fsync'd when the file is created), so a
 record that `append` returned for survives a crash of the process or of the machine.
 
-Reading tolerates a torn tail (a record cut short by a crash during an append, or a bad CRC):
-reading stops there, the file is truncated to the last whole record, and the loss of the torn
-record - which its writer never saw acknowledged - is reported by the caller.
+Reading tells a torn tail from damage. A torn tail is the end of the file after the last whole
+record when no whole record follows it (the partial last append of a process or machine that
+died; its writer never saw it fsync'd): the file is truncated there and the caller warns with the
+number of bytes dropped. A bad record (short, CRC mismatch, impossible length) FOLLOWED by a whole
+record is damage in the middle: `SpillFileDamaged` (exit 4) names the file and the bad byte range,
+and the file is left untouched, since dropping what follows would silently lose fsync'd writes
+(an append that a machine crash persisted out of order looks the same: refused, for a human).
+A file whose header is not ``NTSPILL1`` is refused the same way. The format is unchanged since
+the first version (which already had this header), so files of earlier versions are read as is.
+
+Location: `resolve_spill_dir` - ``cache.spill_dir`` if absolute, else relative to the
+installation's state directory (``$LAUNCHER_STATE_DIR``, else ``$XDG_STATE_HOME/nautilus-launcher``,
+else ``~/.local/state/nautilus-launcher``), by default its ``spill`` subdirectory; never the
+working directory, so a restart by a service manager finds what a shell run left.
+
+Locks: ``<file>.lock`` (flock), removed by its holder on release; a lock file nobody holds
+belongs to a dead process and is removed by the next instance that takes and releases it.
 
 One file per trader key; the writer consumes it front to back (`read`/`advance`) while new
 records may still be appended at the end, and removes it once everything in it has been
@@ -18,6 +32,7 @@ acknowledged by Redis.
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import re
 import struct
@@ -27,6 +42,9 @@ from pathlib import Path
 
 import msgspec
 
+from launcher.errors import ConfigError
+from launcher.errors import VerifyFailed
+
 
 MAGIC = b"NTSPILL1"
 _HEADER = struct.Struct(">II")
@@ -34,6 +52,39 @@ _MAX_RECORD = 512 * 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+
+
+class SpillFileDamaged(VerifyFailed):
+    """A spill file that cannot be read without losing whole records (exit 4); it is left untouched."""
+
+
+def state_dir() -> Path:
+    """The installation's state directory (absolute; see the module docstring)."""
+    explicit = os.environ.get("LAUNCHER_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
+        return Path(xdg) / "nautilus-launcher"
+    try:
+        home = Path.home()
+    except RuntimeError:
+        raise ConfigError(
+            "cache.spill_dir", "no home directory to put spill files in: set LAUNCHER_STATE_DIR or cache.spill_dir",
+        ) from None
+    return home / ".local" / "state" / "nautilus-launcher"
+
+
+def default_spill_dir() -> Path:
+    return state_dir() / "spill"
+
+
+def resolve_spill_dir(spill_dir: str | os.PathLike | None) -> Path:
+    """`spill_dir` as an absolute path: None/"" -> the default, relative -> under `state_dir()`."""
+    if not spill_dir:
+        return default_spill_dir()
+    path = Path(spill_dir).expanduser()
+    return path if path.is_absolute() else state_dir() / path
 
 
 def spill_path(spill_dir: str | os.PathLike, trader_key: str) -> Path:
@@ -56,24 +107,38 @@ def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[Spi
     alive: they are the leftovers of a crash, to be replayed first.
     """
     directory = Path(spill_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("cache.spill_dir", f"cannot create {directory}: {e.strerror}") from None
     primary = SpillFile(spill_path(directory, trader_key))
     mine = primary if primary.lock() else None
     if mine is None:
         mine = SpillFile(directory / f"{_safe(trader_key)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.spill")
         mine.lock()
+    private = re.compile(re.escape(_safe(trader_key)) + r"\.\d+-[0-9a-f]{8}\.spill")
     orphans = []
     for path in sorted(directory.glob(f"{_safe(trader_key)}.*.spill"), key=lambda p: p.stat().st_mtime):
-        if path == mine.path:
+        if path == mine.path or not private.fullmatch(path.name):
             continue
         probe = SpillFile(path)
         if probe.lock():  # nobody alive owns it
             probe.unlock()
             orphans.append(path)
+    _remove_stale_locks(directory)
     return mine, orphans
 
 
+def _remove_stale_locks(directory: Path) -> None:
+    """Remove the lock files of spill files that no longer exist and that nobody alive holds."""
+    for lock in directory.glob("*.spill.lock"):
+        probe = SpillFile(lock.with_name(lock.name.removesuffix(".lock")))
+        if not probe.exists and probe.lock():
+            probe.unlock()  # removes the lock file
+
+
 def encode_record(value: object) -> bytes:
+    """One framed record: ``[u32 length][u32 crc32(payload)][payload]``, payload = msgpack(value)."""
     payload = _encoder.encode(value)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -92,87 +157,146 @@ class SpillFile:
         self.read_offset = len(MAGIC)
         self.unread = 0  # records from read_offset to the end
         self.torn_records = 0
+        self.torn_bytes = 0  # dropped from the end by `open` (a torn tail)
         self._lock_fd: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     def lock(self) -> bool:
         """Take the advisory lock of this spill file (``<file>.lock``); False if someone holds it."""
         if self._lock_fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            # Its holder removes the lock file before releasing it: a lock on a removed file
+            # would be a second owner beside whoever creates the file anew. Try again then.
+            try:
+                current = os.stat(self._lock_path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                self._lock_fd = fd
+                return True
             os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
 
     def unlock(self) -> None:
+        """Release the lock and remove its file (while still holding it: see `lock`)."""
         if self._lock_fd is not None:
+            try:
+                self._lock_path.unlink()
+            except FileNotFoundError:
+                pass
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
 
     def absorb(self, other: Path) -> int:
-        """Append every whole record of the spill file `other` to this one, then delete `other`."""
+        """
+        Append every whole record of the spill file `other` to this one, then delete `other`;
+        0 when another live instance holds `other` (it is adopting it) or it is gone.
+        """
         source = SpillFile(other)
-        count = source.open()
-        records = []
-        if count:
-            values, _ = source.read(count)
-            records = [encode_record(v) for v in values]
-        source.remove()
-        if records:
-            self.append(records)
-        return len(records)
+        if not source.lock():
+            return 0
+        try:
+            if not source.exists:
+                return 0
+            count = source.open()
+            if count:
+                values, _ = source.read(count)
+                # Opens (validates) this file first; fsync'd before `other` is removed, so neither
+                # a damaged file here nor a crash in between loses what `other` holds.
+                self.append([encode_record(v) for v in values])
+            source.remove()
+            return count
+        finally:
+            source.close()
+            source.unlock()
 
     @property
     def exists(self) -> bool:
         return self.path.exists()
 
     def open(self) -> int:
-        """Open (creating if needed), validate, count the records; return their number."""
+        """
+        Open (creating if needed), validate, count the records; return their number. A torn
+        tail is cut off (`torn_bytes`); damage raises `SpillFileDamaged` and changes nothing.
+        """
         if self._fd is not None:
             return self.unread
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        if created or os.fstat(self._fd).st_size == 0:
-            os.write(self._fd, MAGIC)
+        size = os.fstat(self._fd).st_size
+        head = os.pread(self._fd, len(MAGIC), 0)
+        if len(head) < len(MAGIC) and MAGIC.startswith(head):
+            # New, or the header's own write was torn: no record was ever in it.
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, MAGIC, 0)
             os.fsync(self._fd)
             _fsync_dir(self.path.parent)
             self._size = len(MAGIC)
             self.read_offset = len(MAGIC)
             self.unread = 0
             return 0
-        with open(self.path, "rb") as f:
-            if f.read(len(MAGIC)) != MAGIC:
-                raise ValueError(f"{self.path} is not a spill file")
-            count = 0
-            offset = len(MAGIC)
-            while True:
-                header = f.read(_HEADER.size)
-                if len(header) < _HEADER.size:
-                    if header:
-                        self.torn_records += 1
-                    break
-                length, crc = _HEADER.unpack(header)
-                payload = f.read(length) if length <= _MAX_RECORD else b""
-                if len(payload) != length or zlib.crc32(payload) != crc:
-                    self.torn_records += 1
-                    break
-                offset += _HEADER.size + length
-                count += 1
-        if offset != os.fstat(self._fd).st_size:
+        try:
+            with mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as data:
+                count, offset = self._scan(data)
+        except SpillFileDamaged:
+            self.close()
+            raise
+        if offset != size:
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
+            self.torn_records = 1
+            self.torn_bytes = size - offset
         self._size = offset
         self.read_offset = len(MAGIC)
         self.unread = count
         return count
+
+    def _scan(self, data: memoryview) -> tuple[int, int]:
+        """
+        (whole records, offset after the last of them) of the file's bytes `data`; raises
+        `SpillFileDamaged` when it is not a spill file or a whole record follows a bad one.
+        """
+        if data[: len(MAGIC)] != MAGIC:
+            raise SpillFileDamaged(
+                f"{self.path} is not a spill file (its first {len(MAGIC)} bytes are not {MAGIC.decode()}); it was "
+                "kept untouched and none of its writes were replayed: move it out of the spill directory once you "
+                "know what it holds, then start again",
+            )
+        count = 0
+        offset = len(MAGIC)
+        while (end := _record_end(data, offset)) is not None:
+            offset = end
+            count += 1
+        if offset == len(data):
+            return count, offset
+        # Past a bad record: a torn tail holds no whole record; any whole record means damage.
+        following = next((at for at in range(offset + 1, len(data)) if _record_end(data, at) is not None), None)
+        if following is None:
+            return count, offset
+        after = 0
+        at: int | None = following
+        while at is not None and at < len(data):
+            at = _record_end(data, at)
+            after += 1
+        raise SpillFileDamaged(
+            f"spill file {self.path} is damaged at bytes {offset}-{following} of {len(data)}: {count} whole record(s) "
+            f"before it, {after} whole record(s) after it; it was kept untouched and none of its writes were replayed: "
+            "restore it from a backup, or move it out of the spill directory to start without its writes",
+        )
 
     def close(self) -> None:
         if self._fd is not None:
@@ -230,6 +354,18 @@ class SpillFile:
     @property
     def drained(self) -> bool:
         return self.read_offset >= self._size
+
+
+def _record_end(data: memoryview, offset: int) -> int | None:
+    """The offset after the whole, CRC-valid record at `offset` of `data`, or None."""
+    if offset + _HEADER.size > len(data):
+        return None
+    length, crc = _HEADER.unpack_from(data, offset)
+    end = offset + _HEADER.size + length
+    # An empty payload is never written (msgpack is at least one byte): zeros are not records.
+    if length == 0 or length > _MAX_RECORD or end > len(data):
+        return None
+    return end if zlib.crc32(data[offset + _HEADER.size: end]) == crc else None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -530,7 +530,7 @@ class Writer:
                 self._refresh_pending_locked()
             if self._spill.torn_records:
                 self._log().warning(
-                    f"Spill file {self._spill.path}: ignored {self._spill.torn_records} torn record(s) "
+                    f"Spill file {self._spill.path}: dropped a torn record of {self._spill.torn_bytes} byte(s) "
                     "at its end (a crash during an append; those writes were never reported written)",
                 )
             if count:

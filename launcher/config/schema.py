@@ -98,7 +98,9 @@ class CacheSettings:
     persist_quotes: bool = False
     persist_trades: bool = False
     max_pending_writes: int = 100_000  # retained (unacknowledged) writes kept in memory before spilling
-    spill_dir: str = "var/spill"
+    # None: <state dir>/spill; a relative path is under the state dir ($LAUNCHER_STATE_DIR, else
+    # $XDG_STATE_HOME/nautilus-launcher, else ~/.local/state/nautilus-launcher), never the cwd.
+    spill_dir: str | None = None
     redis: RedisSettings = field(default_factory=RedisSettings)
     sentinel: SentinelSettings = field(default_factory=SentinelSettings)
 
