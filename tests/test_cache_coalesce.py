@@ -16,10 +16,10 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.writer import TAG_APPEND
-from launcher.cache.writer import TAG_DELETE_EVENT
-from launcher.cache.writer import TAG_SNAPSHOT
-from launcher.cache.writer import Op
+from launcher.cache.write.writer import TAG_APPEND
+from launcher.cache.write.writer import TAG_DELETE_EVENT
+from launcher.cache.write.writer import TAG_SNAPSHOT
+from launcher.cache.write.writer import Op
 from launcher.servers.redis_process import RedisProcess
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config

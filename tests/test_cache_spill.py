@@ -16,9 +16,9 @@ import textwrap
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.spill import MAGIC
-from launcher.cache.spill import SpillFile
-from launcher.cache.spill import encode_record
+from launcher.cache.write.spill import MAGIC
+from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import encode_record
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from tests.support.trading_state import TRADER_ID

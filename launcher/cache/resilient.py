@@ -83,14 +83,14 @@ from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
 from launcher.cache.replay import transform_order
-from launcher.cache.spill import claim_spill_file
-from launcher.cache.spill import spill_path as _primary_spill_path
-from launcher.cache.writer import TAG_APPEND
-from launcher.cache.writer import TAG_DELETE_EVENT
-from launcher.cache.writer import TAG_SNAPSHOT
-from launcher.cache.writer import Lazy
-from launcher.cache.writer import Op
-from launcher.cache.writer import Writer
+from launcher.cache.write.spill import claim_spill_file
+from launcher.cache.write.spill import spill_path as _primary_spill_path
+from launcher.cache.write.writer import TAG_APPEND
+from launcher.cache.write.writer import TAG_DELETE_EVENT
+from launcher.cache.write.writer import TAG_SNAPSHOT
+from launcher.cache.write.writer import Lazy
+from launcher.cache.write.writer import Op
+from launcher.cache.write.writer import Writer
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import health_check

@@ -80,10 +80,10 @@ from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
-from launcher.cache.resp import exchange
-from launcher.cache.resp import pack_command
-from launcher.cache.spill import SpillFile
-from launcher.cache.spill import encode_record
+from launcher.cache.write.resp import exchange
+from launcher.cache.write.resp import pack_command
+from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import encode_record
 
 
 # -- Lua ------------------------------------------------------------------------------------
