@@ -64,7 +64,6 @@ acknowledged, i.e. retained (and spilled past the memory bound).
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import os
 import threading
@@ -76,249 +75,25 @@ from typing import Any
 
 import redis
 import tenacity
-from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
+from launcher.cache.write import scripts
+from launcher.cache.write.batch import Packed
+from launcher.cache.write.batch import Replies
+from launcher.cache.write.batch import appends_by_op
+from launcher.cache.write.batch import build
+from launcher.cache.write.batch import split
+from launcher.cache.write.commands import ACCOUNT_KINDS
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import Stage
+from launcher.cache.write.commands import view
 from launcher.cache.write.resp import exchange
-from launcher.cache.write.resp import pack_command
 from launcher.cache.write.spill import SpillFile
-from launcher.cache.write.spill import encode_record
 
-
-# -- Lua ------------------------------------------------------------------------------------
-
-# KEYS: list, manifest hash. ARGV: field, n (1-based position of this event), payload,
-# create (1: RPUSH semantics, 0: RPUSHX semantics), repairable (1: report a gap, don't write).
-APPEND_SCRIPT = b"""
-local n = tonumber(ARGV[2])
-local len = redis.call('LLEN', KEYS[1])
-if len == n - 1 and (len > 0 or ARGV[4] == '1') then
-  redis.call('RPUSH', KEYS[1], ARGV[3])
-  redis.call('HSET', KEYS[2], ARGV[1], n)
-  return 0
-end
-if len >= n and n >= 1 and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[3] then
-  redis.call('HSET', KEYS[2], ARGV[1], n)
-  return 1
-end
-if len > 0 and redis.call('LPOS', KEYS[1], ARGV[3], 'RANK', -1, 'MAXLEN', 64) then
-  redis.call('HSET', KEYS[2], ARGV[1], n)
-  return 2
-end
-if len < n - 1 and ARGV[5] == '1' then
-  return -1 - len
-end
-if len == 0 and ARGV[4] ~= '1' then
-  return -1000000000
-end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], n)
-return 3
-"""
-
-# Snapshots have no event count: append unless the same bytes are among the last entries.
-SNAPSHOT_SCRIPT = b"""
-if redis.call('LPOS', KEYS[1], ARGV[1], 'RANK', -1, 'MAXLEN', 64) then
-  return 1
-end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return 0
-"""
-
-# Removes account events by id, several at a time (the writer coalesces the deletes of one account
-# within a batch into one call, see `Writer._pack`): one pass over the list, then LTRIM of the
-# removed events that are its head (retention: the oldest go), tombstones (LSET) + one LREM for
-# the others (entry by entry LREM in the unlikely case that an entry equals the tombstone).
-# Every entry whose decoded ``event_id`` is one of the ids goes (copies included); nothing else
-# does. With canonical UUID ids (NautilusTrader's), only candidates are decoded: entries where
-# some ``event_id`` key is followed (past separator bytes: msgpack's string header, JSON's
-# ``":"``) by one of the ids - both serializers write the key and a UUID unescaped. Other ids:
-# every entry is decoded. Idempotent (a resend finds nothing left to remove).
-# KEYS: account list, manifest hash. ARGV: field, encoding ("json"/"msgpack"), event id, ...
-DELETE_EVENT_SCRIPT = b"""
-local UUID = '%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x'
-local AFTER_KEY = '^[^%w%-]*(' .. UUID .. ')'
-local TOMB = '\\255launcher:deleted-account-event\\255'
-local want = {}
-local uuids = true
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  want[id] = true
-  if string.len(id) ~= 36 or not string.find(id, '^' .. UUID .. '$') then
-    uuids = false
-  end
-end
-local json = ARGV[2] == 'json'
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local gone = {}
-local tomb_in_use = false
-for i = 1, #items do
-  local item = items[i]
-  if item == TOMB then
-    tomb_in_use = true
-  end
-  local candidate = not uuids
-  local init = 1
-  while uuids do
-    local _, last = string.find(item, 'event_id', init, true)
-    if not last then
-      break
-    end
-    local id = string.match(item, AFTER_KEY, last + 1)
-    if id and want[id] then
-      candidate = true
-      break
-    end
-    init = last + 1
-  end
-  if candidate then
-    local ok, decoded
-    if json then
-      ok, decoded = pcall(cjson.decode, item)
-    else
-      ok, decoded = pcall(cmsgpack.unpack, item)
-    end
-    if ok and type(decoded) == 'table' and type(decoded['event_id']) == 'string' and want[decoded['event_id']] then
-      gone[#gone + 1] = i
-    end
-  end
-end
-local removed = #gone
-if removed == 0 then
-  return 0
-end
-local head = 0
-while head < removed and gone[head + 1] == head + 1 do
-  head = head + 1
-end
-if tomb_in_use then
-  for k = 1, removed do
-    redis.call('LREM', KEYS[1], 1, items[gone[k]])
-  end
-else
-  if head > 0 then
-    redis.call('LTRIM', KEYS[1], head, -1)
-  end
-  if head < removed then
-    for k = head + 1, removed do
-      redis.call('LSET', KEYS[1], gone[k] - 1 - head, TOMB)
-    end
-    redis.call('LREM', KEYS[1], 0, TOMB)
-  end
-end
-redis.call('HSET', KEYS[2], ARGV[1], redis.call('LLEN', KEYS[1]))
-return removed
-"""
-
-APPEND_SHA = hashlib.sha1(APPEND_SCRIPT).hexdigest().encode()  # noqa: S324 (Redis script id)
-SNAPSHOT_SHA = hashlib.sha1(SNAPSHOT_SCRIPT).hexdigest().encode()  # noqa: S324
-DELETE_EVENT_SHA = hashlib.sha1(DELETE_EVENT_SCRIPT).hexdigest().encode()  # noqa: S324
-
-GAP_NO_LIST = -1_000_000_000
-
-# Command tags inside an op (anything else: a raw Redis command whose name is bytes).
-TAG_APPEND = "A"  # ("A", list_key, manifest_key, field, n, payload, create)
-TAG_SNAPSHOT = "S"  # ("S", list_key, payload)
-TAG_DELETE_EVENT = "D"  # ("D", list_key, manifest_key, field, event_id, encoding)
-
-
-_PREAMBLE = b"".join(
-    pack_command((b"SCRIPT", b"LOAD", script)) for script in (APPEND_SCRIPT, SNAPSHOT_SCRIPT, DELETE_EVENT_SCRIPT)
-)
-_PREAMBLE_REPLIES = 3
-_MULTI = pack_command((b"MULTI",))
-_EXEC = pack_command((b"EXEC",))
 
 _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
-
-
-ACCOUNT_KINDS = frozenset({"add_account", "update_account"})
-_GUARDED = object()  # marks results of ops sent one by one through the script
-
-
-# Raw commands of the facade whose keys are all of their arguments after the name (DEL) or
-# only the first one (the rest are members/fields/values).
-_KEYS_ONLY = frozenset({b"DEL", b"UNLINK"})
-_FIRST_KEY = frozenset({b"SET", b"SADD", b"SREM", b"HSET", b"HDEL", b"RPUSH", b"RPUSHX", b"LPUSH"})
-
-
-# Assignments that can be coalesced (see `Writer._pack`): command -> family, for exactly this
-# many arguments (one member/field; SET without options).
-_SET_FAMILY, _HASH, _STRING = object(), object(), object()
-_ASSIGNMENTS = {b"SADD": (_SET_FAMILY, 3), b"SREM": (_SET_FAMILY, 3), b"HSET": (_HASH, 4), b"HDEL": (_HASH, 3),
-                b"SET": (_STRING, 3)}
-_HDEL = object()  # a hash field's last assignment was a delete
-
-
-def _text(key: Any) -> str:
-    return key.decode("utf-8", "surrogateescape") if isinstance(key, (bytes, bytearray, memoryview)) else str(key)
-
-
-class _Run:
-    """
-    The assignments of one batch to one key (one family) since the last command that may
-    observe or change that key otherwise: the last value of each member/field, in first-seen
-    order. Members are compared as text (a str and the bytes of the same text are one Redis
-    member); the spelling first seen is the one sent.
-    """
-
-    __slots__ = ("family", "key", "members", "spelling", "op")
-
-    def __init__(self, family: object, key: Any) -> None:
-        self.family = family
-        self.key = key
-        self.members: dict[Any, Any] = {}  # member text -> True/False (SADD/SREM), value or _HDEL, SET value
-        self.spelling: dict[str, Any] | None = None  # member text -> the bytes first seen, when not str
-        self.op = 0  # index of the last op that assigned (named when Redis rejects the command)
-
-    def commands(self) -> list[tuple]:
-        """The run's net effect: one variadic command per kind of assignment (they commute)."""
-        key, members, spelling = self.key, self.members, self.spelling
-        if self.family is _STRING:
-            return [(b"SET", key, members[None])]
-        if spelling is not None:
-            members = {spelling.get(m, m): v for m, v in members.items()}
-        if self.family is _SET_FAMILY:
-            added = [m for m, v in members.items() if v]
-            removed = [m for m, v in members.items() if not v]
-            return ([(b"SADD", key, *added)] if added else []) + ([(b"SREM", key, *removed)] if removed else [])
-        assigned = [x for f, v in members.items() if v is not _HDEL for x in (f, v)]
-        deleted = [f for f, v in members.items() if v is _HDEL]
-        return ([(b"HSET", key, *assigned)] if assigned else []) + ([(b"HDEL", key, *deleted)] if deleted else [])
-
-
-def _run_keys(cmd: Any) -> tuple | None:
-    """The keys `cmd` (not a coalescible assignment) may touch; None when they are not known."""
-    tag = cmd[0]
-    if tag == TAG_APPEND or tag == TAG_DELETE_EVENT:  # list + manifest (script or RPUSH + HSET)
-        return (cmd[1], cmd[2])
-    if tag == TAG_SNAPSHOT or tag in _FIRST_KEY:
-        return (cmd[1],)
-    if tag in _KEYS_ONLY:
-        return cmd[1:]
-    return None  # FLUSHDB or anything whose keys are not known here
-
-
-def _close_delete_groups(deletes: dict, cmd: tuple) -> None:
-    """Close the open account-event delete groups that `cmd` may not commute with."""
-    tag = cmd[0]
-    if tag == TAG_APPEND:  # list, manifest field
-        touched, fields = (cmd[1],), ((cmd[2], cmd[3]),)
-    elif tag == TAG_SNAPSHOT:
-        touched, fields = (cmd[1],), ()
-    elif tag == TAG_DELETE_EVENT:
-        touched, fields = (cmd[1],), ((cmd[2], cmd[3]),)
-    elif tag in _KEYS_ONLY:
-        touched, fields = cmd[1:], ()
-    elif tag in _FIRST_KEY:
-        touched, fields = cmd[1:2], ()
-    else:  # FLUSHDB or anything whose keys are not known here
-        deletes.clear()
-        return
-    for key in [k for k, (_, target, _) in deletes.items()
-                if target[0] in touched or target[1] in touched or (target[1], target[2]) in fields]:
-        del deletes[key]
 
 
 class NotAcknowledged(Exception):
@@ -327,10 +102,6 @@ class NotAcknowledged(Exception):
 
 class ServerUnavailable(Exception):
     """The server refused the batch for a transient reason (READONLY, OOM, LOADING, ...)."""
-
-
-class _Stopped(Exception):
-    """The writer is closing and its bounded wait is over."""
 
 
 _RETRIABLE = (
@@ -343,90 +114,6 @@ _RETRIABLE = (
 )
 
 
-class Lazy:
-    """A payload serialized by the writer thread (immutable objects only: events, instruments)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-
-class Op:
-    """
-    One facade write: commands applied atomically, retained until acknowledged.
-
-    A retained write is one object the cyclic GC tracks, however many commands it has: its
-    commands are a tuple of tuples of str/bytes/int (which the GC stops tracking at its first
-    pass), and the event still to serialize into its list append is held by the op itself
-    (``event``; the append's payload slot is None until then). Ops outlive the young
-    generations (they wait for the buffer interval and the round trip), so every tracked
-    object per write is promoted to the oldest generation and makes full collections, which
-    scan the node's whole heap, come sooner.
-    """
-
-    __slots__ = ("seq", "kind", "cmds", "entity", "t0", "epoch", "lazy", "event")
-
-    def __init__(self, kind: str, cmds: tuple | list, entity: Any = None, lazy: bool = False, event: Any = None) -> None:
-        self.kind = kind
-        self.cmds = cmds
-        self.entity = entity  # the order/position whose events can repair a gap
-        self.event = event  # serialized into the TAG_APPEND whose payload is None
-        self.lazy = lazy or event is not None  # a payload is still to serialize (`event` or `Lazy` arguments)
-        self.seq = 0
-        self.t0 = 0.0
-        self.epoch = b""
-
-    def materialize(self, serializer: Any) -> None:
-        """Serialize the event and any `Lazy` arguments (idempotent)."""
-        if not self.lazy:
-            return
-        # The writer thread and a spilling caller may both get here for one op: `event` is read
-        # before `cmds` here and cleared after `cmds` is replaced below, so whoever sees no event
-        # also sees the serialized commands.
-        event = self.event
-        cmds = self.cmds
-        out = None
-        if event is not None:  # the facade's event writes (orders, positions, accounts)
-            payload = serializer.serialize(event)
-            first = cmds[0]
-            if first[0] == TAG_APPEND and first[5] is None:  # ("A", list, manifest, field, n, payload, create)
-                self.cmds = ((TAG_APPEND, first[1], first[2], first[3], first[4], payload, first[6]), *cmds[1:])
-                self.event = None
-                self.lazy = False
-                return
-            for j, cmd in enumerate(cmds):
-                if cmd[0] == TAG_APPEND and cmd[5] is None:
-                    out = list(cmds)
-                    out[j] = (TAG_APPEND, cmd[1], cmd[2], cmd[3], cmd[4], payload, cmd[6])
-                    break
-        else:  # `Lazy` arguments (currencies, instruments, synthetics)
-            for j, cmd in enumerate(cmds):
-                if Lazy in map(type, cmd):  # rebuild only the commands holding a payload
-                    if out is None:
-                        out = list(cmds)
-                    out[j] = tuple(serializer.serialize(a.obj) if type(a) is Lazy else a for a in cmd)
-        if out is not None:
-            self.cmds = tuple(out)
-        self.event = None
-        self.lazy = False
-
-    def record(self, serializer: Any) -> bytes:
-        try:
-            self.materialize(serializer)
-        except Exception:  # noqa: BLE001 (same op is dropped, loudly, when it is sent)
-            self.cmds, self.lazy, self.event = (), False, None
-        return encode_record([self.epoch, self.seq, self.kind, self.cmds])
-
-    @classmethod
-    def from_record(cls, value: list) -> Op:
-        epoch, seq, kind, cmds = value
-        op = cls(kind, cmds)
-        op.epoch = epoch
-        op.seq = seq
-        return op
-
-
 @dataclass
 class _Batch:
     ops: list[Op]
@@ -436,6 +123,22 @@ class _Batch:
     replay: bool = False  # read from the spill file
     attempts: int = 0
     guarded: bool = False  # always use the idempotent append script (repairs)
+
+
+@dataclass
+class _Sent:
+    """What an acknowledged send reports: per op, the (command index, reply) of its appends."""
+
+    appends: list
+    guarded: bool  # the appends went through the script (its reply codes), else plain RPUSH (lengths)
+
+
+class _Inspection:
+    """The appends of one acknowledged batch whose lists may not hold what memory says."""
+
+    def __init__(self) -> None:
+        self.suspect: dict[str, int] = {}  # list key -> index of the first op that revealed it
+        self.missing_lists: list[str] = []  # "key#n" of updates to lists gone that cannot be rebuilt
 
 
 class Writer:
@@ -450,6 +153,10 @@ class Writer:
         Log-safe description of the server (no password).
     sync : bool
         Sync durability: `submit` returns after Redis acknowledged the op.
+    buffer_interval_s, socket_timeout_s, close_timeout_s : float
+        Seconds.
+    backoff : tenacity wait
+        The wait between resends (`launcher.retry.write_backoff`).
     """
 
     def __init__(
@@ -466,7 +173,7 @@ class Writer:
         socket_timeout_s: float,
         close_timeout_s: float,
         max_batch_ops: int,
-        max_backoff_s: float,
+        backoff: tenacity.wait.wait_base,
         serializer: Any,
         listener: CacheListener,
         stats: CacheStats,
@@ -481,6 +188,7 @@ class Writer:
         self._max_pending = max(1, int(max_pending_writes))
         self._min_acks = max(0, int(min_replica_acks))
         self._ack_timeout_ms = max(1, int(replica_ack_timeout_ms))
+        self._wait = (self._min_acks, self._ack_timeout_ms) if self._min_acks else None  # WAIT's arguments
         self._socket_timeout_s = socket_timeout_s
         self._close_timeout_s = close_timeout_s
         self._max_batch = max(1, int(max_batch_ops))
@@ -501,6 +209,7 @@ class Writer:
         self._idle = False
         self._urgent = False
         self._closing = False
+        self._drop_kinds: tuple[str, ...] = ()
         self._close_deadline = 0.0
         self._dead: BaseException | None = None
         self._conn: Any = None
@@ -508,11 +217,11 @@ class Writer:
         self._outage_start: float | None = None
         self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
         self._outage_error = ""
-        self.coalesced_commands = 0  # assignment commands `_pack` did not send (superseded, or merged into a variadic one)
+        self.coalesced_commands = 0  # assignment commands sent batches did not need (see `launcher.cache.write.batch`)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRIABLE),
-            wait=tenacity.wait_exponential_jitter(multiplier=min(0.05, max_backoff_s), max=max_backoff_s, jitter=min(0.05, max_backoff_s)),
+            wait=backoff,
             stop=self._should_stop,
             sleep=self._backoff_sleep,
             before_sleep=self._on_retry,
@@ -625,8 +334,9 @@ class Writer:
         MULTI/EXEC) and the number of replies it gets; sends nothing (the benchmark's cost
         breakdown).
         """
-        data, ncmds, _, pre = self._pack(ops, False)
-        return data, self._replies(ncmds, pre)
+        self._materialize(ops)
+        packed = build(ops, False, self._wait)
+        return packed.data, packed.replies
 
     def refresh_stats(self) -> None:
         """Bring the pending/spilled gauges of `stats` up to date."""
@@ -666,13 +376,13 @@ class Writer:
                     break
                 try:
                     self._deliver(batch)
-                except _RETRIABLE + (_Stopped,) as e:
+                except _RETRIABLE as e:
                     # Closing and the bounded wait is over: keep everything in the spill file.
                     with self._lock:
-                        self._spill_all_locked(getattr(self, "_drop_kinds", ()))
+                        self._spill_all_locked(self._drop_kinds)
                     self._outage_error = self._outage_error or repr(e)
                     break
-        except BaseException as e:  # a bug: never lose the writes because of it
+        except BaseException as e:  # noqa: BLE001 (a bug: never lose the writes because of it)
             self._dead = e
             self._log().error(f"Cache writer failed: {e!r}\n{traceback.format_exc()}")
             with self._lock:
@@ -723,9 +433,8 @@ class Writer:
                 # First send of writes made by this process: nothing of them can be in Redis
                 # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
                 # A resend, or a replay of spilled writes, uses the idempotent script.
-                guarded = batch.guarded or batch.replay or batch.attempts > 1
-                results = self._send(batch.ops, guarded)
-        self._acknowledge(batch, results, guarded)
+                sent = self._send(batch.ops, batch.guarded or batch.replay or batch.attempts > 1)
+        self._acknowledge(batch, sent)
 
     def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self._closing and time.monotonic() >= self._close_deadline
@@ -754,8 +463,8 @@ class Writer:
     def _serialize_ahead(self, limit: int | None, deadline: float | None) -> None:
         """
         Materialize the lazy ops among the first `limit` retained ones (all: None), until
-        `deadline` (monotonic; None: no limit). Idempotent; a payload that fails here is left
-        for `_pack`, which drops it loudly.
+        `deadline` (monotonic seconds; None: no limit). Idempotent; a payload that fails here is
+        left for `_materialize`, which drops it loudly.
         """
         with self._lock:
             todo = [op for op in itertools.islice(self._queue, limit) if op.lazy]
@@ -807,166 +516,25 @@ class Writer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _pack(self, ops: list[Op], guarded: bool = True) -> tuple[bytes, int, list[tuple[int, int]], int]:
-        """
-        The batch as RESP, its command count, the (op, command) of each, and preamble replies.
-
-        Two rewrites, neither of which changes what any reader can observe (nobody sees inside
-        one MULTI/EXEC, and the replies of the rewritten commands are not inspected):
-
-        * Assignments to set members / hash fields / strings (single-member SADD/SREM,
-          single-field HSET/HDEL, plain SET, and the manifest HSET of each first-send append)
-          are gathered per key into a run (`_Run`) and sent as its net effect: the last
-          assignment of each member, as one variadic command per kind (SADD, SREM, HSET, HDEL,
-          SET). A run ends, and is sent, just before any command that may observe or change its
-          key otherwise (a list op, a script, DEL, a command of another family on the key;
-          FLUSHDB or any command whose keys are unknown ends every run), or before EXEC. Moving
-          an assignment later to that point changes nothing, since no command in between
-          touches its key. List appends are all kept, in order. (A batch of order updates
-          sends one SADD/SREM per index set and one manifest HSET instead of ~6 commands each.)
-        * Deletes of account events are coalesced per account (list key) into the call of the
-          first one: {list key: (its slot in `parts`, (key, manifest, field, encoding), ids)}.
-          A group closes at any other command that may touch its list or manifest field (or
-          whose keys are unknown, e.g. FLUSHDB): the ids join a call moved earlier only past
-          commands on other keys, which commute with it. Runs on the list or manifest are sent
-          before a group's call, since a delete ends them.
-        """
-        parts = [b"", _MULTI]  # the SCRIPT LOAD preamble goes first when a script is used
-        scripts = False
-        append = parts.append
-        index: list = []  # (op index, command index; -1 for a run's command) of every command, in order
-        index_append = index.append
+    def _materialize(self, ops: list[Op]) -> None:
+        """Serialize the payloads still lazy; an op the serializer cannot handle (a bug upstream) is dropped, loudly."""
         serializer = self._serializer
-        deletes: dict[Any, tuple[int, tuple, list]] = {}
-        groups: list[tuple[int, tuple, list]] = []
-        runs: dict[str, _Run] = {}  # key text -> its open run
-        runs_get = runs.get
-        runs_pop = runs.pop
-        assignments_get = _ASSIGNMENTS.get
-        pack = _pack_tuple
-        assigned = 0
-
-        def send_run(run: _Run) -> None:
-            for command in run.commands():
-                append(pack(command))
-                index_append((run.op, -1))
-
-        def assign(i: int, family: object, key: Any, member: Any, value: Any) -> None:
-            text = key if type(key) is str else _text(key)
-            run = runs_get(text)
-            if run is None or run.family is not family:
-                if run is not None:
-                    send_run(run)
-                run = runs[text] = _Run(family, key)
-            if type(member) is not str and member is not None:
-                spelled, member = member, _text(member)
-                if run.spelling is None:
-                    run.spelling = {}
-                run.spelling.setdefault(member, spelled)
-            run.members[member] = value
-            run.op = i
-
-        for i, op in enumerate(ops):
+        for op in ops:
             if op.lazy:
                 try:
                     op.materialize(serializer)
-                except Exception as e:  # an object the serializer cannot handle: a bug upstream
+                except Exception as e:  # noqa: BLE001
                     self.stats.command_errors += 1
                     self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
-                    op.cmds, op.lazy, op.entity, op.event = (), False, None, None
-            repairable = b"1" if op.entity is not None and op.kind not in ACCOUNT_KINDS else b"0"
-            for j, cmd in enumerate(op.cmds):
-                tag = cmd[0]
-                if deletes and tag != TAG_DELETE_EVENT:
-                    _close_delete_groups(deletes, cmd)
-                assignment = assignments_get(tag)
-                if assignment is not None and len(cmd) == assignment[1]:
-                    family = assignment[0]
-                    assigned += 1
-                    if family is _SET_FAMILY:
-                        member, value = cmd[2], tag == b"SADD"
-                    elif family is _HASH:
-                        member, value = cmd[2], cmd[3] if tag == b"HSET" else _HDEL
-                    else:
-                        member, value = None, cmd[2]
-                    key = cmd[1]
-                    run = runs_get(key) if type(key) is str else None
-                    if run is not None and run.family is family and (type(member) is str or member is None):
-                        run.members[member] = value  # the common case, inline: an open run, str names
-                        run.op = i
-                    else:
-                        assign(i, family, key, member, value)
-                    continue
-                if tag == TAG_APPEND and not guarded:
-                    # RPUSH/RPUSHX (touches the list), then the manifest HSET: an assignment.
-                    run = runs_pop(cmd[1] if type(cmd[1]) is str else _text(cmd[1]), None) if runs else None
-                    if run is not None:
-                        send_run(run)
-                    append(pack((b"RPUSH" if cmd[6] else b"RPUSHX", cmd[1], cmd[5])))
-                    index_append((i, j))
-                    assigned += 1
-                    key, field = cmd[2], cmd[3]
-                    run = runs_get(key) if type(key) is str else None
-                    if run is not None and run.family is _HASH and type(field) is str:
-                        run.members[field] = cmd[4]
-                        run.op = i
-                    else:
-                        assign(i, _HASH, key, field, cmd[4])
-                    continue
-                if runs:
-                    keys = _run_keys(cmd)
-                    if keys is None:
-                        for run in runs.values():
-                            send_run(run)
-                        runs.clear()
-                    else:
-                        for key in keys:
-                            run = runs_pop(key if type(key) is str else _text(key), None)
-                            if run is not None:
-                                send_run(run)
-                if tag == TAG_APPEND:
-                    scripts = True
-                    append(pack_command((b"EVALSHA", APPEND_SHA, b"2", cmd[1], cmd[2], cmd[3], cmd[4], cmd[5], cmd[6],
-                                         repairable)))
-                elif tag == TAG_SNAPSHOT:
-                    scripts = True
-                    append(pack_command((b"EVALSHA", SNAPSHOT_SHA, b"1", cmd[1], cmd[2])))
-                elif tag == TAG_DELETE_EVENT:
-                    scripts = True
-                    target = (cmd[1], cmd[2], cmd[3], cmd[5])
-                    group = deletes.get(cmd[1])
-                    if group is not None and group[1] == target:
-                        group[2].append(cmd[4])
-                        continue  # rides on the group's call (one reply, mapped to its first op)
-                    if group is not None or any(g[1][1:3] == target[1:3] for g in deletes.values()):
-                        _close_delete_groups(deletes, cmd)
-                    group = (len(parts), target, [cmd[4]])
-                    deletes[cmd[1]] = group
-                    groups.append(group)
-                    append(b"")  # packed once the group is complete
-                else:
-                    append(pack(cmd) if type(cmd) is tuple else pack_command(cmd))
-                index_append((i, j))
-        for run in runs.values():
-            send_run(run)
-        for slot, (key, manifest, field, encoding), ids in groups:
-            parts[slot] = pack_command((b"EVALSHA", DELETE_EVENT_SHA, b"2", key, manifest, field, encoding, *ids))
-        self.coalesced_commands += assigned - sum(1 for i, j in index if j < 0)
-        append(_EXEC)
-        if self._min_acks:
-            append(pack_command((b"WAIT", self._min_acks, self._ack_timeout_ms)))
-        if scripts:
-            # Loaded on every batch that uses one: a new master after a failover, or a server
-            # restarted without its script cache, must never answer NOSCRIPT inside EXEC.
-            parts[0] = _PREAMBLE
-        return b"".join(parts), len(index), index, _PREAMBLE_REPLIES if scripts else 0
+                    op.drop()
 
-    def _round(self, ops: list[Op], guarded: bool = True) -> tuple[list, list, Any, Any, list]:
-        """One MULTI/EXEC (+WAIT) round trip: (queued replies, exec result, wait result, index, ops)."""
-        data, ncmds, index, pre = self._pack(ops, guarded)
+    def _round(self, ops: list[Op], guarded: bool) -> tuple[Packed, Replies]:
+        """One MULTI/EXEC (+WAIT) round trip."""
+        self._materialize(ops)
+        packed = build(ops, guarded, self._wait)
+        self.coalesced_commands += packed.coalesced
         conn = self._connection()
-        expected = self._replies(ncmds, pre)
-        timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._min_acks else None
+        timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._wait else None
         overlapped = [0.0]  # preparing the next batch is not part of the round trip
 
         def prepare_next() -> None:
@@ -975,25 +543,22 @@ class Writer:
             overlapped[0] = time.monotonic() - started
 
         t0 = time.monotonic()
-        replies = exchange(conn, data, expected, timeout, prepare_next)
+        replies = split(packed, exchange(conn, packed.data, packed.replies, timeout, prepare_next))
         rtt = time.monotonic() - t0 - overlapped[0]
         self._round_trip("write_batch", rtt)
+        if packed.waits:
+            # WAIT rides in the same exchange: this round trip ended with the replicas' answer.
+            self._round_trip("wait_replicas", rtt)
         self.stats.last_batch_round_trip_s = rtt
-        queued = replies[pre + 1 : pre + 1 + ncmds]
-        results = replies[pre + 1 + ncmds]
-        wait = replies[-1] if self._min_acks else None
-        for reply in replies[: pre + 1]:  # SCRIPT LOADs and MULTI
+        for reply in replies.setup:
             if isinstance(reply, Exception):
                 # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
                 # EXEC: keep everything retained and say so instead.
                 raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
-        return queued, results, wait, index, ops
-
-    def _replies(self, ncmds: int, pre: int) -> int:
-        """Replies to a packed batch: preamble, MULTI, one per queued command, EXEC (, WAIT)."""
-        return pre + 1 + ncmds + 1 + (1 if self._min_acks else 0)
+        return packed, replies
 
     def _check_wait(self, wait: Any) -> None:
+        """Raise unless WAIT (when asked for) reported enough replicas."""
         if wait is None:
             return
         if isinstance(wait, Exception):
@@ -1002,62 +567,66 @@ class Writer:
             raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
 
     @staticmethod
-    def _refusals(queued: list, results: Any) -> list[Exception]:
-        errors = [r for r in queued if isinstance(r, Exception)]
-        if isinstance(results, Exception):
-            errors.append(results)
+    def _refusals(replies: Replies) -> list[Exception]:
+        """Errors that kept the transaction from applying (raised when the server state is to blame)."""
+        errors = [r for r in replies.queued if isinstance(r, Exception)]
+        if isinstance(replies.results, Exception):
+            errors.append(replies.results)
         for e in errors:
             if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
         return errors
 
-    def _send(self, ops: list[Op], guarded: bool = True) -> list:
-        queued, results, wait, index, _ = self._round(ops, guarded)
-        errors = self._refusals(queued, results)
-        self._check_wait(wait)
+    def _confirm(self, ops: list[Op], replies: Replies) -> list[Exception]:
+        """
+        The transaction's outcome: its ops APPLIED (EXEC ran them), then ACKNOWLEDGED (WAIT, when
+        asked for, reported enough replicas). Raises when the server state or WAIT is to blame;
+        returns the errors of a transaction Redis refused outright (nothing applied).
+        """
+        errors = self._refusals(replies)
+        applied = () if errors else ops
+        for op in applied:
+            op.stage = Stage.APPLIED
+        self._check_wait(replies.wait)
+        for op in applied:
+            op.stage = Stage.ACKNOWLEDGED
+        return errors
+
+    def _send(self, ops: list[Op], guarded: bool) -> _Sent:
+        packed, replies = self._round(ops, guarded)
+        errors = self._confirm(ops, replies)
         if errors:
             # A command Redis refuses outright (a bug, not an outage): isolate it. (Nothing of
             # the refused transaction was applied; the isolated sends use the idempotent path.)
             return self._send_isolated(ops, errors)
         self._note_address(self._connection())
-        return self._map_results(ops, index, results)
+        return _Sent(self._appends(ops, packed, replies.results), guarded)
 
-    def _send_isolated(self, ops: list[Op], errors: list) -> list:
-        """Send each op alone; drop (loudly) only the ops Redis refuses to queue."""
+    def _send_isolated(self, ops: list[Op], errors: list) -> _Sent:
+        """Send each op alone, guarded; drop (loudly) only the ops Redis refuses to queue."""
         self._log().error(
             f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
             "retrying write by write",
         )
-        merged: list = [_GUARDED] + [None] * len(ops)
+        appends: list = [None] * len(ops)
         for i, op in enumerate(ops):
-            queued, results, wait, index, _ = self._round([op], True)
-            refused = self._refusals(queued, results)
-            self._check_wait(wait)
+            packed, replies = self._round([op], True)
+            refused = self._confirm([op], replies)
             if refused:
                 self.stats.command_errors += 1
                 self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
                 continue
-            merged[i + 1] = self._map_results([op], index, results)[0]
+            appends[i] = self._appends([op], packed, replies.results)[0]
         self._note_address(self._connection())
-        return merged
+        return _Sent(appends, True)
 
-    def _map_results(self, ops: list[Op], index: list[tuple[int, int]], results: list) -> list:
-        """Per op, the (command index, reply) of its appends; rejected commands are logged."""
-        per_op: list = [None] * len(ops)
-        errors = any(issubclass(t, Exception) for t in set(map(type, results)))  # one C pass
-        cmds = [op.cmds for op in ops]
-        for (i, j), result in zip(index, results):
-            if errors and isinstance(result, Exception):
-                self.stats.command_errors += 1
-                self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {result}")
-                continue
-            if j >= 0 and cmds[i][j][0] == TAG_APPEND:
-                found = per_op[i]
-                if found is None:
-                    per_op[i] = [(j, result)]
-                else:
-                    found.append((j, result))
-        return per_op
+    def _appends(self, ops: list[Op], packed: Packed, results: list) -> list:
+        """Per op, the (command index, reply) of its appends; commands rejected inside EXEC are logged."""
+        appends, rejected = appends_by_op(ops, packed, results)
+        for i, error in rejected:
+            self.stats.command_errors += 1
+            self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {error}")
+        return appends
 
     def _note_address(self, conn: Any) -> None:
         address = (getattr(conn, "host", None), getattr(conn, "port", None))
@@ -1076,50 +645,56 @@ class Writer:
 
     # -- after acknowledgement ------------------------------------------------------------------
 
-    def _acknowledge(self, batch: _Batch, results: list, guarded: bool) -> None:
-        if results and results[0] is _GUARDED:  # isolated sends used the script
-            results, guarded = results[1:], True
-        repairs = self._inspect(batch.ops, results, guarded)
+    def _acknowledge(self, batch: _Batch, sent: _Sent) -> None:
+        repairs = self._inspect(batch.ops, sent)
         now = time.monotonic()
         with self._lock:
-            if batch.from_spill:
-                self._spill.advance(batch.spill_end, batch.spill_records)
-                if batch.replay:
-                    self.stats.replayed_total += len(batch.ops)
-            max_seq = 0
-            for op in batch.ops:
-                if op.epoch == self._epoch and op.seq > max_seq:
-                    max_seq = op.seq
-            if max_seq > self._acked_seq:
-                self._acked_seq = max_seq
-            self._inflight = None
-            spilled = self._spilled_episode
-            if batch.from_spill and self._spill.unread == 0:
-                self._spill.remove()
-                self._spilled_episode = 0
-            self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
-            self.stats.batches += 1
-            pending = self._refresh_pending_locked()
-            self._acked.notify_all()
+            pending, spilled = self._release_locked(batch)
         if self._outage_start is not None:
-            outage = now - self._outage_start
-            self._outage_start = None
-            self.stats.outage_active = False
-            self.stats.last_outage_s = outage
-            self.stats.reconnects += 1
-            resent = pending + len(batch.ops)
-            self._log().info(
-                f"Redis writes resumed ({self._describe}) after a {outage:.2f}s outage: "
-                f"{resent} retained write(s) re-sent" + (f" ({spilled} through the spill file)" if spilled else ""),
-            )
-            self._notify("on_outage_end", resent, outage)
+            self._end_outage(now, pending + len(batch.ops), spilled)
         if batch.replay:
             self._notify("on_replay", len(batch.ops), str(self._spill.path))
-        self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops), self.stats.last_batch_round_trip_s)
+        self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops),
+                     self.stats.last_batch_round_trip_s)
         self._latency(batch.ops, now)
         self._notify("on_pending", pending)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
+
+    def _release_locked(self, batch: _Batch) -> tuple[int, int]:
+        """Forget the acknowledged batch (and its spill records); (writes still retained, spilled this episode)."""
+        if batch.from_spill:
+            self._spill.advance(batch.spill_end, batch.spill_records)
+            if batch.replay:
+                self.stats.replayed_total += len(batch.ops)
+        max_seq = 0
+        for op in batch.ops:
+            if op.epoch == self._epoch and op.seq > max_seq:
+                max_seq = op.seq
+        if max_seq > self._acked_seq:
+            self._acked_seq = max_seq
+        self._inflight = None
+        spilled = self._spilled_episode
+        if batch.from_spill and self._spill.unread == 0:
+            self._spill.remove()
+            self._spilled_episode = 0
+        self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
+        self.stats.batches += 1
+        pending = self._refresh_pending_locked()
+        self._acked.notify_all()
+        return pending, spilled
+
+    def _end_outage(self, now: float, resent: int, spilled: int) -> None:
+        outage = now - self._outage_start
+        self._outage_start = None
+        self.stats.outage_active = False
+        self.stats.last_outage_s = outage
+        self.stats.reconnects += 1
+        self._log().info(
+            f"Redis writes resumed ({self._describe}) after a {outage:.2f}s outage: "
+            f"{resent} retained write(s) re-sent" + (f" ({spilled} through the spill file)" if spilled else ""),
+        )
+        self._notify("on_outage_end", resent, outage)
 
     def _latency(self, ops: list[Op], now: float) -> None:
         if type(self._listener) is CacheListener:
@@ -1133,87 +708,77 @@ class Writer:
         for kind, (count, latency) in worst.items():
             self._notify("on_write_latency", kind, count, latency)
 
-    def _inspect(self, ops: list[Op], results: list, guarded: bool) -> list[Op]:
+    # -- repair -----------------------------------------------------------------------------------
+
+    def _inspect(self, ops: list[Op], sent: _Sent) -> list[Op]:
         """
         Check every append's outcome. Plain appends (first send) report the list's new length,
         which must be the entity's event count; the script (resends, replays) reports a code.
         Lists whose content no longer matches the entity - Redis lost events (failover without
         replica acknowledgement, a restart without persistence, FLUSHDB) or holds one twice -
-        are rewritten from the entity's events in memory when it is at hand.
+        are rewritten from the entity's events in memory when it is at hand (the repair ops).
         """
-        suspect: dict[str, int] = {}  # list key -> index of the first op that revealed it
-        missing_lists: list[str] = []
-        for i, op_results in enumerate(results):
-            if not op_results:
+        found = self._classify(ops, sent)
+        if found.missing_lists:
+            # An update for an entity whose list Redis no longer has and that cannot be rebuilt
+            # from memory (an account, a replayed spill record): like RPUSHX, it is not written.
+            self._log().warning(
+                f"{len(found.missing_lists)} update(s) for entities Redis has no list of were not appended "
+                f"(e.g. {found.missing_lists[:3]})",
+            )
+        return self._repairs(ops, found.suspect) if found.suspect else []
+
+    def _classify(self, ops: list[Op], sent: _Sent) -> _Inspection:
+        found = _Inspection()
+        for i, op_appends in enumerate(sent.appends):
+            if not op_appends:
                 continue
             op = ops[i]
-            for j, reply in op_results:
-                cmd = op.cmds[j]
-                n = int(cmd[4])
-                value = int(reply)
-                if guarded:
-                    if value == 0:
-                        continue
-                    if value in (1, 2):
-                        self.stats.duplicates_skipped += 1
-                        continue
-                    if value == 3:
-                        self.stats.misplaced_appends += 1
-                        continue
-                    lost = True  # -1 - len: a gap, nothing written; or GAP_NO_LIST
-                    no_list = value == GAP_NO_LIST
-                else:
-                    if value == n:
-                        continue
-                    lost = True
-                    no_list = value == 0
+            for j, reply in op_appends:
+                cmd = view(op.cmds[j])
+                no_list = self._gap(int(cmd.n), int(reply), sent.guarded)
+                if no_list is None:
+                    continue
                 if op.entity is None or (op.kind in ACCOUNT_KINDS and not no_list):
                     # Accounts: NautilusTrader may purge events from memory, so only a list that
                     # is gone altogether is rebuilt from the account.
                     if no_list:
                         self.stats.command_errors += 1
-                        missing_lists.append(f"{cmd[1]}#{n}")
-                    elif not guarded:
+                        found.missing_lists.append(f"{cmd.list_key}#{cmd.n}")
+                    elif not sent.guarded:
                         self.stats.misplaced_appends += 1  # e.g. an account whose events were purged in memory
                     continue
-                if lost:
-                    suspect.setdefault(cmd[1], i)
-        if missing_lists:
-            # An update for an entity whose list Redis no longer has and that cannot be rebuilt
-            # from memory (an account, a replayed spill record): like RPUSHX, it is not written.
-            self._log().warning(
-                f"{len(missing_lists)} update(s) for entities Redis has no list of were not appended "
-                f"(e.g. {missing_lists[:3]})",
-            )
-        if not suspect:
-            return []
-        # The newest entity object and event count per suspect list in this batch, and where a
-        # later write replaced the list (position flip, delete): then its old history is moot.
-        latest: dict[str, tuple[Any, Any, int, int]] = {}
-        last_replaced: dict[str, int] = {}
-        for i, op in enumerate(ops):
-            for c in op.cmds:
-                key = c[1] if len(c) > 1 else None
-                if key not in suspect:
-                    continue
-                if c[0] == TAG_APPEND:
-                    n = int(c[4])
-                    if n == 1 and i > suspect[key]:
-                        last_replaced[key] = i
-                    if op.entity is not None and n >= latest.get(key, (None, None, 0, 0))[2]:
-                        latest[key] = (op.entity, c, n, i)
-                elif c[0] == b"DEL" and i > suspect[key]:
-                    last_replaced[key] = i
+                found.suspect.setdefault(cmd.list_key, i)
+        return found
+
+    def _gap(self, n: int, reply: int, guarded: bool) -> bool | None:
+        """None when append number `n` is in place (counted), else whether its list is gone altogether."""
+        if not guarded:
+            return None if reply == n else reply == 0  # RPUSH/RPUSHX: the list's new length
+        if reply == scripts.APPENDED:
+            return None
+        if reply in (scripts.ALREADY_THERE, scripts.FOUND_NEAR_TAIL):
+            self.stats.duplicates_skipped += 1
+            return None
+        if reply == scripts.APPENDED_MISPLACED:
+            self.stats.misplaced_appends += 1
+            return None
+        return reply == scripts.GAP_NO_LIST  # else -1 - len: a gap, nothing written
+
+    def _repairs(self, ops: list[Op], suspect: dict[str, int]) -> list[Op]:
+        """An op rewriting each suspect list from its entity's events in memory, where that is possible."""
+        latest, replaced = _latest_appends(ops, suspect)
         repairs: list[Op] = []
         unrepairable: list[str] = []
-        for key, first_index in suspect.items():
-            entity, cmd, want, _ = latest.get(key, (None, None, 0, 0))
-            events = list(entity.events) if entity is not None else []
-            if key in last_replaced or len(events) < want:
+        for key in suspect:
+            entity, cmd = latest[key]
+            want = int(cmd.n)
+            events = list(entity.events)
+            if key in replaced or len(events) < want:
                 unrepairable.append(key)
                 continue
             payloads = [self._serializer.serialize(e) for e in events[:want]]
-            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd[2], cmd[3], want)]))
+            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd.manifest_key, cmd.field, want)]))
             self.stats.repairs += 1
             self._notify("on_repair", key, want)
         if repairs:
@@ -1288,3 +853,27 @@ class Writer:
             getattr(listener, method)(*args)
         except Exception:  # noqa: BLE001 (observers never break persisting)
             self.stats.listener_errors += 1
+
+
+def _latest_appends(ops: list[Op], suspect: dict[str, int]) -> tuple[dict[str, tuple[Any, Append]], set[str]]:
+    """
+    Per suspect list, the newest entity object and its append in the batch, and the lists a
+    later write replaced (a position flip's first append, a DEL): their old history is moot.
+    """
+    latest: dict[str, tuple[Any, Append]] = {}
+    replaced: set[str] = set()
+    for i, op in enumerate(ops):
+        for c in op.cmds:
+            key = c[1] if len(c) > 1 else None
+            if key not in suspect:
+                continue
+            cmd = view(c)
+            if type(cmd) is Append:
+                n = int(cmd.n)
+                if n == 1 and i > suspect[key]:
+                    replaced.add(key)
+                if op.entity is not None and (key not in latest or n >= int(latest[key][1].n)):
+                    latest[key] = (op.entity, cmd)
+            elif c[0] == b"DEL" and i > suspect[key]:
+                replaced.add(key)
+    return latest, replaced
