@@ -37,6 +37,7 @@ from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.write.commands import ACCOUNT_KINDS
 from launcher.cache.write.commands import APPEND
+from launcher.cache.write.commands import DELETE_EVENT
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Op
@@ -64,6 +65,11 @@ _SET_FAMILY, _HASH, _STRING = object(), object(), object()
 _ASSIGNMENTS = {b"SADD": (_SET_FAMILY, 3), b"SREM": (_SET_FAMILY, 3), b"HSET": (_HASH, 4), b"HDEL": (_HASH, 3),
                 b"SET": (_STRING, 3)}
 _HDEL = object()  # a hash field's last assignment was a delete
+
+# Where an `Append` at rest holds its fields: the first-send loop reads them in place, since
+# building its named view would cost more than the rest of packing the append.
+_LIST, _MANIFEST, _FIELD, _N, _PAYLOAD, _CREATE = (1 + Append._fields.index(f) for f in (
+    "list_key", "manifest_key", "field", "n", "payload", "create"))
 
 
 class Packed(NamedTuple):
@@ -107,8 +113,7 @@ def build(ops: list[Op], guarded: bool, wait: tuple[int, int] | None = None) -> 
     (``guarded=True``); `wait` = (replicas, timeout in ms) appends ``WAIT``.
     """
     builder = _Builder(guarded)
-    for i, op in enumerate(ops):
-        builder.add(i, op)
+    builder.add(ops)
     return builder.finish(wait)
 
 
@@ -208,59 +213,60 @@ class _Builder:
         self.scripts = False
         self.assigned = 0  # assignments seen (coalescible commands and first-send manifest HSETs)
 
-    def add(self, i: int, op: Op) -> None:
-        """Every command of op number `i`, in order."""
-        runs, parts, index = self.runs, self.parts, self.index
-        for j, cmd in enumerate(op.cmds):
-            name = cmd[0]
-            typed = view(cmd) if type(name) is str else None  # plain commands are named by bytes
-            if self.deletes and type(typed) is not DeleteEvent:
-                self._close_delete_groups(cmd, typed)
-            assignment = _ASSIGNMENTS.get(name) if typed is None else None
-            if assignment is not None and len(cmd) == assignment[1]:
-                self.assigned += 1
-                family = assignment[0]
-                if family is _SET_FAMILY:
-                    member, value = cmd[2], name == b"SADD"
-                elif family is _HASH:
-                    member, value = cmd[2], cmd[3] if name == b"HSET" else _HDEL
-                else:
-                    member, value = None, cmd[2]
-                key = cmd[1]
-                run = runs.get(key) if type(key) is str else None
-                if run is not None and run.family is family and (type(member) is str or member is None):
-                    run.members[member] = value  # the common case, inline: an open run, str names
-                    run.op = i
-                else:
-                    self._assign(i, family, key, member, value)
-                continue
-            if type(typed) is Append and not self.guarded:
-                self._first_append(i, j, typed)
-                continue
-            if runs:
-                self._end_runs(_footprint(cmd, typed))
-            if typed is None:
-                parts.append(_pack_tuple(cmd) if type(cmd) is tuple else pack_command(cmd))
-            elif not self._script(i, op, typed):
-                continue  # rides on an earlier delete call (one reply, mapped to that op)
-            index.append((i, j))
-
-    def _first_append(self, i: int, j: int, cmd: Append) -> None:
-        """RPUSH/RPUSHX (touches the list), then the manifest HSET: an assignment."""
-        if self.runs:
-            run = self.runs.pop(cmd.list_key if type(cmd.list_key) is str else _text(cmd.list_key), None)
-            if run is not None:
-                self._send_run(run)
-        self.parts.append(_pack_tuple((b"RPUSH" if cmd.create else b"RPUSHX", cmd.list_key, cmd.payload)))
-        self.index.append((i, j))
-        self.assigned += 1
-        key, field = cmd.manifest_key, cmd.field
-        run = self.runs.get(key) if type(key) is str else None
-        if run is not None and run.family is _HASH and type(field) is str:
-            run.members[field] = cmd.n
-            run.op = i
-        else:
-            self._assign(i, _HASH, key, field, cmd.n)
+    def add(self, ops: list[Op]) -> None:
+        """Every command of `ops`, in order (the hot loop: common cases inline, names bound locally)."""
+        runs, parts_append, index_append = self.runs, self.parts.append, self.index.append
+        assignments_get, guarded = _ASSIGNMENTS.get, self.guarded
+        assigned = 0
+        for i, op in enumerate(ops):
+            for j, cmd in enumerate(op.cmds):
+                name = cmd[0]
+                if self.deletes and name != DELETE_EVENT:
+                    self._close_delete_groups(cmd, view(cmd))
+                assignment = assignments_get(name)  # typed commands' str codes are never assignments
+                if assignment is not None and len(cmd) == assignment[1]:
+                    assigned += 1
+                    family = assignment[0]
+                    if family is _SET_FAMILY:
+                        member, value = cmd[2], name == b"SADD"
+                    elif family is _HASH:
+                        member, value = cmd[2], cmd[3] if name == b"HSET" else _HDEL
+                    else:
+                        member, value = None, cmd[2]
+                    key = cmd[1]
+                    run = runs.get(key) if type(key) is str else None
+                    if run is not None and run.family is family and (type(member) is str or member is None):
+                        run.members[member] = value  # the common case: an open run, str names
+                        run.op = i
+                    else:
+                        self._assign(i, family, key, member, value)
+                    continue
+                if name == APPEND and not guarded:
+                    # RPUSH/RPUSHX (touches the list), then the manifest HSET: an assignment.
+                    list_key, key, field, n = cmd[_LIST], cmd[_MANIFEST], cmd[_FIELD], cmd[_N]
+                    if runs:
+                        run = runs.pop(list_key if type(list_key) is str else _text(list_key), None)
+                        if run is not None:
+                            self._send_run(run)
+                    parts_append(_pack_tuple((b"RPUSH" if cmd[_CREATE] else b"RPUSHX", list_key, cmd[_PAYLOAD])))
+                    index_append((i, j))
+                    assigned += 1
+                    run = runs.get(key) if type(key) is str else None
+                    if run is not None and run.family is _HASH and type(field) is str:
+                        run.members[field] = n
+                        run.op = i
+                    else:
+                        self._assign(i, _HASH, key, field, n)
+                    continue
+                typed = view(cmd) if type(name) is str else None  # plain commands are named by bytes
+                if runs:
+                    self._end_runs(_footprint(cmd, typed))
+                if typed is None:
+                    parts_append(_pack_tuple(cmd) if type(cmd) is tuple else pack_command(cmd))
+                elif not self._script(i, op, typed):
+                    continue  # rides on an earlier delete call (one reply, mapped to that op)
+                index_append((i, j))
+        self.assigned += assigned
 
     def _script(self, i: int, op: Op, cmd: Any) -> bool:
         """Queue a guarded typed command; False when it joined an open delete group instead."""

@@ -54,6 +54,9 @@ class Stage(enum.IntEnum):
     ACKNOWLEDGED = 3
 
 
+_SUBMITTED = Stage.SUBMITTED  # bound once: `Op()` is on the hot path of every facade write
+
+
 class Append(NamedTuple):
     """
     Append the entity's event number `n` (1-based; its event count) to its list and record `n`
@@ -150,7 +153,7 @@ class Op:
         self.seq = 0
         self.t0 = 0.0
         self.epoch = b""
-        self.stage = Stage.SUBMITTED
+        self.stage = _SUBMITTED
 
     def materialize(self, serializer: Any) -> None:
         """Serialize the event and any `Lazy` arguments (idempotent)."""
