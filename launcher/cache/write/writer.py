@@ -12,8 +12,10 @@ the op to an in-memory FIFO (buffered mode) or additionally waits for its acknow
 ``WAIT min_replica_acks timeout`` on the same connection. An op is released only when its
 batch was acknowledged (EXEC reply read, and WAIT satisfied when asked for); until then it is
 retained, so a lost connection, a lost reply, a READONLY (demoted master) or a WAIT that fell
-short all lead to the same thing: back off (tenacity policy), reconnect (through Sentinel when
-configured) and send the same batch again.
+short all lead to the same thing: back off (the `launcher.retry.write_backoff` wait the writer is
+given), reconnect (through Sentinel when configured) and send the same batch again. The stages
+an op passes through are `launcher.cache.write.commands.Stage`; what one batch sends is
+`launcher.cache.write.batch`.
 
 Idempotent resends
 ------------------
@@ -58,7 +60,9 @@ In sync mode the caller waits for its op's sequence number to be acknowledged; w
 the acknowledgement means "on the master and on N replicas". Acknowledged writes survive a
 failover when every replica a failover may promote is among the N (set ``min_replica_acks`` to
 the number of replicas); until a promoted master has a replica again, writes are applied but not
-acknowledged, i.e. retained (and spilled past the memory bound).
+acknowledged, i.e. retained (and spilled past the memory bound). WAIT rides in the batch's
+exchange, so each such batch reports its round trip as both ``write_batch`` and
+``wait_replicas`` (the latter: from sending the batch until the replicas' answer).
 """
 
 from __future__ import annotations
@@ -196,7 +200,6 @@ class Writer:
         self._listener = listener
         self.stats = stats
         self._log = log
-        self._name = name
 
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # writer waits for work / backoff
@@ -216,17 +219,12 @@ class Writer:
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
         self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
-        self._outage_error = ""
         self.coalesced_commands = 0  # assignment commands sent batches did not need (see `launcher.cache.write.batch`)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RETRIABLE),
-            wait=backoff,
-            stop=self._should_stop,
-            sleep=self._backoff_sleep,
-            before_sleep=self._on_retry,
-            reraise=True,
-        )
+        # Resend until acknowledged; only a close whose bounded wait is over stops it.
+        self._retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_RETRIABLE), wait=backoff,
+                                           stop=self._should_stop, sleep=self._backoff_sleep,
+                                           before_sleep=self._on_retry, reraise=True)
 
     # -- caller side --------------------------------------------------------------------------
 
@@ -376,11 +374,10 @@ class Writer:
                     break
                 try:
                     self._deliver(batch)
-                except _RETRIABLE as e:
+                except _RETRIABLE:
                     # Closing and the bounded wait is over: keep everything in the spill file.
                     with self._lock:
                         self._spill_all_locked(self._drop_kinds)
-                    self._outage_error = self._outage_error or repr(e)
                     break
         except BaseException as e:  # noqa: BLE001 (a bug: never lose the writes because of it)
             self._dead = e
@@ -482,7 +479,6 @@ class Writer:
         self._drop_connection()
         if self._outage_start is None:
             self._outage_start = time.monotonic()
-            self._outage_error = repr(error)
             pending = self.pending()
             self.stats.outages += 1
             self.stats.outage_active = True
