@@ -7,6 +7,7 @@ every command alone leaves on a real server is tests/test_cache_coalesce.py.)
 from __future__ import annotations
 
 import hiredis
+import msgspec
 import redis
 
 from launcher.cache.write.batch import appends_by_op
@@ -16,6 +17,7 @@ from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Snapshot
+from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
 from launcher.cache.write.scripts import APPEND_SHA
 from launcher.cache.write.scripts import DELETE_EVENT_SHA
@@ -152,3 +154,13 @@ def test_an_event_is_serialized_into_its_append_once():
     op.materialize(Serializer())
     assert Serializer.calls == 1 and not op.lazy
     assert op.cmds == ((b"SADD", "s", "1"), Append.stored("l", "m", "f", 2, b"<e2>", 0))
+
+
+def test_a_write_read_back_from_the_spill_file_is_spilled_and_plain_data_again():
+    op = Op("update_order", (Append.stored("l", "m", "f", 2, b"e", 0), (b"SADD", "s", "1")))
+    op.epoch, op.seq = b"e" * 8, 7
+    record = op.record(serializer=None)
+    value = msgspec.msgpack.decode(record[8:])  # after the record's length and CRC
+    back = Op.from_record(value)
+    assert back.stage is Stage.SPILLED and (back.epoch, back.seq, back.kind) == (op.epoch, 7, "update_order")
+    assert back.cmds == op.cmds and all(type(cmd) is tuple for cmd in back.cmds)

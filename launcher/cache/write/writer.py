@@ -821,6 +821,9 @@ class Writer:
         if not records:
             return
         start = self._spill.append(records)
+        for op in itertools.chain(inflight.ops if convert else (), queued):
+            if op.stage < Stage.SPILLED and op.kind not in drop_kinds:
+                op.stage = Stage.SPILLED  # on local disk now (a write the master applied stays APPLIED)
         if convert:
             inflight.from_spill = True
             inflight.spill_end = start + inflight_bytes
