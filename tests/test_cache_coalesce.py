@@ -1,5 +1,5 @@
 """
-Coalescing inside one MULTI/EXEC batch (``Writer._pack``): assignments to the same set member /
+Coalescing inside one MULTI/EXEC batch (``launcher.cache.write.batch``): assignments to the same set member /
 hash field / string keep only the last one, account-event deletes of one account share one
 script call. Checked differentially: random sequences of writes sent as one batch to one server
 must leave exactly the state that sending every command alone (nothing to coalesce) leaves on
@@ -16,10 +16,11 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.writer import TAG_APPEND
-from launcher.cache.writer import TAG_DELETE_EVENT
-from launcher.cache.writer import TAG_SNAPSHOT
-from launcher.cache.writer import Op
+from launcher.cache.write.batch import build
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import DeleteEvent
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import Snapshot
 from launcher.servers.redis_process import RedisProcess
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config
@@ -63,13 +64,13 @@ def _random_ops(rng: random.Random, n: int, flush: bool) -> list[Op]:
                 lengths[key] += 1
                 ids[key].append(event_id)
                 payload = json.dumps({"type": "AccountState", "event_id": event_id}).encode()
-                cmds.append((TAG_APPEND, key, MANIFEST, key, lengths[key], payload, int(rng.random() < 0.7)))
+                cmds.append(Append.stored(key, MANIFEST, key, lengths[key], payload, int(rng.random() < 0.7)))
             elif roll < 0.95:
                 key = rng.choice(LISTS)
                 event_id = rng.choice(ids[key]) if ids[key] and rng.random() < 0.8 else str(uuid.uuid4())
-                cmds.append((TAG_DELETE_EVENT, key, MANIFEST, key, event_id, "json"))
+                cmds.append(DeleteEvent.stored(key, MANIFEST, key, event_id, "json"))
             elif roll < 0.98 or not flush:
-                cmds.append((TAG_SNAPSHOT, "snap", str(rng.randint(0, 3)).encode()))
+                cmds.append(Snapshot.stored("snap", str(rng.randint(0, 3)).encode()))
             else:
                 cmds.append((b"FLUSHDB",))
                 lengths = {key: 0 for key in LISTS}
@@ -94,7 +95,7 @@ def _dump(client) -> dict:
 
 
 def _append(key: str, n: int, create: int = 1) -> tuple:
-    return (TAG_APPEND, key, MANIFEST, key, n, json.dumps({"event_id": str(uuid.uuid4())}).encode(), create)
+    return Append.stored(key, MANIFEST, key, n, json.dumps({"event_id": str(uuid.uuid4())}).encode(), create)
 
 
 # Where a run must end: a command between two assignments that sees the key's type/existence.
@@ -104,7 +105,7 @@ HAND_WRITTEN = [
     [Op("t", [(b"SET", "k1", "1"), (b"SADD", "k1", "a"), (b"SET", "k1", "2"), (b"SREM", "k1", "a")])],
     [Op("t", [(b"SADD", "s1", "a"), (b"DEL", "s1"), (b"SADD", "s1", "b"), (b"SREM", "s1", "a")])],
     [Op("t", [(b"HSET", "h1", "a", "1"), (b"FLUSHDB",), (b"HDEL", "h1", "a"), (b"HSET", "h1", "b", "2")])],
-    [Op("t", [(b"SADD", "snap", "a")]), Op("t", [(TAG_SNAPSHOT, "snap", b"x")]), Op("t", [(b"SREM", "snap", "a")])],
+    [Op("t", [(b"SADD", "snap", "a")]), Op("t", [Snapshot.stored("snap", b"x")]), Op("t", [(b"SREM", "snap", "a")])],
     # One member spelt as str and as bytes: the last assignment wins whatever the spelling.
     [Op("t", [(b"SREM", "s1", "a"), (b"SADD", b"s1", b"a"), (b"SADD", "s1", "b"), (b"SREM", "s1", b"b")])],
     [Op("t", [(b"HSET", "h1", "a", "1"), (b"HDEL", "h1", b"a"), (b"HSET", b"h1", b"b", "2"), (b"HSET", "h1", "b", "3")])],
@@ -170,8 +171,8 @@ def test_a_bench_like_batch_sends_one_command_per_index_set(two_backends):
     db._writer.submit = submit
     client = server.client()
     client.config_resetstat()
-    _, ncmds, _, _ = db._writer._pack(list(captured), False)
-    db._writer._send(captured, False)
+    db._writer._send(captured, False)  # serializes the payloads too
+    ncmds = build(list(captured), False).commands
     calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}
     assert calls["rpush"] + calls["rpushx"] == 200  # every append kept
     assert calls["hset"] == 1  # the manifest: the last count of every order, in one command

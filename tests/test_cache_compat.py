@@ -28,6 +28,8 @@ from launcher.cache.codec import EventDecoder
 from launcher.cache.codec import EventEncoder
 from launcher.cache.codec import iso_to_ns_reference
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import view
 from launcher.servers.redis_process import RedisProcess
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import CacheTee
@@ -552,9 +554,9 @@ def test_a_retained_write_is_one_object_the_garbage_collector_tracks(redis_serve
         client = redis_server.client()
         last = {}  # list key -> the payload the last write to it serialized from its op's event
         for op in ops:
-            append = next(cmd for cmd in op.cmds if cmd[0] == "A")
-            assert type(append[5]) is bytes
-            last[append[1]] = append[5]
+            append = next(typed for typed in map(view, op.cmds) if type(typed) is Append)
+            assert type(append.payload) is bytes
+            last[append.list_key] = append.payload
         kept = {key: payload for key, payload in last.items() if client.exists(key)}  # the scenario deletes a few
         assert len(kept) >= len(last) - 3
         assert {key: client.lindex(key, -1) for key in kept} == kept

@@ -16,9 +16,12 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 import launcher.cache.resilient as resilient_module
+from launcher import retry
 from launcher.cache import layout as L
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.write.commands import Stage
+from launcher.servers.redis_process import LOOPBACK
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
 from launcher.store.connection import ConnectionSettings
@@ -250,3 +253,50 @@ def test_an_acl_user_without_info_still_loads_everything(redis_server, tmp_path)
         assert set(db.load_orders()) == {o.client_order_id for o in orders[1:]}
     finally:
         db.close()
+
+
+def test_a_batch_that_waits_for_replicas_reports_the_wait_replicas_round_trip(tmp_path):
+    """``redis_latency_seconds{operation="wait_replicas"}``: emitted for every batch that ran WAIT, and only then."""
+    master = RedisProcess(tmp_path / "master", appendonly=False).start()
+    replica = RedisProcess(tmp_path / "replica", appendonly=False, extra=["--replicaof", LOOPBACK, str(master.port)]).start()
+    try:
+        retry.poll(lambda: master.client().info("replication").get("slave0", {}).get("state") == "online", 15,
+                   "the replica online")
+        operations = {}
+        for acks in (1, 0):
+            listener = RecordingListener()
+            db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(master.port),
+                                        spill_dir=str(tmp_path / f"spill-{acks}"), listener=listener, min_replica_acks=acks)
+            write_orders(new_cache(db), 3)
+            assert db.wait_until_persisted(10)
+            db.close()
+            operations[acks] = [op for op, _ in listener.calls["on_round_trip"]]
+            batches = len(listener.calls["on_batch_acknowledged"])
+            assert operations[acks].count("write_batch") >= batches
+            if acks:
+                assert operations[acks].count("wait_replicas") == operations[acks].count("write_batch")
+                assert db.stats().round_trip_s["wait_replicas"] > 0
+        assert "wait_replicas" not in operations[0]
+    finally:
+        replica.kill()
+        master.kill()
+
+
+def test_a_write_is_applied_before_it_is_acknowledged_and_released_only_then(redis_server, tmp_path):
+    """The `Stage` of a write: SUBMITTED, APPLIED by the master, ACKNOWLEDGED once WAIT has enough replicas."""
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port, buffer_interval_ms=60_000),
+                                spill_dir=str(tmp_path / "spill"), min_replica_acks=1, replica_ack_timeout_ms=50,
+                                max_backoff_s=0.05, close_timeout_s=1.0)
+    try:
+        write_orders(new_cache(db), 2)
+        ops = [op for op in db.writer.retained_ops() if op.kind in ("add_order", "update_order")]
+        assert len(ops) == 8 and {op.stage for op in ops} == {Stage.SUBMITTED}
+        db.writer.request_flush()
+        # No replica: every batch is applied on the master, never acknowledged, so still retained.
+        retry.poll(lambda: {op.stage for op in ops} == {Stage.APPLIED}, 10, "the writes applied")
+        assert redis_server.client().hlen(f"{db.trader_key}:{L.MANIFEST_ORDERS}") == 2
+        assert db.pending_writes() >= 8 and not db.wait_until_persisted(0.2)
+    finally:
+        db.close()
+    assert {op.stage for op in ops} == {Stage.APPLIED}
+    assert db.stats().spilled_total >= 8  # retained until acknowledged: at close, into the spill file

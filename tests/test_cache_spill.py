@@ -18,13 +18,13 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.cache.spill import MAGIC
-from launcher.cache.spill import SpillFile
-from launcher.cache.spill import SpillFileDamaged
-from launcher.cache.spill import claim_spill_file
-from launcher.cache.spill import default_spill_dir
-from launcher.cache.spill import encode_record
-from launcher.cache.spill import resolve_spill_dir
+from launcher.cache.write.spill import MAGIC
+from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import SpillFileDamaged
+from launcher.cache.write.spill import claim_spill_file
+from launcher.cache.write.spill import default_spill_dir
+from launcher.cache.write.spill import encode_record
+from launcher.cache.write.spill import resolve_spill_dir
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from tests.support.launcher_cli import run_launcher

@@ -407,7 +407,7 @@ def write_costs(dbs: Databases, orders: int, trader_id: str) -> dict[str, Any]:
     process whatever the threading: ``1e6 / sum`` ops/s.
     """
     from launcher.cache.codec import EventEncoder  # noqa: PLC0415
-    from launcher.cache.resp import exchange  # noqa: PLC0415
+    from launcher.cache.write.resp import exchange  # noqa: PLC0415
 
     objs = Objects(trader_id)
     n_orders = max(1, min(orders, 240))  # stays below one batch: the writer sends nothing meanwhile

@@ -14,9 +14,9 @@ from typing import Any
 import redis
 import tenacity
 
-from launcher.cache.resp import RawPipeline
-from launcher.cache.resp import exchange
-from launcher.cache.resp import pack_command
+from launcher.cache.write.resp import RawPipeline
+from launcher.cache.write.resp import exchange
+from launcher.cache.write.resp import pack_command
 
 
 _RETRIABLE_READ = (

@@ -8,7 +8,7 @@ Layout
     for the same trader key, so either backend loads what the other wrote. On top, the
     launcher manifest (``launcher:manifest:*``) is kept in the same MULTI/EXEC as the writes.
 
-Writes (see ``launcher/cache/writer.py`` for the mechanics)
+Writes (see ``launcher/cache/write/`` for the mechanics)
     ``durability="buffered"``: the hot path only builds the write (keys, the entity's event
     count and index flags read at call time) and enqueues it; the writer thread serializes the
     (immutable) event with NautilusTrader's serializer and sends a MULTI/EXEC batch every
@@ -83,16 +83,17 @@ from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.reader import BulkReader
 from launcher.cache.replay import transform_order
-from launcher.cache.spill import SpillFileDamaged
-from launcher.cache.spill import claim_spill_file
-from launcher.cache.spill import resolve_spill_dir
-from launcher.cache.spill import spill_path as _primary_spill_path
-from launcher.cache.writer import TAG_APPEND
-from launcher.cache.writer import TAG_DELETE_EVENT
-from launcher.cache.writer import TAG_SNAPSHOT
-from launcher.cache.writer import Lazy
-from launcher.cache.writer import Op
-from launcher.cache.writer import Writer
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import DeleteEvent
+from launcher.cache.write.commands import Lazy
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import Snapshot
+from launcher.cache.write.spill import SpillFileDamaged
+from launcher.cache.write.spill import claim_spill_file
+from launcher.cache.write.spill import resolve_spill_dir
+from launcher.cache.write.spill import spill_path as _primary_spill_path
+from launcher.cache.write.writer import Writer
+from launcher.retry import write_backoff
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import health_check
@@ -126,9 +127,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         Retained writes kept in memory before spilling to disk.
     spill_dir : str, optional
         Directory of the spill file (one file per trader key); default and relative paths are
-        resolved by `launcher.cache.spill.resolve_spill_dir` (never against the working directory).
-    persist_orders, persist_positions : bool
-        When False, order (position) writes are not persisted at all.
+        resolved by `launcher.cache.write.spill.resolve_spill_dir` (never against the working directory).
     listener : CacheListener, optional
         Observer for metrics (no-op by default).
     close_timeout_s : float, optional
@@ -137,7 +136,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     max_batch_ops : int
         Facade writes per MULTI/EXEC batch.
     max_backoff_s : float
-        Upper bound of the exponential reconnect backoff.
+        Upper bound of the exponential reconnect backoff, in seconds (`launcher.retry.write_backoff`).
     rebuilt_orders : dict, optional
         ``{client order id: (stored events, order)}`` already rebuilt from those events (the
         launcher's verify step): the first `load_orders` takes such an order as it is when
@@ -157,8 +156,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         replica_ack_timeout_ms: int = 1000,
         max_pending_writes: int = 100_000,
         spill_dir: str | None = None,
-        persist_orders: bool = True,
-        persist_positions: bool = True,
         listener: CacheListener | None = None,
         close_timeout_s: float | None = None,
         max_batch_ops: int = 1000,
@@ -188,8 +185,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             )
         self._settings = connection
         self._durability = durability
-        self._persist_orders = persist_orders
-        self._persist_positions = persist_positions
         self.listener = listener or CacheListener()
         self._stats = CacheStats()
         self._closed = False
@@ -262,7 +257,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             socket_timeout_s=connection.timeout_s,
             close_timeout_s=close_timeout_s,
             max_batch_ops=max_batch_ops,
-            max_backoff_s=max_backoff_s,
+            backoff=write_backoff(max_backoff_s),
             serializer=EventEncoder(serializer),  # byte-identical to `serializer`, faster for events
             listener=self.listener,
             stats=self._stats,
@@ -406,22 +401,20 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def add_account(self, account: Any) -> None:
         aid = account.id.value
         self._submit(Op("add_account", (
-            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 1),
+            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 1),
         ), account, event=account.last_event))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
         self._submit(Op("update_account", (
-            (TAG_APPEND, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 0),
+            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 0),
         ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
-        if not self._persist_orders:
-            return
         coid = order.client_order_id.value
         idx = self._idx
         cmds = [
-            (TAG_APPEND, self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 1),
+            Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -434,10 +427,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def update_order(self, order: Any) -> None:
         # The hot path of every order event: one tuple built in place (no intermediate list).
-        if not self._persist_orders:
-            return
         coid = order.client_order_id.value
-        append = (TAG_APPEND, self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
+        append = Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
         inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
         emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
         if order.is_open:
@@ -453,23 +444,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("update_order", cmds, order, event=order.last_event))
 
     def add_position(self, position: Any) -> None:
-        if not self._persist_positions:
-            return
         pid = position.id.value
         key = f"{self._k}{L.POSITIONS}:{pid}"
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", (
             (b"DEL", key),
-            (TAG_APPEND, key, self._mf_positions, pid, position.event_count, None, 1),
+            Append.stored(key, self._mf_positions, pid, position.event_count, None, 1),
             (b"SADD", self._idx[L.INDEX_POSITIONS], pid),
             (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid),
         ), position, event=position.last_event))
 
     def update_position(self, position: Any) -> None:
-        if not self._persist_positions:
-            return
         pid = position.id.value
-        cmds = [(TAG_APPEND, f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, None, 0)]
+        cmds = [Append.stored(f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, None, 0)]
         if position.is_open:
             cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
             cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
@@ -479,13 +466,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("update_position", tuple(cmds), position, event=position.last_event))
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
-        if not self._persist_orders:
-            return
         self._submit(Op("index_venue_order_id", [(b"SADD", self._idx[L.INDEX_ORDER_IDS], client_order_id.value)]))
 
     def index_order_position(self, client_order_id: ClientOrderId, position_id: PositionId) -> None:
-        if not self._persist_orders:
-            return
         self._submit(Op("index_order_position", [
             (b"HSET", self._idx[L.INDEX_ORDER_POSITION], client_order_id.value, position_id.value),
         ]))
@@ -499,23 +482,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("update_strategy", [(b"SET", f"{self._k}{L.STRATEGIES}:{strategy.id.value}:state", payload)]))
 
     def snapshot_order_state(self, order: Any) -> None:
-        if not self._persist_orders:
-            return
         payload = self._serializer.serialize(order.to_dict())
         self._submit(Op("snapshot_order_state", [
-            (TAG_SNAPSHOT, f"{self._k}{L.SNAPSHOTS_ORDERS}:{order.client_order_id.value}", payload),
+            Snapshot.stored(f"{self._k}{L.SNAPSHOTS_ORDERS}:{order.client_order_id.value}", payload),
         ]))
 
     def snapshot_position_state(self, position: Any, ts_snapshot: int, unrealized_pnl: Any = None) -> None:
-        if not self._persist_positions:
-            return
         state = position.to_dict()
         if unrealized_pnl is not None:
             state["unrealized_pnl"] = str(unrealized_pnl)
         state["ts_snapshot"] = ts_snapshot
         payload = self._serializer.serialize(state)
         self._submit(Op("snapshot_position_state", [
-            (TAG_SNAPSHOT, f"{self._k}{L.SNAPSHOTS_POSITIONS}:{position.id.value}", payload),
+            Snapshot.stored(f"{self._k}{L.SNAPSHOTS_POSITIONS}:{position.id.value}", payload),
         ]))
 
     def heartbeat(self, timestamp: Any) -> None:
@@ -539,7 +518,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def delete_account_event(self, account_id: AccountId, event_id: str) -> None:
         aid = account_id.value
         self._submit(Op("delete_account_event", [
-            (TAG_DELETE_EVENT, f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, event_id, self._encoding),
+            DeleteEvent.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, event_id, self._encoding),
         ]))
 
     def delete_actor(self, component_id: Any) -> None:

@@ -1,0 +1,878 @@
+"""
+The write path of the resilient cache backend: retained writes, a background writer thread,
+idempotent atomic batches, backoff/reconnect, replica acknowledgement and the spill file.
+
+Model
+-----
+Every facade write becomes one `Op`: a short list of Redis commands that must apply together
+(the entity's data, its indexes and its launcher manifest field). `Writer.submit` only appends
+the op to an in-memory FIFO (buffered mode) or additionally waits for its acknowledgement
+(sync mode). One writer thread takes ops in FIFO order and sends them as a single
+``MULTI ... EXEC`` transaction per batch on one connection, optionally followed by
+``WAIT min_replica_acks timeout`` on the same connection. An op is released only when its
+batch was acknowledged (EXEC reply read, and WAIT satisfied when asked for); until then it is
+retained, so a lost connection, a lost reply, a READONLY (demoted master) or a WAIT that fell
+short all lead to the same thing: back off (the `launcher.retry.write_backoff` wait the writer is
+given), reconnect (through Sentinel when configured) and send the same batch again. The stages
+an op passes through are `launcher.cache.write.commands.Stage`; what one batch sends is
+`launcher.cache.write.batch`.
+
+Idempotent resends
+------------------
+Only list appends are not naturally idempotent (SET/SADD/SREM/HSET/HDEL/DEL are assignments,
+and batches are never reordered, so applying a batch twice in a row leaves what applying it
+once does). The *first* send of a batch this process made cannot find any of its appends
+already applied, so it uses plain ``RPUSH``/``RPUSHX`` exactly as the native adapter does and
+checks each reply: the list's new length must equal the entity's event count N. Every later send
+of the same batch (after a lost connection or reply, READONLY, a short WAIT) and every replay of
+spilled writes goes through one Lua script per append instead: append event N only if
+``LLEN == N-1``; if the list already holds the same bytes at position N it reports "already
+there" (a resend); if the position does not match (e.g. an account whose in-memory events were
+purged) it looks for the same bytes near the tail before appending at the end, so a write is
+never duplicated and never dropped.
+
+When a list does not hold what memory says (Redis lost acknowledged events - a failover without
+``min_replica_acks``, a restart without persistence, FLUSHDB - or an update was written twice),
+the list is rewritten from the entity's events in memory (``DEL`` + ``RPUSH`` of its first N
+events + manifest, one transaction), with one WARN per batch. Accounts are only rebuilt when
+their list is gone altogether (NautilusTrader may purge account events from memory).
+
+Memory bound and spill file
+---------------------------
+Retained writes are bounded by ``max_pending_writes``: when the in-memory FIFO reaches it (a
+long outage), every retained write not yet on disk - the in-flight batch if it came from
+memory, then the whole FIFO - is appended to the spill file and fsync'd, on the caller's thread
+(one write + fsync per ``max_pending_writes`` writes; payloads were serialized ahead by the
+writer thread while it waited out the outage). The file therefore always holds the *oldest*
+retained writes, in order: a crash can only lose a suffix (newer writes still in memory), never
+a write older than one that survives. The writer drains the file before memory. The file is
+replayed on reconnect and, if a process dies with one, by the next instance for the same trader
+key before it loads state (see `ResilientCacheDatabase`). A resend of spilled writes is
+idempotent for the same reasons as above, so a replay interrupted by a crash is simply replayed
+again. Writes are never dropped silently: when ``close()`` cannot reach Redis within its bounded
+wait, everything still retained goes to the spill file and one ERROR line says how many writes
+and where.
+
+Sync mode and WAIT
+------------------
+In sync mode the caller waits for its op's sequence number to be acknowledged; with
+``min_replica_acks`` > 0 a batch is acknowledged only when ``WAIT`` reports enough replicas, so
+the acknowledgement means "on the master and on N replicas". Acknowledged writes survive a
+failover when every replica a failover may promote is among the N (set ``min_replica_acks`` to
+the number of replicas); until a promoted master has a replica again, writes are applied but not
+acknowledged, i.e. retained (and spilled past the memory bound). WAIT rides in the batch's
+exchange, so each such batch reports its round trip as both ``write_batch`` and
+``wait_replicas`` (the latter: from sending the batch until the replicas' answer).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import tenacity
+
+from launcher.cache.listener import CacheListener
+from launcher.cache.listener import CacheStats
+from launcher.cache.write import scripts
+from launcher.cache.write.batch import Packed
+from launcher.cache.write.batch import Replies
+from launcher.cache.write.batch import appends_by_op
+from launcher.cache.write.batch import build
+from launcher.cache.write.batch import split
+from launcher.cache.write.commands import ACCOUNT_KINDS
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import Stage
+from launcher.cache.write.commands import view
+from launcher.cache.write.resp import exchange
+from launcher.cache.write.spill import SpillFile
+
+
+_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
+
+
+class NotAcknowledged(Exception):
+    """The batch was applied but not (yet) acknowledged by enough replicas."""
+
+
+class ServerUnavailable(Exception):
+    """The server refused the batch for a transient reason (READONLY, OOM, LOADING, ...)."""
+
+
+_RETRIABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    NotAcknowledged,
+    ServerUnavailable,
+    OSError,
+)
+
+
+@dataclass
+class _Batch:
+    ops: list[Op]
+    from_spill: bool = False  # its ops are records of the spill file (read from it, or spilled in flight)
+    spill_end: int = 0  # file offset after its records
+    spill_records: int = 0
+    replay: bool = False  # read from the spill file
+    attempts: int = 0
+    guarded: bool = False  # always use the idempotent append script (repairs)
+
+
+@dataclass
+class _Sent:
+    """What an acknowledged send reports: per op, the (command index, reply) of its appends."""
+
+    appends: list
+    guarded: bool  # the appends went through the script (its reply codes), else plain RPUSH (lengths)
+
+
+class _Inspection:
+    """The appends of one acknowledged batch whose lists may not hold what memory says."""
+
+    def __init__(self) -> None:
+        self.suspect: dict[str, int] = {}  # list key -> index of the first op that revealed it
+        self.missing_lists: list[str] = []  # "key#n" of updates to lists gone that cannot be rebuilt
+
+
+class Writer:
+    """
+    Owns the retained writes and the writer thread (see the module docstring).
+
+    Parameters
+    ----------
+    client : redis.Redis
+        A pooled client (plain or Sentinel-managed); the writer keeps one of its connections.
+    describe : str
+        Log-safe description of the server (no password).
+    sync : bool
+        Sync durability: `submit` returns after Redis acknowledged the op.
+    buffer_interval_s, socket_timeout_s, close_timeout_s : float
+        Seconds.
+    backoff : tenacity wait
+        The wait between resends (`launcher.retry.write_backoff`).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        describe: str,
+        spill: SpillFile,
+        sync: bool,
+        buffer_interval_s: float,
+        max_pending_writes: int,
+        min_replica_acks: int,
+        replica_ack_timeout_ms: int,
+        socket_timeout_s: float,
+        close_timeout_s: float,
+        max_batch_ops: int,
+        backoff: tenacity.wait.wait_base,
+        serializer: Any,
+        listener: CacheListener,
+        stats: CacheStats,
+        log: Callable[[], Any],
+        name: str,
+    ) -> None:
+        self._client = client
+        self._describe = describe
+        self._spill = spill
+        self._sync = sync
+        self._interval = max(0.0, buffer_interval_s)
+        self._max_pending = max(1, int(max_pending_writes))
+        self._min_acks = max(0, int(min_replica_acks))
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout_ms))
+        self._wait = (self._min_acks, self._ack_timeout_ms) if self._min_acks else None  # WAIT's arguments
+        self._socket_timeout_s = socket_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._max_batch = max(1, int(max_batch_ops))
+        self._serializer = serializer
+        self._listener = listener
+        self.stats = stats
+        self._log = log
+
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # writer waits for work / backoff
+        self._acked = threading.Condition(self._lock)  # sync callers wait for acknowledgement
+        self._queue: collections.deque[Op] = collections.deque()
+        self._inflight: _Batch | None = None
+        self._seq = 0
+        self._acked_seq = 0
+        self._epoch = os.urandom(8)
+        self._idle = False
+        self._urgent = False
+        self._closing = False
+        self._drop_kinds: tuple[str, ...] = ()
+        self._close_deadline = 0.0
+        self._dead: BaseException | None = None
+        self._conn: Any = None
+        self._address: tuple[str, int] | None = None
+        self._outage_start: float | None = None
+        self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
+        self.coalesced_commands = 0  # assignment commands sent batches did not need (see `launcher.cache.write.batch`)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
+        # Resend until acknowledged; only a close whose bounded wait is over stops it.
+        self._retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_RETRIABLE), wait=backoff,
+                                           stop=self._should_stop, sleep=self._backoff_sleep,
+                                           before_sleep=self._on_retry, reraise=True)
+
+    # -- caller side --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._spill.exists:
+            with self._lock:
+                count = self._spill.open()
+                if count == 0:
+                    self._spill.remove()
+                self._refresh_pending_locked()
+            if self._spill.torn_records:
+                self._log().warning(
+                    f"Spill file {self._spill.path}: dropped a torn record of {self._spill.torn_bytes} byte(s) "
+                    "at its end (a crash during an append; those writes were never reported written)",
+                )
+            if count:
+                self._log().warning(
+                    f"Found {count} spilled write(s) from an earlier run in {self._spill.path}: replaying them first",
+                )
+        self._thread.start()
+
+    def submit(self, op: Op, wait: bool | None = None) -> int:
+        """
+        Retain `op` (hot path). In sync mode (or with ``wait=True``) return only once Redis
+        acknowledged it; ``wait=False`` never blocks (bookkeeping writes such as the manifest
+        meta, which must not hang a constructor or a bounded close()).
+        """
+        wait = self._sync if wait is None else wait
+        op.t0 = time.monotonic()
+        with self._lock:
+            self._seq += 1
+            op.seq = self._seq
+            op.epoch = self._epoch
+            self._queue.append(op)
+            self.stats.writes_enqueued += 1
+            if self._dead is not None or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
+                self._spill_queue_locked()
+            if wait:
+                self._urgent = True
+                if self._idle:
+                    self._work.notify()
+                while self._acked_seq < op.seq:
+                    if self._dead is not None or not self._thread.is_alive():
+                        self._spill_queue_locked()
+                        raise RuntimeError(
+                            f"cache writer stopped ({self._dead!r}); write spilled to {self._spill.path}",
+                        )
+                    self._acked.wait(1.0)
+            elif self._idle and (self._sync or self._interval == 0.0 or len(self._queue) == 1
+                                 or len(self._queue) >= self._max_batch):
+                self._work.notify()  # idle writer: start the buffer interval (or send now)
+        return op.seq
+
+    def request_flush(self) -> None:
+        """Skip the buffer interval: send what is retained now."""
+        with self._lock:
+            self._urgent = True
+            if self._idle:
+                self._work.notify()
+
+    def wait_acked(self, seq: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._urgent = True
+            if self._idle:
+                self._work.notify()
+            while self._acked_seq < seq:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._dead is not None:
+                    return False
+                self._acked.wait(min(remaining, 0.5))
+        return True
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until nothing is retained (memory and spill file); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._pending_locked() > 0:
+                self._urgent = True
+                if self._idle:
+                    self._work.notify()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._dead is not None:
+                    return False
+                self._acked.wait(min(remaining, 0.5))
+        return True
+
+    @property
+    def submitted(self) -> int:
+        """Writes submitted so far (a counter; any change means the stored state may differ)."""
+        return self._seq
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending_locked()
+
+    def retained_ops(self) -> list[Op]:
+        """The in-memory retained ops, oldest first (a copy; for diagnostics and the benchmark)."""
+        with self._lock:
+            return list(self._queue)
+
+    def encode_batch(self, ops: list[Op]) -> tuple[bytes, int]:
+        """
+        One batch of `ops` exactly as the writer would send it first (serialized, coalesced,
+        MULTI/EXEC) and the number of replies it gets; sends nothing (the benchmark's cost
+        breakdown).
+        """
+        self._materialize(ops)
+        packed = build(ops, False, self._wait)
+        return packed.data, packed.replies
+
+    def refresh_stats(self) -> None:
+        """Bring the pending/spilled gauges of `stats` up to date."""
+        with self._lock:
+            self._refresh_pending_locked()
+
+    def close(self, drop_kinds: tuple[str, ...] = ()) -> int:
+        """
+        Flush everything retained (bounded by `close_timeout_s`), stop the thread, and return
+        the number of writes left in the spill file (0 when everything reached Redis). Ops of
+        `drop_kinds` are not spilled when Redis cannot be reached (e.g. the clean-stop marker).
+        """
+        with self._lock:
+            if self._closing:
+                return self._spill.unread
+            self._closing = True
+            self._drop_kinds = drop_kinds
+            self._close_deadline = time.monotonic() + self._close_timeout_s
+            self._work.notify_all()
+        self._thread.join(self._close_timeout_s + 5.0)
+        with self._lock:
+            if self._thread.is_alive() or self._pending_locked():
+                self._spill_all_locked(drop_kinds)
+            left = self._spill.unread
+            self._spill.close()
+            self._spill.unlock()  # a file left behind now belongs to the next instance
+        self._release_connection()
+        return left
+
+    # -- writer thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    break
+                try:
+                    self._deliver(batch)
+                except _RETRIABLE:
+                    # Closing and the bounded wait is over: keep everything in the spill file.
+                    with self._lock:
+                        self._spill_all_locked(self._drop_kinds)
+                    break
+        except BaseException as e:  # noqa: BLE001 (a bug: never lose the writes because of it)
+            self._dead = e
+            self._log().error(f"Cache writer failed: {e!r}\n{traceback.format_exc()}")
+            with self._lock:
+                self._spill_all_locked(())
+                self._acked.notify_all()
+        finally:
+            with self._lock:
+                self._acked.notify_all()
+
+    def _next_batch(self) -> _Batch | None:
+        with self._lock:
+            while True:
+                if self._closing and time.monotonic() >= self._close_deadline:
+                    return None
+                if self._spill.unread:
+                    values, end = self._spill.read(self._max_batch)
+                    ops = [Op.from_record(v) for v in values]
+                    self._inflight = _Batch(ops, from_spill=True, spill_end=end, spill_records=len(ops), replay=True)
+                    return self._inflight
+                if self._queue:
+                    wait_s = 0.0
+                    if not (self._sync or self._urgent or self._closing) and len(self._queue) < self._max_batch:
+                        wait_s = self._interval - (time.monotonic() - self._queue[0].t0)
+                    if wait_s <= 0:
+                        n = min(len(self._queue), self._max_batch)
+                        ops = [self._queue.popleft() for _ in range(n)]
+                        if not self._queue:
+                            self._urgent = False
+                        self._inflight = _Batch(ops)
+                        return self._inflight
+                    self._idle = True
+                    self._work.wait(wait_s)
+                    self._idle = False
+                    continue
+                self._urgent = False
+                if self._closing:
+                    return None
+                self._idle = True
+                self._work.wait(1.0)
+                self._idle = False
+
+    def _deliver(self, batch: _Batch) -> None:
+        for attempt in self._retrying:
+            with attempt:
+                if batch.attempts:
+                    self.stats.resent_batches += 1
+                batch.attempts += 1
+                # First send of writes made by this process: nothing of them can be in Redis
+                # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
+                # A resend, or a replay of spilled writes, uses the idempotent script.
+                sent = self._send(batch.ops, batch.guarded or batch.replay or batch.attempts > 1)
+        self._acknowledge(batch, sent)
+
+    def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._closing and time.monotonic() >= self._close_deadline
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self._prepare_retained(deadline)
+        with self._lock:
+            if self._closing:
+                deadline = min(deadline, self._close_deadline)
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                self._work.wait(remaining)
+
+    def _prepare_retained(self, deadline: float) -> None:
+        """
+        While waiting out an outage, serialize retained payloads ahead of time, so that a
+        spill (on the caller's thread) does not have to serialize a whole FIFO at once.
+        """
+        self._serialize_ahead(None, deadline)
+
+    def _prepare_next(self) -> None:
+        """While a batch is in flight (Redis executing it, the GIL free), serialize the next one's payloads."""
+        self._serialize_ahead(self._max_batch, None)
+
+    def _serialize_ahead(self, limit: int | None, deadline: float | None) -> None:
+        """
+        Materialize the lazy ops among the first `limit` retained ones (all: None), until
+        `deadline` (monotonic seconds; None: no limit). Idempotent; a payload that fails here is
+        left for `_materialize`, which drops it loudly.
+        """
+        with self._lock:
+            todo = [op for op in itertools.islice(self._queue, limit) if op.lazy]
+        serializer = self._serializer
+        for op in todo:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                op.materialize(serializer)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        self._drop_connection()
+        if self._outage_start is None:
+            self._outage_start = time.monotonic()
+            pending = self.pending()
+            self.stats.outages += 1
+            self.stats.outage_active = True
+            what = "not acknowledging" if isinstance(error, (NotAcknowledged, ServerUnavailable)) else "unreachable"
+            self._log().warning(
+                f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
+                "retrying with backoff (nothing is dropped)",
+            )
+            self._notify("on_outage_start", pending, str(error))
+
+    # -- one round trip ---------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._client.connection_pool.get_connection()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.disconnect()
+            except Exception:  # noqa: BLE001 (best effort on a broken socket)
+                pass
+
+    def _release_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+                self._client.connection_pool.release(conn)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _materialize(self, ops: list[Op]) -> None:
+        """Serialize the payloads still lazy; an op the serializer cannot handle (a bug upstream) is dropped, loudly."""
+        serializer = self._serializer
+        for op in ops:
+            if op.lazy:
+                try:
+                    op.materialize(serializer)
+                except Exception as e:  # noqa: BLE001
+                    self.stats.command_errors += 1
+                    self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
+                    op.drop()
+
+    def _round(self, ops: list[Op], guarded: bool) -> tuple[Packed, Replies]:
+        """One MULTI/EXEC (+WAIT) round trip."""
+        self._materialize(ops)
+        packed = build(ops, guarded, self._wait)
+        self.coalesced_commands += packed.coalesced
+        conn = self._connection()
+        timeout = self._socket_timeout_s + self._ack_timeout_ms / 1000.0 if self._wait else None
+        overlapped = [0.0]  # preparing the next batch is not part of the round trip
+
+        def prepare_next() -> None:
+            started = time.monotonic()
+            self._prepare_next()
+            overlapped[0] = time.monotonic() - started
+
+        t0 = time.monotonic()
+        replies = split(packed, exchange(conn, packed.data, packed.replies, timeout, prepare_next))
+        rtt = time.monotonic() - t0 - overlapped[0]
+        self._round_trip("write_batch", rtt)
+        if packed.waits:
+            # WAIT rides in the same exchange: this round trip ended with the replicas' answer.
+            self._round_trip("wait_replicas", rtt)
+        self.stats.last_batch_round_trip_s = rtt
+        for reply in replies.setup:
+            if isinstance(reply, Exception):
+                # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
+                # EXEC: keep everything retained and say so instead.
+                raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
+        return packed, replies
+
+    def _check_wait(self, wait: Any) -> None:
+        """Raise unless WAIT (when asked for) reported enough replicas."""
+        if wait is None:
+            return
+        if isinstance(wait, Exception):
+            raise ServerUnavailable(f"WAIT failed: {wait}")
+        if int(wait) < self._min_acks:
+            raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
+
+    @staticmethod
+    def _refusals(replies: Replies) -> list[Exception]:
+        """Errors that kept the transaction from applying (raised when the server state is to blame)."""
+        errors = [r for r in replies.queued if isinstance(r, Exception)]
+        if isinstance(replies.results, Exception):
+            errors.append(replies.results)
+        for e in errors:
+            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
+                raise ServerUnavailable(str(e))
+        return errors
+
+    def _confirm(self, ops: list[Op], replies: Replies) -> list[Exception]:
+        """
+        The transaction's outcome: its ops APPLIED (EXEC ran them), then ACKNOWLEDGED (WAIT, when
+        asked for, reported enough replicas). Raises when the server state or WAIT is to blame;
+        returns the errors of a transaction Redis refused outright (nothing applied).
+        """
+        errors = self._refusals(replies)
+        applied = () if errors else ops
+        for op in applied:
+            op.stage = Stage.APPLIED
+        self._check_wait(replies.wait)
+        for op in applied:
+            op.stage = Stage.ACKNOWLEDGED
+        return errors
+
+    def _send(self, ops: list[Op], guarded: bool) -> _Sent:
+        packed, replies = self._round(ops, guarded)
+        errors = self._confirm(ops, replies)
+        if errors:
+            # A command Redis refuses outright (a bug, not an outage): isolate it. (Nothing of
+            # the refused transaction was applied; the isolated sends use the idempotent path.)
+            return self._send_isolated(ops, errors)
+        self._note_address(self._connection())
+        return _Sent(self._appends(ops, packed, replies.results), guarded)
+
+    def _send_isolated(self, ops: list[Op], errors: list) -> _Sent:
+        """Send each op alone, guarded; drop (loudly) only the ops Redis refuses to queue."""
+        self._log().error(
+            f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
+            "retrying write by write",
+        )
+        appends: list = [None] * len(ops)
+        for i, op in enumerate(ops):
+            packed, replies = self._round([op], True)
+            refused = self._confirm([op], replies)
+            if refused:
+                self.stats.command_errors += 1
+                self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
+                continue
+            appends[i] = self._appends([op], packed, replies.results)[0]
+        self._note_address(self._connection())
+        return _Sent(appends, True)
+
+    def _appends(self, ops: list[Op], packed: Packed, results: list) -> list:
+        """Per op, the (command index, reply) of its appends; commands rejected inside EXEC are logged."""
+        appends, rejected = appends_by_op(ops, packed, results)
+        for i, error in rejected:
+            self.stats.command_errors += 1
+            self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {error}")
+        return appends
+
+    def _note_address(self, conn: Any) -> None:
+        address = (getattr(conn, "host", None), getattr(conn, "port", None))
+        if address != self._address:
+            old, self._address = self._address, address
+            self.stats.server_address = address
+            if old is not None:
+                self.stats.failovers_followed += 1
+                self._log().warning(f"Cache writes now go to {address[0]}:{address[1]} (was {old[0]}:{old[1]})")
+                self._notify("on_failover", old, address)
+            self._notify("on_reconnect", address)
+
+    def _round_trip(self, operation: str, seconds: float) -> None:
+        self.stats.round_trip_s[operation] = seconds
+        self._notify("on_round_trip", operation, seconds)
+
+    # -- after acknowledgement ------------------------------------------------------------------
+
+    def _acknowledge(self, batch: _Batch, sent: _Sent) -> None:
+        repairs = self._inspect(batch.ops, sent)
+        now = time.monotonic()
+        with self._lock:
+            pending, spilled = self._release_locked(batch)
+        if self._outage_start is not None:
+            self._end_outage(now, pending + len(batch.ops), spilled)
+        if batch.replay:
+            self._notify("on_replay", len(batch.ops), str(self._spill.path))
+        self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops),
+                     self.stats.last_batch_round_trip_s)
+        self._latency(batch.ops, now)
+        self._notify("on_pending", pending)
+        if repairs:
+            self._deliver(_Batch(repairs, guarded=True))
+
+    def _release_locked(self, batch: _Batch) -> tuple[int, int]:
+        """Forget the acknowledged batch (and its spill records); (writes still retained, spilled this episode)."""
+        if batch.from_spill:
+            self._spill.advance(batch.spill_end, batch.spill_records)
+            if batch.replay:
+                self.stats.replayed_total += len(batch.ops)
+        max_seq = 0
+        for op in batch.ops:
+            if op.epoch == self._epoch and op.seq > max_seq:
+                max_seq = op.seq
+        if max_seq > self._acked_seq:
+            self._acked_seq = max_seq
+        self._inflight = None
+        spilled = self._spilled_episode
+        if batch.from_spill and self._spill.unread == 0:
+            self._spill.remove()
+            self._spilled_episode = 0
+        self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
+        self.stats.batches += 1
+        pending = self._refresh_pending_locked()
+        self._acked.notify_all()
+        return pending, spilled
+
+    def _end_outage(self, now: float, resent: int, spilled: int) -> None:
+        outage = now - self._outage_start
+        self._outage_start = None
+        self.stats.outage_active = False
+        self.stats.last_outage_s = outage
+        self.stats.reconnects += 1
+        self._log().info(
+            f"Redis writes resumed ({self._describe}) after a {outage:.2f}s outage: "
+            f"{resent} retained write(s) re-sent" + (f" ({spilled} through the spill file)" if spilled else ""),
+        )
+        self._notify("on_outage_end", resent, outage)
+
+    def _latency(self, ops: list[Op], now: float) -> None:
+        if type(self._listener) is CacheListener:
+            return
+        worst: dict[str, list] = {}
+        for op in ops:
+            if op.t0:
+                entry = worst.setdefault(op.kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] = max(entry[1], now - op.t0)
+        for kind, (count, latency) in worst.items():
+            self._notify("on_write_latency", kind, count, latency)
+
+    # -- repair -----------------------------------------------------------------------------------
+
+    def _inspect(self, ops: list[Op], sent: _Sent) -> list[Op]:
+        """
+        Check every append's outcome. Plain appends (first send) report the list's new length,
+        which must be the entity's event count; the script (resends, replays) reports a code.
+        Lists whose content no longer matches the entity - Redis lost events (failover without
+        replica acknowledgement, a restart without persistence, FLUSHDB) or holds one twice -
+        are rewritten from the entity's events in memory when it is at hand (the repair ops).
+        """
+        found = self._classify(ops, sent)
+        if found.missing_lists:
+            # An update for an entity whose list Redis no longer has and that cannot be rebuilt
+            # from memory (an account, a replayed spill record): like RPUSHX, it is not written.
+            self._log().warning(
+                f"{len(found.missing_lists)} update(s) for entities Redis has no list of were not appended "
+                f"(e.g. {found.missing_lists[:3]})",
+            )
+        return self._repairs(ops, found.suspect) if found.suspect else []
+
+    def _classify(self, ops: list[Op], sent: _Sent) -> _Inspection:
+        found = _Inspection()
+        for i, op_appends in enumerate(sent.appends):
+            if not op_appends:
+                continue
+            op = ops[i]
+            for j, reply in op_appends:
+                cmd = view(op.cmds[j])
+                no_list = self._gap(int(cmd.n), int(reply), sent.guarded)
+                if no_list is None:
+                    continue
+                if op.entity is None or (op.kind in ACCOUNT_KINDS and not no_list):
+                    # Accounts: NautilusTrader may purge events from memory, so only a list that
+                    # is gone altogether is rebuilt from the account.
+                    if no_list:
+                        self.stats.command_errors += 1
+                        found.missing_lists.append(f"{cmd.list_key}#{cmd.n}")
+                    elif not sent.guarded:
+                        self.stats.misplaced_appends += 1  # e.g. an account whose events were purged in memory
+                    continue
+                found.suspect.setdefault(cmd.list_key, i)
+        return found
+
+    def _gap(self, n: int, reply: int, guarded: bool) -> bool | None:
+        """None when append number `n` is in place (counted), else whether its list is gone altogether."""
+        if not guarded:
+            return None if reply == n else reply == 0  # RPUSH/RPUSHX: the list's new length
+        if reply == scripts.APPENDED:
+            return None
+        if reply in (scripts.ALREADY_THERE, scripts.FOUND_NEAR_TAIL):
+            self.stats.duplicates_skipped += 1
+            return None
+        if reply == scripts.APPENDED_MISPLACED:
+            self.stats.misplaced_appends += 1
+            return None
+        return reply == scripts.GAP_NO_LIST  # else -1 - len: a gap, nothing written
+
+    def _repairs(self, ops: list[Op], suspect: dict[str, int]) -> list[Op]:
+        """An op rewriting each suspect list from its entity's events in memory, where that is possible."""
+        latest, replaced = _latest_appends(ops, suspect)
+        repairs: list[Op] = []
+        unrepairable: list[str] = []
+        for key in suspect:
+            entity, cmd = latest[key]
+            want = int(cmd.n)
+            events = list(entity.events)
+            if key in replaced or len(events) < want:
+                unrepairable.append(key)
+                continue
+            payloads = [self._serializer.serialize(e) for e in events[:want]]
+            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd.manifest_key, cmd.field, want)]))
+            self.stats.repairs += 1
+            self._notify("on_repair", key, want)
+        if repairs:
+            self._log().warning(
+                f"Redis did not hold the expected events of {len(repairs)} entit{'y' if len(repairs) == 1 else 'ies'} "
+                f"(e.g. {next(iter(suspect))}; lost by the server or written twice): rewriting them from memory",
+            )
+        if unrepairable:
+            self.stats.command_errors += len(unrepairable)
+            self._log().error(
+                f"Redis lost events of {len(unrepairable)} list(s) that cannot be rebuilt from memory: {unrepairable[:5]}",
+            )
+        return repairs
+
+    # -- retention helpers (call with the lock held) --------------------------------------------
+
+    def _pending_locked(self) -> int:
+        inflight = len(self._inflight.ops) if self._inflight and not self._inflight.from_spill else 0
+        return inflight + self._spill.unread + len(self._queue)
+
+    def _refresh_pending_locked(self) -> int:
+        pending = self._pending_locked()
+        self.stats.pending_writes = pending
+        self.stats.spilled_writes = self._spill.unread
+        return pending
+
+    def _spill_queue_locked(self, drop_kinds: tuple[str, ...] = ()) -> None:
+        """
+        Append every retained write that is not in the spill file yet to it (fsync'd), oldest
+        first: the in-flight batch when it came from memory, then the memory FIFO. The file
+        then holds a prefix-closed history: a crash can only lose writes newer than it.
+        """
+        records: list[bytes] = []
+        inflight = self._inflight
+        convert = inflight is not None and not inflight.from_spill
+        if convert:
+            # Taken from memory means the file had nothing unread: these go first.
+            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds]
+        inflight_bytes = sum(len(r) for r in records)
+        inflight_records = len(records)
+        queued = [op for op in self._queue if op.kind not in drop_kinds]
+        records += [op.record(self._serializer) for op in queued]
+        self._queue.clear()
+        if not records:
+            return
+        start = self._spill.append(records)
+        for op in itertools.chain(inflight.ops if convert else (), queued):
+            if op.stage < Stage.SPILLED and op.kind not in drop_kinds:
+                op.stage = Stage.SPILLED  # on local disk now (a write the master applied stays APPLIED)
+        if convert:
+            inflight.from_spill = True
+            inflight.spill_end = start + inflight_bytes
+            inflight.spill_records = inflight_records
+        if not self._spilled_episode and not self._closing and self._dead is None:
+            self._log().warning(
+                f"{len(records)} retained write(s) reached max_pending_writes={self._max_pending}: spilled to "
+                f"{self._spill.path} (fsync'd); they are sent first, in order, when Redis acknowledges again",
+            )
+        self._spilled_episode += len(records)
+        self.stats.spilled_total += len(records)
+        self._refresh_pending_locked()
+        self._notify("on_spill", len(records), str(self._spill.path))
+
+    def _spill_all_locked(self, drop_kinds: tuple[str, ...]) -> None:
+        """Everything retained -> spill file, oldest first (in-flight, file, memory)."""
+        self._spill_queue_locked(drop_kinds)
+        self._inflight = None
+        self._refresh_pending_locked()
+
+    def _notify(self, method: str, *args: Any) -> None:
+        listener = self._listener
+        if type(listener) is CacheListener:
+            return
+        try:
+            getattr(listener, method)(*args)
+        except Exception:  # noqa: BLE001 (observers never break persisting)
+            self.stats.listener_errors += 1
+
+
+def _latest_appends(ops: list[Op], suspect: dict[str, int]) -> tuple[dict[str, tuple[Any, Append]], set[str]]:
+    """
+    Per suspect list, the newest entity object and its append in the batch, and the lists a
+    later write replaced (a position flip's first append, a DEL): their old history is moot.
+    """
+    latest: dict[str, tuple[Any, Append]] = {}
+    replaced: set[str] = set()
+    for i, op in enumerate(ops):
+        for c in op.cmds:
+            key = c[1] if len(c) > 1 else None
+            if key not in suspect:
+                continue
+            cmd = view(c)
+            if type(cmd) is Append:
+                n = int(cmd.n)
+                if n == 1 and i > suspect[key]:
+                    replaced.add(key)
+                if op.entity is not None and (key not in latest or n >= int(latest[key][1].n)):
+                    latest[key] = (op.entity, cmd)
+            elif c[0] == b"DEL" and i > suspect[key]:
+                replaced.add(key)
+    return latest, replaced
