@@ -75,7 +75,6 @@ from nautilus_trader.model.identifiers import PositionId
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.position import Position
 
-from launcher.cache.gc_pause import gc_paused
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.spill import claim_spill_file
@@ -97,6 +96,7 @@ from launcher.state.entities import build_order
 from launcher.state.entities import build_position
 from launcher.state.entities import decode_order
 from launcher.state.entities import describe
+from launcher.state.gc_pause import gc_paused
 from launcher.state.reader import BulkReader
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect

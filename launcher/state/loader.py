@@ -23,7 +23,6 @@ from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.position import Position
 
-from launcher.cache.gc_pause import gc_paused
 from launcher.config.schema import LauncherConfig
 from launcher.state import layout
 from launcher.state.codec import EventDecoder
@@ -35,6 +34,7 @@ from launcher.state.entities import build_position
 from launcher.state.entities import decode_order
 from launcher.state.entities import describe
 from launcher.state.entities import one_line
+from launcher.state.gc_pause import gc_paused
 from launcher.state.manifest import Manifest
 from launcher.state.manifest import read_manifest
 from launcher.state.reader import BulkReader
