@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
-from typing import Any
 
 import redis
+from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
 from launcher.config.schema import LauncherConfig
 from launcher.errors import LeaseLost
@@ -116,7 +117,7 @@ def retention_pass(
     *,
     dry_run: bool,
     now_ns: int | None = None,
-    check_lease: Any = None,
+    check_lease: Callable[[], str | None] | None = None,
 ) -> RetentionResult:
     """Load, plan and (unless `dry_run`) apply; no lease or verify handling (see run_retention_once)."""
     started = time.perf_counter()
@@ -145,9 +146,9 @@ def apply_plan(
     client: redis.Redis,
     state: PersistedState,
     plan: RetentionPlan,
-    serializer: Any,
+    serializer: MsgSpecSerializer,
     *,
-    check_lease: Any = None,
+    check_lease: Callable[[], str | None] | None = None,
 ) -> dict[str, int]:
     """Delete what `plan` names from Redis with every index and the manifest; returns counts removed."""
     key = state.trader_key
@@ -209,7 +210,7 @@ def trim_account(
     list_key: str,
     manifest_key: str,
     trim: AccountTrim,
-    serializer: Any,
+    serializer: MsgSpecSerializer,
     *,
     update_manifest: bool,
     attempts: int = 3,
