@@ -18,6 +18,7 @@ import tenacity
 from launcher.cache.resp import RawPipeline
 from launcher.cache.resp import exchange
 from launcher.cache.resp import pack_command
+from launcher.retry import read_retry
 from launcher.state.entities import CorruptState
 
 
@@ -43,12 +44,7 @@ class BulkReader:
         self._client = client
         self._chunk = max(1, chunk)
         self._on_round_trip = on_round_trip or (lambda op, s: None)
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RETRIABLE_READ),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-            stop=tenacity.stop_after_delay(retry_for_s),
-            reraise=True,
-        )
+        self._retrying = read_retry(retry_for_s, _RETRIABLE_READ)
 
     def _with_connection(self, fn: Callable[[Any], Any]) -> Any:
         try:  # fast path: no retry machinery unless something goes wrong
