@@ -144,6 +144,8 @@ def test_emulated_orders_transformed_on_release_reload_as_the_native_adapter_loa
         finally:
             reader.close()
         assert set(ours) == set(theirs) == set(written)
+        if reuse:  # verify's rebuild of a transformed order is the one the node's first load takes
+            assert all(ours[coid] is state.orders[coid.value] for coid in written)
         for coid, order in theirs.items():
             for loaded in (ours[coid], single[coid], state.orders[coid.value]):
                 assert loaded.order_type == order.order_type, (coid, loaded.order_type)
