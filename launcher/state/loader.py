@@ -14,6 +14,7 @@ use this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -246,13 +247,19 @@ def _decode_instruments(state: PersistedState, decoder: EventDecoder, raw: dict[
         state.instruments[id_] = instrument
 
 
+def _event_lists(state: PersistedState, collection: str, raw: dict[str, list[bytes]],
+                 present: set[str]) -> Iterator[tuple[str, list[bytes]]]:
+    """Record each list as present with its length (even empty or undecodable); yield the non-empty ones."""
+    for id_, events in raw.items():
+        present.add(id_)
+        state.events_persisted[collection][id_] = len(events)
+        if events:
+            yield id_, events
+
+
 def _decode_accounts(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
                      keys: dict[str, str]) -> None:
-    for id_, events in raw.items():
-        state.account_keys.add(id_)
-        state.events_persisted["accounts"][id_] = len(events)
-        if not events:
-            continue
+    for id_, events in _event_lists(state, "accounts", raw, state.account_keys):
         try:
             account = build_account(keys[id_], [decoder.decode(value) for value in events])
             if account.id.value != id_:
@@ -268,11 +275,7 @@ def _decode_accounts(state: PersistedState, decoder: EventDecoder, raw: dict[str
 
 def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
                    keys: dict[str, str]) -> None:
-    for id_, events in raw.items():
-        state.order_keys.add(id_)
-        state.events_persisted["orders"][id_] = len(events)
-        if not events:
-            continue
+    for id_, events in _event_lists(state, "orders", raw, state.order_keys):
         try:
             order = build_order(keys[id_], decode_order(keys[id_], events, decoder))
         except CorruptState as e:
@@ -290,11 +293,7 @@ def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, 
 
 def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
                       keys: dict[str, str]) -> None:
-    for id_, events in raw.items():
-        state.position_keys.add(id_)
-        state.events_persisted["positions"][id_] = len(events)
-        if not events:
-            continue
+    for id_, events in _event_lists(state, "positions", raw, state.position_keys):
         try:
             fills = [decoder.decode(value) for value in events]
             instrument_id = getattr(fills[0], "instrument_id", None)
