@@ -20,7 +20,6 @@ from contextlib import ExitStack
 import msgspec
 from nautilus_trader.core.uuid import UUID4
 
-from launcher.cache.layout import trader_key
 from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
@@ -32,6 +31,7 @@ from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
+from launcher.state.layout import trader_key
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import master_address

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.cache import layout
 from launcher.servers.redis_process import free_port
+from launcher.state import layout
 from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import start_launcher

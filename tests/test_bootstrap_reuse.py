@@ -10,9 +10,9 @@ from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
-from launcher.bootstrap.loader import load_state
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.config.schema import LauncherConfig
+from launcher.state.loader import load_state
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config
 from tests.support.trading_state import make_serializer

@@ -39,14 +39,14 @@ from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
-from launcher.bootstrap.manifest import read_manifest
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import enforce
 from launcher.bootstrap.verify import verify_state
-from launcher.cache import layout
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import VerifyMode
 from launcher.errors import VerifyFailed
+from launcher.state import layout
+from launcher.state.manifest import read_manifest
 
 
 # -- shared helpers -------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
-from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.scripts import DELETE_EVENT_SCRIPT
+from launcher.state import layout as L
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config
 from tests.support.trading_state import make_serializer

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import pytz
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import ComponentId
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.identifiers import TraderId
 
-from launcher.cache import layout as L
-from launcher.cache.codec import EventDecoder
-from launcher.cache.codec import EventEncoder
-from launcher.cache.codec import iso_to_ns_reference
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import view
 from launcher.servers.redis_process import RedisProcess
+from launcher.state import layout as L
+from launcher.state.codec import EventDecoder
+from launcher.state.codec import EventEncoder
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import CacheTee
 from tests.support.trading_state import account_fingerprint
@@ -302,6 +302,11 @@ def test_flush_is_flushdb_in_order(tmp_path):
         assert len(list(server.client().scan_iter(match=f"{ours.trader_key}:orders:*"))) == 2
     finally:
         server.kill()
+
+
+def iso_to_ns_reference(value: str) -> int:
+    """The serializer's own conversion of ISO 8601 text (pandas), the reference for the fast path."""
+    return pd.Timestamp(value, tz=pytz.utc).value
 
 
 @pytest.mark.parametrize("iso", [True, False])

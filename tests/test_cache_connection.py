@@ -17,13 +17,13 @@ from nautilus_trader.core.uuid import UUID4
 
 import launcher.cache.resilient as resilient_module
 from launcher import retry
-from launcher.cache import layout as L
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.commands import Stage
 from launcher.servers.redis_process import LOOPBACK
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
+from launcher.state import layout as L
 from launcher.store.connection import ConnectionSettings
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder

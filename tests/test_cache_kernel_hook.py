@@ -9,10 +9,10 @@ from nautilus_trader.config import LoggingConfig
 from nautilus_trader.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 
-from launcher.cache import layout as L
 from launcher.cache.kernel_hook import resilient_factory
 from launcher.cache.kernel_hook import use_cache_database
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.state import layout as L
 
 
 def test_trading_node_built_inside_the_hook_uses_the_resilient_backend(redis_server, tmp_path):

@@ -15,10 +15,10 @@ import time
 
 from nautilus_trader.core.uuid import UUID4
 
-from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
+from launcher.state import layout as L
 from launcher.store.connection import ConnectionSettings
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import CacheTee

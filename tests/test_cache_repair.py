@@ -11,8 +11,8 @@ from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
-from launcher.cache import layout as L
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.state import layout as L
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder
 from tests.support.trading_state import assert_exactly_once

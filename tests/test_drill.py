@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher.bootstrap.loader import PersistedState
 from launcher.config.compose import CONFIG_DIR
 from launcher.drill.compare import compare
 from launcher.drill.config import compose_drill_config
 from launcher.drill.config import to_drill_settings
 from launcher.drill.ledger import Entry
 from launcher.errors import ConfigError
+from launcher.state.loader import PersistedState
 from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import run_launcher
 

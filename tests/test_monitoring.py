@@ -25,12 +25,12 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from launcher.cache import layout
 from launcher.monitoring.metrics import BACKEND_METRICS
 from launcher.monitoring.runtime import Monitoring
 from launcher.monitoring.runtime import monitoring_enabled
 from launcher.retention.streams import stream_key
 from launcher.servers.redis_process import free_port
+from launcher.state import layout
 from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import start_launcher
 

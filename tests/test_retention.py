@@ -19,12 +19,12 @@ from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import TraderId
 
 from launcher.bootstrap.lease import acquire_lease
-from launcher.bootstrap.manifest import read_manifest
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import verify_state
-from launcher.cache import layout
 from launcher.errors import LeaseHeld
 from launcher.retention.apply import run_retention_once
+from launcher.state import layout
+from launcher.state.manifest import read_manifest
 from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import make_serializer
 from tests.test_bootstrap_verify import settings_for

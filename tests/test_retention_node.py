@@ -25,9 +25,9 @@ from nautilus_trader.portfolio.portfolio import Portfolio
 
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import verify_state
-from launcher.cache import layout
 from launcher.retention.actor import RedisFollowUp
 from launcher.retention.actor import RetentionActor
+from launcher.state import layout
 from tests.support.trading_state import make_serializer
 from tests.test_bootstrap_verify import settings_for
 from tests.test_retention_policy import DEFAULTS

@@ -12,8 +12,8 @@ import signal
 import pytest
 import redis
 
-from launcher.cache import layout
 from launcher.servers.redis_process import free_port
+from launcher.state import layout
 from tests.support.launcher_cli import killed_on_exit
 from tests.support.launcher_cli import run_launcher
 from tests.support.launcher_cli import start_launcher

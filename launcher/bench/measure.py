@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.config import CacheConfig
@@ -63,7 +62,9 @@ from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
-from launcher.cache import layout
+from launcher.config.schema import CacheSettings
+from launcher.state import layout
+from launcher.state.serializer import serializer_for
 from launcher.store.connection import ConnectionSettings
 
 
@@ -75,7 +76,7 @@ ACCOUNT_ID = AccountId("SIM-001")
 
 def serializer() -> MsgSpecSerializer:
     """As the kernel builds it for the launcher's defaults (msgpack, ISO 8601 timestamps)."""
-    return MsgSpecSerializer(encoding=msgspec.msgpack, timestamps_as_str=True, timestamps_as_iso8601=True)
+    return serializer_for(CacheSettings())
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -406,8 +407,8 @@ def write_costs(dbs: Databases, orders: int, trader_id: str) -> dict[str, Any]:
     own work needs this interpreter's GIL, so their sum bounds the durable throughput of one
     process whatever the threading: ``1e6 / sum`` ops/s.
     """
-    from launcher.cache.codec import EventEncoder  # noqa: PLC0415
     from launcher.cache.write.resp import exchange  # noqa: PLC0415
+    from launcher.state.codec import EventEncoder  # noqa: PLC0415
 
     objs = Objects(trader_id)
     n_orders = max(1, min(orders, 240))  # stays below one batch: the writer sends nothing meanwhile
@@ -632,7 +633,7 @@ def state_ids(server: Server, trader_id: str) -> tuple[list[str], list[str]]:
 def delete_trader(server: Server, trader_id: str) -> None:
     client = server.client()
     try:
-        keys = list(client.scan_iter(match=f"{trader_key(trader_id)}:*", count=5000))
+        keys = list(client.scan_iter(match=layout.scan_pattern(trader_key(trader_id)), count=5000))
         for start in range(0, len(keys), 5000):
             client.delete(*keys[start:start + 5000])
     finally:

@@ -7,7 +7,7 @@ the open orders; then every order with its event count. Unrealized PnL needs a p
 the launcher persists no quotes by default, so it is computed at the last fill price
 persisted for that instrument (named, with its time); when there is none it says "n/a".
 
-Loads through ``launcher.bootstrap.loader`` (the same loader verify uses).
+Loads through ``launcher.state.loader`` (the same loader verify uses).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 
 import redis
 
-from launcher.bootstrap.loader import PersistedState
-from launcher.bootstrap.loader import load_state
+from launcher.config.schema import LauncherConfig
 from launcher.errors import RedisUnavailable
+from launcher.state.loader import PersistedState
+from launcher.state.loader import load_state
 
 
 def _ts(ns: int) -> str:
@@ -149,7 +150,7 @@ def render_state(state: PersistedState, trader_id: str) -> str:
     return "\n".join(lines)
 
 
-def render_inspection(client: redis.Redis, settings: Any) -> str:
+def render_inspection(client: redis.Redis, settings: LauncherConfig) -> str:
     """Load the trader's persisted state and render the logical view."""
     try:
         state = load_state(client, settings)

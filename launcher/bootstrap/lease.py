@@ -1,7 +1,7 @@
 """
 The single-writer lease: at most one running node per trader id and Redis database.
 
-The lease is one key, ``{trader_key}:launcher:lease`` (``launcher/cache/layout.py``; the
+The lease is one key, ``{trader_key}:launcher:lease`` (``launcher/state/layout.py``; the
 trader key never includes the instance id, since the lease guards the trader, not a run),
 set with ``SET key value NX PX ttl``. Its value is JSON naming the holder::
 
@@ -38,11 +38,11 @@ from typing import Any
 import redis
 from nautilus_trader.cache.config import CacheConfig
 
-from launcher.cache import layout
 from launcher.errors import ConfigError
 from launcher.errors import LeaseHeld
 from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
+from launcher.state import layout
 
 
 log = logging.getLogger("launcher.bootstrap")

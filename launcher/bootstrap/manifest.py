@@ -1,6 +1,6 @@
 """
 The state manifest: what the node knew it had persisted, kept beside NautilusTrader's keys
-so that verify can name anything Redis lost (``launcher/cache/layout.py``)::
+so that verify can name anything Redis lost (``launcher/state/layout.py``)::
 
     {trader_key}:launcher:manifest:orders     hash  client order id -> events persisted
     {trader_key}:launcher:manifest:positions  hash  position id -> events persisted
@@ -10,83 +10,25 @@ so that verify can name anything Redis lost (``launcher/cache/layout.py``)::
 The resilient backend updates these hashes inside its own write batches. NautilusTrader's
 native adapter cannot, so for it the launcher writes the manifest from the node's in-memory
 ``Cache`` with :func:`write_manifest_from_cache` (``final=True`` after a clean stop, once
-the adapter has flushed its queue).
+the adapter has flushed its queue). Reading it back is the state layer's
+(``launcher.state.manifest``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
 import redis
 
-from launcher.cache import layout
+from launcher.state.manifest import manifest_keys
+from launcher.state.manifest import read_manifest
 
 
 log = logging.getLogger("launcher.bootstrap")
 
 _HSET_CHUNK = 1000
-
-
-@dataclass
-class Manifest:
-    """The manifest as read back; ``present`` is False when no manifest key exists."""
-
-    orders: dict[str, int] = field(default_factory=dict)
-    positions: dict[str, int] = field(default_factory=dict)
-    accounts: dict[str, int] = field(default_factory=dict)
-    final: bool = False
-    updated_ns: int | None = None
-    instance_id: str | None = None
-    present: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "present": self.present,
-            "final": self.final,
-            "updated_ns": self.updated_ns,
-            "instance_id": self.instance_id,
-            "orders": len(self.orders),
-            "positions": len(self.positions),
-            "accounts": len(self.accounts),
-        }
-
-
-def manifest_keys(trader_key: str) -> dict[str, str]:
-    return {
-        "orders": layout.full_key(trader_key, layout.MANIFEST_ORDERS),
-        "positions": layout.full_key(trader_key, layout.MANIFEST_POSITIONS),
-        "accounts": layout.full_key(trader_key, layout.MANIFEST_ACCOUNTS),
-        "meta": layout.full_key(trader_key, layout.MANIFEST_META),
-    }
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def read_manifest(client: redis.Redis, trader_key: str) -> Manifest:
-    """Read the four manifest hashes in one round trip."""
-    keys = manifest_keys(trader_key)
-    pipe = client.pipeline(transaction=False)
-    for name in ("orders", "positions", "accounts", "meta"):
-        pipe.hgetall(keys[name])
-    orders, positions, accounts, meta = pipe.execute()
-    manifest = Manifest(
-        orders={_text(k): int(v) for k, v in orders.items()},
-        positions={_text(k): int(v) for k, v in positions.items()},
-        accounts={_text(k): int(v) for k, v in accounts.items()},
-        present=bool(orders or positions or accounts or meta),
-    )
-    meta = {_text(k): _text(v) for k, v in meta.items()}
-    manifest.final = meta.get("final") == "1"
-    if meta.get("updated_ns", "").isdigit():
-        manifest.updated_ns = int(meta["updated_ns"])
-    manifest.instance_id = meta.get("instance_id") or None
-    return manifest
 
 
 def counts_from_cache(cache: Any) -> dict[str, dict[str, int]]:

@@ -51,11 +51,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from launcher.bootstrap import rights
-from launcher.bootstrap.loader import glob_escape
-from launcher.bootstrap.loader import state_trader_key
-from launcher.cache import layout
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
+from launcher.state import layout
+from launcher.state.loader import state_trader_key
 from launcher.store.connection import ConnectionSettings
 
 
@@ -243,7 +242,7 @@ def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
             foreign_example = key
             break
     if foreign_example is not None:
-        foreign = total - sum(1 for _ in client.scan_iter(match=glob_escape(prefix) + "*", count=1000))
+        foreign = total - sum(1 for _ in client.scan_iter(match=layout.scan_pattern(state_trader_key(settings)), count=1000))
         return CheckResult(
             "flush-on-start", FAIL,
             f"cache.flush_on_start=true flushes the WHOLE database, which holds {foreign} key(s) that are not this "
@@ -287,7 +286,7 @@ def _payload_format(payload: bytes) -> str | None:
 def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
     configured = str(_setting(settings, "cache.encoding", "msgpack")).lower()
     prefix = state_trader_key(settings) + ":"
-    for n, key in enumerate(client.scan_iter(match=glob_escape(prefix) + "*", count=1000)):
+    for n, key in enumerate(client.scan_iter(match=layout.scan_pattern(state_trader_key(settings)), count=1000)):
         if n >= _SAMPLE_KEYS:
             break
         key = _text(key)

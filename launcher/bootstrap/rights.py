@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import redis
 
-from launcher.cache import layout
+from launcher.state import layout
 
 
 PROBE_ID = "launcher-rights-probe"

@@ -38,12 +38,15 @@ import redis
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 
-from launcher.bootstrap.loader import PersistedState
-from launcher.bootstrap.loader import Problem
-from launcher.bootstrap.loader import load_state
-from launcher.cache import layout
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Mode
+from launcher.config.schema import VerifyMode
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
+from launcher.state import layout
+from launcher.state.loader import PersistedState
+from launcher.state.loader import Problem
+from launcher.state.loader import load_state
 
 
 log = logging.getLogger("launcher.bootstrap")
@@ -150,7 +153,7 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None = None) -> RecoveryReport:
+def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None) -> RecoveryReport:
     """
     Load and check everything persisted for ``settings.trader_id``; return the report (and
     write it as JSON to ``settings.bootstrap.report_path`` when set). Never raises for
@@ -158,7 +161,7 @@ def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None 
     stops answering mid-way.
     """
     trader_id = str(settings.trader_id)
-    if _is_run_mode(settings) and bool(settings.cache.flush_on_start):
+    if settings.mode == Mode.run and settings.cache.flush_on_start:
         report = RecoveryReport(trader_id=trader_id, trader_key="")
         report.skipped = "cache.flush_on_start=true: the node deletes the persisted state at start, so it is not loaded"
         log.warning("Verify skipped: %s", report.skipped)
@@ -189,7 +192,7 @@ def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None 
         integrity_check=integrity,
         state=state,
     )
-    if bool(getattr(settings.cache, "use_instance_id", False)) and instance_id is None:
+    if settings.cache.use_instance_id and instance_id is None:
         log.warning(
             "cache.use_instance_id=true: every run writes under a new instance id; "
             "verified only %s:* (state of earlier runs is not recovered by a new node)",
@@ -204,13 +207,8 @@ def verify_state(client: redis.Redis, settings: Any, *, instance_id: str | None 
     return report
 
 
-def _is_run_mode(settings: Any) -> bool:
-    mode = getattr(settings, "mode", "run")
-    return str(getattr(mode, "value", mode)) == "run"
-
-
-def _write_report(report: RecoveryReport, settings: Any) -> None:
-    path = getattr(getattr(settings, "bootstrap", None), "report_path", None)
+def _write_report(report: RecoveryReport, settings: LauncherConfig) -> None:
+    path = settings.bootstrap.report_path
     if not path:
         return
     try:
@@ -224,14 +222,13 @@ def _write_report(report: RecoveryReport, settings: Any) -> None:
         log.error("Could not write the recovery report to %s: %s", path, e)
 
 
-def enforce(report: RecoveryReport, mode: Any) -> None:
+def enforce(report: RecoveryReport, mode: VerifyMode) -> None:
     """strict: raise VerifyFailed on any problem; warn: one WARN line per problem; off: nothing."""
-    mode = str(getattr(mode, "value", mode)).lower()
-    if mode == "off" or report.skipped is not None:
+    if mode == VerifyMode.off or report.skipped is not None:
         return
     if not report.problems:
         return
-    if mode == "strict":
+    if mode == VerifyMode.strict:
         raise VerifyFailed(report.summary())
     for problem in report.problems:
         log.warning("WARN verify: %s", problem)

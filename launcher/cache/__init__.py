@@ -1,5 +1,5 @@
 """
-The cache backends: NautilusTrader's Redis key layout (`layout`) and the resilient
-`CacheDatabaseFacade` implementation (`resilient.ResilientCacheDatabase`), its kernel hook
-(`kernel_hook`) and observation interface (`listener`).
+The cache backend: the resilient `CacheDatabaseFacade` implementation
+(`resilient.ResilientCacheDatabase`), its kernel hook (`kernel_hook`) and observation interface
+(`listener`). The Redis layout it writes and reads is ``launcher.state``'s.
 """

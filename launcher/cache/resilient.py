@@ -3,7 +3,7 @@
 nothing while the process lives, says so when Redis is away, and recovers state fast.
 
 Layout
-    Byte-for-byte NautilusTrader's (``launcher/cache/layout.py``): the same keys, Redis types
+    Byte-for-byte NautilusTrader's (``launcher/state/layout.py``): the same keys, Redis types
     and ``MsgSpecSerializer`` payloads as ``nautilus_trader.cache.database.CacheDatabaseAdapter``
     for the same trader key, so either backend loads what the other wrote. On top, the
     launcher manifest (``launcher:manifest:*``) is kept in the same MULTI/EXEC as the writes.
@@ -33,12 +33,15 @@ Spill choice
     ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
 
 Loads
-    SCAN + pipelined LRANGE/MGET in chunks on one connection, decoded by
-    ``launcher.cache.codec.EventDecoder`` (exactly what the serializer returns, faster),
-    orders rebuilt as ``OrderUnpacker.from_init`` + events do (``EventDecoder.order``; a second
-    ``OrderInitialized`` transforms the order as in the native adapter), positions from their
-    fills and instrument. One SCAN of the trader's keys serves the start-up loads while the
-    database is unchanged (`_keyspace`); the cyclic GC is paused during bulk loads and what they
+    One escaped SCAN (``launcher.state.layout.scan_pattern``) + pipelined LRANGE/MGET in chunks
+    on one connection (``launcher.state.reader.BulkReader``), decoded by
+    ``launcher.state.codec.EventDecoder`` (exactly what the serializer returns, faster), and
+    rebuilt by ``launcher.state.entities``, the builders verify uses too: orders as
+    ``OrderUnpacker.from_init`` + events (a later ``OrderInitialized`` transforms the order as
+    in the native adapter), positions from their fills and instrument. A key that does not
+    load (wrong Redis type, a payload that does not decode, events that do not replay) raises
+    ``CorruptState`` naming it: the launcher exits 4 with one line. One SCAN of the trader's
+    keys serves the start-up loads while the database is unchanged (`_keyspace`); the cyclic GC is paused during bulk loads and what they
     built goes to the oldest generation (`gc_paused`). Every load first waits (bounded) until
     retained writes - including a replayed spill file - are acknowledged, so it sees the latest
     state.
@@ -57,15 +60,13 @@ import weakref
 from typing import Any
 
 import redis
-from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 from nautilus_trader.common.component import Logger
 from nautilus_trader.core.datetime import format_iso8601
 from nautilus_trader.model.enums import TriggerType
-from nautilus_trader.model.enums import currency_type_from_str
 from nautilus_trader.model.enums import currency_type_to_str
-from nautilus_trader.model.events import OrderInitialized
+from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import ClientId
 from nautilus_trader.model.identifiers import ClientOrderId
@@ -74,15 +75,8 @@ from nautilus_trader.model.identifiers import PositionId
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.position import Position
 
-from launcher.cache import layout as L
-from launcher.cache.codec import EventDecoder
-from launcher.cache.codec import EventEncoder
-from launcher.cache.codec import detect_encoding
-from launcher.cache.gc_pause import gc_paused
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
-from launcher.cache.reader import BulkReader
-from launcher.cache.replay import transform_order
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
@@ -94,6 +88,19 @@ from launcher.cache.write.spill import resolve_spill_dir
 from launcher.cache.write.spill import spill_path as _primary_spill_path
 from launcher.cache.write.writer import Writer
 from launcher.retry import write_backoff
+from launcher.state import layout as L
+from launcher.state.codec import EventDecoder
+from launcher.state.codec import EventEncoder
+from launcher.state.codec import detect_encoding
+from launcher.state.entities import CorruptState
+from launcher.state.entities import build_account
+from launcher.state.entities import build_currency
+from launcher.state.entities import build_order
+from launcher.state.entities import build_position
+from launcher.state.entities import decode_order
+from launcher.state.entities import describe
+from launcher.state.gc_pause import gc_paused
+from launcher.state.reader import BulkReader
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import health_check
@@ -376,7 +383,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def keys(self, pattern: str = "*") -> list[str]:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError("pattern must be a non-empty string")
-        return self._reader.scan(f"{self._trader_key}:{pattern}")
+        return self._reader.scan(L.scan_pattern(self._trader_key, pattern))
 
     def add(self, key: str, value: bytes) -> None:
         self._submit(Op("add", [(b"SET", f"{self._k}{L.GENERAL}:{key}", value)]))
@@ -538,19 +545,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def _ids(self, collection: str) -> tuple[list[str], list[str]]:
         """The keys of `collection` and the ids they name."""
-        prefix = f"{self._k}{collection}:"
-        keys = self._keyspace().get(collection, [])
-        return keys, [key[len(prefix):] for key in keys]
+        named = self._keyspace().get(collection, {})
+        return list(named.values()), list(named)
 
-    def _keyspace(self) -> dict[str, list[str]]:
+    def _keyspace(self) -> dict[str, dict[str, str]]:
         """
-        The trader's keys by collection, from one SCAN of the trader prefix. At start
-        NautilusTrader loads general state, currencies, instruments, synthetics, accounts,
-        orders and positions one after another, and every SCAN walks the whole keyspace; the
-        loads that follow one within `_KEYSPACE_REUSE_S` reuse it while nothing in the
-        database changed: this instance submitted no write, and the server's count of changes
-        (``rdb_changes_since_last_save``, bumped by every write of any client) and of keys are
-        what they were. Where INFO is not allowed, every load scans.
+        The trader's keys by collection and id (``layout.classify``), from one escaped SCAN of
+        the trader prefix. At start NautilusTrader loads general state, currencies,
+        instruments, synthetics, accounts, orders and positions one after another, and every
+        SCAN walks the whole keyspace; the loads that follow one within `_KEYSPACE_REUSE_S`
+        reuse it while nothing in the database changed: this instance submitted no write, and
+        the server's count of changes (``rdb_changes_since_last_save``, bumped by every write
+        of any client) and of keys are what they were. Where INFO is not allowed, every load
+        scans.
         """
         submitted = self._writer.submitted
         version = self._dataset_version()
@@ -559,12 +566,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         if (cached is not None and version is not None and cached[:2] == (submitted, version)
                 and now - cached[2] < _KEYSPACE_REUSE_S):
             return cached[3]
-        base = len(self._k)
-        by_collection: dict[str, list[str]] = {}
-        for key in self._reader.scan(self._k + "*"):
-            collection, sep, name = key[base:].partition(":")
-            if sep and name:
-                by_collection.setdefault(collection, []).append(key)
+        by_collection = L.classify(self._trader_key, self._reader.scan(L.scan_pattern(self._trader_key)))
         self._keyspace_cache = (submitted, version, time.monotonic(), by_collection)
         return by_collection
 
@@ -617,21 +619,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             if raw is None:
                 continue
             try:
-                currencies[code] = self._currency(code, raw)
+                currencies[code] = build_currency(code, self._serializer.deserialize(raw))
             except Exception as e:  # noqa: BLE001 (as the native adapter: log and go on)
                 self._log.error(f"Failed to deserialize currency {code}: {e}")
         self._loaded("currencies", len(currencies), t0)
         return currencies
-
-    def _currency(self, code: str, raw: bytes) -> Currency:
-        c_map = self._serializer.deserialize(raw)
-        return Currency(
-            code=code,
-            precision=int(c_map["precision"]),
-            iso4217=int(c_map["iso4217"]),
-            name=c_map["name"],
-            currency_type=currency_type_from_str(c_map["currency_type"]),
-        )
 
     def _load_strings(self, collection: str, what: str) -> dict:
         self._before_read()
@@ -664,22 +656,13 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 decoder = EventDecoder(self._serializer, self._encoding)
                 accounts = {}
                 with gc_paused():
-                    for _, lists in self._reader.lrange_chunks(keys, chunk=100):
-                        for raw_events in lists:
-                            account = self._build_account([decoder.decode(raw) for raw in raw_events])
+                    for start, lists in self._reader.lrange_chunks(keys, chunk=100):
+                        for key, raw_events in zip(keys[start:], lists):
+                            account = build_account(key, _decode_all(key, raw_events, decoder))
                             if account is not None:
                                 accounts[account.id] = account
         self._loaded("accounts", len(accounts), t0)
         return accounts
-
-    @staticmethod
-    def _build_account(events: list) -> Any:
-        if not events:
-            return None
-        account = AccountFactory.create(events[0])
-        for event in events[1:]:
-            account.apply(event)
-        return account
 
     def load_orders(self) -> dict:
         self._before_read()
@@ -691,23 +674,23 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
                 reused = 0
-                decode, build = self._decode_order, self._build_order
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
+                        chunk_keys = keys[start : start + len(lists)]
                         chunk_ids = ids[start : start + len(lists)]
                         # An order rebuilt earlier from exactly these bytes is that order.
                         ready = [_same_events(rebuilt.get(coid), raw) for coid, raw in zip(chunk_ids, lists)] \
                             if rebuilt else [None] * len(lists)
                         # Decode the whole chunk, then build: keeping each phase's code hot is
                         # measurably faster than alternating per order.
-                        decoded = [decode(coid, raw, decoder) if done is None else None
-                                   for coid, raw, done in zip(chunk_ids, lists, ready)]
-                        for coid, events, done in zip(chunk_ids, decoded, ready):
+                        decoded = [decode_order(key, raw, decoder) if done is None else None
+                                   for key, raw, done in zip(chunk_keys, lists, ready)]
+                        for key, events, done in zip(chunk_keys, decoded, ready):
                             if done is not None:
                                 order = done
                                 reused += 1
                             else:
-                                order = build(coid, events)
+                                order = build_order(key, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
         if rebuilt:
@@ -718,38 +701,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._loaded("orders", len(orders), t0)
         return orders
 
-    @staticmethod
-    def _decode_order(coid: str, raw_events: list[bytes], decoder: EventDecoder) -> tuple[Any, list]:
-        """The order built from its first payload, and its later events decoded."""
-        if not raw_events:
-            return None, []
-        decode = decoder.decode
-        events = []
-        try:
-            order = decoder.order(raw_events[0])
-            for raw in raw_events[1:]:
-                events.append(decode(raw))
-        except ValueError as e:
-            raise RuntimeError(f"Error deserializing event for ClientOrderId('{coid}'): {e!r}") from e
-        return order, events
-
-    @staticmethod
-    def _build_order(coid: str, decoded: tuple[Any, list]) -> Any:
-        """Rebuild one order from its decoded events exactly like the native ``load_order``."""
-        order, events = decoded
-        if order is None:
-            return None
-        seen = {order.init_id}
-        for count, event in enumerate(events):
-            if event.id in seen:
-                raise RuntimeError(f"Corrupt cache with duplicate event for order {event}")
-            seen.add(event.id)
-            if count > 0 and type(event) is OrderInitialized:
-                order = transform_order(order, event, error=RuntimeError)
-            else:
-                order.apply(event)
-        return order
-
     def load_positions(self, instruments: dict | None = None) -> dict:
         self._before_read()
         t0 = time.monotonic()
@@ -759,10 +710,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 decoder = EventDecoder(self._serializer, self._encoding)
                 fills = []
                 with gc_paused():
-                    for _, lists in self._reader.lrange_chunks(keys):
-                        fills += [[decoder.decode(raw) for raw in raw_events] for raw_events in lists if raw_events]
+                    for start, lists in self._reader.lrange_chunks(keys):
+                        fills += [(key, _decode_all(key, raw_events, decoder))
+                                  for key, raw_events in zip(keys[start:], lists) if raw_events]
         instruments = dict(instruments or {})
-        missing = sorted({str(f[0].instrument_id) for f in fills if f[0].instrument_id not in instruments})
+        first_ids = {getattr(events[0], "instrument_id", None) for _, events in fills}
+        missing = sorted(str(i) for i in first_ids if i is not None and i not in instruments)
         if missing:
             raws = self._reader.mget([f"{self._k}{L.INSTRUMENTS}:{i}" for i in missing])
             for instrument_id, raw in zip(missing, raws):
@@ -770,27 +723,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                     instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
         positions = {}
         with gc_paused():
-            for events in fills:
-                position = self._build_position(events, instruments)
+            for key, events in fills:
+                position = self._build_position(key, events, instruments)
                 if position is not None:
                     positions[position.id] = position
         self._loaded("positions", len(positions), t0)
         return positions
 
-    def _build_position(self, events: list, instruments: dict) -> Position | None:
-        initial = events[0]
-        instrument = instruments.get(initial.instrument_id)
-        if instrument is None:
-            self._log.error(f"Cannot load position: no instrument found for {initial.instrument_id}")
+    def _build_position(self, key: str, events: list, instruments: dict) -> Position | None:
+        instrument = instruments.get(getattr(events[0], "instrument_id", None))
+        if instrument is None and isinstance(events[0], OrderFilled):
+            self._log.error(f"Cannot load position: no instrument found for {events[0].instrument_id}")
             return None
-        position = Position(instrument, initial)
-        seen = {initial.id}
-        for fill in events[1:]:
-            if fill.id in seen:
-                raise RuntimeError(f"Corrupt cache with duplicate event for position {fill}")
-            seen.add(fill.id)
-            position.apply(fill)
-        return position
+        return build_position(key, events, instrument)
 
     def load_index_order_position(self) -> dict:
         self._before_read()
@@ -805,7 +750,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_currency(self, code: str) -> Currency | None:
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.CURRENCIES}:{code}")
-        return self._currency(code, raw) if raw else None
+        return build_currency(code, self._serializer.deserialize(raw)) if raw else None
 
     def load_instrument(self, instrument_id: InstrumentId) -> Any:
         self._before_read()
@@ -832,25 +777,27 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def load_account(self, account_id: AccountId) -> Any:
         self._before_read()
-        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ACCOUNTS}:{account_id.value}", b"0", b"-1")
-        decoder = EventDecoder(self._serializer, self._encoding)
-        return self._build_account([decoder.decode(raw) for raw in raw_events])
+        key = f"{self._k}{L.ACCOUNTS}:{account_id.value}"
+        raw_events = self._reader.command(b"LRANGE", key, b"0", b"-1")
+        return build_account(key, _decode_all(key, raw_events, EventDecoder(self._serializer, self._encoding)))
 
     def load_order(self, client_order_id: ClientOrderId) -> Any:
         self._before_read()
         coid = client_order_id.value
-        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.ORDERS}:{coid}", b"0", b"-1")
-        return self._build_order(coid, self._decode_order(coid, raw_events, EventDecoder(self._serializer, self._encoding)))
+        key = f"{self._k}{L.ORDERS}:{coid}"
+        raw_events = self._reader.command(b"LRANGE", key, b"0", b"-1")
+        return build_order(key, decode_order(key, raw_events, EventDecoder(self._serializer, self._encoding)))
 
     def load_position(self, position_id: PositionId) -> Position | None:
         self._before_read()
-        raw_events = self._reader.command(b"LRANGE", f"{self._k}{L.POSITIONS}:{position_id.value}", b"0", b"-1")
+        key = f"{self._k}{L.POSITIONS}:{position_id.value}"
+        raw_events = self._reader.command(b"LRANGE", key, b"0", b"-1")
         if not raw_events:
             return None
-        decoder = EventDecoder(self._serializer, self._encoding)
-        events = [decoder.decode(raw) for raw in raw_events]
-        instrument = self.load_instrument(events[0].instrument_id)
-        return self._build_position(events, {events[0].instrument_id: instrument} if instrument else {})
+        events = _decode_all(key, raw_events, EventDecoder(self._serializer, self._encoding))
+        instrument_id = getattr(events[0], "instrument_id", None)
+        instrument = self.load_instrument(instrument_id) if instrument_id is not None else None
+        return self._build_position(key, events, {instrument_id: instrument} if instrument else {})
 
     def load_actor(self, component_id: Any) -> dict:
         self._before_read()
@@ -880,6 +827,14 @@ def _same_events(rebuilt: tuple[list[bytes], Any] | None, raw: list[bytes]) -> A
     if rebuilt is None or rebuilt[0] != raw:
         return None
     return rebuilt[1]
+
+
+def _decode_all(key: str, raw_events: list[bytes], decoder: EventDecoder) -> list:
+    """Every payload of the list at `key` decoded; one that does not decode is corrupt state."""
+    try:
+        return [decoder.decode(raw) for raw in raw_events]
+    except Exception as e:  # any payload that does not decode
+        raise CorruptState(key, f"an event does not decode: {describe(e)}") from e
 
 
 def _pairs(flat: list) -> list[tuple[bytes, bytes]]:

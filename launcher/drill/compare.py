@@ -3,7 +3,7 @@ The drill's check: every event in the ledger (the truth outside Redis) must be i
 that loads from Redis.
 
 Orders are checked by identity: the ledger names each event's id, and the recovered order
-(``launcher.bootstrap.loader.load_state``, the same replay a node does) must hold that event.
+(``launcher.state.loader.load_state``, the same replay a node does) must hold that event.
 Positions are checked through the fill that caused each position event: the recovered
 position must hold that fill (and at least the ledger's event count).
 
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-from launcher.bootstrap.loader import PersistedState
-from launcher.cache import layout
 from launcher.drill.ledger import Entry
 from launcher.drill.ledger import attribute_fills
+from launcher.state import layout
+from launcher.state.loader import PersistedState
 
 
 @dataclass

@@ -12,7 +12,7 @@ Timeline
        already killed them.
     5. ``plant_loss``: damage the state on purpose (tests of the check).
     6. ``python -m launcher mode=verify`` per node: exit code and JSON report.
-    7. Load the state (``launcher.bootstrap.loader.load_state``: the replay a node does) and
+    7. Load the state (``launcher.state.loader.load_state``: the replay a node does) and
        check every ledger event against it (``launcher.drill.compare``).
     8. ``restart_node``: start the node again, time it to RUNNING, and let it run briefly.
 
@@ -291,10 +291,10 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
     say(f"  nodes stopped: {', '.join(f'{lane.name} exit {lane.node_exit}' for lane in lanes)}")
 
     # 4. planted loss, 5. verify, 6. compare
-    from launcher.bootstrap.loader import load_state  # noqa: PLC0415
-    from launcher.bootstrap.loader import state_trader_key  # noqa: PLC0415
     from launcher.config.compose import compose_config  # noqa: PLC0415
     from launcher.config.compose import to_settings  # noqa: PLC0415
+    from launcher.state.loader import load_state  # noqa: PLC0415
+    from launcher.state.loader import state_trader_key  # noqa: PLC0415
 
     for lane in lanes:
         settings = to_settings(compose_config(lane.launcher_args()))

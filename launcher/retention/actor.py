@@ -42,9 +42,9 @@ from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.identifiers import PositionId
 
-from launcher.cache import layout
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import plan_retention
+from launcher.state import layout
 
 
 log = logging.getLogger("launcher.retention")

@@ -31,17 +31,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
-from typing import Any
 
 import redis
+from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
-from launcher.bootstrap.loader import PersistedState
-from launcher.bootstrap.loader import load_state
-from launcher.bootstrap.loader import serializer_for
-from launcher.cache import layout
+from launcher.config.schema import LauncherConfig
 from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
@@ -49,6 +47,10 @@ from launcher.retention.policy import AccountTrim
 from launcher.retention.policy import RetentionPlan
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import plan_retention
+from launcher.state import layout
+from launcher.state.loader import PersistedState
+from launcher.state.loader import load_state
+from launcher.state.serializer import serializer_for
 
 
 log = logging.getLogger("launcher.retention")
@@ -64,7 +66,7 @@ class RetentionResult:
     seconds: float
 
 
-def run_retention_once(client: redis.Redis, settings: Any, *, now_ns: int | None = None) -> int:
+def run_retention_once(client: redis.Redis, settings: LauncherConfig, *, now_ns: int | None = None) -> int:
     """The one-shot retention pass; returns the exit code (raises LauncherError on failure)."""
     from launcher.bootstrap.lease import Holder  # noqa: PLC0415
     from launcher.bootstrap.lease import acquire_lease  # noqa: PLC0415
@@ -110,12 +112,12 @@ def run_retention_once(client: redis.Redis, settings: Any, *, now_ns: int | None
 
 def retention_pass(
     client: redis.Redis,
-    settings: Any,
+    settings: LauncherConfig,
     windows: RetentionWindows,
     *,
     dry_run: bool,
     now_ns: int | None = None,
-    check_lease: Any = None,
+    check_lease: Callable[[], str | None] | None = None,
 ) -> RetentionResult:
     """Load, plan and (unless `dry_run`) apply; no lease or verify handling (see run_retention_once)."""
     started = time.perf_counter()
@@ -131,7 +133,7 @@ def retention_pass(
         )
         removed = {"orders": 0, "positions": 0, "account_events": 0}
         if not dry_run and not plan.empty:
-            removed = apply_plan(client, state, plan, serializer_for(settings), check_lease=check_lease)
+            removed = apply_plan(client, state, plan, serializer_for(settings.cache), check_lease=check_lease)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
         raise RedisUnavailable(f"Redis stopped answering during retention: {e}") from None
     return RetentionResult(plan=plan, removed=removed, dry_run=dry_run, seconds=time.perf_counter() - started)
@@ -144,9 +146,9 @@ def apply_plan(
     client: redis.Redis,
     state: PersistedState,
     plan: RetentionPlan,
-    serializer: Any,
+    serializer: MsgSpecSerializer,
     *,
-    check_lease: Any = None,
+    check_lease: Callable[[], str | None] | None = None,
 ) -> dict[str, int]:
     """Delete what `plan` names from Redis with every index and the manifest; returns counts removed."""
     key = state.trader_key
@@ -208,7 +210,7 @@ def trim_account(
     list_key: str,
     manifest_key: str,
     trim: AccountTrim,
-    serializer: Any,
+    serializer: MsgSpecSerializer,
     *,
     update_manifest: bool,
     attempts: int = 3,

@@ -48,9 +48,9 @@ def install_retention(
     if settings.retention.enabled:
         follow_up = None
         if client is not None:
-            from launcher.bootstrap.loader import serializer_for  # noqa: PLC0415
+            from launcher.state.serializer import serializer_for  # noqa: PLC0415
 
-            follow_up = RedisFollowUp(client, trader_key, serializer_for(settings), native=native, barrier=barrier)
+            follow_up = RedisFollowUp(client, trader_key, serializer_for(settings.cache), native=native, barrier=barrier)
             closers.append(follow_up.close)
         node.trader.add_actor(RetentionActor(
             RetentionWindows.from_settings(settings.retention),

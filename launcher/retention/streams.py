@@ -33,7 +33,7 @@ from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.config import ActorConfig
 from nautilus_trader.model.identifiers import InstrumentId
 
-from launcher.cache import layout
+from launcher.state import layout
 
 
 log = logging.getLogger("launcher.retention")

@@ -67,7 +67,7 @@ from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 from nautilus_trader.trading.strategy import Strategy
 
-from launcher.cache import layout
+from launcher.state import layout
 
 
 TRADER_ID = TraderId("TESTER-000")

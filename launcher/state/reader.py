@@ -1,7 +1,8 @@
 """
 Bulk reads for fast recovery: SCAN, then pipelined MGET/LRANGE/HGETALL in chunks on one raw
 pooled connection, replies parsed by hiredis. Connection errors during a read are retried
-with backoff (a failover during start-up is followed) within a bounded time.
+with backoff (a failover during start-up is followed) within a bounded time. A key of the
+wrong Redis type (WRONGTYPE) is corrupt state: `CorruptState` naming the key.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import tenacity
 from launcher.cache.write.resp import RawPipeline
 from launcher.cache.write.resp import exchange
 from launcher.cache.write.resp import pack_command
+from launcher.retry import read_retry
+from launcher.state.entities import CorruptState
 
 
 _RETRIABLE_READ = (
@@ -41,12 +44,7 @@ class BulkReader:
         self._client = client
         self._chunk = max(1, chunk)
         self._on_round_trip = on_round_trip or (lambda op, s: None)
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RETRIABLE_READ),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-            stop=tenacity.stop_after_delay(retry_for_s),
-            reraise=True,
-        )
+        self._retrying = read_retry(retry_for_s, _RETRIABLE_READ)
 
     def _with_connection(self, fn: Callable[[Any], Any]) -> Any:
         try:  # fast path: no retry machinery unless something goes wrong
@@ -82,9 +80,9 @@ class BulkReader:
     def _pipeline(self, conn: Any, commands: list[tuple]) -> list:
         """Send `commands` in chunks on `conn`; return the replies (raise the first error reply)."""
         out = self._exchange(conn, commands)
-        for value in out:
+        for command, value in zip(commands, out):
             if isinstance(value, redis.exceptions.ResponseError):
-                raise value
+                raise _read_error(command, value)
         return out
 
     def replies(self, commands: list[tuple]) -> list:
@@ -95,7 +93,7 @@ class BulkReader:
         return self._once(lambda conn: self._exchange(conn, commands))
 
     def scan(self, pattern: str, count: int = 10_000) -> list[str]:
-        """Every key matching `pattern` (decoded), via SCAN."""
+        """Every key matching `pattern` (decoded), via SCAN; build `pattern` with `layout.scan_pattern`."""
 
         def run(conn: Any) -> list[str]:
             t0 = time.monotonic()
@@ -156,9 +154,9 @@ class BulkReader:
                 if i + 1 < len(starts):
                     pipe.send(request(starts[i + 1]))
                 replies = pipe.read(min(chunk, len(keys) - start))
-                for value in replies:
+                for key, value in zip(keys[start:], replies):
                     if isinstance(value, redis.exceptions.ResponseError):
-                        raise value
+                        raise _read_error((b"LRANGE", key), value)
                 yield start, replies
             self._on_round_trip("load_read", time.monotonic() - t0)
             complete = True
@@ -177,3 +175,11 @@ class BulkReader:
     def commands(self, *commands: tuple) -> list:
         """Several commands in one round trip; their replies in order."""
         return self._with_connection(lambda conn: self._pipeline(conn, list(commands)))
+
+
+def _read_error(command: tuple, error: redis.exceptions.ResponseError) -> Exception:
+    """A WRONGTYPE reply to a read of one key is corrupt state at that key; other errors as they are."""
+    if str(error).startswith("WRONGTYPE") and len(command) > 1:
+        key = command[1].decode() if isinstance(command[1], bytes) else str(command[1])
+        return CorruptState(key, f"cannot be read: {error}")
+    return error

@@ -2,7 +2,8 @@
 NautilusTrader's Redis key layout (nautilus_trader 1.231, ``cache/database.pyx`` and
 ``crates/infrastructure/src/redis/cache.rs``), plus the launcher's own keys beside it.
 
-Every key is ``{trader_key}:{collection}:{id}`` where the trader key is
+The one owner of key names: every key is built from the names here, and SCAN patterns only by
+`scan_pattern` (escaped). Every key is ``{trader_key}:{collection}:{id}`` where the trader key is
 ``trader-{trader_id}`` (``use_trader_prefix``) optionally followed by ``:{instance_id}``
 (``use_instance_id``). Redis types per collection:
 
@@ -103,3 +104,51 @@ def trader_key(trader_id: str, instance_id: str | None = None, config: CacheConf
 
 def full_key(prefix: str, key: str) -> str:
     return f"{prefix}{DELIMITER}{key}"
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so `text` matches only itself in MATCH."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def scan_pattern(trader_key: str, tail: str = "*") -> str:
+    """
+    The SCAN MATCH pattern for `tail` (a glob, e.g. ``orders:*``) under `trader_key`. The
+    trader key is escaped: NautilusTrader accepts trader ids such as ``TR[1]*-001``, whose
+    unescaped pattern would match other traders' keys and miss its own. The one place
+    patterns are built.
+    """
+    return f"{_glob_escape(trader_key)}{DELIMITER}{tail}"
+
+
+# Collections read whole by id; `classify` names their keys.
+ENTITY_COLLECTIONS = (GENERAL, CURRENCIES, INSTRUMENTS, SYNTHETICS, ACCOUNTS, ORDERS, POSITIONS)
+STATE_COLLECTIONS = (STRATEGIES, ACTORS)  # {collection}:{id}:state
+_STATE_TAIL = DELIMITER + "state"
+
+
+def classify(trader_key: str, keys: list[str]) -> dict[str, dict[str, str]]:
+    """
+    ``{collection: {id: key}}`` for the keys of `trader_key` in the collections a load reads
+    (`ENTITY_COLLECTIONS`, `STATE_COLLECTIONS`), by exact prefix: ``snapshots:orders:*``,
+    indexes and the launcher's keys are never taken for entities, nor are keys of another
+    trader key.
+    """
+    out: dict[str, dict[str, str]] = {}
+    base = trader_key + DELIMITER
+    heads = [(c, c + DELIMITER) for c in ENTITY_COLLECTIONS]
+    state_heads = [(c, c + DELIMITER) for c in STATE_COLLECTIONS]
+    for key in keys:
+        if not key.startswith(base):
+            continue
+        rest = key[len(base):]
+        for collection, head in heads:
+            if rest.startswith(head) and len(rest) > len(head):
+                out.setdefault(collection, {})[rest[len(head):]] = key
+                break
+        else:
+            for collection, head in state_heads:
+                if rest.startswith(head) and rest.endswith(_STATE_TAIL) and len(rest) > len(head) + len(_STATE_TAIL):
+                    out.setdefault(collection, {})[rest[len(head):-len(_STATE_TAIL)]] = key
+                    break
+    return out

@@ -37,8 +37,6 @@ from typing import Any
 from typing import Union
 
 import msgspec
-import pandas as pd
-import pytz
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.enums import TriggerType
 from nautilus_trader.model.enums import account_type_from_str
@@ -834,7 +832,3 @@ def _is_ts_key(key: str) -> bool:
     """The serializer's timestamp-key rule (``k in "expire_time_ns"`` or a ``ts_`` prefix)."""
     return (key in "expire_time_ns") or key.startswith("ts_")
 
-
-def iso_to_ns_reference(value: str) -> int:
-    """The serializer's own conversion (for tests and the fallback path)."""
-    return pd.Timestamp(value, tz=pytz.utc).value

@@ -1,0 +1,72 @@
+"""
+Reading the launcher's manifest back (``launcher:manifest:*`` under the trader key, see
+``launcher/state/layout.py``); ``launcher.bootstrap.manifest`` writes it for the native backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import redis
+
+from launcher.state import layout
+
+
+@dataclass
+class Manifest:
+    """The manifest as read back; ``present`` is False when no manifest key exists."""
+
+    orders: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    accounts: dict[str, int] = field(default_factory=dict)
+    final: bool = False
+    updated_ns: int | None = None
+    instance_id: str | None = None
+    present: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "present": self.present,
+            "final": self.final,
+            "updated_ns": self.updated_ns,
+            "instance_id": self.instance_id,
+            "orders": len(self.orders),
+            "positions": len(self.positions),
+            "accounts": len(self.accounts),
+        }
+
+
+def manifest_keys(trader_key: str) -> dict[str, str]:
+    return {
+        "orders": layout.full_key(trader_key, layout.MANIFEST_ORDERS),
+        "positions": layout.full_key(trader_key, layout.MANIFEST_POSITIONS),
+        "accounts": layout.full_key(trader_key, layout.MANIFEST_ACCOUNTS),
+        "meta": layout.full_key(trader_key, layout.MANIFEST_META),
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_manifest(client: redis.Redis, trader_key: str) -> Manifest:
+    """Read the four manifest hashes in one round trip."""
+    keys = manifest_keys(trader_key)
+    pipe = client.pipeline(transaction=False)
+    for name in ("orders", "positions", "accounts", "meta"):
+        pipe.hgetall(keys[name])
+    orders, positions, accounts, meta = pipe.execute()
+    manifest = Manifest(
+        orders={_text(k): int(v) for k, v in orders.items()},
+        positions={_text(k): int(v) for k, v in positions.items()},
+        accounts={_text(k): int(v) for k, v in accounts.items()},
+        present=bool(orders or positions or accounts or meta),
+    )
+    meta = {_text(k): _text(v) for k, v in meta.items()}
+    manifest.final = meta.get("final") == "1"
+    if meta.get("updated_ns", "").isdigit():
+        manifest.updated_ns = int(meta["updated_ns"])
+    manifest.instance_id = meta.get("instance_id") or None
+    return manifest
