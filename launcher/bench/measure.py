@@ -407,8 +407,8 @@ def write_costs(dbs: Databases, orders: int, trader_id: str) -> dict[str, Any]:
     own work needs this interpreter's GIL, so their sum bounds the durable throughput of one
     process whatever the threading: ``1e6 / sum`` ops/s.
     """
-    from launcher.cache.write.resp import exchange  # noqa: PLC0415
     from launcher.state.codec import EventEncoder  # noqa: PLC0415
+    from launcher.store.resp import exchange  # noqa: PLC0415
 
     objs = Objects(trader_id)
     n_orders = max(1, min(orders, 240))  # stays below one batch: the writer sends nothing meanwhile

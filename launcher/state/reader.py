@@ -15,11 +15,11 @@ from typing import Any
 import redis
 import tenacity
 
-from launcher.cache.write.resp import RawPipeline
-from launcher.cache.write.resp import exchange
-from launcher.cache.write.resp import pack_command
 from launcher.retry import read_retry
 from launcher.state.entities import CorruptState
+from launcher.store.resp import RawPipeline
+from launcher.store.resp import exchange
+from launcher.store.resp import pack_command
 
 
 _RETRIABLE_READ = (

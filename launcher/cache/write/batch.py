@@ -43,12 +43,12 @@ from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Snapshot
 from launcher.cache.write.commands import view
-from launcher.cache.write.resp import pack_command
 from launcher.cache.write.scripts import APPEND_SHA
 from launcher.cache.write.scripts import DELETE_EVENT_SHA
 from launcher.cache.write.scripts import PREAMBLE
 from launcher.cache.write.scripts import PREAMBLE_REPLIES
 from launcher.cache.write.scripts import SNAPSHOT_SHA
+from launcher.store.resp import pack_command
 
 
 _MULTI = pack_command((b"MULTI",))

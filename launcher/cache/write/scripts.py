@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from launcher.cache.write.resp import pack_command
+from launcher.store.resp import pack_command
 
 
 # KEYS: list, manifest hash. ARGV: field, n (1-based position of this event), payload,

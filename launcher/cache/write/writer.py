@@ -93,8 +93,8 @@ from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
-from launcher.cache.write.resp import exchange
 from launcher.cache.write.spill import SpillFile
+from launcher.store.resp import exchange
 
 
 _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
