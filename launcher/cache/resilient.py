@@ -350,6 +350,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             self._log.error(f"Cache write {op.kind} after close(): spilled to {self._spill.path}")
         return self._writer.submit(op)
 
+    def close_at_exit(self) -> None:
+        """The interpreter is exiting and nobody closed this database: flush (and say so) rather than lose writes."""
+        if self._closed:
+            return
+        pending = self.pending_writes()
+        if pending:
+            self._log.warning(f"Process exiting without close(): flushing {pending} retained write(s)")
+        self.close()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -813,11 +822,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 def _exit_hook(ref: weakref.ref) -> Any:
     def flush_at_exit() -> None:
         database = ref()
-        if database is not None and not database._closed:
-            pending = database.pending_writes()
-            if pending:
-                database._log.warning(f"Process exiting without close(): flushing {pending} retained write(s)")
-            database.close()
+        if database is not None:
+            database.close_at_exit()
 
     return flush_at_exit
 
