@@ -10,14 +10,14 @@ from nautilus_trader.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 
 from launcher.cache import layout as L
-from launcher.cache.kernel_hook import resilient_factory
+from launcher.cache.kernel_hook import ResilientFactory
 from launcher.cache.kernel_hook import use_cache_database
 from launcher.cache.resilient import ResilientCacheDatabase
 
 
 def test_trading_node_built_inside_the_hook_uses_the_resilient_backend(redis_server, tmp_path):
     original = kernel_module.CacheDatabaseAdapter
-    factory = resilient_factory(spill_dir=str(tmp_path / "spill"), durability="sync")
+    factory = ResilientFactory(spill_dir=str(tmp_path / "spill"), durability="sync")
     config = TradingNodeConfig(
         trader_id="HOOK-001",
         cache=CacheConfig(database=DatabaseConfig(host="127.0.0.1", port=redis_server.port), buffer_interval_ms=20),
