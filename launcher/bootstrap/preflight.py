@@ -47,6 +47,8 @@ from redis.retry import Retry
 from launcher.bootstrap.loader import glob_escape
 from launcher.bootstrap.loader import state_trader_key
 from launcher.cache import layout
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
 from launcher.store.connection import ConnectionSettings
@@ -97,19 +99,6 @@ def _config_get(client: redis.Redis, name: str) -> str:
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:
     return client.info(section)
-
-
-def _setting(settings: Any, path: str, default: Any = None) -> Any:
-    node = settings
-    for part in path.split("."):
-        node = getattr(node, part, None)
-        if node is None:
-            return default
-    return node
-
-
-def _is(value: Any, name: str) -> bool:
-    return str(getattr(value, "value", value)) == name
 
 
 # -- checks ---------------------------------------------------------------------------------------
@@ -172,9 +161,9 @@ def check_eviction(client: redis.Redis) -> CheckResult:
     return CheckResult("eviction", PASS, f"maxmemory {maxmemory} bytes with noeviction: a full Redis refuses writes, deletes nothing")
 
 
-def check_persistence(client: redis.Redis, settings: Any) -> CheckResult:
-    sentinel = _is(_setting(settings, "cache.store"), "sentinel")
-    allow = bool(_setting(settings, "bootstrap.allow_no_persistence", False))
+def check_persistence(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    sentinel = settings.cache.store == Store.sentinel
+    allow = settings.bootstrap.allow_no_persistence
     missing = WARN if (not sentinel or allow) else FAIL
     try:
         aof = _config_get(client, "appendonly") == "yes"
@@ -212,8 +201,8 @@ def check_persistence(client: redis.Redis, settings: Any) -> CheckResult:
     )
 
 
-def check_msgbus_db(settings: Any, msgbus_same_db: bool) -> CheckResult:
-    flush = bool(_setting(settings, "cache.flush_on_start", False))
+def check_msgbus_db(settings: LauncherConfig, msgbus_same_db: bool) -> CheckResult:
+    flush = settings.cache.flush_on_start
     if not msgbus_same_db:
         return CheckResult("msgbus-db", PASS, "the message bus has no database in the cache's Redis database")
     if flush:
@@ -224,8 +213,8 @@ def check_msgbus_db(settings: Any, msgbus_same_db: bool) -> CheckResult:
     return CheckResult("msgbus-db", PASS, "the message bus shares the cache's database (flush_on_start off)")
 
 
-def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
-    if not bool(_setting(settings, "cache.flush_on_start", False)):
+def check_flush_on_start(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    if not settings.cache.flush_on_start:
         return CheckResult("flush-on-start", PASS, "off: persisted state is kept and recovered")
     prefix = state_trader_key(settings) + ":"
     total = int(client.dbsize())
@@ -245,12 +234,12 @@ def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
     return CheckResult(
         "flush-on-start", WARN,
         f"!!! cache.flush_on_start=true: the node will DELETE all {total} persisted key(s) of trader "
-        f"{_setting(settings, 'trader_id')} (orders, positions, accounts) when it starts; nothing will be recovered",
+        f"{settings.trader_id} (orders, positions, accounts) when it starts; nothing will be recovered",
     )
 
 
-def check_instance_id(settings: Any) -> CheckResult:
-    if bool(_setting(settings, "cache.use_instance_id", False)):
+def check_instance_id(settings: LauncherConfig) -> CheckResult:
+    if settings.cache.use_instance_id:
         return CheckResult(
             "instance-id", WARN,
             "cache.use_instance_id=true: each run writes under a new instance-id prefix, so a restarted node "
@@ -277,8 +266,8 @@ def _payload_format(payload: bytes) -> str | None:
     return None
 
 
-def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
-    configured = str(_setting(settings, "cache.encoding", "msgpack")).lower()
+def check_encoding(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    configured = settings.cache.encoding.value
     prefix = state_trader_key(settings) + ":"
     for n, key in enumerate(client.scan_iter(match=glob_escape(prefix) + "*", count=1000)):
         if n >= _SAMPLE_KEYS:
@@ -297,7 +286,7 @@ def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
         if found != configured:
             return CheckResult(
                 "encoding", FAIL,
-                f"cache.encoding={configured}, but trader {_setting(settings, 'trader_id')}'s state in Redis is "
+                f"cache.encoding={configured}, but trader {settings.trader_id}'s state in Redis is "
                 f"{found} (e.g. {key}): nothing of it would load; set cache.encoding={found}",
             )
         return CheckResult("encoding", PASS, f"persisted payloads are {found}, as configured")
@@ -414,7 +403,7 @@ def _guard(check: str, run: Callable[[], CheckResult | list[CheckResult]]) -> li
 
 def run_preflight(
     client: redis.Redis,
-    settings: Any,
+    settings: LauncherConfig,
     conn: ConnectionSettings,
     *,
     msgbus_same_db: bool = False,
@@ -434,7 +423,7 @@ def run_preflight(
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
     results += _guard("flush-on-start", lambda: check_flush_on_start(client, settings))
     results += _guard("instance-id", lambda: check_instance_id(settings))
-    if not bool(_setting(settings, "cache.flush_on_start", False)):  # else nothing persisted is read
+    if not settings.cache.flush_on_start:  # else nothing persisted is read
         results += _guard("encoding", lambda: check_encoding(client, settings))
     if conn.is_sentinel:
         results += _guard("sentinel", lambda: check_sentinels(client, conn))
