@@ -267,7 +267,7 @@ def _payload_format(payload: bytes) -> str | None:
 
 
 def check_encoding(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
-    configured = settings.cache.encoding.value
+    configured = str(settings.cache.encoding)
     prefix = state_trader_key(settings) + ":"
     for n, key in enumerate(client.scan_iter(match=glob_escape(prefix) + "*", count=1000)):
         if n >= _SAMPLE_KEYS:

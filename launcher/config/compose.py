@@ -1,7 +1,7 @@
 """
-Composition of the Hydra config outside ``@hydra.main`` (pure apart from reading the
-YAML files and the environment): used to validate command lines before Hydra runs the
-job, to print redacted configs, and by tests.
+Composition of the Hydra config with Hydra's compose API (pure apart from reading the YAML
+files and the environment): the CLI runner (launcher/cli.py) composes every command line with
+it, once; it also prints redacted configs and serves the tests.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from dataclasses import field
-from enum import Enum
 from enum import StrEnum
 from typing import Any
 
@@ -25,41 +24,42 @@ from launcher.errors import ConfigError
 from launcher.store.connection import parse_address
 
 
-class Mode(str, Enum):
+# The closed sets are StrEnums: a member compares equal to its value and str() of it is the
+# value, as NautilusTrader's configs and the Redis layout expect.
+class Mode(StrEnum):
     run = "run"  # bootstrap, then run the node
     verify = "verify"  # bootstrap checks and recovery report only
     inspect = "inspect"  # print the persisted state in a logical view
     retention = "retention"  # one-shot retention pass
 
 
-class Store(str, Enum):
+class Store(StrEnum):
     memory = "memory"
     redis = "redis"
     sentinel = "sentinel"
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     resilient = "resilient"  # this project's CacheDatabaseFacade
     native = "native"  # NautilusTrader's own CacheDatabaseAdapter
 
 
-class Durability(str, Enum):
+class Durability(StrEnum):
     buffered = "buffered"  # hot path enqueues; batches every buffer_interval_ms
     sync = "sync"  # a cache write returns once Redis acknowledged it
 
 
-class Embedded(str, Enum):
+class Embedded(StrEnum):
     auto = "auto"  # start a local server only if nothing answers on a loopback address
     never = "never"
 
 
-class VerifyMode(str, Enum):
+class VerifyMode(StrEnum):
     strict = "strict"
     warn = "warn"
     off = "off"
 
 
-# StrEnum: str() of a member is its value, as NautilusTrader's configs and the state readers expect.
 class Encoding(StrEnum):
     msgpack = "msgpack"
     json = "json"

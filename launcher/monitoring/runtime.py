@@ -37,7 +37,7 @@ def monitoring_enabled(settings: LauncherConfig) -> bool:
 def backend_name(settings: LauncherConfig) -> str:
     if settings.cache.store == Store.memory:
         return "memory"
-    return settings.cache.backend.value
+    return str(settings.cache.backend)
 
 
 class Monitoring:
