@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import redis
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.live.config import TradingNodeConfig
+from nautilus_trader.live.node import TradingNode
 
 from launcher.cache.kernel_hook import RebuiltOrders
 from launcher.cache.kernel_hook import ResilientFactory
@@ -43,6 +45,12 @@ from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import master_address
+
+
+if TYPE_CHECKING:  # imported by the steps that use them: a mode loads only what it needs
+    from launcher.bootstrap.lease import Lease
+    from launcher.bootstrap.verify import RecoveryReport
+    from launcher.monitoring.runtime import Monitoring
 
 
 log = logging.getLogger("launcher")
@@ -90,16 +98,16 @@ class NodeSession:
         self.conn = connection_settings(settings.cache)
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
-        self.monitoring: Any = None
+        self.monitoring: Monitoring | None = None
         self.rebuilt = RebuiltOrders()
         self.node_config: TradingNodeConfig | None = None
         self.node_run: NodeRun | None = None
-        self.writer_lease: Any = None
+        self.writer_lease: Lease | None = None
         self.lease_lost: str | None = None
-        self.report: Any = None
+        self.report: RecoveryReport | None = None
         self.manifest_key: str | None = None
         self.final_counts: dict | None = None
-        self._retention_closer: Any = None
+        self._retention_closer: Callable[[], None] | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> NodeSession:
@@ -176,7 +184,7 @@ class NodeSession:
         self.lease_lost = reason
         self.node_run.request_stop(f"single-writer lease lost ({reason}); stopping trading")
 
-    def verify(self, *, enforce: bool) -> Any:
+    def verify(self, *, enforce: bool) -> RecoveryReport | None:
         """
         The recovery report, printed (mode=verify: `enforce` False, the exit code says it).
         Before a run, flush_on_start replaces verification, and the orders verify rebuilt go to
@@ -229,7 +237,7 @@ class NodeSession:
             # Read before dispose: disposing resets the node's cache.
             self.node_run.on_stopped = self._keep_final_counts
 
-    def _keep_final_counts(self, node: Any) -> None:
+    def _keep_final_counts(self, node: TradingNode) -> None:
         from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
 
         self.final_counts = counts_from_cache(node.cache)
