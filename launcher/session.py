@@ -31,7 +31,6 @@ from nautilus_trader.live.node import TradingNode
 
 from launcher.cache.kernel_hook import RebuiltOrders
 from launcher.cache.kernel_hook import ResilientFactory
-from launcher.cache.layout import trader_key
 from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
@@ -43,6 +42,7 @@ from launcher.errors import LeaseLost
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
+from launcher.state.layout import trader_key
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import master_address
 
