@@ -90,6 +90,7 @@ class FloodStrategy(Strategy):
         self._filled = 0
         self._denied = 0
         self._counts = {"order": 0, "position": 0, "account": 0}
+        self._per_second: list[int] = []  # events in each whole second since the first submission
         # time.monotonic() of the lists submitted in the last second, of the first submission and of the stop.
         self._recent_lists: deque[float] = deque()
         self._t_first: float | None = None
@@ -140,8 +141,16 @@ class FloodStrategy(Strategy):
             recent.append(now)
             self.submit_order_list(self.order_factory.create_list(orders))
 
+    def _count(self, kind: str) -> None:
+        self._counts[kind] += 1
+        if self._t_first is not None:
+            second = int(time.monotonic() - self._t_first)
+            while len(self._per_second) <= second:
+                self._per_second.append(0)
+            self._per_second[second] += 1
+
     def on_order_event(self, event: OrderEvent) -> None:
-        self._counts["order"] += 1
+        self._count("order")
         if isinstance(event, OrderFilled):
             self._filled += 1
         elif isinstance(event, OrderDenied):
@@ -152,10 +161,10 @@ class FloodStrategy(Strategy):
             self._top_up()
 
     def on_position_event(self, event: PositionEvent) -> None:
-        self._counts["position"] += 1
+        self._count("position")
 
     def _on_account_state(self, event: AccountState) -> None:
-        self._counts["account"] += 1
+        self._count("account")
 
     def result(self) -> dict:
         """What the flood did; rates are per second of wall-clock time from the first order to the stop."""
@@ -170,6 +179,8 @@ class FloodStrategy(Strategy):
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(events / elapsed, 1) if elapsed > 0 else 0.0,
             "orders_per_s": round(self._filled / elapsed, 1) if elapsed > 0 else 0.0,
+            # The last entry is a part second (cut by the stop); the rate can fall as trades accumulate.
+            "events_per_second": list(self._per_second),
         }
 
     def on_stop(self) -> None:

@@ -46,7 +46,7 @@ class BenchSettings:
     node_seconds: float = 15.0  # each flood run of the node section, seconds
     node_repeats: int = 3  # flood runs per backend (alternating); the median is reported, every run listed
     startup_orders: list[int] = field(default_factory=lambda: [10_000, 100_000])  # orders in each start-up state
-    startup_repeats: int = 3  # starts per case up to 10k orders (the median is reported); larger states start once
+    startup_repeats: int = 5  # starts per case up to 10k orders (the median is reported); larger states start once
     startup_timeout_s: float = 300.0  # a start not RUNNING by then is stopped and reported as such
 
 
