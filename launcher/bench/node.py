@@ -327,7 +327,9 @@ def _versus_native(added: float | None, native: float | None, native_timeout_s: 
                 True if added <= at_least / 10 else None)
     if native is None or native <= 0:
         return f"not measurable: native's start with the state is within noise of its empty start ({native})", None
-    return f"{added:.3f}s vs {native:.3f}s ({native / max(added, 1e-3):.1f}x)", added <= native / 10
+    if added <= 0:
+        return f"{added:+.3f}s (no cost above the noise) vs {native:.3f}s", True
+    return f"{added:.3f}s vs {native:.3f}s ({native / added:.1f}x)", added <= native / 10
 
 
 def render_node(r: dict[str, Any]) -> list[str]:
@@ -350,18 +352,18 @@ def render_node(r: dict[str, Any]) -> list[str]:
     if startup:
         lines += ["", "Start-up: process start to 'TradingNode: RUNNING' (s); the state's cost is a start with it "
                       "minus an empty start (same Redis)",
-                  f"| {'state':<22} | " + " | ".join(f"{b:>24}" for b in STARTUP_BACKENDS),
-                  f"|{'-' * 24}|" + "|".join("-" * 26 for _ in STARTUP_BACKENDS)]
+                  f"| {'state':<28} | " + " | ".join(f"{b:>24}" for b in STARTUP_BACKENDS),
+                  f"|{'-' * 30}|" + "|".join("-" * 26 for _ in STARTUP_BACKENDS)]
 
         def cell(d: dict[str, Any], added: bool) -> str:
             if d["to_running_s"] is None:
                 return f"> {d['timed_out_after_s']:g} (stopped)"
             return f"{d['to_running_s']:.3f}" + (f" ({d['added_s']:+.3f})" if added and d.get("added_s") is not None else "")
 
-        lines.append(f"| {'empty store':<22} | " + " | ".join(f"{cell(startup['empty'][b], False):>24}" for b in STARTUP_BACKENDS))
+        lines.append(f"| {'empty store':<28} | " + " | ".join(f"{cell(startup['empty'][b], False):>24}" for b in STARTUP_BACKENDS))
         for case in startup["cases"]:
             label = f"{case['orders']:,} orders, {case['positions']:,} pos"
-            lines.append(f"| {label:<22} | " + " | ".join(f"{cell(case[b], True):>24}" for b in STARTUP_BACKENDS))
+            lines.append(f"| {label:<28} | " + " | ".join(f"{cell(case[b], True):>24}" for b in STARTUP_BACKENDS))
 
         def in_process(d: dict[str, Any], added: bool) -> str:
             if d.get("in_process_s") is None:
@@ -369,10 +371,10 @@ def render_node(r: dict[str, Any]) -> list[str]:
             extra = d.get("added_in_process_s")
             return f"{d['in_process_s']:.3f}" + (f" ({extra:+.3f})" if added and extra is not None else "")
 
-        lines.append(f"| {'  in process, empty':<22} | "
+        lines.append(f"| {'  in process, empty':<28} | "
                      + " | ".join(f"{in_process(startup['empty'][b], False):>24}" for b in STARTUP_BACKENDS))
         for case in startup["cases"]:
             label = f"  in process, {case['orders']:,}"
-            lines.append(f"| {label:<22} | " + " | ".join(f"{in_process(case[b], True):>24}" for b in STARTUP_BACKENDS))
+            lines.append(f"| {label:<28} | " + " | ".join(f"{in_process(case[b], True):>24}" for b in STARTUP_BACKENDS))
         lines.append("  (in process: from the launcher's first log line, imports done, to RUNNING; less noisy)")
     return lines
