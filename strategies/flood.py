@@ -123,13 +123,13 @@ class FloodStrategy(Strategy):
         while recent and now - recent[0] >= 1.0:
             recent.popleft()
         while self._t_stop is None and len(recent) < cfg.submits_per_s:
-            room = cfg.orders_in_flight - self._in_flight
+            size = cfg.orders_per_list
             if cfg.max_orders is not None:
-                room = min(room, cfg.max_orders - self._submitted)
-            if room < min(cfg.orders_per_list, cfg.max_orders or cfg.orders_per_list) or room <= 0:
+                size = min(size, cfg.max_orders - self._submitted)  # the last list may be shorter
+            if size <= 0 or cfg.orders_in_flight - self._in_flight < size:
                 return
             orders = []
-            for _ in range(min(room, cfg.orders_per_list)):
+            for _ in range(size):
                 side = OrderSide.BUY if self._submitted % 2 == 0 else OrderSide.SELL
                 orders.append(self.order_factory.market(
                     instrument_id=cfg.instrument_id,

@@ -206,3 +206,20 @@ def test_running_time_is_read_from_the_node_log_line():
            "2026-12-02T06:44:48.292156556Z [INFO] TRADER-001.TradingNode: RUNNING\n")
     assert running_at(log) == pytest.approx(1796193888.292156, abs=1e-5)
     assert running_at(log.splitlines()[0]) is None
+
+
+def test_flood_strategy_counts_every_event_of_a_fixed_number_of_orders(tmp_path):
+    result_path = tmp_path / "flood.json"
+    result = run_launcher(
+        ["cache=memory", "strategy=flood", "strategy.params.max_orders=50", "strategy.params.orders_per_list=20",
+         "run.duration_s=2", f"strategy.params.result_path={result_path}"],
+        cwd=tmp_path, timeout_s=120,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    flood = json.loads(result_path.read_text())
+    # Lists of 20, 20 and a last one of 10; each order: submitted, accepted, filled (its own
+    # initialisation is not an event the strategy receives), a position opened or closed, an account state.
+    assert flood["orders_submitted"] == flood["orders_filled"] == 50 and flood["orders_denied"] == 0
+    assert flood["events"] == {"order": 150, "position": 50, "account": 50, "total": 250}
+    assert sum(flood["events_per_second"]) == 250 and flood["events_per_s"] > 0
+    assert "FLOOD result: " in result.stdout
