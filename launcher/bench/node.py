@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from launcher.bench import measure as M
-from launcher.cache import layout
 from launcher.retry import PollTimeout
 from launcher.retry import poll
+from launcher.state import layout
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
