@@ -28,7 +28,8 @@ Spill choice
     ``max_pending_writes`` writes and only during a long outage, and the file always holds the
     oldest retained writes in order, so a crash can only lose newer ones. One file per trader
     key (``{spill_dir}/{trader_key}.spill``), owned through an advisory lock for the instance's
-    lifetime; files left by dead instances are adopted and replayed first. Nothing is ever
+    lifetime; files left by dead instances are adopted and replayed first, and refused (exit 4)
+    when stale (`launcher.cache.spilled`). Nothing is ever
     dropped silently; a write Redis rejects outright (a bug, not an outage) is logged as an
     ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
 
@@ -77,13 +78,13 @@ from nautilus_trader.model.position import Position
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
+from launcher.cache.spilled import adopt_spill_files
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Snapshot
 from launcher.cache.write.spill import SpillFileDamaged
-from launcher.cache.write.spill import claim_spill_file
 from launcher.cache.write.spill import resolve_spill_dir
 from launcher.cache.write.spill import spill_path as _primary_spill_path
 from launcher.cache.write.writer import Writer
@@ -232,20 +233,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
         self._client = connect(connection)
         spill_dir = resolve_spill_dir(spill_dir)
-        self._spill, orphans = claim_spill_file(spill_dir, self._trader_key)
+        # A stale file (another node advanced this trader since it was written) is refused here.
+        self._spill = adopt_spill_files(self._client, spill_dir, self._trader_key, lambda: self._log)
         self._log.info(f"Spill file: {self._spill.path}")
         if self._spill.path != _primary_spill_path(spill_dir, self._trader_key):
             self._log.warning(
                 f"Another live instance holds the spill file of trader key '{self._trader_key}': "
                 f"this one spills to {self._spill.path}",
             )
-        try:
-            for orphan in orphans:
-                if moved := self._spill.absorb(orphan):
-                    self._log.warning(f"Adopted {moved} spilled write(s) left in {orphan} by an instance that is gone")
-        except SpillFileDamaged:
-            self._spill.unlock()
-            raise
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
