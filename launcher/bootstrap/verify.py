@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
@@ -41,6 +42,7 @@ from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 
 from launcher.cache.spilled import PendingSpill
+from launcher.cache.spilled import entities_text
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
@@ -157,7 +159,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None,
-                 pending_spills: list[PendingSpill] = ()) -> RecoveryReport:
+                 pending_spills: Sequence[PendingSpill] = ()) -> RecoveryReport:
     """
     Load and check everything persisted for ``settings.trader_id``; return the report (and
     write it as JSON to ``settings.bootstrap.report_path`` when set). `pending_spills` (spill
@@ -216,7 +218,7 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
 def _pending_text(spill: PendingSpill) -> str:
     text = f"{spill.records} spilled write(s) not replayed into Redis yet"
     if spill.stale:
-        text += f"; STALE for {len(spill.stale)} entities ({', '.join(spill.stale[:_SHOWN_IN_ERROR])})"
+        text += f"; STALE for {entities_text(spill.stale)}"
     return text
 
 

@@ -29,9 +29,8 @@ Spill choice
     oldest retained writes in order, so a crash can only lose newer ones. One file per trader
     key (``{spill_dir}/{trader_key}.spill``), owned through an advisory lock for the instance's
     lifetime; files left by dead instances are adopted and replayed first, and refused (exit 4)
-    when stale (`launcher.cache.spilled`). Nothing is ever
-    dropped silently; a write Redis rejects outright (a bug, not an outage) is logged as an
-    ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
+    when stale (`launcher.cache.spilled`). Nothing is ever dropped silently; a write Redis
+    rejects outright (a bug, not an outage) is logged as an ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
 
 Loads
     One escaped SCAN (``launcher.state.layout.scan_pattern``) + pipelined LRANGE/MGET in chunks

@@ -74,7 +74,7 @@ class PendingSpill:
         """``path (N records)``, plus the staleness when there is one."""
         text = f"{self.path} ({self.records} record{'' if self.records == 1 else 's'}"
         if self.stale:
-            text += f", STALE for {_entities(self.stale)}"
+            text += f", STALE for {entities_text(self.stale)}"
         return text + ")"
 
 
@@ -196,7 +196,8 @@ def _stale_or_unavailable(client: redis.Redis, trader_key: str, path: Path) -> l
         raise RedisUnavailable(f"Redis stopped answering while checking spill file {path}: {e}") from None
 
 
-def _entities(stale: list[str]) -> str:
+def entities_text(stale: list[str]) -> str:
+    """``N entities (first three, and M more)``."""
     shown = ", ".join(stale[:_SHOWN])
     more = f", and {len(stale) - _SHOWN} more" if len(stale) > _SHOWN else ""
     return f"{len(stale)} entit{'y' if len(stale) == 1 else 'ies'} ({shown}{more})"
@@ -204,7 +205,7 @@ def _entities(stale: list[str]) -> str:
 
 def _stale_message(path: Path, stale: list[str]) -> str:
     return (
-        f"spill file {path} is stale for {_entities(stale)}: Redis already holds other events where it would "
+        f"spill file {path} is stale for {entities_text(stale)}: Redis already holds other events where it would "
         "append (another node advanced this trader after the file was written); nothing was replayed and the file "
         "was kept: decide which history is right, then move the file out of the spill directory and start again"
     )
