@@ -18,7 +18,9 @@ from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.spilled import stale_entities
+from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import encode_record
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from tests.support.launcher_cli import run_launcher
@@ -161,3 +163,20 @@ def test_the_backend_refuses_a_stale_spill_file_too(dead_node, tmp_path):
     assert getattr(raised.value, "exit_code", None) == 4
     assert path.read_bytes() == data
     assert server.client().llen(f"{TRADER_KEY}:orders:{in_file[0]}") == 2
+
+
+def test_staleness_is_a_different_event_at_the_spilled_position(redis_server, tmp_path):
+    """The rule, entity by entity: other bytes at position n (and not near the tail) is stale; anything else replays."""
+    client = redis_server.client()
+    path = tmp_path / "one.spill"
+    spill = SpillFile(path)
+    appends = {name: Append.stored(f"{TRADER_KEY}:orders:{name}", f"{TRADER_KEY}:launcher:manifest:orders", name, 2,
+                                   f"{name}-2".encode(), 0) for name in ("new", "shorter", "same", "moved", "other")}
+    spill.append([encode_record([b"epoch-01", seq, "update_order", [cmd]]) for seq, cmd in enumerate(appends.values())])
+    spill.close()
+    key = f"{TRADER_KEY}:orders:"
+    client.rpush(key + "shorter", b"shorter-1")  # n=2 appends next: not stale
+    client.rpush(key + "same", b"same-1", b"same-2", b"same-3")  # already applied at n: not stale
+    client.rpush(key + "moved", b"moved-1", b"x", b"moved-2")  # found near the tail (the script skips it)
+    client.rpush(key + "other", b"other-1", b"OTHER-2")  # another node's event 2: stale
+    assert stale_entities(client, TRADER_KEY, path) == ["orders:other"]
