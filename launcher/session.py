@@ -12,8 +12,8 @@ retention  wait; apply (or with retention.dry_run list) the retention windows on
 
 A `NodeSession` holds one run's state in attributes and does it in named steps, as
 NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, spill_check, lease,
-replay, verify, build, run, stop, dispose. Every expected failure is a LauncherError with an exit code
-(launcher/errors.py).
+replay, verify, build, run, stop, dispose. Every expected failure is a LauncherError with an
+exit code (launcher/errors.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from launcher.cache.kernel_hook import ResilientFactory
 from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
+from launcher.config.schema import Encoding
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
@@ -95,9 +96,10 @@ class NodeSession:
     One launcher run for one trader. Steps, in order (each uses what the earlier ones left in
     the attributes): `wait` for Redis, `preflight` checks, `spill_check` (the trader's spill
     files, read only), `lease` (the single-writer lease, with monitoring and the not yet built
-    node), `replay` the spill files of dead processes, `verify` the recovered state, `build` the node, `run`
-    it until it is asked to stop, `stop` (what follows a stopped node), `dispose` (release
-    everything the steps acquired, in reverse order; also on failure, as a context manager).
+    node), `replay` the spill files of dead processes, `verify` the recovered state, `build`
+    the node, `run` it until it is asked to stop, `stop` (what follows a stopped node),
+    `dispose` (release everything the steps acquired, in reverse order; also on failure, as a
+    context manager).
     """
 
     def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
@@ -212,7 +214,7 @@ class NodeSession:
         cache = self.settings.cache
         options = self._write_options()
         serializer = MsgSpecSerializer(
-            encoding=msgspec.json if cache.encoding.value == "json" else msgspec.msgpack,
+            encoding=msgspec.json if cache.encoding == Encoding.json else msgspec.msgpack,
             timestamps_as_str=True,  # as NautilusTrader's kernel builds it
             timestamps_as_iso8601=cache.timestamps_as_iso8601,
         )
