@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from launcher.config.schema import VenueSettings
 from launcher.errors import ConfigError
 
 
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 SIM_DATA = ("launcher.venues.sim:SimDataClientConfig", "launcher.venues.sim:SimDataClientFactory")
 SANDBOX_CONFIG = "nautilus_trader.adapters.sandbox.config:SandboxExecutionClientConfig"
 # The sim's own sandbox factory also cancels the orders recovered from the cache (launcher/venues/sim.py).
@@ -65,6 +67,10 @@ def credentials(venue: VenueSettings, environ: Mapping[str, str] = os.environ) -
     """The selected environment's credentials, by config field, read from the environment variables."""
     found = {}
     for field_name, variable in venue.credentials.get(venue.environment or "", {}).items():
+        if not ENV_NAME.fullmatch(variable or ""):
+            # Not echoed: a value here that is no variable name may be the secret itself.
+            raise ConfigError(f"venue.credentials.{venue.environment}.{field_name}",
+                              "must name an environment variable (A-Z, 0-9, _), never hold the credential itself")
         value = environ.get(variable)
         if not value:
             raise ConfigError("venue.credentials", f"environment variable {variable} is not set (venue {venue.name}, "

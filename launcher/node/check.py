@@ -14,6 +14,8 @@ from nautilus_trader.live.node import TradingNode
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Store
 from launcher.config.schema import VenueKind
+from launcher.config.venues import one_line
+from launcher.errors import ConfigError
 from launcher.node.runner import add_client_factories
 
 
@@ -31,7 +33,10 @@ def check_node(settings: LauncherConfig, config: TradingNodeConfig) -> str:
     node = TradingNode(config=offline)
     try:
         add_client_factories(node, offline)
-        node.build()
+        try:
+            node.build()
+        except Exception as e:  # noqa: BLE001 (a factory refusing the venue's config is the config's fault)
+            raise ConfigError("venue", f"venue {settings.venue.name}'s clients did not build: {one_line(e)}") from None
         data = [f"{type(c).__name__} {c.id}" for c in node.kernel.data_engine._clients.values()]  # noqa: SLF001
         execution = [f"{type(c).__name__} {c.id}" for c in node.kernel.exec_engine._clients.values()]  # noqa: SLF001
         strategies = [f"{s.id} ({type(s).__name__})" for s in node.trader.strategies()]
