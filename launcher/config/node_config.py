@@ -85,6 +85,10 @@ def strategy_entries(settings: LauncherConfig) -> list[StrategySettings]:
     """
     if not settings.strategies:
         return [settings.strategy]
+    twice = sorted({name for name in settings.strategies if settings.strategies.count(name) > 1})
+    if twice:
+        raise ConfigError("strategies", f"'{twice[0]}' is listed twice (its strategy_params are keyed by option "
+                                        "name): copy its YAML under another name for a second instance")
     unknown = set(settings.strategy_params) - set(settings.strategies)
     if unknown:
         raise ConfigError(f"strategy_params.{sorted(unknown)[0]}", "is not an option listed in strategies")

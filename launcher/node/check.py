@@ -6,6 +6,8 @@ database (no Redis is read or written, not even the lease).
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from nautilus_trader.common.config import LoggingConfig
 from nautilus_trader.live.config import TradingNodeConfig
@@ -30,7 +32,8 @@ def check_node(settings: LauncherConfig, config: TradingNodeConfig) -> str:
         # The summary is the output: NautilusTrader's own log only for errors.
         logging=LoggingConfig(log_level="ERROR", log_colors=False),
     )
-    node = TradingNode(config=offline)
+    # A loop of its own: disposing the node closes it, and a later node must not inherit a closed one.
+    node = TradingNode(config=offline, loop=asyncio.new_event_loop())
     try:
         add_client_factories(node, offline)
         try:

@@ -153,7 +153,7 @@ class NodeRun:
             node.dispose()
         if self.unreachable:
             raise VenueUnreachable(
-                f"{', '.join(self.unreachable)} did not connect within run.timeout_connection_s="
+                f"venue unreachable: {', '.join(self.unreachable)} did not connect within run.timeout_connection_s="
                 f"{self.config.timeout_connection:g} (no network, a wrong endpoint, or the venue is down)",
             )
 
@@ -166,4 +166,7 @@ class NodeRun:
         self.unreachable = sorted({f"{type(c).__name__} {c.id}" for c in clients if not c.is_connected})
         if not self.unreachable:  # connected, still reconciling: the kernel's own timeouts apply
             return
+        # Nothing ran, so nothing is saved: the kernel would otherwise write the never-started
+        # strategies' and actors' state over what the last real run persisted (no public setter).
+        kernel._save_state = False  # noqa: SLF001
         self.request_stop(f"not connected after {self.config.timeout_connection:g} s: {', '.join(self.unreachable)}")
