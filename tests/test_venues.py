@@ -21,20 +21,10 @@ from launcher.config.node_config import build_node_config
 from launcher.errors import ConfigError
 from launcher.node.check import check_node
 from launcher.servers.redis_process import free_port
+from tests.support.fake_credentials import FAKE
 from tests.support.launcher_cli import run_launcher
 
 
-# Fake credentials for every variable a venue YAML names (Databento checks its key is 32 characters).
-FAKE = {
-    "BINANCE_TESTNET_API_KEY": "fake-binance-testnet-key-8d1e", "BINANCE_TESTNET_API_SECRET": "fake-binance-secret-77aa",
-    "BINANCE_DEMO_API_KEY": "fake-binance-demo-key-0c2f", "BINANCE_DEMO_API_SECRET": "fake-binance-demo-secret-51",
-    "BINANCE_API_KEY": "fake-binance-live-key-e3b9", "BINANCE_API_SECRET": "fake-binance-live-secret-a0",
-    "BYBIT_TESTNET_API_KEY": "fake-bybit-key-1b7c", "BYBIT_TESTNET_API_SECRET": "fake-bybit-secret-9e4d",
-    "BYBIT_DEMO_API_KEY": "fake-bybit-demo-key", "BYBIT_DEMO_API_SECRET": "fake-bybit-demo-secret",
-    "BYBIT_API_KEY": "fake-bybit-live-key", "BYBIT_API_SECRET": "fake-bybit-live-secret",
-    "OKX_API_KEY": "fake-okx-key-5a0e", "OKX_API_SECRET": "fake-okx-secret-c3f1", "OKX_API_PASSPHRASE": "fake-okx-pass-72",
-    "DATABENTO_API_KEY": "db-fakefakefakefakefakefakefake1",
-}
 VENUES = sorted(p.stem for p in (CONFIG_DIR / "venue").glob("*.yaml"))
 ADAPTERS = [v for v in VENUES if v != "sim"]
 SEED_CACHES = ["memory", "redis_dev", "redis_sentinel"]
@@ -48,12 +38,6 @@ def venue_yaml(venue: str) -> dict:
 
 def settings_for(*overrides: str):
     return to_settings(compose_config(list(overrides)))
-
-
-@pytest.fixture
-def fake_credentials(monkeypatch):
-    for name, value in FAKE.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.mark.parametrize("cache", SEED_CACHES)
