@@ -7,6 +7,7 @@ endpoints are closed loopback ports.
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from pathlib import Path
 
@@ -265,3 +266,18 @@ def test_two_strategies_on_sim_persist_their_orders_and_both_are_recovered(tmp_p
     for ids in by_tag.values():  # every order of both strategies read back from Redis
         assert all(order_id in inspect.stdout for order_id in ids)
     assert "EMACross-001" in inspect.stdout and "ChurnStrategy-002" in inspect.stdout  # their saved states
+
+
+def test_the_worked_example_of_docs_venues_md_builds(tmp_path: Path):
+    """Adding a venue is a YAML file: the documented example, on Hydra's search path, passes mode=check."""
+    text = (CONFIG_DIR.parent / "docs" / "venues.md").read_text()
+    example = re.search(r"```yaml\n(# conf/venue/kraken.yaml\n.*?)```", text, re.DOTALL).group(1)
+    (tmp_path / "venue").mkdir()
+    (tmp_path / "venue" / "kraken.yaml").write_text(example)
+    env = {"KRAKEN_FUTURES_DEMO_API_KEY": "fake-kraken-key", "KRAKEN_FUTURES_DEMO_API_SECRET": "fake-kraken-secret"}
+    result = run_launcher(["mode=check", "venue=kraken", f"hydra.searchpath=[file://{tmp_path}]"],
+                          cwd=tmp_path, timeout_s=90, **env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "KrakenDataClient KRAKEN" in output and "KrakenExecutionClient KRAKEN" in output
+    assert "fake-kraken" not in output
