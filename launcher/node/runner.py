@@ -87,7 +87,7 @@ class NodeRun:
         self.node: TradingNode | None = None
         self.stop_reason: str | None = None
         self.loaded_counts: CacheCounts | None = None
-        self.unreachable: list[str] = []  # the clients that had not connected in timeout_connection
+        self.unreachable: str | None = None  # why the node never started trading (exit 9)
         # Called with the node after it stopped and before it is disposed (its cache still full).
         self.on_stopped: Callable[[TradingNode], None] | None = None
         self._stop_lock = threading.Lock()
@@ -132,7 +132,8 @@ class NodeRun:
         """
         Run until SIGINT/SIGTERM/SIGHUP, `duration_s` or request_stop(), then dispose (flushes the
         cache). VenueUnreachable when a client had not connected within the node's
-        timeout_connection (seconds): the node is stopped then instead of idling unconnected.
+        timeout_connection (seconds), or the node had not started trading within the kernel's
+        reconciliation and portfolio timeouts after that: it is stopped then instead of idling.
         """
         node = self.node or self.build()
         try:
@@ -152,21 +153,36 @@ class NodeRun:
                 self._signals.stopping(node.get_event_loop())
             node.dispose()
         if self.unreachable:
-            raise VenueUnreachable(
-                f"venue unreachable: {', '.join(self.unreachable)} did not connect within run.timeout_connection_s="
-                f"{self.config.timeout_connection:g} (no network, a wrong endpoint, or the venue is down)",
-            )
+            raise VenueUnreachable(f"venue unreachable: {self.unreachable}")
 
     def _check_connected(self) -> None:
+        """Just after the kernel's connect timeout: every client connected, else stop (exit 9)."""
         node = self.node
         if node is None or node.trader.is_running or self.stop_reason is not None:
             return
         kernel = node.kernel
         clients = [*kernel.data_engine._clients.values(), *kernel.exec_engine._clients.values()]  # noqa: SLF001
-        self.unreachable = sorted({f"{type(c).__name__} {c.id}" for c in clients if not c.is_connected})
-        if not self.unreachable:  # connected, still reconciling: the kernel's own timeouts apply
+        missing = sorted({f"{type(c).__name__} {c.id}" for c in clients if not c.is_connected})
+        if missing:
+            self._stop_unstarted(f"{', '.join(missing)} did not connect within run.timeout_connection_s="
+                                 f"{self.config.timeout_connection:g} (no network, a wrong endpoint, or the venue is down)")
             return
+        # Connected and reconciling: the kernel gives up after its reconciliation and portfolio
+        # timeouts (seconds) the same way, idling with the trader never started.
+        wait_s = float(self.config.timeout_reconciliation) + float(self.config.timeout_portfolio) + 0.5
+        node.get_event_loop().call_later(wait_s, self._check_started)
+
+    def _check_started(self) -> None:
+        node = self.node
+        if node is None or node.trader.is_running or self.stop_reason is not None:
+            return
+        self._stop_unstarted(f"the venue's clients connected but the node did not start within "
+                             f"run.timeout_reconciliation_s={self.config.timeout_reconciliation:g} "
+                             "(reconciliation or the portfolio's initialisation did not finish; see the log)")
+
+    def _stop_unstarted(self, why: str) -> None:
+        self.unreachable = why
         # Nothing ran, so nothing is saved: the kernel would otherwise write the never-started
         # strategies' and actors' state over what the last real run persisted (no public setter).
-        kernel._save_state = False  # noqa: SLF001
-        self.request_stop(f"not connected after {self.config.timeout_connection:g} s: {', '.join(self.unreachable)}")
+        self.node.kernel._save_state = False  # noqa: SLF001
+        self.request_stop(f"venue unreachable: {why}")
