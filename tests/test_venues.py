@@ -122,7 +122,8 @@ def test_sandbox_execution_keeps_the_data_client_and_swaps_the_execution_factory
     assert paper.data_clients == real.data_clients
     assert real.exec_clients[name].factory.path == venue_yaml(venue)["exec_client"]["factory_path"]
     sandbox = paper.exec_clients[name]
-    assert sandbox.factory.path == "nautilus_trader.adapters.sandbox.factory:SandboxLiveExecClientFactory"
+    # NautilusTrader's sandbox client, which also cancels recovered orders its empty engine cannot work
+    assert sandbox.factory.path == "launcher.venues.sim:SandboxLiveExecClientFactory"
     assert sandbox.path == "nautilus_trader.adapters.sandbox.config:SandboxExecutionClientConfig"
     assert sandbox.config["starting_balances"] == venue_yaml(venue)["starting_balances"]
     assert sandbox.config["venue"] == name

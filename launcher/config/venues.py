@@ -31,9 +31,10 @@ from launcher.errors import ConfigError
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 SIM_DATA = ("launcher.venues.sim:SimDataClientConfig", "launcher.venues.sim:SimDataClientFactory")
 SANDBOX_CONFIG = "nautilus_trader.adapters.sandbox.config:SandboxExecutionClientConfig"
-# The sim's own sandbox factory also cancels the orders recovered from the cache (launcher/venues/sim.py).
-SIM_SANDBOX_FACTORY = "launcher.venues.sim:SandboxLiveExecClientFactory"
-SANDBOX_FACTORY = "nautilus_trader.adapters.sandbox.factory:SandboxLiveExecClientFactory"
+# NautilusTrader's sandbox execution client, subclassed to cancel the orders recovered from the
+# cache, which its empty matching engine cannot work (launcher/venues/sim.py): for the sim and for
+# every venue.execution=sandbox.
+SANDBOX_FACTORY = "launcher.venues.sim:SandboxLiveExecClientFactory"
 
 
 def venue_clients(
@@ -43,7 +44,7 @@ def venue_clients(
     """The node's ``data_clients`` and ``exec_clients`` for `venue` (ConfigError if unsound)."""
     if venue.kind == VenueKind.sim:
         data = _importable(*SIM_DATA, _sim_data_params(venue))
-        return {venue.name: data}, {venue.name: _sandbox(venue, SIM_SANDBOX_FACTORY)}
+        return {venue.name: data}, {venue.name: _sandbox(venue)}
     check_installed(venue)
     secrets = credentials(venue, environ)
     data = _adapter_client("venue.data_client", venue.data_client, venue, secrets)
@@ -51,7 +52,7 @@ def venue_clients(
     if venue.execution == Execution.venue:
         exec_clients[venue.name] = _adapter_client("venue.exec_client", venue.exec_client, venue, secrets)
     elif venue.execution == Execution.sandbox:
-        exec_clients[venue.name] = _sandbox(venue, SANDBOX_FACTORY)
+        exec_clients[venue.name] = _sandbox(venue)
     return {venue.name: data}, exec_clients
 
 
@@ -97,7 +98,7 @@ def _sim_data_params(venue: VenueSettings) -> dict[str, Any]:
     }
 
 
-def _sandbox(venue: VenueSettings, factory_path: str) -> ImportableConfig:
+def _sandbox(venue: VenueSettings) -> ImportableConfig:
     params = {
         "venue": venue.name if venue.kind == VenueKind.sim else sandbox_venue(venue),
         "starting_balances": list(venue.starting_balances),
@@ -105,7 +106,7 @@ def _sandbox(venue: VenueSettings, factory_path: str) -> ImportableConfig:
         "oms_type": venue.oms_type.value,
         "account_type": venue.account_type.value,
     }
-    return _importable(SANDBOX_CONFIG, factory_path, params)
+    return _importable(SANDBOX_CONFIG, SANDBOX_FACTORY, params)
 
 
 def _adapter_client(key: str, client: ClientSettings, venue: VenueSettings, secrets: dict[str, str]) -> ImportableConfig:
