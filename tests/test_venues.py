@@ -61,9 +61,11 @@ def test_every_venue_passes_mode_check_offline(tmp_path: Path, venue, cache):
     doc = venue_yaml(venue)
     name = doc.get("name", "SIM")
     assert f"venue           {name} (" in output
-    assert f"environment {doc['environment']}" in output if "environment" in doc else "offline simulation" in output
-    assert "data clients    " in output and f" {name}" in output.split("data clients")[1].splitlines()[0]
-    assert f"cache           {'memory' if cache == 'memory' else doc and ('redis' if cache == 'redis_dev' else 'sentinel')}" in output
+    where = f"environment {doc['environment']}" if venue != "sim" else "offline simulation"
+    assert where in output
+    assert output.split("data clients")[1].splitlines()[0].endswith(f" {name}")
+    store = {"memory": "memory", "redis_dev": "redis", "redis_sentinel": "sentinel"}[cache]
+    assert f"cache           {store}" in output
     assert "EMACross" in output
     assert not (tmp_path / "var").exists()
 
