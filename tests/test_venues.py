@@ -98,6 +98,15 @@ def test_a_missing_credential_names_the_variable(fake_credentials, monkeypatch, 
     assert f"environment variable {variable} is not set" in str(info.value)
 
 
+@pytest.mark.parametrize("mode", ["verify", "inspect", "retention"])
+def test_modes_that_build_no_node_need_no_venue_credentials(monkeypatch, mode):
+    for name in FAKE:
+        monkeypatch.delenv(name, raising=False)
+    assert settings_for("venue=binance", f"mode={mode}").venue.name == "BINANCE"
+    with pytest.raises(ConfigError, match="BINANCE_TESTNET_API_KEY is not set"):
+        settings_for("venue=binance", "mode=run")
+
+
 def test_live_is_chosen_explicitly_and_reads_the_live_variables(fake_credentials):
     testnet = build_node_config(settings_for("venue=binance", "cache=memory"))
     live = build_node_config(settings_for("venue=binance", "cache=memory", "venue.environment=live"))

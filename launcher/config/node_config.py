@@ -29,6 +29,7 @@ from launcher.config.compose import CONFIG_DIR
 from launcher.config.schema import ActorSettings
 from launcher.config.schema import CacheSettings
 from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Mode
 from launcher.config.schema import Store
 from launcher.config.schema import StrategySettings
 from launcher.config.venues import one_line
@@ -210,8 +211,9 @@ def strategy_params(settings: LauncherConfig, config_cls: type, params: dict) ->
 def check_strategy(settings: LauncherConfig) -> LauncherConfig:
     """
     ConfigError unless every strategy and actor imports and accepts its params (with the venue's
-    first instrument filled in) and the venue's clients build from their YAML and the environment:
-    the checks that need several groups together. Returns `settings`.
+    first instrument filled in) and, for the modes that build a node, the venue's clients build
+    from their YAML and the environment (credentials): the checks that need several groups
+    together. Returns `settings`.
     """
     for strategy in strategy_entries(settings):
         name = strategy.name or strategy.path
@@ -220,7 +222,8 @@ def check_strategy(settings: LauncherConfig) -> LauncherConfig:
     for index, actor in enumerate(settings.actors):
         _check_importable(settings, f"actors.{index}", f"actor '{actor.path}'", actor.path, actor.config_path,
                           actor.params)
-    venue_clients(settings.venue)
+    if settings.mode in (Mode.run, Mode.check):  # verify, inspect and retention build no node
+        venue_clients(settings.venue)
     return settings
 
 
