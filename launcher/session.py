@@ -9,6 +9,8 @@ verify     wait, preflight, check the spill files, verify; print the recovery re
            sound / 4 problems (a pending spill file is one: mode=verify never replays)
 inspect    wait; print the persisted state in the spec's logical view
 retention  wait; apply (or with retention.dry_run list) the retention windows once
+check      build the node offline (every client constructed, nothing connected, nothing read
+           from or written to Redis), print a one-screen summary, exit 0 (launcher/node/check.py)
 
 A `NodeSession` holds one run's state in attributes and does it in named steps, as
 NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, spill_check, lease,
@@ -134,6 +136,11 @@ class NodeSession:
     def execute(self) -> int:
         """Dispatch on the mode; the exit code."""
         mode = self.settings.mode
+        if mode == Mode.check:
+            from launcher.node.check import check_node  # noqa: PLC0415
+
+            print(check_node(self.settings, build_node_config(self.settings)), flush=True)
+            return 0
         if self.conn is None:
             if mode != Mode.run:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
@@ -357,8 +364,7 @@ class NodeSession:
             instance_id=self.instance_id,  # the kernel, the lease and the manifest agree on it
             cache=msgspec.structs.replace(node_config.cache, flush_on_start=False),
         )
-        self.node_run = NodeRun(self.node_config, venue=self.settings.venue.name, cache_database_factory=factory,
-                                signals=self.signals)
+        self.node_run = NodeRun(self.node_config, cache_database_factory=factory, signals=self.signals)
         self.monitoring.watch_factory(factory)
 
     def _cache_database_factory(self) -> ResilientFactory | None:
