@@ -56,6 +56,11 @@ class CacheListener:
         """Redis did not hold the expected events of the list `entity` (lost by the server, or one
         written twice); it was rewritten from the `events` events held in memory."""
 
+    def on_refused(self, reason: str, message: str) -> None:
+        """Writes cannot be written and retrying cannot fix it (`reason`: "noperm", "wrongtype",
+        "other" - the writer stopped, everything unacknowledged is in the spill file - or
+        "unserializable": one write was lost). Trading must stop (the launcher exits 8)."""
+
     def on_load(self, what: str, count: int, seconds: float) -> None:
         """A load_* call returned `count` objects of `what` in `seconds`."""
 
@@ -80,7 +85,11 @@ class CacheStats:
     repairs: int = 0  # entity lists rewritten from memory because Redis did not hold the expected events
     duplicates_skipped: int = 0  # appends already present in Redis (resends)
     misplaced_appends: int = 0  # appends whose expected position did not match (appended at the end)
-    command_errors: int = 0  # commands Redis rejected inside an acknowledged batch
+    command_errors: int = 0  # error replies to writes (all reasons) and payloads that could not be serialized
+    write_errors: dict[str, int] = field(default_factory=dict)  # error replies to writes by reason (oom, noperm, ...)
+    writes_lost: int = 0  # writes that could not be serialized, hence neither written nor spilled
+    refused: str = ""  # why the writer stopped for good (noperm, wrongtype, other); "" while it writes
+    refusing: str = ""  # "oom" while Redis refuses writes until memory is freed (retried), else ""
     listener_errors: int = 0
     server_address: tuple[str, int] | None = None
     last_batch_round_trip_s: float = 0.0

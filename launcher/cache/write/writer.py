@@ -75,6 +75,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import redis
@@ -87,6 +88,7 @@ from launcher.cache.write.batch import Packed
 from launcher.cache.write.batch import Replies
 from launcher.cache.write.batch import appends_by_op
 from launcher.cache.write.batch import build
+from launcher.cache.write.batch import queued_commands
 from launcher.cache.write.batch import split
 from launcher.cache.write.commands import ACCOUNT_KINDS
 from launcher.cache.write.commands import Append
@@ -99,6 +101,18 @@ from launcher.store.resp import exchange
 
 _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
 
+# The `reason` label of cache_write_errors_total: what Redis answered (see `error_reason`).
+ERROR_REASONS = ("oom", "noperm", "wrongtype", "other")
+
+
+def error_reason(error: Any) -> str:
+    """One of `ERROR_REASONS` for an error reply of Redis."""
+    text = str(error)
+    for reason in ("oom", "noperm", "wrongtype"):
+        if text.startswith(reason.upper()):
+            return reason
+    return "other"
+
 
 class NotAcknowledged(Exception):
     """The batch was applied but not (yet) acknowledged by enough replicas."""
@@ -107,6 +121,26 @@ class NotAcknowledged(Exception):
 class ServerUnavailable(Exception):
     """The server refused the batch for a transient reason (READONLY, OOM, LOADING, ...)."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = error_reason(message)
+
+
+class Refused(Exception):
+    """
+    Redis refused a write in a way retrying cannot fix (NOPERM after an ACL change, WRONGTYPE
+    on a key the launcher owns, an unknown command), or a payload cannot be serialized (a bug
+    upstream). The writer stops sending: the writes stay retained and go to the spill file.
+    `reason` is one of `ERROR_REASONS` or ``"unserializable"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Seconds between the ERROR lines repeating that Redis still refuses writes (OOM).
+_REFUSING_SUMMARY_S = 60.0
 
 _RETRIABLE = (
     redis.exceptions.ConnectionError,
@@ -131,10 +165,15 @@ class _Batch:
 
 @dataclass
 class _Sent:
-    """What an acknowledged send reports: per op, the (command index, reply) of its appends."""
+    """
+    What a send reports: per op, the (command index, reply) of its appends; or, when Redis
+    refused commands in a way retrying cannot fix, those (description, error) and nothing
+    released.
+    """
 
     appends: list
     guarded: bool  # the appends went through the script (its reply codes), else plain RPUSH (lengths)
+    refused: list = field(default_factory=list)
 
 
 class _Inspection:
@@ -161,6 +200,9 @@ class Writer:
         Seconds.
     backoff : tenacity wait
         The wait between resends (`launcher.retry.write_backoff`).
+    on_refused : callable, optional
+        ``(reason, message)``, called (writer thread) when writes cannot be written and
+        retrying cannot fix it (see `Refused`): trading must stop.
     """
 
     def __init__(
@@ -183,6 +225,7 @@ class Writer:
         stats: CacheStats,
         log: Callable[[], Any],
         name: str,
+        on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -200,6 +243,7 @@ class Writer:
         self._listener = listener
         self.stats = stats
         self._log = log
+        self._on_refused = on_refused
 
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # writer waits for work / backoff
@@ -215,6 +259,9 @@ class Writer:
         self._drop_kinds: tuple[str, ...] = ()
         self._close_deadline = 0.0
         self._dead: BaseException | None = None
+        self._refusal: Refused | None = None  # set once Redis refused writes for good (see `Refused`)
+        self._stopped = False  # dead or refused: nothing is sent any more, every write is spilled
+        self._refusing_logged_at = 0.0  # monotonic s of the last ERROR about a transient refusal (OOM)
         self._conn: Any = None
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
@@ -260,13 +307,15 @@ class Writer:
             op.epoch = self._epoch
             self._queue.append(op)
             self.stats.writes_enqueued += 1
-            if self._dead is not None or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
+            if self._stopped or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
                 self._spill_queue_locked()
             if wait:
                 self._urgent = True
                 if self._idle:
                     self._work.notify()
                 while self._acked_seq < op.seq:
+                    if self._refusal is not None:
+                        break  # SPILLED (above); the node is being stopped (see `Refused`)
                     if self._dead is not None or not self._thread.is_alive():
                         self._spill_queue_locked()
                         raise RuntimeError(
@@ -293,7 +342,7 @@ class Writer:
                 self._work.notify()
             while self._acked_seq < seq:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._dead is not None:
+                if remaining <= 0 or self._stopped:
                     return False
                 self._acked.wait(min(remaining, 0.5))
         return True
@@ -307,10 +356,15 @@ class Writer:
                 if self._idle:
                     self._work.notify()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._dead is not None:
+                if remaining <= 0 or self._stopped:
                     return False
                 self._acked.wait(min(remaining, 0.5))
         return True
+
+    @property
+    def refusal(self) -> Refused | None:
+        """Why Redis refused this writer's writes for good (None while it has not)."""
+        return self._refusal
 
     @property
     def submitted(self) -> int:
@@ -379,8 +433,12 @@ class Writer:
                     with self._lock:
                         self._spill_all_locked(self._drop_kinds)
                     break
+                except Refused as e:
+                    self._refuse(e)
+                    break
         except BaseException as e:  # noqa: BLE001 (a bug: never lose the writes because of it)
             self._dead = e
+            self._stopped = True
             self._log().error(f"Cache writer failed: {e!r}\n{traceback.format_exc()}")
             with self._lock:
                 self._spill_all_locked(())
@@ -431,7 +489,45 @@ class Writer:
                 # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
                 # A resend, or a replay of spilled writes, uses the idempotent script.
                 sent = self._send(batch.ops, batch.guarded or batch.replay or batch.attempts > 1)
+                if sent.refused:
+                    raise self._refused(sent.refused)
         self._acknowledge(batch, sent)
+
+    def _refused(self, refused: list[tuple[str, Exception]]) -> Refused:
+        """The refusal of one send: counted per reason, named by its first refused command."""
+        for _, error in refused:
+            reason = error_reason(error)
+            self.stats.write_errors[reason] = self.stats.write_errors.get(reason, 0) + 1
+        self.stats.command_errors += len(refused)
+        what, error = refused[0]
+        more = f" (and {len(refused) - 1} more refused command(s))" if len(refused) > 1 else ""
+        return Refused(error_reason(error), f"{error} on {what}{more}")
+
+    def _refuse(self, refusal: Refused) -> None:
+        """
+        Redis refused writes for good: stop sending, keep everything retained in the spill file
+        (fsync'd, oldest first), and tell the listener (the launcher stops the node, exits 8).
+        """
+        with self._lock:
+            self._refusal = refusal
+            self._stopped = True
+            self.stats.refused = refusal.reason
+            self._spill_all_locked(())
+            left = self._spill.unread
+            self._acked.notify_all()
+        self._log().error(
+            f"Redis refused the launcher's writes, retrying cannot fix it: {refusal}; trading must stop. "
+            f"{left} unacknowledged write(s) kept in {self._spill.path} (fsync'd), replayed by the next start",
+        )
+        self._report_refusal(refusal.reason, str(refusal))
+
+    def _report_refusal(self, reason: str, message: str) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason, message)
+            except Exception as e:  # noqa: BLE001 (the refusal is logged and kept whatever a handler does)
+                self._log().error(f"Handler of the cache write refusal failed: {e!r}")
+        self._notify("on_refused", reason, message)
 
     def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self._closing and time.monotonic() >= self._close_deadline
@@ -477,17 +573,50 @@ class Writer:
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         self._drop_connection()
+        oom = isinstance(error, ServerUnavailable) and error.reason == "oom"
+        if oom:
+            self.stats.write_errors["oom"] = self.stats.write_errors.get("oom", 0) + 1
+            self.stats.command_errors += 1
+        now = time.monotonic()
         if self._outage_start is None:
-            self._outage_start = time.monotonic()
+            self._outage_start = now
             pending = self.pending()
             self.stats.outages += 1
             self.stats.outage_active = True
             what = "not acknowledging" if isinstance(error, (NotAcknowledged, ServerUnavailable)) else "unreachable"
-            self._log().warning(
-                f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
-                "retrying with backoff (nothing is dropped)",
-            )
+            if not oom:
+                self._log().warning(
+                    f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
+                    "retrying with backoff (nothing is dropped)",
+                )
             self._notify("on_outage_start", pending, str(error))
+        if oom != (self.stats.refusing == "oom") or oom and now - self._refusing_logged_at >= _REFUSING_SUMMARY_S:
+            self._on_refusing(error if oom else None, now)
+
+    def _on_refusing(self, oom: ServerUnavailable | None, now: float) -> None:
+        """
+        Redis refuses writes until memory is freed (OOM under noeviction): an ERROR when it
+        starts and then every `_REFUSING_SUMMARY_S` while it lasts, a WARN when it turns into
+        another failure (the end of the outage says when writes resumed).
+        """
+        pending = self.pending()
+        errors = self.stats.write_errors.get("oom", 0)
+        if oom is None:
+            self.stats.refusing = ""
+            self._log().warning(f"Redis no longer answers OOM ({self._describe}); {pending} write(s) retained")
+            return
+        if self.stats.refusing == "oom":
+            self._log().error(
+                f"Redis still refuses cache writes with OOM ({self._describe}) after "
+                f"{now - self._outage_start:.0f}s: {pending} write(s) retained, {errors} refused attempt(s)",
+            )
+        else:
+            self.stats.refusing = "oom"
+            self._log().error(
+                f"Redis refuses cache writes ({self._describe}): {oom}; {pending} write(s) retained, retried with "
+                "backoff until it accepts them (raise maxmemory or free memory; nothing is dropped)",
+            )
+        self._refusing_logged_at = now
 
     # -- one round trip ---------------------------------------------------------------------
 
@@ -512,17 +641,24 @@ class Writer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _materialize(self, ops: list[Op]) -> None:
-        """Serialize the payloads still lazy; an op the serializer cannot handle (a bug upstream) is dropped, loudly."""
+    def _materialize(self, ops: Any) -> None:
+        """
+        Serialize the payloads still lazy. An op the serializer cannot handle (a bug upstream)
+        can be neither written nor spilled: it is counted as lost, an ERROR, and reported as a
+        refusal (the launcher stops trading and exits 8); the other writes go on.
+        """
         serializer = self._serializer
         for op in ops:
             if op.lazy:
                 try:
                     op.materialize(serializer)
                 except Exception as e:  # noqa: BLE001
-                    self.stats.command_errors += 1
-                    self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
                     op.drop()
+                    self.stats.command_errors += 1
+                    self.stats.writes_lost += 1
+                    message = f"cache write {op.kind} cannot be written: its payload cannot be serialized: {e!r}"
+                    self._log().error(f"Lost {message}; trading must stop")
+                    self._report_refusal("unserializable", message)
 
     def _round(self, ops: list[Op], guarded: bool) -> tuple[Packed, Replies]:
         """One MULTI/EXEC (+WAIT) round trip."""
@@ -550,6 +686,8 @@ class Writer:
             if isinstance(reply, Exception):
                 # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
                 # EXEC: keep everything retained and say so instead.
+                if error_reason(reply) == "noperm":
+                    raise self._refused([("the write batch's SCRIPT LOAD or MULTI", reply)])
                 raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
         return packed, replies
 
@@ -558,71 +696,49 @@ class Writer:
         if wait is None:
             return
         if isinstance(wait, Exception):
+            if error_reason(wait) == "noperm":
+                raise self._refused([("WAIT", wait)])
             raise ServerUnavailable(f"WAIT failed: {wait}")
         if int(wait) < self._min_acks:
             raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
 
     @staticmethod
-    def _refusals(replies: Replies) -> list[Exception]:
-        """Errors that kept the transaction from applying (raised when the server state is to blame)."""
-        errors = [r for r in replies.queued if isinstance(r, Exception)]
-        if isinstance(replies.results, Exception):
-            errors.append(replies.results)
-        for e in errors:
+    def _refusals(replies: Replies) -> list[tuple[int, Exception]]:
+        """
+        (queued command index, error) of every command Redis refused: when queued (then EXEC
+        applied nothing) or inside EXEC (then it applied the rest); -1: EXEC itself. Raises
+        `ServerUnavailable` when the server state is to blame (READONLY, OOM, ...: retried).
+        """
+        errors = [(k, r) for k, r in enumerate(replies.queued) if isinstance(r, Exception)]
+        results = replies.results
+        if isinstance(results, Exception):
+            if not errors:  # EXECABORT follows queued errors, which say why
+                errors.append((-1, results))
+        elif any(issubclass(t, Exception) for t in set(map(type, results))):  # one C pass
+            errors += [(k, r) for k, r in enumerate(results) if isinstance(r, Exception)]
+        for _, e in errors:
             if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
         return errors
 
-    def _confirm(self, ops: list[Op], replies: Replies) -> list[Exception]:
+    def _send(self, ops: list[Op], guarded: bool) -> _Sent:
         """
-        The transaction's outcome: its ops APPLIED (EXEC ran them), then ACKNOWLEDGED (WAIT, when
-        asked for, reported enough replicas). Raises when the server state or WAIT is to blame;
-        returns the errors of a transaction Redis refused outright (nothing applied).
+        One send of `ops`: APPLIED when EXEC ran every command, then ACKNOWLEDGED when WAIT (if
+        asked for) reported enough replicas. Raises when the server state or WAIT is to blame
+        (retried); a command Redis refuses otherwise (NOPERM, WRONGTYPE: retrying cannot fix
+        it) is reported in `_Sent.refused` and nothing is released.
         """
-        errors = self._refusals(replies)
-        applied = () if errors else ops
-        for op in applied:
+        packed, replies = self._round(ops, guarded)
+        refused = self._refusals(replies)
+        if refused:
+            return _Sent([None] * len(ops), guarded, _describe_refused(ops, packed, refused))
+        for op in ops:
             op.stage = Stage.APPLIED
         self._check_wait(replies.wait)
-        for op in applied:
+        for op in ops:
             op.stage = Stage.ACKNOWLEDGED
-        return errors
-
-    def _send(self, ops: list[Op], guarded: bool) -> _Sent:
-        packed, replies = self._round(ops, guarded)
-        errors = self._confirm(ops, replies)
-        if errors:
-            # A command Redis refuses outright (a bug, not an outage): isolate it. (Nothing of
-            # the refused transaction was applied; the isolated sends use the idempotent path.)
-            return self._send_isolated(ops, errors)
         self._note_address(self._connection())
-        return _Sent(self._appends(ops, packed, replies.results), guarded)
-
-    def _send_isolated(self, ops: list[Op], errors: list) -> _Sent:
-        """Send each op alone, guarded; drop (loudly) only the ops Redis refuses to queue."""
-        self._log().error(
-            f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
-            "retrying write by write",
-        )
-        appends: list = [None] * len(ops)
-        for i, op in enumerate(ops):
-            packed, replies = self._round([op], True)
-            refused = self._confirm([op], replies)
-            if refused:
-                self.stats.command_errors += 1
-                self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
-                continue
-            appends[i] = self._appends([op], packed, replies.results)[0]
-        self._note_address(self._connection())
-        return _Sent(appends, True)
-
-    def _appends(self, ops: list[Op], packed: Packed, results: list) -> list:
-        """Per op, the (command index, reply) of its appends; commands rejected inside EXEC are logged."""
-        appends, rejected = appends_by_op(ops, packed, results)
-        for i, error in rejected:
-            self.stats.command_errors += 1
-            self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {error}")
-        return appends
+        return _Sent(appends_by_op(ops, packed, replies.results)[0], guarded)
 
     def _note_address(self, conn: Any) -> None:
         address = (getattr(conn, "host", None), getattr(conn, "port", None))
@@ -674,7 +790,8 @@ class Writer:
         if batch.from_spill and self._spill.unread == 0:
             self._spill.remove()
             self._spilled_episode = 0
-        self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
+        # An op without commands is one that could not be serialized (lost, counted apart).
+        self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.cmds and op.kind != "repair")
         self.stats.batches += 1
         pending = self._refresh_pending_locked()
         self._acked.notify_all()
@@ -684,6 +801,7 @@ class Writer:
         outage = now - self._outage_start
         self._outage_start = None
         self.stats.outage_active = False
+        self.stats.refusing = ""
         self.stats.last_outage_s = outage
         self.stats.reconnects += 1
         self._log().info(
@@ -812,10 +930,12 @@ class Writer:
         convert = inflight is not None and not inflight.from_spill
         if convert:
             # Taken from memory means the file had nothing unread: these go first.
-            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds]
+            self._materialize(inflight.ops)
+            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds and op.cmds]
         inflight_bytes = sum(len(r) for r in records)
         inflight_records = len(records)
-        queued = [op for op in self._queue if op.kind not in drop_kinds]
+        self._materialize(self._queue)
+        queued = [op for op in self._queue if op.kind not in drop_kinds and op.cmds]
         records += [op.record(self._serializer) for op in queued]
         self._queue.clear()
         if not records:
@@ -828,7 +948,7 @@ class Writer:
             inflight.from_spill = True
             inflight.spill_end = start + inflight_bytes
             inflight.spill_records = inflight_records
-        if not self._spilled_episode and not self._closing and self._dead is None:
+        if not self._spilled_episode and not self._closing and not self._stopped:
             self._log().warning(
                 f"{len(records)} retained write(s) reached max_pending_writes={self._max_pending}: spilled to "
                 f"{self._spill.path} (fsync'd); they are sent first, in order, when Redis acknowledges again",
@@ -876,3 +996,19 @@ def _latest_appends(ops: list[Op], suspect: dict[str, int]) -> tuple[dict[str, t
             elif c[0] == b"DEL" and i > suspect[key]:
                 replaced.add(key)
     return latest, replaced
+
+
+def _describe_refused(ops: list[Op], packed: Packed, refused: list[tuple[int, Exception]]) -> list[tuple[str, Exception]]:
+    """Each refused command as "cache write <kind> (<COMMAND> <key>)" with its error (for the ERROR line)."""
+    commands = queued_commands(packed)
+    out = []
+    for k, error in refused:
+        if k < 0:
+            out.append((f"EXEC of a batch of {len(ops)} write(s)", error))
+            continue
+        cmd = commands[k]
+        name = cmd[0].decode(errors="replace").upper()
+        # EVALSHA sha numkeys key...: the launcher's idempotent scripts name their list first.
+        key = cmd[3] if name == "EVALSHA" and len(cmd) > 3 else cmd[1] if len(cmd) > 1 else b""
+        out.append((f"cache write {ops[packed.index[k][0]].kind} ({name} {key.decode(errors='replace')})", error))
+    return out
