@@ -29,6 +29,7 @@ from launcher.config.schema import VerifyMode
 from launcher.config.validate import validate
 from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
+from launcher.errors import WritesRefused
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
 from launcher.state.layout import trader_key
@@ -143,6 +144,12 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     build_started = time.perf_counter()
     run.build()
     monitoring.node_built(time.perf_counter() - build_started)
+    databases = getattr(run.cache_database_factory, "instances", None) or []
+    for database in databases:
+        # Writes Redis refuses for good (NOPERM, WRONGTYPE) must not go on piling up: stop
+        # trading the way a lost lease does; the retained writes are spilled at close.
+        database.on_refused(lambda reason, _message: run.request_stop(
+            f"Redis refused the launcher's writes ({reason}); stopping trading"))
     if report is not None:
         _compare_counts(report, run.loaded_counts)
     close_retention = _install_retention(run, settings, monitoring, client=client, trader_key=manifest_key)
@@ -157,6 +164,9 @@ def _with_store(settings: LauncherConfig, conn: ConnectionSettings, stack: ExitS
     close_retention()  # its last Redis follow-ups land before the final manifest below
     if lost:
         raise LeaseLost(f"node stopped: single-writer lease lost ({lost[0]})")
+    if refused := next((d for d in databases if d.refusal is not None), None):
+        raise WritesRefused(f"Redis refused the launcher's writes ({refused.refusal[1]}); trading stopped, "
+                            f"unacknowledged writes spilled to {refused.spill_path}")
     if final_counts:
         from launcher.bootstrap.manifest import write_manifest  # noqa: PLC0415
 

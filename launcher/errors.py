@@ -10,6 +10,8 @@ Exit codes (README, "Exit codes"):
     5  another node holds the single-writer lease for this trader
     6  the running node lost its single-writer lease and stopped trading
     7  a preflight safety check failed (e.g. an eviction policy that deletes state)
+    8  Redis refused the launcher's writes (e.g. NOPERM); trading stopped, unacknowledged
+       writes spilled to the spill file (replayed by the next start)
   130  SIGINT before the node was trading (143 for SIGTERM, 129 for SIGHUP): the launcher
        unwound cleanly; once the node trades, these signals stop it cleanly with exit 0
 """
@@ -54,6 +56,10 @@ class LeaseLost(LauncherError):
 
 class PreflightFailed(LauncherError):
     exit_code = 7
+
+
+class WritesRefused(LauncherError):
+    exit_code = 8
 
 
 class Interrupted(BaseException):
