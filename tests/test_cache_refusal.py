@@ -17,6 +17,8 @@ from nautilus_trader.core.uuid import UUID4
 from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.spill import SpillFile
+from launcher.monitoring.health import RedisProbe
+from launcher.monitoring.metrics import LauncherMetrics
 from launcher.state import layout as L
 from launcher.store.connection import ConnectionSettings
 from tests.support.trading_state import TRADER_ID
@@ -55,6 +57,14 @@ def _spilled(db: ResilientCacheDatabase) -> int:
         return spill.open()
     finally:
         spill.close()
+
+
+def _sample(metrics: LauncherMetrics, name: str, **labels: str) -> float | None:
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
 
 
 @pytest.mark.parametrize("how", ["noperm", "wrongtype"])
@@ -125,6 +135,9 @@ def test_oom_retains_writes_says_so_and_writes_them_once_when_memory_is_raised(r
     server = redis_server_always
     admin = server.client()
     db = _open(server, tmp_path)
+    metrics = LauncherMetrics("resilient", trader_id="T-OOM")
+    probe = RedisProbe(server.client())
+    metrics.snapshot.probe, metrics.snapshot.database = probe, lambda: db
     cache = new_cache(db)
     orders = write_orders(cache, 20)
     assert db.wait_until_persisted(10)
@@ -134,10 +147,15 @@ def test_oom_retains_writes_says_so_and_writes_them_once_when_memory_is_raised(r
     orders += write_orders(cache, 50, prefix="oom", start_ns=1_750_000_000_000_000_000)
     poll(lambda: db.stats().write_errors.get("oom", 0) > 0, 10, "the OOM to be counted")
     assert db.stats().refusing == "oom" and db.pending_writes() > 0
+    assert probe.check()  # PING still answers...
+    assert _sample(metrics, "redis_up") == 0  # ...but nothing is accepted
+    assert _sample(metrics, "cache_write_errors_total", reason="oom") > 0
+    assert _sample(metrics, "cache_write_errors_total", reason="noperm") == 0
     assert db._log.count("ERROR", "OOM") == 1  # one line per state change, not per attempt
     admin.config_set("maxmemory", "0")
     assert db.wait_until_persisted(10)
     assert db.stats().refusing == ""
+    assert _sample(metrics, "redis_up") == 1
     db.close()
     assert db._log.count("INFO", "every write acknowledged") == 1
     assert_exactly_once(admin, db.trader_key, orders)

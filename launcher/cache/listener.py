@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from dataclasses import field
 
 
+# Why writes failed, the `reason` label of cache_write_errors_total: the error reply of Redis
+# (OOM, NOPERM, WRONGTYPE) or anything else (other error replies, unserializable payloads).
+ERROR_REASONS = ("oom", "noperm", "wrongtype", "other")
+
+
 class CacheListener:
     """No-op base: override what you need."""
 
@@ -86,7 +91,7 @@ class CacheStats:
     duplicates_skipped: int = 0  # appends already present in Redis (resends)
     misplaced_appends: int = 0  # appends whose expected position did not match (appended at the end)
     command_errors: int = 0  # error replies to writes (all reasons) and payloads that could not be serialized
-    write_errors: dict[str, int] = field(default_factory=dict)  # error replies to writes by reason (oom, noperm, ...)
+    write_errors: dict[str, int] = field(default_factory=dict)  # failed writes by `ERROR_REASONS` reason
     writes_lost: int = 0  # writes that could not be serialized, hence neither written nor spilled
     refused: str = ""  # why the writer stopped for good (noperm, wrongtype, other); "" while it writes
     refusing: str = ""  # "oom" while Redis refuses writes until memory is freed (retried), else ""

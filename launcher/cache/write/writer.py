@@ -101,12 +101,8 @@ from launcher.store.resp import exchange
 
 _SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
 
-# The `reason` label of cache_write_errors_total: what Redis answered (see `error_reason`).
-ERROR_REASONS = ("oom", "noperm", "wrongtype", "other")
-
-
 def error_reason(error: Any) -> str:
-    """One of `ERROR_REASONS` for an error reply of Redis."""
+    """One of `launcher.cache.listener.ERROR_REASONS` for an error reply of Redis."""
     text = str(error)
     for reason in ("oom", "noperm", "wrongtype"):
         if text.startswith(reason.upper()):
@@ -131,7 +127,7 @@ class Refused(Exception):
     Redis refused a write in a way retrying cannot fix (NOPERM after an ACL change, WRONGTYPE
     on a key the launcher owns, an unknown command), or a payload cannot be serialized (a bug
     upstream). The writer stops sending: the writes stay retained and go to the spill file.
-    `reason` is one of `ERROR_REASONS` or ``"unserializable"``.
+    `reason` is one of `launcher.cache.listener.ERROR_REASONS` or ``"unserializable"``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -655,6 +651,7 @@ class Writer:
                 except Exception as e:  # noqa: BLE001
                     op.drop()
                     self.stats.command_errors += 1
+                    self.stats.write_errors["other"] = self.stats.write_errors.get("other", 0) + 1
                     self.stats.writes_lost += 1
                     message = f"cache write {op.kind} cannot be written: its payload cannot be serialized: {e!r}"
                     self._log().error(f"Lost {message}; trading must stop")
