@@ -273,6 +273,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             log=lambda: self._log,
             name=f"cache-{self._trader_key}",
             on_refused=self._refused,
+            unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
         )
         leftover = self._spill.exists
         try:

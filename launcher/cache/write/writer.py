@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import threading
 import time
@@ -196,6 +197,9 @@ class Writer:
         Seconds.
     backoff : tenacity wait
         The wait between resends (`launcher.retry.write_backoff`).
+    unspilled_kinds : tuple of str
+        Kinds of op that only count when Redis acknowledges them before `close` ends (the
+        clean-stop marker): spills leave them in memory, `close` drops them if not sent.
     on_refused : callable, optional
         ``(reason, message)``, called (writer thread) when writes cannot be written and
         retrying cannot fix it (see `Refused`): trading must stop.
@@ -222,6 +226,7 @@ class Writer:
         log: Callable[[], Any],
         name: str,
         on_refused: Callable[[str, str], None] | None = None,
+        unspilled_kinds: tuple[str, ...] = (),
     ) -> None:
         self._client = client
         self._describe = describe
@@ -240,6 +245,7 @@ class Writer:
         self.stats = stats
         self._log = log
         self._on_refused = on_refused
+        self._unspilled = unspilled_kinds
 
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # writer waits for work / backoff
@@ -261,6 +267,9 @@ class Writer:
         self._conn: Any = None
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
+        # Monotonic s from when retained writes in memory go to the spill file: one buffer
+        # interval apart while an outage lasts, never otherwise (see "Outages" above).
+        self._spill_due = math.inf
         self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
         self.coalesced_commands = 0  # assignment commands sent batches did not need (see `launcher.cache.write.batch`)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
@@ -303,7 +312,8 @@ class Writer:
             op.epoch = self._epoch
             self._queue.append(op)
             self.stats.writes_enqueued += 1
-            if self._stopped or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
+            if (self._stopped or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending
+                    or op.t0 >= self._spill_due):
                 self._spill_queue_locked()
             if wait:
                 self._urgent = True
@@ -534,8 +544,15 @@ class Writer:
         with self._lock:
             if self._closing:
                 deadline = min(deadline, self._close_deadline)
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
+            while True:
+                now = time.monotonic()
+                if now >= self._spill_due:
+                    # Writes submitted since the last spill (none may come to do it on submit).
+                    self._spill_queue_locked()
+                    self._spill_due = now + self._interval
+                remaining = min(deadline, self._spill_due) - now
+                if deadline <= now:
+                    return
                 self._work.wait(remaining)
 
     def _prepare_retained(self, deadline: float) -> None:
@@ -576,6 +593,8 @@ class Writer:
         now = time.monotonic()
         if self._outage_start is None:
             self._outage_start = now
+            # Once Redis has not acknowledged a batch, what memory retains goes to disk.
+            self._spill_due = now
             pending = self.pending()
             self.stats.outages += 1
             self.stats.outage_active = True
@@ -583,7 +602,8 @@ class Writer:
             if not oom:
                 self._log().warning(
                     f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
-                    "retrying with backoff (nothing is dropped)",
+                    f"retrying with backoff (nothing is dropped); while this lasts they go to {self._spill.path} "
+                    "(fsync'd) every buffer interval",
                 )
             self._notify("on_outage_start", pending, str(error))
         if oom != (self.stats.refusing == "oom") or oom and now - self._refusing_logged_at >= _REFUSING_SUMMARY_S:
@@ -797,6 +817,7 @@ class Writer:
     def _end_outage(self, now: float, resent: int, spilled: int) -> None:
         outage = now - self._outage_start
         self._outage_start = None
+        self._spill_due = math.inf
         self.stats.outage_active = False
         self.stats.refusing = ""
         self.stats.last_outage_s = outage
@@ -923,29 +944,35 @@ class Writer:
         then holds a prefix-closed history: a crash can only lose writes newer than it.
         """
         records: list[bytes] = []
+        skip = (*drop_kinds, *self._unspilled)
         inflight = self._inflight
         convert = inflight is not None and not inflight.from_spill
         if convert:
             # Taken from memory means the file had nothing unread: these go first.
             self._materialize(inflight.ops)
-            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds and op.cmds]
+            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in skip and op.cmds]
         inflight_bytes = sum(len(r) for r in records)
         inflight_records = len(records)
         self._materialize(self._queue)
-        queued = [op for op in self._queue if op.kind not in drop_kinds and op.cmds]
+        queued = [op for op in self._queue if op.kind not in skip and op.cmds]
         records += [op.record(self._serializer) for op in queued]
+        # Unspilled kinds stay in memory, unless this is the close's last spill (`drop_kinds`).
+        kept = [op for op in self._queue if op.kind in self._unspilled] if self._unspilled and not drop_kinds else ()
         self._queue.clear()
+        self._queue.extend(kept)
         if not records:
             return
         start = self._spill.append(records)
+        if self._spill_due != math.inf:
+            self._spill_due = time.monotonic() + self._interval
         for op in itertools.chain(inflight.ops if convert else (), queued):
-            if op.stage < Stage.SPILLED and op.kind not in drop_kinds:
+            if op.stage < Stage.SPILLED and op.kind not in skip:
                 op.stage = Stage.SPILLED  # on local disk now (a write the master applied stays APPLIED)
         if convert:
             inflight.from_spill = True
             inflight.spill_end = start + inflight_bytes
             inflight.spill_records = inflight_records
-        if not self._spilled_episode and not self._closing and not self._stopped:
+        if not self._spilled_episode and not self._closing and not self._stopped and self._spill_due == math.inf:
             self._log().warning(
                 f"{len(records)} retained write(s) reached max_pending_writes={self._max_pending}: spilled to "
                 f"{self._spill.path} (fsync'd); they are sent first, in order, when Redis acknowledges again",
