@@ -61,6 +61,10 @@ class CacheListener:
         """Redis did not hold the expected events of the list `entity` (lost by the server, or one
         written twice); it was rewritten from the `events` events held in memory."""
 
+    def on_unreplicated(self, writes: int) -> None:
+        """`writes` writes are APPLIED by the master but not acknowledged by ``min_replica_acks``
+        replicas (0: replicas have every write again)."""
+
     def on_refused(self, reason: str, message: str) -> None:
         """Writes cannot be written and retrying cannot fix it (`reason`: "noperm", "wrongtype",
         "other" - the writer stopped, everything unacknowledged is in the spill file - or
@@ -75,7 +79,9 @@ class CacheStats:
     """Counters and state of one `ResilientCacheDatabase` (a snapshot copy)."""
 
     pending_writes: int = 0  # retained, not yet acknowledged (memory + spill file)
-    spilled_writes: int = 0  # of which currently in the spill file
+    spilled_writes: int = 0  # of which currently in the spill file, waiting to be sent
+    unreplicated_writes: int = 0  # of which applied by the master, not acknowledged by enough replicas
+    last_wait_replicas: int = 0  # replicas the last WAIT reported
     spilled_total: int = 0  # ever appended to the spill file by this instance
     replayed_total: int = 0  # spilled writes acknowledged after replay
     writes_enqueued: int = 0

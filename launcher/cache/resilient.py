@@ -14,7 +14,8 @@ Writes (see ``launcher/cache/write/`` for the mechanics)
     (immutable) event with NautilusTrader's serializer and sends a MULTI/EXEC batch every
     ``buffer_interval_ms`` (as soon as possible when unset). Mutable payloads (strategy/actor
     state, snapshots) are serialized on the caller's thread. ``durability="sync"``: the call
-    returns only once Redis acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
+    returns only once Redis applied the write - acknowledged by ``min_replica_acks`` replicas, when set, unless
+    none answered within the WAIT timeout (then a WARN says writes are unreplicated) - it blocks for as long
     as Redis is unreachable, which is the price of that guarantee. Retained writes are resent
     idempotently after connection loss, lost replies, READONLY (failover) or short WAITs; past
     ``max_pending_writes`` they spill to an fsync'd file that is replayed on reconnect and by
@@ -28,9 +29,11 @@ Spill choice
     ``max_pending_writes`` writes and only during a long outage, and the file always holds the
     oldest retained writes in order, so a crash can only lose newer ones. One file per trader
     key (``{spill_dir}/{trader_key}.spill``), owned through an advisory lock for the instance's
-    lifetime; files left by dead instances are adopted and replayed first. Nothing is ever
-    dropped silently; a write Redis rejects outright (a bug, not an outage) is logged as an
-    ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
+    lifetime; files left by dead instances are adopted and replayed first. During an outage
+    retained writes also go there at most one buffer interval apart. Nothing is ever dropped:
+    a write Redis refuses for good (NOPERM, WRONGTYPE) stops the writer, spills everything and
+    calls the `on_refused` handlers (the launcher stops the node and exits 8). An interpreter
+    that exits without ``close()`` still flushes (atexit, bounded).
 
 Loads
     One escaped SCAN (``launcher.state.layout.scan_pattern``) + pipelined LRANGE/MGET in chunks
