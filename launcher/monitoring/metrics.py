@@ -58,6 +58,7 @@ BACKEND_METRICS = (
     "redis_connection_pool_max",
     "cache_writes_pending",
     "cache_writes_in_spill_file",
+    "cache_writes_unreplicated",
     "cache_writes_spilled_total",
     "cache_writes_acknowledged_total",
     "cache_write_errors_total",
@@ -279,7 +280,11 @@ def _backend_families(database: Any, s: CacheStats):
                  s.pending_writes)
     yield _gauge("cache_writes_in_spill_file", "Retained cache writes currently in the local spill file",
                  s.spilled_writes)
-    yield _counter("cache_writes_spilled", "Cache writes appended to the spill file during outages", s.spilled_total)
+    yield _gauge("cache_writes_unreplicated", "Cache writes the master applied that fewer than min_replica_acks replicas "
+                 "acknowledged (retained for a resend; a failover now could lose them from Redis)",
+                 s.unreplicated_writes)
+    yield _counter("cache_writes_spilled", "Cache writes appended to the spill file (outages, memory bound, "
+                   "unreplicated writes, refusals)", s.spilled_total)
     yield _counter("cache_writes_acknowledged", "Cache writes acknowledged by Redis", s.writes_acknowledged)
     errors = CounterMetricFamily(
         "cache_write_errors", "Cache writes Redis refused (retained: retried, or spilled when retrying cannot fix "
