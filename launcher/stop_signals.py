@@ -116,7 +116,7 @@ class StopSignals:
         ).start()
 
 
-def run_tool(job: Callable[[], None], what: str) -> None:
+def run_tool[T](job: Callable[[], T], what: str) -> T:
     """
     Run `job`, the main of ``launcher.drill`` or ``launcher.bench``, which start servers and
     nodes of their own. SIGINT, SIGTERM and SIGHUP unwind it (its cleanup stops what it
@@ -134,7 +134,7 @@ def run_tool(job: Callable[[], None], what: str) -> None:
     for sig in tool_signals:
         signal.signal(sig, interrupt)
     try:
-        job()
+        return job()
     except Interrupted as e:
         exit_with(e)
     except KeyboardInterrupt:  # Ctrl-C: what it started was stopped on the way out (its finally blocks)

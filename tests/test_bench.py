@@ -20,8 +20,11 @@ from tests.support.launcher_cli import run_launcher
 def test_bench_config_defaults_and_quick_mode():
     full = to_bench_settings(compose_bench_config([]))
     assert full.sizes == [1000, 10000, 100000] and not full.quick
+    assert full.sections == ["micro", "node", "startup"]
+    assert full.node_seconds == 15 and full.node_repeats == 3 and full.startup_orders == [10_000, 100_000]
     quick = to_bench_settings(compose_bench_config(["bench.quick=true"]))
     assert max(quick.sizes) <= 1000 and quick.samples <= 200
+    assert quick.node_seconds <= 3 and quick.node_repeats == 1 and max(quick.startup_orders) <= 500
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -30,6 +33,10 @@ def test_bench_config_defaults_and_quick_mode():
     (["bench.redis_address=nohost"], "bench.redis_address"),
     (["bench.nope=1"], "bench.nope"),
     (["bench.throughput_repeats=0"], "bench.throughput_repeats"),
+    (["bench.sections=[micro,nodes]"], "bench.sections"),
+    (["bench.sections=[]"], "bench.sections"),
+    (["bench.startup_orders=[-1]"], "bench.startup_orders"),
+    (["bench.node_seconds=0"], "bench.node_seconds"),
 ])
 def test_bad_bench_config_is_one_config_error(overrides, key):
     with pytest.raises(ConfigError) as info:
@@ -41,7 +48,7 @@ def test_bad_bench_config_is_one_config_error(overrides, key):
 def test_bench_smoke_run_writes_json_and_table(tmp_path):
     out = tmp_path / "out"
     result = run_launcher(
-        ["bench.quick=true", "bench.sizes=[100,300]", "bench.samples=50", "bench.e2e_samples=5",
+        ["bench.quick=true", "bench.sections=[micro]", "bench.sizes=[100,300]", "bench.samples=50", "bench.e2e_samples=5",
          "bench.throughput_ops=800", "bench.sync_throughput_ops=100", "bench.plot=false", f"bench.out_dir={out}"],
         cwd=tmp_path, module="launcher.bench", timeout_s=240,
     )
@@ -119,3 +126,100 @@ def test_throughput_reports_the_median_run_and_lists_every_run():
     assert median["durable_ops_per_s"] == 35_000 and median["submit_ops_per_s"] == 70_000  # one run, whole
     assert median["runs_durable_ops_per_s"] == [24_000, 38_000, 35_000]
     assert _median_run(runs[:2])["durable_ops_per_s"] == 24_000  # even count: the lower middle, never an average
+
+
+@pytest.mark.slow
+def test_bench_node_and_startup_sections_smoke(tmp_path):
+    out = tmp_path / "out"
+    result = run_launcher(
+        ["bench.quick=true", "bench.sections=[node,startup]", "bench.node_seconds=2", "bench.startup_orders=[300]",
+         "bench.plot=false", f"bench.out_dir={out}"],
+        cwd=tmp_path, module="launcher.bench", timeout_s=240,
+    )
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    data = json.loads((out / "bench.json").read_text())
+    assert "hot_path_us" not in data and "recovery" not in data  # only the sections asked for
+    node = data["node"]
+    assert node["seconds"] == 2 and node["repeats"] == 1
+    assert set(node["backends"]) == {"memory", "resilient_buffered", "resilient_sync", "native"}
+    for backend, run in node["backends"].items():
+        assert run["events_per_s"] > 0 and run["orders_filled"] > 0, backend
+        assert run["orders_denied"] == 0, backend  # the flood stays under the risk engine's submit throttle
+        assert run["events"]["position"] > 0 and run["events"]["account"] > 0, backend
+        assert run["runs_events_per_s"] == [run["events_per_s"]] and len(run["runs"]) == 1
+        assert len(run["events_per_second"]) >= 2 and sum(run["events_per_second"]) <= run["events"]["total"]
+        assert run["ratio_to_memory"] == pytest.approx(run["events_per_s"] / node["backends"]["memory"]["events_per_s"],
+                                                       abs=0.001)
+    assert node["backends"]["memory"]["persisted_orders"] is None
+    for backend in ("resilient_buffered", "resilient_sync"):  # a clean stop persisted every order submitted
+        assert node["backends"][backend]["persisted_orders"] == node["backends"][backend]["orders_submitted"], backend
+    startup = data["startup"]
+    assert set(startup["empty"]) == {"resilient", "resilient_verify_off", "native"}
+    assert all(startup["empty"][b]["to_running_s"] > startup["empty"][b]["in_process_s"] > 0 for b in startup["empty"])
+    [case] = startup["cases"]
+    assert case["orders"] == 300 and case["positions"] == 30
+    for backend in startup["empty"]:
+        assert case[backend]["to_running_s"] > 0
+        assert case[backend]["added_s"] == pytest.approx(case[backend]["to_running_s"] - startup["empty"][backend]["to_running_s"],
+                                                         abs=0.002)
+    assert any(t["target"].startswith("node throughput resilient_buffered >= 0.90") for t in data["targets"])
+    assert "Node throughput: flood strategy" in result.stdout and "Start-up: process start to" in result.stdout
+    assert "| metric" not in result.stdout  # no empty facade-level table
+    assert (out / "bench.txt").read_text().strip() == render(data).strip()
+
+
+def test_node_targets_are_judged_from_the_numbers():
+    def flood(rate):
+        return {"events_per_s": rate, "ratio_to_memory": rate / 6000}
+
+    r = {"node": {"backends": {"memory": flood(6000), "resilient_buffered": flood(5500), "resilient_sync": flood(2000),
+                               "native": flood(2250)}},
+         "startup": {"empty": {"resilient": {"to_running_s": 2.0}, "native": {"to_running_s": 2.0}},
+                     "cases": [{"orders": 10_000,
+                                "resilient": {"added_s": 0.3},
+                                "native": {"added_s": 4.0, "timed_out_after_s": None}},
+                               {"orders": 100_000,
+                                "resilient": {"added_s": 1.5},
+                                "native": {"added_s": None, "timed_out_after_s": 300.0}}]}}
+    judged = {t["target"]: t["met"] for t in targets(r)}
+    assert judged["node throughput resilient_buffered >= 0.90 of cache=memory"] is True
+    assert judged["node throughput resilient_sync >= 0.50 of cache=memory"] is False
+    assert judged["start-up with 10,000 orders: what the state adds <= 0.5x an empty start (resilient)"] is True
+    assert judged["start-up with 10,000 orders: resilient adds <= 1/10 of what the state adds to native"] is True
+    assert judged["start-up with 100,000 orders: what the state adds <= 0.5x an empty start (resilient)"] is False
+    # Native stopped at its bound: it would have added at least 298 s, so 1.5 s is within a tenth.
+    assert judged["start-up with 100,000 orders: resilient adds <= 1/10 of what the state adds to native"] is True
+    r["startup"]["cases"][0]["resilient"]["added_in_process_s"] = 1.2  # preferred: the imports' noise left out
+    assert {t["target"]: t["met"] for t in targets(r)}[
+        "start-up with 10,000 orders: what the state adds <= 0.5x an empty start (resilient)"] is False
+    r["startup"]["cases"][0]["resilient"]["added_in_process_s"] = 0.3
+    r["startup"]["cases"][0]["native"]["added_s"] = 2.0
+    assert {t["target"]: t["met"] for t in targets(r)}[
+        "start-up with 10,000 orders: resilient adds <= 1/10 of what the state adds to native"] is False
+
+
+def test_running_time_is_read_from_the_node_log_line():
+    from launcher.bench.node import running_at
+
+    log = ("2026-12-02T06:44:48.292147933Z [INFO] TRADER-001.TRADER-001: RUNNING\n"
+           "2026-12-02T06:44:48.292156556Z [INFO] TRADER-001.TradingNode: RUNNING\n")
+    assert running_at(log) == pytest.approx(1796193888.292156, abs=1e-5)
+    assert running_at(log.splitlines()[0]) is None
+
+
+def test_flood_strategy_counts_every_event_of_a_fixed_number_of_orders(tmp_path):
+    result_path = tmp_path / "flood.json"
+    result = run_launcher(
+        ["cache=memory", "strategy=flood", "strategy.params.max_orders=50", "strategy.params.orders_per_list=20",
+         "run.duration_s=2", f"strategy.params.result_path={result_path}"],
+        cwd=tmp_path, timeout_s=120,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    flood = json.loads(result_path.read_text())
+    # Lists of 20, 20 and a last one of 10; each order: submitted, accepted, filled (its own
+    # initialisation is not an event the strategy receives), a position opened or closed, an account state.
+    assert flood["orders_submitted"] == flood["orders_filled"] == 50 and flood["orders_denied"] == 0
+    assert flood["events"] == {"order": 150, "position": 50, "account": 50, "total": 250}
+    assert sum(flood["events_per_second"]) == 250 and flood["events_per_s"] > 0
+    assert "FLOOD result: " in result.stdout

@@ -9,7 +9,8 @@ from nautilus_trader.config import LoggingConfig
 from nautilus_trader.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 
-from launcher.cache.kernel_hook import resilient_factory
+from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import ResilientFactory
 from launcher.cache.kernel_hook import use_cache_database
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.state import layout as L
@@ -17,7 +18,7 @@ from launcher.state import layout as L
 
 def test_trading_node_built_inside_the_hook_uses_the_resilient_backend(redis_server, tmp_path):
     original = kernel_module.CacheDatabaseAdapter
-    factory = resilient_factory(spill_dir=str(tmp_path / "spill"), durability="sync")
+    factory = ResilientFactory(spill_dir=str(tmp_path / "spill"), durability="sync")
     config = TradingNodeConfig(
         trader_id="HOOK-001",
         cache=CacheConfig(database=DatabaseConfig(host="127.0.0.1", port=redis_server.port), buffer_interval_ms=20),
@@ -55,3 +56,13 @@ def test_hook_restores_the_adapter_when_construction_fails():
     except ValueError:
         pass
     assert kernel_module.CacheDatabaseAdapter is original
+
+
+def test_rebuilt_orders_go_to_the_next_database_only():
+    """Verify's handoff to the kernel: the first load takes the orders, a later one decodes for itself."""
+    rebuilt = RebuiltOrders()
+    assert rebuilt.take() is None
+    orders = {"O-1": ([b"event"], object())}
+    rebuilt.give(orders)
+    assert rebuilt.take() is orders
+    assert rebuilt.take() is None

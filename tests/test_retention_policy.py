@@ -34,9 +34,10 @@ from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
+from launcher.config.node_config import check_strategy
 from launcher.config.schema import LauncherConfig
+from launcher.config.schema import RetentionSettings
 from launcher.config.schema import Store
-from launcher.config.validate import validate
 from launcher.errors import ConfigError
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import outside
@@ -290,8 +291,8 @@ def test_bad_retention_settings_are_rejected_with_the_key(key, bad):
     settings.cache.store = Store.memory
     settings.strategy.path = "strategies.ema_cross:EMACross"
     settings.strategy.config_path = "strategies.ema_cross:EMACrossConfig"
-    validate(settings)  # sound as it is
-    setattr(settings.retention, key, bad)
+    check_strategy(settings)  # sound as it is
+    sound = RetentionSettings()  # the checks live with the fields (__post_init__, run by OmegaConf.to_object)
     with pytest.raises(ConfigError) as failure:
-        validate(settings)
+        RetentionSettings(**{**vars(sound), key: bad})
     assert failure.value.key == f"retention.{key}"

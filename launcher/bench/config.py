@@ -19,6 +19,9 @@ from launcher.store.connection import parse_address
 
 CONFIG_NAME = "bench_app"
 QUICK_SIZES = [200, 1000]
+SECTIONS = ("micro", "node", "startup")  # launcher/bench/measure.py; launcher/bench/node.py (node, startup)
+QUICK_NODE_SECONDS = 3.0
+QUICK_STARTUP_ORDERS = [500]
 
 
 @dataclass
@@ -39,6 +42,12 @@ class BenchSettings:
     plot: bool = True  # PNG when matplotlib is installed (pip install '.[plot]')
     profile: bool = True  # sample the resilient backend's threads: which functions dominate
     redis_benchmark: bool = True  # run redis-benchmark when the binary exists (else a raw redis-py pipeline only)
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # which of SECTIONS to run
+    node_seconds: float = 15.0  # each flood run of the node section, seconds
+    node_repeats: int = 3  # flood runs per backend (alternating); the median is reported, every run listed
+    startup_orders: list[int] = field(default_factory=lambda: [10_000, 100_000])  # orders in each start-up state
+    startup_repeats: int = 5  # starts per case up to 10k orders (the median is reported); larger states start once
+    startup_timeout_s: float = 300.0  # a start not RUNNING by then is stopped and reported as such
 
 
 @dataclass
@@ -69,6 +78,10 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
         b.throughput_ops = min(b.throughput_ops, 4000)
         b.sync_throughput_ops = min(b.sync_throughput_ops, 500)
         b.recovery_repeats = 1
+        b.node_seconds = min(b.node_seconds, QUICK_NODE_SECONDS)
+        b.node_repeats = 1
+        b.startup_orders = [s for s in b.startup_orders if s <= max(QUICK_STARTUP_ORDERS)] or list(QUICK_STARTUP_ORDERS)
+        b.startup_repeats = 1
     if not b.sizes or any(s <= 0 for s in b.sizes):
         raise ConfigError("bench.sizes", f"must be positive order counts, was {b.sizes}")
     if not 3 <= b.events_per_order <= 4:
@@ -77,7 +90,12 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
         raise ConfigError("bench.positions_ratio", "must be between 0 and 1")
     if b.positions_ratio and b.events_per_order < 4:
         raise ConfigError("bench.positions_ratio", "positions need filled orders: bench.events_per_order=4")
-    for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats", "throughput_repeats"):
+    if not b.sections or any(name not in SECTIONS for name in b.sections):
+        raise ConfigError("bench.sections", f"must be some of {list(SECTIONS)}, was {b.sections}")
+    if not b.startup_orders or any(s <= 0 for s in b.startup_orders):
+        raise ConfigError("bench.startup_orders", f"must be positive order counts, was {b.startup_orders}")
+    for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats", "throughput_repeats",
+                "node_seconds", "node_repeats", "startup_repeats", "startup_timeout_s"):
         if getattr(b, key) <= 0:
             raise ConfigError(f"bench.{key}", "must be positive")
     if b.buffer_interval_ms <= 0:

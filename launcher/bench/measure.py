@@ -63,6 +63,7 @@ from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.config.schema import CacheSettings
+from launcher.retry import poll
 from launcher.state import layout
 from launcher.state.serializer import serializer_for
 from launcher.store.connection import ConnectionSettings
@@ -340,10 +341,8 @@ def end_to_end(dbs: Databases, backend: str, mode: str, samples: int, trader_id:
 
 
 def _poll_llen(client: redis.Redis, key: str, n: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while client.llen(key) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{key} did not reach {n} events within {timeout_s}s")
+    """Until `key` holds `n` events; no pause between reads, as this times end-to-end durability."""
+    poll(lambda: client.llen(key) >= n, timeout_s, f"{key} reaching {n} events", interval_s=0)
 
 
 # -- throughput -----------------------------------------------------------------------------------
@@ -500,10 +499,8 @@ def _count_events(client: redis.Redis, key_prefix: str, orders: list) -> int:
 def _wait_all_persisted(client: redis.Redis, key_prefix: str, orders: list, events: int, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     _poll_llen(client, f"{key_prefix}:{layout.ORDERS}:{orders[-1].client_order_id.value}", events, timeout_s)
-    while _count_events(client, key_prefix, orders) < len(orders) * events:
-        if time.monotonic() > deadline:
-            raise TimeoutError("native adapter did not persist everything in time")
-        time.sleep(0.001)
+    poll(lambda: _count_events(client, key_prefix, orders) >= len(orders) * events,
+         max(0.0, deadline - time.monotonic()), "the native adapter persisting every event", interval_s=0.001)
 
 
 # -- recovery -------------------------------------------------------------------------------------

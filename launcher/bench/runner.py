@@ -21,6 +21,10 @@ from launcher.bench import measure as M
 from launcher.bench.config import BenchSettings
 from launcher.bench.machine import describe_machine
 from launcher.bench.machine import python_speed_ms
+from launcher.bench.node import node_section
+from launcher.bench.node import node_targets
+from launcher.bench.node import render_node
+from launcher.bench.node import startup_section
 from launcher.bench.physical import raw_pipeline
 from launcher.bench.physical import redis_benchmark
 from launcher.bench.sampler import Sampler
@@ -81,71 +85,16 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
         return traders[-1]
 
     try:
-        payload = _payload_size()
-        say("- physical limit (same server, same machine)")
-        result["physical"] = {
-            "redis_benchmark": redis_benchmark(server, payload, b.quick) if b.redis_benchmark else None,
-            "raw_pipeline": raw_pipeline(server, payload, 20_000 if b.quick else 200_000, b.samples),
-        }
-        say("- hot path (caller thread, buffered)")
-        result["hot_path_us"] = {be: M.hot_path(dbs, be, b.samples, trader(f"HOT{be[0].upper()}")) for be in M.BACKENDS}
-        say("- end to end (call -> readable in Redis)")
-        result["end_to_end_ms"] = {
-            M.NATIVE: {mode: M.end_to_end(dbs, M.NATIVE, mode, b.e2e_samples, trader(f"E2EN{mode[0].upper()}"))
-                       for mode in ("buffered", "immediate")},
-            M.RESILIENT: {mode: M.end_to_end(dbs, M.RESILIENT, mode, b.e2e_samples, trader(f"E2ER{mode[0].upper()}"))
-                          for mode in ("buffered", "sync")},
-        }
-        _cleanup(server, traders)
-        say("- sustained durable throughput")
-        runs: dict[str, list[dict[str, Any]]] = {M.NATIVE: [], M.RESILIENT: []}
-        for n in range(b.throughput_repeats):  # alternating, so both backends see the VM alike
-            for backend in (M.NATIVE, M.RESILIENT):
-                runs[backend].append(M.throughput(dbs, backend, b.throughput_ops, trader(f"TP{backend[0].upper()}{n}")))
-            _cleanup(server, traders)
-        result["throughput"] = {
-            **{backend: _median_run(backend_runs) for backend, backend_runs in runs.items()},
-            "resilient_sync": M.throughput(dbs, M.RESILIENT, b.sync_throughput_ops, trader("TPS"), durability="sync"),
-        }
-        result["write_costs"] = M.write_costs(dbs, 240, trader("COST"))
-        profile: dict[str, Any] = {}
-        if b.profile:
-            # A separate run: the sampler itself costs the measured threads GIL time.
-            sampler = Sampler()
-            profiled = M.throughput(dbs, M.RESILIENT, b.throughput_ops, trader("TPP"), sampler=sampler)
-            profile["resilient_throughput"] = {**sampler.top(), "run_durable_ops_per_s": profiled["durable_ops_per_s"]}
-        _cleanup(server, traders)
-        say("- recovery and single-entity reads")
-        result["recovery"] = []
-        for i, size in enumerate(sorted(b.sizes)):
-            name = trader(f"REC{size}")
-            written = M.write_state(dbs, name, size, b.events_per_order, b.positions_ratio)
-            say(f"  {size} orders: state written in {written['write_s']}s ({written['positions']} positions)")
-            if i == 0:
-                orders, positions = M.state_ids(server, name)
-                result["read_ms"] = {be: M.reads(dbs, be, name, orders, positions, b.samples) for be in M.BACKENDS}
-            case: dict[str, Any] = {"orders": size, **written}
-            repeats = b.recovery_repeats if size <= 10_000 else 1
-            for backend in M.BACKENDS:
-                runs = []
-                for _ in range(repeats):
-                    runs.append(M.recover(dbs, backend, name))
-                    if backend == M.NATIVE and runs[-1]["load_s"] > 60:
-                        break  # one slow native run is enough to know
-                best = min(runs, key=lambda x: x["load_s"])
-                best["runs"] = len(runs)
-                best["all_load_s"] = [round(x["load_s"], 4) for x in runs]
-                case[backend] = best
-                say(f"    {backend:<9} load {best['load_s']:.3f}s (+ index/integrity {best['index_and_integrity_s']:.3f}s), "
-                    f"loaded {best['loaded']['orders']} orders, {best['loaded']['positions']} positions")
-            if b.profile and size == max(b.sizes):
-                sampler = Sampler()  # an extra, unmeasured run: sampling slows what it watches
-                profiled = M.recover(dbs, M.RESILIENT, name, sampler=sampler)
-                profile[f"resilient_recovery_{size}"] = {**sampler.top(), "run_load_s": round(profiled["load_s"], 3)}
-            case["speedup"] = case[M.NATIVE]["load_s"] / max(1e-9, case[M.RESILIENT]["load_s"])
-            result["recovery"].append(case)
-            M.delete_trader(server, name)
-        result["profile"] = profile
+        if "micro" in b.sections:
+            _micro_sections(b, result, dbs, trader, traders)
+        if "node" in b.sections:
+            say("- node throughput (flood strategy, one launcher process per run)")
+            result["node"] = node_section(server, b.node_seconds, b.node_repeats, trader,
+                                          lambda: _cleanup(server, traders), workdir / "nodes")
+        if "startup" in b.sections:
+            say("- start-up to RUNNING, empty store vs a recovered state")
+            result["startup"] = startup_section(dbs, b.startup_orders, b.startup_repeats, b.startup_timeout_s, trader,
+                                                workdir / "nodes")
     finally:
         dbs.close_all()
         _cleanup(server, traders)
@@ -157,6 +106,76 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
     result["duration_s"] = round(time.monotonic() - started, 1)
     result["machine"]["python_speed_ms_at_end"] = python_speed_ms()
     return result
+
+
+def _micro_sections(b: BenchSettings, result: dict[str, Any], dbs: M.Databases, trader, traders: list[str]) -> None:
+    """The facade-level measurements of launcher/bench/measure.py, into `result`."""
+    server = dbs.server
+    payload = _payload_size()
+    say("- physical limit (same server, same machine)")
+    result["physical"] = {
+        "redis_benchmark": redis_benchmark(server, payload, b.quick) if b.redis_benchmark else None,
+        "raw_pipeline": raw_pipeline(server, payload, 20_000 if b.quick else 200_000, b.samples),
+    }
+    say("- hot path (caller thread, buffered)")
+    result["hot_path_us"] = {be: M.hot_path(dbs, be, b.samples, trader(f"HOT{be[0].upper()}")) for be in M.BACKENDS}
+    say("- end to end (call -> readable in Redis)")
+    result["end_to_end_ms"] = {
+        M.NATIVE: {mode: M.end_to_end(dbs, M.NATIVE, mode, b.e2e_samples, trader(f"E2EN{mode[0].upper()}"))
+                   for mode in ("buffered", "immediate")},
+        M.RESILIENT: {mode: M.end_to_end(dbs, M.RESILIENT, mode, b.e2e_samples, trader(f"E2ER{mode[0].upper()}"))
+                      for mode in ("buffered", "sync")},
+    }
+    _cleanup(server, traders)
+    say("- sustained durable throughput")
+    runs: dict[str, list[dict[str, Any]]] = {M.NATIVE: [], M.RESILIENT: []}
+    for n in range(b.throughput_repeats):  # alternating, so both backends see the VM alike
+        for backend in (M.NATIVE, M.RESILIENT):
+            runs[backend].append(M.throughput(dbs, backend, b.throughput_ops, trader(f"TP{backend[0].upper()}{n}")))
+        _cleanup(server, traders)
+    result["throughput"] = {
+        **{backend: _median_run(backend_runs) for backend, backend_runs in runs.items()},
+        "resilient_sync": M.throughput(dbs, M.RESILIENT, b.sync_throughput_ops, trader("TPS"), durability="sync"),
+    }
+    result["write_costs"] = M.write_costs(dbs, 240, trader("COST"))
+    profile: dict[str, Any] = {}
+    if b.profile:
+        # A separate run: the sampler itself costs the measured threads GIL time.
+        sampler = Sampler()
+        profiled = M.throughput(dbs, M.RESILIENT, b.throughput_ops, trader("TPP"), sampler=sampler)
+        profile["resilient_throughput"] = {**sampler.top(), "run_durable_ops_per_s": profiled["durable_ops_per_s"]}
+    _cleanup(server, traders)
+    say("- recovery and single-entity reads")
+    result["recovery"] = []
+    for i, size in enumerate(sorted(b.sizes)):
+        name = trader(f"REC{size}")
+        written = M.write_state(dbs, name, size, b.events_per_order, b.positions_ratio)
+        say(f"  {size} orders: state written in {written['write_s']}s ({written['positions']} positions)")
+        if i == 0:
+            orders, positions = M.state_ids(server, name)
+            result["read_ms"] = {be: M.reads(dbs, be, name, orders, positions, b.samples) for be in M.BACKENDS}
+        case: dict[str, Any] = {"orders": size, **written}
+        repeats = b.recovery_repeats if size <= 10_000 else 1
+        for backend in M.BACKENDS:
+            runs = []
+            for _ in range(repeats):
+                runs.append(M.recover(dbs, backend, name))
+                if backend == M.NATIVE and runs[-1]["load_s"] > 60:
+                    break  # one slow native run is enough to know
+            best = min(runs, key=lambda x: x["load_s"])
+            best["runs"] = len(runs)
+            best["all_load_s"] = [round(x["load_s"], 4) for x in runs]
+            case[backend] = best
+            say(f"    {backend:<9} load {best['load_s']:.3f}s (+ index/integrity {best['index_and_integrity_s']:.3f}s), "
+                f"loaded {best['loaded']['orders']} orders, {best['loaded']['positions']} positions")
+        if b.profile and size == max(b.sizes):
+            sampler = Sampler()  # an extra, unmeasured run: sampling slows what it watches
+            profiled = M.recover(dbs, M.RESILIENT, name, sampler=sampler)
+            profile[f"resilient_recovery_{size}"] = {**sampler.top(), "run_load_s": round(profiled["load_s"], 3)}
+        case["speedup"] = case[M.NATIVE]["load_s"] / max(1e-9, case[M.RESILIENT]["load_s"])
+        result["recovery"].append(case)
+        M.delete_trader(server, name)
+    result["profile"] = profile
 
 
 def _cleanup(server: M.Server, traders: list[str]) -> None:
@@ -225,6 +244,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                  f"({costs['gil_us_per_write']} us of GIL time per write)") if costs else ""
         add("durable throughput >= 100,000 ops/s (resilient buffered)", f"{ops:,} ops/s{bound}" + (note if short else ""),
             None if short else ops >= 100_000)
+    for target, value, met in node_targets(r):
+        add(target, value, met)
     for case in r.get("recovery", []):
         n = case["orders"]
         res, nat = case[M.RESILIENT], case[M.NATIVE]
@@ -299,6 +320,9 @@ def render(r: dict[str, Any]) -> str:
         row(label, f"{case[M.NATIVE]['load_s']:.3f}", f"{case[M.RESILIENT]['load_s']:.3f} ({case['speedup']:.1f}x)")
         row("  + build_index and check_integrity (s, same code)", f"{case[M.NATIVE]['index_and_integrity_s']:.3f}",
             f"{case[M.RESILIENT]['index_and_integrity_s']:.3f}")
+    if len(lines) == 5:  # no facade-level section ran: no empty table
+        del lines[3:]
+    lines += render_node(r)
     wc = r.get("write_costs")
     if wc:
         lines.append("")
@@ -311,14 +335,15 @@ def render(r: dict[str, Any]) -> str:
     phys = r.get("physical", {})
     rb = phys.get("redis_benchmark")
     raw = phys.get("raw_pipeline")
-    lines.append("")
-    lines.append("Physical limit on the same server and machine:")
+    if phys:
+        lines.append("")
+        lines.append("Physical limit on the same server and machine:")
     if rb:
         for name, v in rb.items():
             if isinstance(v, dict) and "rps" in v:
                 lines.append(f"  redis-benchmark {name} ({rb['payload_bytes']} B): {v['rps']:,.0f} ops/s, "
                              f"p50 {v.get('p50_latency_ms', 0):.3f} ms, p99 {v.get('p99_latency_ms', 0):.3f} ms")
-    else:
+    elif phys:
         lines.append("  redis-benchmark: not found (raw redis-py pipeline only)")
     if raw:
         lines.append(f"  redis-py MULTI/EXEC batches of 1000 RPUSH ({raw['payload_bytes']} B): "
@@ -358,7 +383,7 @@ def write_outputs(r: dict[str, Any], out_dir: Path, plot: bool) -> list[Path]:
     paths[0].write_text(json.dumps(r, indent=2, default=str) + "\n")
     (out_dir / "bench.txt").write_text(render(r) + "\n")
     paths.append(out_dir / "bench.txt")
-    if plot:
+    if plot and r.get("recovery"):
         png = write_plot(r, out_dir / "bench.png")
         if png is not None:
             paths.append(png)

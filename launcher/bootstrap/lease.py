@@ -38,6 +38,7 @@ from typing import Any
 import redis
 from nautilus_trader.cache.config import CacheConfig
 
+from launcher.config.schema import LauncherConfig
 from launcher.errors import ConfigError
 from launcher.errors import LeaseHeld
 from launcher.errors import LeaseLost
@@ -67,10 +68,10 @@ POLL_S = 0.1  # how often a waiting launcher looks at the lease
 PTTL_SLACK_MS = 20  # PTTL only ever falls unless renewed; more than this rise is a renewal
 
 
-def lease_key(settings: Any) -> str:
+def lease_key(settings: LauncherConfig) -> str:
     """``{trader_key}:launcher:lease`` for ``settings.trader_id`` (never per instance)."""
-    config = CacheConfig(use_trader_prefix=bool(settings.cache.use_trader_prefix), use_instance_id=False)
-    return layout.full_key(layout.trader_key(str(settings.trader_id), None, config), layout.LEASE)
+    config = CacheConfig(use_trader_prefix=settings.cache.use_trader_prefix, use_instance_id=False)
+    return layout.full_key(layout.trader_key(settings.trader_id, None, config), layout.LEASE)
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,7 @@ def _now_iso() -> str:
 
 def acquire_lease(
     client: redis.Redis,
-    settings: Any,
+    settings: LauncherConfig,
     instance_id: str,
     *,
     wait_s: float | None = None,
@@ -358,7 +359,7 @@ def acquire_lease(
         raise ConfigError("bootstrap.lease_ttl_s", f"must be > 0, was {ttl_s}")
     ttl_ms = max(1, int(round(ttl_s * 1000)))
     if wait_s is None:
-        configured = getattr(settings.bootstrap, "lease_wait_s", None)
+        configured = settings.bootstrap.lease_wait_s
         wait_s = float(configured) if configured is not None else ttl_s + 2.0
     key = lease_key(settings)
     trader_id = str(settings.trader_id)

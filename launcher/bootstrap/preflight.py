@@ -51,6 +51,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from launcher.bootstrap import rights
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
 from launcher.state import layout
@@ -103,19 +105,6 @@ def _config_get(client: redis.Redis, name: str) -> str:
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:
     return client.info(section)
-
-
-def _setting(settings: Any, path: str, default: Any = None) -> Any:
-    node = settings
-    for part in path.split("."):
-        node = getattr(node, part, None)
-        if node is None:
-            return default
-    return node
-
-
-def _is(value: Any, name: str) -> bool:
-    return str(getattr(value, "value", value)) == name
 
 
 # -- checks ---------------------------------------------------------------------------------------
@@ -178,9 +167,9 @@ def check_eviction(client: redis.Redis) -> CheckResult:
     return CheckResult("eviction", PASS, f"maxmemory {maxmemory} bytes with noeviction: a full Redis refuses writes, deletes nothing")
 
 
-def check_persistence(client: redis.Redis, settings: Any) -> CheckResult:
-    sentinel = _is(_setting(settings, "cache.store"), "sentinel")
-    allow = bool(_setting(settings, "bootstrap.allow_no_persistence", False))
+def check_persistence(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    sentinel = settings.cache.store == Store.sentinel
+    allow = settings.bootstrap.allow_no_persistence
     missing = WARN if (not sentinel or allow) else FAIL
     try:
         aof = _config_get(client, "appendonly") == "yes"
@@ -218,8 +207,8 @@ def check_persistence(client: redis.Redis, settings: Any) -> CheckResult:
     )
 
 
-def check_msgbus_db(settings: Any, msgbus_same_db: bool) -> CheckResult:
-    flush = bool(_setting(settings, "cache.flush_on_start", False))
+def check_msgbus_db(settings: LauncherConfig, msgbus_same_db: bool) -> CheckResult:
+    flush = settings.cache.flush_on_start
     if not msgbus_same_db:
         return CheckResult("msgbus-db", PASS, "the message bus has no database in the cache's Redis database")
     if flush:
@@ -230,8 +219,8 @@ def check_msgbus_db(settings: Any, msgbus_same_db: bool) -> CheckResult:
     return CheckResult("msgbus-db", PASS, "the message bus shares the cache's database (flush_on_start off)")
 
 
-def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
-    if not bool(_setting(settings, "cache.flush_on_start", False)):
+def check_flush_on_start(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    if not settings.cache.flush_on_start:
         return CheckResult("flush-on-start", PASS, "off: persisted state is kept and recovered")
     prefix = state_trader_key(settings) + ":"
     total = int(client.dbsize())
@@ -251,12 +240,12 @@ def check_flush_on_start(client: redis.Redis, settings: Any) -> CheckResult:
     return CheckResult(
         "flush-on-start", WARN,
         f"!!! cache.flush_on_start=true: the node will DELETE all {total} persisted key(s) of trader "
-        f"{_setting(settings, 'trader_id')} (orders, positions, accounts) when it starts; nothing will be recovered",
+        f"{settings.trader_id} (orders, positions, accounts) when it starts; nothing will be recovered",
     )
 
 
-def check_instance_id(settings: Any) -> CheckResult:
-    if bool(_setting(settings, "cache.use_instance_id", False)):
+def check_instance_id(settings: LauncherConfig) -> CheckResult:
+    if settings.cache.use_instance_id:
         return CheckResult(
             "instance-id", WARN,
             "cache.use_instance_id=true: each run writes under a new instance-id prefix, so a restarted node "
@@ -283,8 +272,8 @@ def _payload_format(payload: bytes) -> str | None:
     return None
 
 
-def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
-    configured = str(_setting(settings, "cache.encoding", "msgpack")).lower()
+def check_encoding(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
+    configured = str(settings.cache.encoding)
     prefix = state_trader_key(settings) + ":"
     for n, key in enumerate(client.scan_iter(match=layout.scan_pattern(state_trader_key(settings)), count=1000)):
         if n >= _SAMPLE_KEYS:
@@ -303,7 +292,7 @@ def check_encoding(client: redis.Redis, settings: Any) -> CheckResult:
         if found != configured:
             return CheckResult(
                 "encoding", FAIL,
-                f"cache.encoding={configured}, but trader {_setting(settings, 'trader_id')}'s state in Redis is "
+                f"cache.encoding={configured}, but trader {settings.trader_id}'s state in Redis is "
                 f"{found} (e.g. {key}): nothing of it would load; set cache.encoding={found}",
             )
         return CheckResult("encoding", PASS, f"persisted payloads are {found}, as configured")
@@ -442,9 +431,9 @@ def _check_replicas(client: redis.Redis) -> CheckResult:
     return CheckResult("sentinel-replicas", PASS, f"{len(online)} replica(s) online: {', '.join(online)}")
 
 
-def check_acl_rights(client: redis.Redis, settings: Any, conn: ConnectionSettings) -> CheckResult:
-    user = _setting(settings, "cache.redis.username") or "default"
-    wait = conn.is_sentinel and int(_setting(settings, "cache.sentinel.min_replica_acks", 0) or 0) > 0
+def check_acl_rights(client: redis.Redis, settings: LauncherConfig, conn: ConnectionSettings) -> CheckResult:
+    user = settings.cache.redis.username or "default"
+    wait = conn.is_sentinel and settings.cache.sentinel.min_replica_acks > 0
     try:
         refused = rights.probe_rights(client, state_trader_key(settings), wait=wait)
     except redis.exceptions.ResponseError as e:
@@ -473,7 +462,7 @@ def _guard(check: str, run: Callable[[], CheckResult | list[CheckResult]]) -> li
 
 def run_preflight(
     client: redis.Redis,
-    settings: Any,
+    settings: LauncherConfig,
     conn: ConnectionSettings,
     *,
     msgbus_same_db: bool = False,
@@ -494,12 +483,11 @@ def run_preflight(
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
     results += _guard("flush-on-start", lambda: check_flush_on_start(client, settings))
     results += _guard("instance-id", lambda: check_instance_id(settings))
-    if not bool(_setting(settings, "cache.flush_on_start", False)):  # else nothing persisted is read
+    if not settings.cache.flush_on_start:  # else nothing persisted is read
         results += _guard("encoding", lambda: check_encoding(client, settings))
     if conn.is_sentinel:
         results += _guard("sentinel", lambda: check_sentinels(
-            client, conn, int(_setting(settings, "cache.sentinel.min_replica_acks", 0) or 0),
-            str(getattr(_setting(settings, "cache.backend", "resilient"), "value", "resilient")),
+            client, conn, settings.cache.sentinel.min_replica_acks, settings.cache.backend.value,
         ))
     for result in results:
         level = {PASS: logging.INFO, WARN: logging.WARNING, FAIL: logging.ERROR}[result.status]

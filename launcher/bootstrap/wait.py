@@ -2,7 +2,7 @@
 Wait for the Redis that holds the trader's state to be there and ready, or say clearly why
 it never will be.
 
-A tenacity policy (exponential backoff with jitter, bounded by ``timeout_s``) retries what
+The connect_backoff policy (launcher/retry.py: jittered exponential backoff bounded by ``timeout_s``) retries what
 time can fix: connection refused, timeouts, a server still loading its dataset (LOADING),
 a replica without its master (MASTERDOWN), sentinels that know no master yet. What time
 cannot fix fails at once with :class:`RedisUnavailable`: rejected credentials, a TLS
@@ -20,22 +20,15 @@ import time
 import redis
 from redis.sentinel import MasterNotFoundError
 from tenacity import RetryCallState
-from tenacity import Retrying
-from tenacity import retry_if_exception
-from tenacity import stop_before_delay
-from tenacity import wait_random_exponential
 
 from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
+from launcher.retry import connect_backoff
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 
 
 log = logging.getLogger("launcher.bootstrap")
-
-INITIAL_BACKOFF_S = 0.1
-MAX_BACKOFF_S = 2.0
-
 
 class StillLoading(redis.exceptions.BusyLoadingError):
     """The server answers PING but reports ``loading:1`` (it is reading its AOF/RDB)."""
@@ -236,13 +229,7 @@ def wait_for_redis(conn: ConnectionSettings, timeout_s: float) -> redis.Redis:
             where, state.attempt_number, time.monotonic() - started, _reason(error, conn), wait_s,
         )
 
-    policy = Retrying(
-        retry=retry_if_exception(transient),
-        stop=stop_before_delay(max(0.0, float(timeout_s))),
-        wait=wait_random_exponential(multiplier=INITIAL_BACKOFF_S, max=MAX_BACKOFF_S),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+    policy = connect_backoff(timeout_s, transient, before_sleep)
     log.info("Waiting up to %.0fs for Redis at %s", timeout_s, where)
     try:
         client = policy(attempt)

@@ -6,7 +6,7 @@ as ``CacheDatabaseAdapter(trader_id=..., instance_id=..., serializer=..., config
 looking the name up in its own module. `use_cache_database(factory)` swaps that module-level
 name for `factory` while the node is being built and restores it afterwards::
 
-    with use_cache_database(resilient_factory(durability="sync", spill_dir="var/spill")):
+    with use_cache_database(ResilientFactory(durability="sync", spill_dir="var/spill")):
         node = TradingNode(config=config)
 
 The swap is process-global for the duration of the ``with`` block, so it holds a lock: two
@@ -40,28 +40,45 @@ def use_cache_database(factory: CacheDatabaseFactory) -> Iterator[CacheDatabaseF
             _kernel.CacheDatabaseAdapter = original
 
 
-def resilient_factory(**kwargs: Any) -> CacheDatabaseFactory:
+class RebuiltOrders:
+    """
+    Orders verify rebuilt, handed to the node's cache database so that its first load takes
+    them (wherever Redis still holds the very bytes they were rebuilt from) instead of decoding
+    them again. Taken once: a later database of the same factory decodes for itself.
+    """
+
+    def __init__(self) -> None:
+        self._orders: dict[str, tuple[list[bytes], Any]] | None = None
+        self._lock = threading.Lock()
+
+    def give(self, orders: dict[str, tuple[list[bytes], Any]]) -> None:
+        with self._lock:
+            self._orders = orders
+
+    def take(self) -> dict[str, tuple[list[bytes], Any]] | None:
+        with self._lock:
+            orders, self._orders = self._orders, None
+            return orders
+
+
+class ResilientFactory:
     """
     A factory with the kernel's call signature that builds a `ResilientCacheDatabase` with
-    the given keyword options (``connection``, ``durability``, ``min_replica_acks``, ...).
-    The instances it built are listed in ``factory.instances``.
+    fixed keyword `options` (``connection``, ``durability``, ``min_replica_acks``, ...), handing
+    it the orders in `rebuilt` (if any). The instances it built are listed in `instances`.
     """
-    from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415 (import cost only when used)
 
-    instances: list[ResilientCacheDatabase] = []
-    next_only: dict[str, Any] = {}
+    def __init__(self, rebuilt: RebuiltOrders | None = None, **options: Any) -> None:
+        self.options = dict(options)
+        self.rebuilt = rebuilt
+        self.instances: list[Any] = []
 
-    def factory(trader_id: Any, instance_id: Any, serializer: Any, config: Any = None) -> ResilientCacheDatabase:
-        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, **kwargs, **next_only)
-        next_only.clear()
-        instances.append(database)
+    def __call__(self, trader_id: Any, instance_id: Any, serializer: Any, config: Any = None) -> Any:
+        from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415 (import cost only when used)
+
+        orders = self.rebuilt.take() if self.rebuilt is not None else None
+        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, rebuilt_orders=orders,
+                                          **self.options)
+        self.instances.append(database)
         return database
 
-    def for_next_instance(**options: Any) -> None:
-        """Further keyword options for the next instance only (e.g. ``rebuilt_orders``)."""
-        next_only.update(options)
-
-    factory.instances = instances  # type: ignore[attr-defined]
-    factory.options = dict(kwargs)  # type: ignore[attr-defined]
-    factory.for_next_instance = for_next_instance  # type: ignore[attr-defined]
-    return factory

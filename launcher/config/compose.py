@@ -1,11 +1,13 @@
 """
-Composition of the Hydra config outside ``@hydra.main`` (pure apart from reading the
-YAML files and the environment): used to validate command lines before Hydra runs the
-job, to print redacted configs, and by tests.
+Composition of the Hydra config with Hydra's compose API (pure apart from reading the YAML
+files and the environment): the CLI runner (launcher/cli.py) composes every command line with
+it, once; it also prints redacted configs and serves the tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +51,47 @@ def compose_config(
 
 
 def to_object(cfg: DictConfig) -> Any:
-    """Resolve interpolations (environment variables) and return the typed dataclass object."""
+    """
+    Resolve interpolations (environment variables) and return the typed dataclass object;
+    ConfigError for a key the schema does not know or a value its fields refuse.
+    """
     try:
         node = cfg.copy()
         if "hydra" in node:
             with _unlocked(node):
                 del node["hydra"]
+    except Exception as e:  # noqa: BLE001
+        raise config_error_from(e) from None
+    check_known_keys(node)
+    try:
         return OmegaConf.to_object(node)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise config_error_from(e) from None
 
 
+def check_known_keys(cfg: DictConfig, prefix: str = "") -> None:
+    """
+    ConfigError for the first key of `cfg` its dataclass schema does not declare. Hydra's
+    ``+key=value`` and ``++key=value`` add keys even to a struct config, and OmegaConf.to_object
+    drops them silently, so a misspelt override would otherwise be ignored.
+    """
+    schema = OmegaConf.get_type(cfg)
+    known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in cfg:
+        if known is not None and key not in known:
+            raise ConfigError(f"{prefix}{key}", "unknown key")
+        child = cfg._get_node(key)  # noqa: SLF001 (the node itself, without resolving ${oc.env:...})
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():  # noqa: SLF001
+            check_known_keys(child, f"{prefix}{key}.")
+
+
 def to_settings(cfg: DictConfig) -> LauncherConfig:
-    """The launcher's typed settings from a composed config."""
-    return to_object(cfg)
+    """The launcher's typed, validated settings from a composed config (ConfigError if unsound)."""
+    from launcher.config.node_config import check_strategy  # noqa: PLC0415 (imports NautilusTrader's configs)
+
+    return check_strategy(to_object(cfg))
 
 
 class _unlocked:
@@ -121,6 +150,26 @@ def redact(container: Any) -> Any:
         if _is_secret(key.rsplit(".", 1)[-1]) and value not in ("", "null"):
             return f"{key}={REDACTED}"
     return container
+
+
+def secret_values(argv: list[str]) -> set[str]:
+    """
+    The secret values a process may hold in plain text: ``key=value`` arguments whose key
+    names a secret, and environment variables whose name does (REDIS_PASSWORD).
+    """
+    values = {v for k, v in os.environ.items() if _is_secret(k)}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and _is_secret(key.rsplit(".", 1)[-1]):
+            values.add(value)
+    return {v for v in values if v not in ("", "null")}
+
+
+def redact_text(text: str, secrets: set[str]) -> str:
+    """`text` with every one of `secrets` replaced, longest first (one may contain another)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def _is_secret(key: Any) -> bool:

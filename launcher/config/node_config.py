@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
+from nautilus_trader.adapters.sandbox.config import SandboxExecutionClientConfig
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.common.config import DatabaseConfig
 from nautilus_trader.common.config import LoggingConfig
 from nautilus_trader.common.config import resolve_config_path
+from nautilus_trader.common.config import resolve_path
 from nautilus_trader.live.config import LiveDataEngineConfig
 from nautilus_trader.live.config import LiveExecEngineConfig
 from nautilus_trader.live.config import LiveRiskEngineConfig
@@ -24,9 +27,8 @@ from nautilus_trader.trading.config import ImportableStrategyConfig
 from launcher.config.schema import CacheSettings
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Store
-from launcher.config.validate import strategy_params
+from launcher.errors import ConfigError
 from launcher.venues.sim import SimDataClientConfig
-from launcher.venues.sim import SimExecClientConfig
 
 
 def database_config(cache: CacheSettings, address: tuple[str, int] | None = None) -> DatabaseConfig | None:
@@ -59,7 +61,7 @@ def cache_config(cache: CacheSettings, address: tuple[str, int] | None = None) -
     """FR-002 as NautilusTrader's ``CacheConfig`` (buffer_interval_ms 0 means unbuffered)."""
     return CacheConfig(
         database=database_config(cache, address),
-        encoding=cache.encoding,
+        encoding=cache.encoding.value,
         timestamps_as_iso8601=cache.timestamps_as_iso8601,
         buffer_interval_ms=cache.buffer_interval_ms or None,
         bulk_read_batch_size=cache.bulk_read_batch_size,
@@ -121,18 +123,17 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
             ),
         },
         exec_clients={
-            venue.name: SimExecClientConfig(
+            venue.name: SandboxExecutionClientConfig(
                 venue=venue.name,
                 starting_balances=list(venue.starting_balances),
                 base_currency=venue.base_currency,
-                oms_type=venue.oms_type,
-                account_type=venue.account_type,
-                restored_orders=venue.restored_orders,
+                oms_type=venue.oms_type.value,
+                account_type=venue.account_type.value,
             ),
         },
         strategies=[strategy_config(settings)],
         logging=LoggingConfig(
-            log_level={"WARN": "WARNING"}.get(settings.run.log_level.upper(), settings.run.log_level.upper()),
+            log_level={"WARN": "WARNING"}.get(settings.run.log_level.value, settings.run.log_level.value),
             log_level_file="DEBUG" if log_file_name else None,
             log_directory=log_dir,
             log_file_name=log_file_name,
@@ -144,3 +145,45 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
         load_state=persistent,
         save_state=persistent,
     )
+
+
+def strategy_params(settings: LauncherConfig, config_cls: type) -> dict:
+    """The strategy's params with the venue's first instrument filled in where the config takes one."""
+    params = dict(settings.strategy.params)
+    fields = getattr(config_cls, "__struct_fields__", ())
+    if "instrument_id" in fields and "instrument_id" not in params:
+        params["instrument_id"] = f"{settings.venue.instruments[0]}.{settings.venue.name}"
+    return params
+
+
+def check_strategy(settings: LauncherConfig) -> LauncherConfig:
+    """
+    ConfigError unless the strategy imports and accepts its params (with the venue's first
+    instrument filled in): the one check that needs several groups together. Returns `settings`.
+    """
+    strategy = settings.strategy
+    name = strategy.name or strategy.path
+    for key, path in (("strategy.path", strategy.path), ("strategy.config_path", strategy.config_path)):
+        if ":" not in (path or ""):
+            raise ConfigError(key, f"'{path}' must be 'package.module:ClassName'")
+    try:
+        resolve_path(strategy.path)
+    except Exception as e:  # noqa: BLE001 (any import failure is the user's input)
+        raise ConfigError("strategy.path", f"cannot import strategy '{strategy.path}': {_one_line(e)}") from None
+    try:
+        config_cls = resolve_config_path(strategy.config_path)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(
+            "strategy.config_path",
+            f"cannot import strategy config '{strategy.config_path}': {_one_line(e)}",
+        ) from None
+    try:
+        config_cls.parse(msgspec.json.encode(strategy_params(settings, config_cls)))
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError("strategy.params", f"strategy '{name}' rejected its params: {_one_line(e)}") from None
+    return settings
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

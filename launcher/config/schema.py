@@ -2,53 +2,102 @@
 Typed schema of the launcher's Hydra configuration.
 
 Each dataclass backs one YAML group under ``conf/``; Hydra validates every YAML file and
-command-line override against it, so a misspelt key or a wrong type fails at composition.
+command-line override against it, so a misspelt key, a wrong type or a value outside a closed
+set (an Enum) fails at composition. Range checks sit next to the fields, in each dataclass's
+``__post_init__``, which OmegaConf.to_object runs: they raise ConfigError(key, problem).
 Units are in the field names (``_s``, ``_ms``, ``_hz``, ``_days``, ``_hours``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from dataclasses import field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from nautilus_trader.model.objects import Money
 from omegaconf import OmegaConf
 
+from launcher.errors import ConfigError
+from launcher.store.connection import parse_address
 
-class Mode(str, Enum):
+
+# The closed sets are StrEnums: a member compares equal to its value and str() of it is the
+# value, as NautilusTrader's configs and the Redis layout expect.
+class Mode(StrEnum):
     run = "run"  # bootstrap, then run the node
     verify = "verify"  # bootstrap checks and recovery report only
     inspect = "inspect"  # print the persisted state in a logical view
     retention = "retention"  # one-shot retention pass
 
 
-class Store(str, Enum):
+class Store(StrEnum):
     memory = "memory"
     redis = "redis"
     sentinel = "sentinel"
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     resilient = "resilient"  # this project's CacheDatabaseFacade
     native = "native"  # NautilusTrader's own CacheDatabaseAdapter
 
 
-class Durability(str, Enum):
+class Durability(StrEnum):
     buffered = "buffered"  # hot path enqueues; batches every buffer_interval_ms
     sync = "sync"  # a cache write returns once Redis acknowledged it
 
 
-class Embedded(str, Enum):
+class Embedded(StrEnum):
     auto = "auto"  # start a local server only if nothing answers on a loopback address
     never = "never"
 
 
-class VerifyMode(str, Enum):
+class VerifyMode(StrEnum):
     strict = "strict"
     warn = "warn"
     off = "off"
+
+
+class Encoding(StrEnum):
+    msgpack = "msgpack"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    TRACE = "TRACE"
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    WARN = "WARN"
+    ERROR = "ERROR"
+    OFF = "OFF"
+
+
+class OmsType(StrEnum):
+    NETTING = "NETTING"
+    HEDGING = "HEDGING"
+
+
+class AccountType(StrEnum):
+    CASH = "CASH"
+    MARGIN = "MARGIN"
+
+
+def _positive(key: str, value: float | None, unit: str = "") -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(key, f"must be positive{unit}, was {value}")
+
+
+def _not_negative(key: str, value: float | None, unit: str = "") -> None:
+    if value is not None and value < 0:
+        raise ConfigError(key, f"must be >= 0{unit}, was {value}")
+
+
+def _check_port(key: str, port: int) -> None:
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(key, f"port {port} is out of range 1..65535")
 
 
 @dataclass
@@ -67,6 +116,13 @@ class RedisSettings:
     embedded: Embedded = Embedded.never
     embedded_dir: str = "var/redis"
 
+    def __post_init__(self) -> None:
+        _check_port("cache.redis.port", self.port)
+        _not_negative("cache.redis.db", self.db)
+        _positive("cache.redis.timeout_s", self.timeout_s, " seconds")
+        if self.max_connections < 1:
+            raise ConfigError("cache.redis.max_connections", "must be at least 1")
+
 
 @dataclass
 class SentinelSettings:
@@ -77,6 +133,16 @@ class SentinelSettings:
     min_replica_acks: int = 0  # WAIT for this many replicas before a batch counts as acknowledged
     replica_ack_timeout_ms: int = 1000
 
+    def __post_init__(self) -> None:
+        for node in self.nodes:
+            try:
+                parse_address(node)
+            except ValueError as e:
+                raise ConfigError("cache.sentinel.nodes", str(e)) from None
+        if not self.master_name:
+            raise ConfigError("cache.sentinel.master_name", "must not be empty")
+        _not_negative("cache.sentinel.min_replica_acks", self.min_replica_acks)
+
 
 @dataclass
 class CacheSettings:
@@ -85,7 +151,7 @@ class CacheSettings:
     store: Store = Store.redis
     backend: Backend = Backend.resilient
     durability: Durability = Durability.buffered
-    encoding: str = "msgpack"
+    encoding: Encoding = Encoding.msgpack
     timestamps_as_iso8601: bool = True
     buffer_interval_ms: int = 100
     bulk_read_batch_size: int | None = None
@@ -104,15 +170,55 @@ class CacheSettings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     sentinel: SentinelSettings = field(default_factory=SentinelSettings)
 
+    def __post_init__(self) -> None:
+        _not_negative("cache.buffer_interval_ms", self.buffer_interval_ms, " milliseconds")
+        _positive("cache.bulk_read_batch_size", self.bulk_read_batch_size)
+        _positive("cache.max_pending_writes", self.max_pending_writes)
+        for key in ("persist_orders", "persist_positions"):
+            if not getattr(self, key):
+                raise ConfigError(
+                    f"cache.{key}",
+                    "false is not supported: NautilusTrader always persists orders and positions to its cache "
+                    "database, and recovery needs them (use cache=memory to persist nothing)",
+                )
+        if self.store != Store.memory:
+            self._check_connection()
+
+    def _check_connection(self) -> None:
+        """The Redis profiles' connection settings (cache=memory ignores them)."""
+        redis = self.redis
+        if self.store == Store.redis and not redis.host:
+            raise ConfigError("cache.redis.host", "must not be empty")
+        if redis.username and not redis.password:
+            raise ConfigError(
+                "cache.redis.username",
+                f"username '{redis.username}' given without cache.redis.password (REDIS_PASSWORD)",
+            )
+        if redis.ssl_ca_file and not os.path.isfile(redis.ssl_ca_file):
+            raise ConfigError("cache.redis.ssl_ca_file", f"no such file: {redis.ssl_ca_file}")
+        if self.store == Store.sentinel and not self.sentinel.nodes:
+            raise ConfigError(
+                "cache.sentinel.nodes",
+                "the sentinel profile needs at least one sentinel "
+                "(cache.sentinel.nodes=[host:port,...] or REDIS_SENTINELS=host:port,...)",
+            )
+        if self.backend == Backend.native:
+            if self.durability == Durability.sync:
+                raise ConfigError(
+                    "cache.durability",
+                    "sync needs cache.backend=resilient (NautilusTrader's adapter only writes asynchronously)",
+                )
+            if redis.db != 0:
+                raise ConfigError("cache.redis.db", "NautilusTrader's native adapter only uses database 0")
+
 
 @dataclass
 class VenueSettings:
     """An offline simulated venue: synthetic quotes plus NautilusTrader's sandbox matching engine."""
 
     name: str = "SIM"
-    kind: str = "sim"
-    oms_type: str = "NETTING"
-    account_type: str = "MARGIN"
+    oms_type: OmsType = OmsType.NETTING
+    account_type: AccountType = AccountType.MARGIN
     base_currency: str | None = None
     starting_balances: list[str] = field(default_factory=lambda: ["1000000 USD"])
     instruments: list[str] = field(default_factory=lambda: ["EUR/USD"])  # FX pairs, quoted on this venue
@@ -122,7 +228,25 @@ class VenueSettings:
     initial_price: float = 1.10
     volatility_bp: float = 0.5  # standard deviation of one step of the mid random walk, basis points
     spread_bp: float = 0.5
-    restored_orders: str = "cancel"  # what the venue does with open orders found in the cache at start
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.isalnum():
+            raise ConfigError("venue.name", f"'{self.name}' must be a non-empty alphanumeric venue name")
+        if not self.starting_balances:
+            raise ConfigError("venue.starting_balances", "needs at least one balance such as '1000000 USD'")
+        for balance in self.starting_balances:
+            try:
+                Money.from_str(balance)
+            except (ValueError, TypeError):
+                raise ConfigError("venue.starting_balances", f"'{balance}' is not an amount with a currency") from None
+        if not self.instruments:
+            raise ConfigError("venue.instruments", "needs at least one FX pair such as EUR/USD")
+        for symbol in self.instruments:
+            base, _, quote = symbol.partition("/")
+            if len(base) != 3 or len(quote) != 3:
+                raise ConfigError("venue.instruments", f"'{symbol}' is not an FX pair like EUR/USD")
+        _positive("venue.quote_rate_hz", self.quote_rate_hz)
+        _positive("venue.initial_price", self.initial_price)
 
 
 @dataclass
@@ -136,10 +260,13 @@ class StrategySettings:
 @dataclass
 class RunSettings:
     duration_s: float | None = None  # stop after this many seconds; None runs until SIGINT/SIGTERM/SIGHUP
-    log_level: str = "INFO"
+    log_level: LogLevel = LogLevel.INFO
     log_file: str | None = None
     timeout_disconnection_s: float = 10.0
     post_stop_s: float = 2.0  # wait after stopping strategies for their cancels to settle
+
+    def __post_init__(self) -> None:
+        _positive("run.duration_s", self.duration_s, " seconds")
 
 
 @dataclass
@@ -147,6 +274,9 @@ class MonitoringSettings:
     enabled: bool | None = None  # None: on with the Redis profiles, off with cache=memory
     host: str = "127.0.0.1"  # metrics reveal trading activity: loopback unless said otherwise
     port: int = 9108
+
+    def __post_init__(self) -> None:
+        _check_port("monitoring.port", self.port)
 
 
 @dataclass
@@ -157,6 +287,11 @@ class BootstrapSettings:
     lease_ttl_s: float = 10.0
     lease_wait_s: float | None = None  # how long to wait for a crashed holder's lease; default: lease_ttl_s + 2
     allow_no_persistence: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("bootstrap.wait_timeout_s", self.wait_timeout_s, " seconds")
+        _positive("bootstrap.lease_ttl_s", self.lease_ttl_s, " seconds")
+        _not_negative("bootstrap.lease_wait_s", self.lease_wait_s, " seconds")
 
 
 @dataclass
@@ -170,6 +305,14 @@ class RetentionSettings:
     stream_max_len: int = 100_000  # capped streams for quotes/trades when persisted
     stream_max_age_s: float = 3600.0
 
+    def __post_init__(self) -> None:
+        for key in ("orders_days", "positions_closed_hours", "account_events_days", "interval_s"):
+            _not_negative(f"retention.{key}", getattr(self, key))
+        if self.enabled and self.interval_s <= 0:
+            raise ConfigError("retention.interval_s", "must be positive seconds while retention.enabled=true")
+        _positive("retention.stream_max_len", self.stream_max_len)
+        _positive("retention.stream_max_age_s", self.stream_max_age_s, " seconds")
+
 
 @dataclass
 class LauncherConfig:
@@ -182,6 +325,17 @@ class LauncherConfig:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+
+    def __post_init__(self) -> None:
+        # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
+        # process (a Rust panic) on an invalid one. ':' is Redis's key delimiter, so it is refused too.
+        name, sep, tag = str(self.trader_id).rpartition("-")
+        printable = all("!" <= c <= "~" and c != ":" for c in str(self.trader_id))
+        if not (sep and name and tag and printable):
+            raise ConfigError(
+                "trader_id",
+                f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
+            )
 
 
 def _split_csv(value: Any) -> list[str]:

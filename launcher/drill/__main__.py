@@ -12,49 +12,25 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
 
 from __future__ import annotations
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from launcher.config.compose import CONFIG_DIR
+from launcher.cli import App
+from launcher.cli import main
 from launcher.drill.config import CONFIG_NAME
-from launcher.drill.config import compose_drill_config
+from launcher.drill.config import DrillSettings
 from launcher.drill.config import register
 from launcher.drill.config import to_drill_settings
-from launcher.errors import LauncherError
-from launcher.errors import exit_with
-from launcher.stop_signals import run_tool
 
 
-_STOPPED = "the drill; the servers and nodes it started were stopped"
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
-def _job(cfg: DictConfig) -> None:
+def _drill(settings: DrillSettings) -> int:
     from launcher.drill.runner import render  # noqa: PLC0415
     from launcher.drill.runner import run_drill  # noqa: PLC0415
     from launcher.drill.runner import write_report  # noqa: PLC0415
 
-    try:
-        report = run_drill(to_drill_settings(cfg))
-    except LauncherError as e:
-        exit_with(e)
+    report = run_drill(settings)
     write_report(report)
     print(render(report), flush=True)
-    sys.exit(report.exit_code)
-
-
-def main() -> None:
-    register()
-    argv = sys.argv[1:]
-    if not any(a.startswith("-") for a in argv):
-        try:
-            to_drill_settings(compose_drill_config(argv))
-        except LauncherError as e:
-            exit_with(e)
-    run_tool(_job, _STOPPED)
+    return report.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    main(App(CONFIG_NAME, register, to_drill_settings, _drill,
+             stopped="the drill; the servers and nodes it started were stopped"))

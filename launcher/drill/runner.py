@@ -26,6 +26,7 @@ Promises (a lane fails when its promise is broken; native's findings are shown, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,8 @@ from launcher.drill.servers import SentinelServers
 from launcher.drill.servers import SingleServer
 from launcher.drill.servers import state_client
 from launcher.errors import LauncherError
+from launcher.retry import PollTimeout
+from launcher.retry import poll
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -258,15 +262,12 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
         lane.watcher = LedgerWatcher(lane.ledger).start()
     deadline = time.monotonic() + d.node_start_timeout_s
     for lane in lanes:
-        while lane.watcher.count() < max(1, d.warmup_events):
-            if lane.proc.poll() is not None:
-                raise DrillError(
-                    f"the {lane.name} node exited ({lane.proc.returncode}) before trading:\n{_tail(lane.log)}",
-                )
-            if time.monotonic() > deadline:
-                raise DrillError(f"the {lane.name} node wrote no {d.warmup_events} ledger events within "
-                                 f"{d.node_start_timeout_s:.0f}s:\n{_tail(lane.log)}")
-            time.sleep(0.02)
+        try:
+            poll(partial(_warmed_up, lane, max(1, d.warmup_events)), max(0.0, deadline - time.monotonic()),
+                 f"{lane.name} node trading")
+        except PollTimeout:
+            raise DrillError(f"the {lane.name} node wrote no {d.warmup_events} ledger events within "
+                             f"{d.node_start_timeout_s:.0f}s:\n{_tail(lane.log)}") from None
     say(f"  nodes trading: {', '.join(f'{lane.name} ({lane.trader_id}, {lane.watcher.count()} events)' for lane in lanes)}")
 
     # 2. fault
@@ -341,6 +342,13 @@ def _parallel(jobs: list) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def _warmed_up(lane: Lane, events: int) -> bool:
+    """Whether `lane`'s node wrote `events` ledger events (DrillError if it exited before)."""
+    if lane.proc.poll() is not None:
+        raise DrillError(f"the {lane.name} node exited ({lane.proc.returncode}) before trading:\n{_tail(lane.log)}")
+    return lane.watcher.count() >= events
 
 
 def _sleep_until(t: float) -> None:
@@ -446,15 +454,17 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
     proc = _spawn(lane.launcher_args(f"strategy.params.ledger_path={ledger}", f"run.duration_s={d.restart_run_s:g}"),
                   lane.dir, log)
     running_s = None
-    deadline = t0 + d.node_start_timeout_s + _lease_ttl(d) + 5
+
+    def running_or_exited() -> bool:
+        nonlocal running_s
+        if _RUNNING in _tail(log, 10**9):
+            running_s = time.monotonic() - t0
+            return True
+        return proc.poll() is not None
+
     try:
-        while time.monotonic() < deadline:
-            if _RUNNING in _tail(log, 10**9):
-                running_s = time.monotonic() - t0
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
+        with contextlib.suppress(PollTimeout):  # a node that never got there is reported by its exit code below
+            poll(running_or_exited, d.node_start_timeout_s + _lease_ttl(d) + 5, f"{lane.name} node restarting")
         code = proc.wait(timeout=d.restart_run_s + d.stop_timeout_s + 30)
     except subprocess.TimeoutExpired:
         proc.kill()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import redis
 
+from launcher.retry import PollTimeout
+from launcher.retry import poll
 from launcher.servers.redis_process import LOOPBACK
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
@@ -144,16 +146,21 @@ class SentinelServers:
         sentinels see at least one replica with its link up). Returns (settled, how).
         """
         t0 = time.monotonic()
-        deadline = t0 + timeout_s
         how = "not checked"
-        while True:
+
+        def settled() -> bool:
+            nonlocal how
             try:
                 ok, how = self._settled()
             except (redis.exceptions.RedisError, RuntimeError, KeyError) as e:
                 ok, how = False, f"{type(e).__name__}: {e}"
-            if ok or time.monotonic() >= deadline:
-                return ok, f"{how} after {time.monotonic() - t0:.1f}s"
-            time.sleep(0.1)
+            return ok
+
+        try:
+            ok = poll(settled, timeout_s, "the topology settling", interval_s=0.1)
+        except PollTimeout:
+            ok = False
+        return ok, f"{how} after {time.monotonic() - t0:.1f}s"
 
     def _settled(self) -> tuple[bool, str]:
         master = self.master_address()
@@ -176,31 +183,28 @@ class SentinelServers:
         return True, f"{len(others)} replica(s) of {master[0]}:{master[1]} online and caught up"
 
     def _wait_new_master(self, old: tuple[str, int], timeout_s: float) -> tuple[str, int]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                address = self.master_address()
-                if address[1] != old[1]:
-                    role = redis.Redis(host=address[0], port=address[1], socket_timeout=1.0).info("replication")["role"]
-                    if role == "master":
-                        return address
-            except (redis.exceptions.RedisError, RuntimeError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"no new master for '{self.master_name}' within {timeout_s:.0f}s")
+        def new_master() -> tuple[str, int] | None:
+            address = self.master_address()
+            if address[1] != old[1]:
+                role = redis.Redis(host=address[0], port=address[1], socket_timeout=1.0).info("replication")["role"]
+                if role == "master":
+                    return address
+            return None
+
+        return poll(new_master, timeout_s, f"a new master for '{self.master_name}'", interval_s=0.05,
+                    ignore=(redis.exceptions.RedisError, RuntimeError))
 
     def _wait_replica(self, proc: RedisProcess, master: tuple[str, int], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                info = proc.client(socket_timeout=1.0).info("replication")
-                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master[1] \
-                        and info.get("master_link_status") == "up":
-                    return True
-            except redis.exceptions.RedisError:
-                pass
-            time.sleep(0.05)
-        return False
+        def replica_of_master() -> bool:
+            info = proc.client(socket_timeout=1.0).info("replication")
+            return (info.get("role") == "slave" and int(info.get("master_port", 0)) == master[1]
+                    and info.get("master_link_status") == "up")
+
+        try:
+            return poll(replica_of_master, timeout_s, f"{proc.address} replicating {master[0]}:{master[1]}",
+                        interval_s=0.05, ignore=(redis.exceptions.RedisError,))
+        except PollTimeout:
+            return False
 
     def stop(self) -> None:
         if self.topology is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
 from launcher.monitoring.exporter import MetricsExporter
 from launcher.monitoring.health import RedisProbe
 from launcher.monitoring.metrics import LauncherMetrics
@@ -25,21 +27,21 @@ from launcher.monitoring.metrics import LauncherMetrics
 log = logging.getLogger("launcher.monitoring")
 
 
-def monitoring_enabled(settings: Any) -> bool:
+def monitoring_enabled(settings: LauncherConfig) -> bool:
     enabled = settings.monitoring.enabled
     if enabled is None:
-        return str(getattr(settings.cache.store, "value", settings.cache.store)) != "memory"
+        return settings.cache.store != Store.memory
     return bool(enabled)
 
 
-def backend_name(settings: Any) -> str:
-    if str(getattr(settings.cache.store, "value", settings.cache.store)) == "memory":
+def backend_name(settings: LauncherConfig) -> str:
+    if settings.cache.store == Store.memory:
         return "memory"
-    return str(getattr(settings.cache.backend, "value", settings.cache.backend))
+    return str(settings.cache.backend)
 
 
 class Monitoring:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: LauncherConfig) -> None:
         self.enabled = monitoring_enabled(settings)
         self.metrics: LauncherMetrics | None = None
         self.exporter: MetricsExporter | None = None

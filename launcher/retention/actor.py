@@ -289,14 +289,10 @@ class RedisFollowUp:
 
     def wait_idle(self, timeout_s: float) -> bool:
         """True once everything submitted is done (False on timeout: e.g. Redis unreachable)."""
-        deadline = time.monotonic() + timeout_s
+        # Condition.wait_for keeps the deadline; the worker notifies when it finishes a batch,
+        # so this wakes on progress rather than polling.
         with self._cond:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
+            return self._cond.wait_for(lambda: not (self._pending or self._busy), timeout_s)
 
     def close(self, timeout_s: float = 3.0) -> None:
         """Finish what is queued (bounded wait), then stop; what could not be done is logged."""

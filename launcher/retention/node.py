@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from launcher.config.schema import Backend
+from launcher.config.schema import LauncherConfig
 from launcher.retention.actor import RedisFollowUp
 from launcher.retention.actor import RetentionActor
 from launcher.retention.policy import RetentionWindows
@@ -21,7 +23,7 @@ log = logging.getLogger("launcher.retention")
 
 def install_retention(
     node: Any,
-    settings: Any,
+    settings: LauncherConfig,
     *,
     client: Any = None,
     trader_key: str | None = None,
@@ -44,7 +46,7 @@ def install_retention(
         The cache backend's "everything so far persisted" wait (see RedisFollowUp).
     """
     closers: list[Callable[[], None]] = []
-    native = str(getattr(settings.cache.backend, "value", settings.cache.backend)) == "native"
+    native = settings.cache.backend == Backend.native
     if settings.retention.enabled:
         follow_up = None
         if client is not None:

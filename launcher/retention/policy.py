@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from launcher.config.schema import RetentionSettings
+
 
 NANOS_PER_SECOND = 1_000_000_000
 
@@ -48,7 +50,7 @@ class RetentionWindows:
     account_events_s: int
 
     @classmethod
-    def from_settings(cls, retention: Any) -> RetentionWindows:
+    def from_settings(cls, retention: RetentionSettings) -> RetentionWindows:
         """From ``RetentionSettings`` (``orders_days``, ``positions_closed_hours``, ``account_events_days``)."""
         return cls(
             orders_s=_whole_seconds(retention.orders_days, 86_400),

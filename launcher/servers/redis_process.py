@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from launcher.retry import poll
+
 
 LOOPBACK = "127.0.0.1"
 
@@ -173,30 +175,22 @@ class RedisProcess:
             start_new_session=True,
         )
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited: {self._tail_log()}")
-            try:
-                if self.client(socket_timeout=0.5).ping():
-                    if not self.sentinel:
-                        self._wait_loaded(deadline)
-                    return self
-            except redis.exceptions.BusyLoadingError:
-                pass
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                pass
-            time.sleep(0.02)
-        raise TimeoutError(f"redis-server on port {self.port} did not answer within {wait_s}s")
+        poll(self._answers, wait_s, f"redis-server on port {self.port} answering PING",
+             ignore=(redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+        if not self.sentinel:
+            self._wait_loaded(max(0.0, deadline - time.monotonic()))
+        return self
 
-    def _wait_loaded(self, deadline: float) -> None:
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server on port {self.port} exited: {self._tail_log()}")
+        return bool(self.client(socket_timeout=0.5).ping())
+
+    def _wait_loaded(self, timeout_s: float) -> None:
+        """Until the server finished loading its AOF/RDB (it answers PING while loading)."""
         client = self.client(socket_timeout=0.5)
-        while time.monotonic() < deadline:
-            try:
-                if int(client.info("persistence").get("loading", 0)) == 0:
-                    return
-            except redis.exceptions.BusyLoadingError:
-                pass
-            time.sleep(0.02)
+        poll(lambda: int(client.info("persistence").get("loading", 0)) == 0, timeout_s,
+             f"redis-server on port {self.port} loading its data", ignore=(redis.exceptions.BusyLoadingError,))
 
     def _tail_log(self) -> str:
         try:
@@ -301,50 +295,36 @@ class SentinelTopology:
         raise KeyError(port)
 
     def _wait_replicas_online(self, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def online() -> bool:
             info = self.master.client().info("replication")
-            online = sum(
+            count = sum(
                 1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
             )
-            if online >= self.replicas:
-                return
-            time.sleep(0.05)
-        raise TimeoutError("replicas did not come online")
+            return count >= self.replicas
+
+        poll(online, timeout_s, "replicas coming online", interval_s=0.05)
 
     def _wait_sentinels_agree(self, timeout_s: float = 15.0) -> None:
         """Wait until every sentinel knows the master, its replicas and the other sentinels."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ready = True
+        def agree() -> bool:
             for s in self.sentinel_procs:
-                try:
-                    m = s.client().sentinel_master(self.master_name)
-                except redis.exceptions.RedisError:
-                    ready = False
-                    break
+                m = s.client().sentinel_master(self.master_name)
                 if int(m.get("num-slaves", 0)) < self.replicas or int(m.get("num-other-sentinels", 0)) < self.sentinels - 1:
-                    ready = False
-                    break
-            if ready:
-                return
-            time.sleep(0.1)
-        raise TimeoutError("sentinels did not discover the topology")
+                    return False
+            return True
+
+        poll(agree, timeout_s, "sentinels discovering the topology", interval_s=0.1, ignore=(redis.exceptions.RedisError,))
 
     def wait_new_master(self, old_port: int, timeout_s: float = 30.0) -> int:
         """Poll the sentinels until they name a master other than `old_port`; return its port."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                port = self.current_master_port()
-                if port != old_port:
-                    role = self.server_on_port(port).client().info("replication").get("role")
-                    if role == "master":
-                        return port
-            except (redis.exceptions.RedisError, KeyError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("no failover within timeout")
+        def new_master() -> int | None:
+            port = self.current_master_port()
+            if port != old_port and self.server_on_port(port).client().info("replication").get("role") == "master":
+                return port
+            return None
+
+        return poll(new_master, timeout_s, f"a failover away from port {old_port}", interval_s=0.05,
+                    ignore=(redis.exceptions.RedisError, KeyError))
 
     def stop(self) -> None:
         for proc in [*self.sentinel_procs, *self.replica_procs, self.master]:

@@ -81,12 +81,6 @@ class SimDataClientConfig(LiveDataClientConfig, frozen=True, kw_only=True):
     spread_bp: float = 0.5
 
 
-class SimExecClientConfig(SandboxExecutionClientConfig, frozen=True, kw_only=True):
-    """Sandbox execution plus what to do with open orders recovered from the cache (``cancel``)."""
-
-    restored_orders: str = "cancel"
-
-
 def sim_instruments(venue: str, symbols: list[str]) -> list[CurrencyPair]:
     """NautilusTrader's standard FX pair definitions, listed on `venue`."""
     return [TestInstrumentProvider.default_fx_ccy(symbol, venue=Venue(venue)) for symbol in symbols]
@@ -189,10 +183,9 @@ class SimDataClient(LiveMarketDataClient):
 class SimExecutionClient(SandboxExecutionClient):
     """NautilusTrader's sandbox execution client, plus handling of orders recovered from the cache."""
 
-    def __init__(self, *args, config: SimExecClientConfig, cache: Cache, **kwargs) -> None:
+    def __init__(self, *args, config: SandboxExecutionClientConfig, cache: Cache, **kwargs) -> None:
         _check_recovered_account(cache, config)
         super().__init__(*args, config=config, cache=cache, **kwargs)
-        self._restored_orders = config.restored_orders
 
     def connect(self) -> None:
         super().connect()
@@ -215,7 +208,7 @@ class SimExecutionClient(SandboxExecutionClient):
             )
 
 
-def _check_recovered_account(cache: Cache, config: SimExecClientConfig) -> None:
+def _check_recovered_account(cache: Cache, config: SandboxExecutionClientConfig) -> None:
     """Raise ConfigError when the account recovered for this venue cannot be the configured one."""
     from launcher.errors import ConfigError  # noqa: PLC0415
 

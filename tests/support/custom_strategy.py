@@ -16,3 +16,10 @@ class MyStrategy(Strategy):
 
     def on_start(self) -> None:
         self.log.info(f"MyStrategy started with fast={self.config.fast}")
+
+
+class BrokenStrategy(Strategy):
+    """Fails while the node is built: an unexpected error inside the launcher's job."""
+
+    def __init__(self, config: MyConfig) -> None:
+        raise RuntimeError("broken on purpose")

@@ -1,0 +1,380 @@
+"""
+The node-level sections of ``python -m launcher.bench``: whole ``python -m launcher`` processes
+against the bench's Redis server, measured from outside.
+
+node       the flood strategy (strategies/flood.py: market orders as fast as the node takes them,
+           each opening or closing a position) for ``node_seconds`` per run, per backend
+           (cache=memory, resilient buffered, resilient sync, native), alternating, ``node_repeats``
+           runs each; the rate is the node events (order, position, account) the strategy received
+           per second. After each run the orders persisted in Redis are counted: a backend that
+           ran fast by not writing would show here.
+startup    seconds from process start (just before the spawn) to the ``TradingNode: RUNNING`` log
+           line (its own timestamp), with an empty store and with a store holding N orders written
+           by measure.write_state; per backend (resilient with verify strict, resilient with
+           bootstrap.verify=off, native). What the state ADDS is the start with it minus the empty
+           start. A start that does not reach RUNNING within ``startup_timeout_s`` is stopped and
+           reported as such.
+
+Every node runs with the launcher's defaults (INFO log to a file, retention on) except
+monitoring, which is off for every backend alike (cache=memory has it off by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from launcher.bench import measure as M
+from launcher.retry import PollTimeout
+from launcher.retry import poll
+from launcher.state import layout
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNNING = "TradingNode: RUNNING"
+MEMORY = "memory"
+RESILIENT_BUFFERED = "resilient_buffered"
+RESILIENT_SYNC = "resilient_sync"
+RESILIENT_VERIFY_OFF = "resilient_verify_off"
+_REDIS = ["cache=redis_dev", "cache.redis.embedded=never"]
+NODE_BACKENDS: dict[str, list[str]] = {
+    MEMORY: ["cache=memory"],
+    RESILIENT_BUFFERED: [*_REDIS, "cache.backend=resilient", "cache.durability=buffered"],
+    RESILIENT_SYNC: [*_REDIS, "cache.backend=resilient", "cache.durability=sync"],
+    M.NATIVE: [*_REDIS, "cache.backend=native"],
+}
+STARTUP_BACKENDS: dict[str, list[str]] = {
+    M.RESILIENT: [*_REDIS, "cache.backend=resilient"],
+    RESILIENT_VERIFY_OFF: [*_REDIS, "cache.backend=resilient", "bootstrap.verify=off"],
+    M.NATIVE: [*_REDIS, "cache.backend=native"],
+}
+# measure.write_state's account (SIM-001, cash, USD) and instrument (AUD/USD.SIM): the venue must match.
+_STATE_VENUE = ["venue.account_type=CASH", "venue.base_currency=USD", "venue.instruments=[AUD/USD]"]
+# Seconds a node gets to stop and flush once asked (beyond its run).
+STOP_TIMEOUT_S = 120.0
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@dataclass
+class Node:
+    """One ``python -m launcher`` child with its log file."""
+
+    proc: subprocess.Popen
+    log: Path
+    spawned_at: float  # time.time() just before the spawn
+
+    @classmethod
+    def spawn(cls, args: list[str], workdir: Path, log: Path) -> Node:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env = {k: v for k, v in env.items() if not k.startswith("REDIS_") and k != "TRADER_ID"}
+        with open(log, "w") as out:
+            spawned_at = time.time()
+            proc = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+                [sys.executable, "-m", "launcher", *args], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        return cls(proc, log, spawned_at)
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, chars: int = 1500) -> str:
+        return self.text()[-chars:]
+
+    def wait(self, timeout_s: float) -> int | None:
+        """The exit code, or None when it had to be killed after `timeout_s`."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            return None
+
+
+def running_at(text: str) -> float | None:
+    """Epoch seconds of the ``TradingNode: RUNNING`` line (NautilusTrader's UTC timestamp), or None."""
+    for line in text.splitlines():
+        if line.endswith(RUNNING):
+            try:
+                return datetime.fromisoformat(line[:26] + "+00:00").timestamp()
+            except ValueError:
+                return None
+    return None
+
+
+def launcher_started_at(text: str) -> float | None:
+    """Epoch seconds of the launcher's first log line (local time, ms): the imports are done by then."""
+    for line in text.splitlines():
+        if " [INFO] launcher: " in line:
+            try:
+                return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                return None
+    return None
+
+
+def _common(server: M.Server, trader_id: str) -> list[str]:
+    return [f"trader_id={trader_id}", f"cache.redis.host={server.host}", f"cache.redis.port={server.port}",
+            "monitoring.enabled=false", "strategy=flood"]
+
+
+def persisted_orders(server: M.Server, trader_id: str) -> int:
+    client = server.client()
+    try:
+        return int(client.scard(f"{M.trader_key(trader_id)}:{layout.INDEX_ORDERS}"))
+    finally:
+        client.close()
+
+
+# -- node throughput ------------------------------------------------------------------------------
+
+
+def flood_run(server: M.Server, backend: str, seconds: float, trader_id: str, workdir: Path) -> dict[str, Any]:
+    """One flood run of `seconds` on `backend`; the strategy's result plus what Redis holds after."""
+    run_dir = workdir / trader_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_path = run_dir / "flood.json"
+    args = [*NODE_BACKENDS[backend], *_common(server, trader_id), f"run.duration_s={seconds:g}",
+            f"strategy.params.result_path={result_path}", f"cache.spill_dir={run_dir / 'spill'}"]
+    node = Node.spawn(args, run_dir, run_dir / "node.log")
+    code = node.wait(seconds + STOP_TIMEOUT_S + 60)
+    if code != 0 or not result_path.exists():
+        raise RuntimeError(f"flood node ({backend}) exited {code}, result {'written' if result_path.exists() else 'missing'}:\n"
+                           f"{node.tail()}")
+    result = json.loads(result_path.read_text())
+    result["exit_code"] = code
+    result["persisted_orders"] = None if backend == MEMORY else persisted_orders(server, trader_id)
+    result["wall_s"] = round(time.time() - node.spawned_at, 2)
+    return result
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median `key` (the lower middle for an even count, never an average)."""
+    ranked = sorted(runs, key=lambda run: run[key])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def node_section(server: M.Server, seconds: float, repeats: int, name, cleanup, workdir: Path) -> dict[str, Any]:
+    """
+    Flood runs per backend, alternating; `name(label)` gives a trader id (and remembers it for
+    `cleanup()`, called after each round). Rates are node events per second.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in NODE_BACKENDS}
+    for n in range(repeats):  # alternating, so every backend sees the machine alike
+        for i, backend in enumerate(NODE_BACKENDS):
+            run = flood_run(server, backend, seconds, name(f"FLOOD{n}B{i}"), workdir)
+            runs[backend].append(run)
+            say(f"  run {n + 1}/{repeats} {backend:<19} {run['events_per_s']:>9,.0f} events/s "
+                f"({run['orders_filled']:,} orders filled, {run['orders_denied']} denied, "
+                f"persisted {run['persisted_orders'] if run['persisted_orders'] is not None else '-'})")
+        cleanup()
+    out: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "backends": {}}
+    for backend, backend_runs in runs.items():
+        median = _median(backend_runs, "events_per_s")
+        out["backends"][backend] = {**median, "runs_events_per_s": [run["events_per_s"] for run in backend_runs],
+                                    "runs": backend_runs}
+    memory = out["backends"][MEMORY]["events_per_s"]
+    for data in out["backends"].values():
+        data["ratio_to_memory"] = round(data["events_per_s"] / memory, 3) if memory else None
+    return out
+
+
+# -- start-up -------------------------------------------------------------------------------------
+
+
+def start_to_running(server: M.Server, backend: str, trader_id: str, workdir: Path, timeout_s: float,
+                     label: str) -> dict[str, Any]:
+    """Seconds from spawn to RUNNING (None: not within `timeout_s`); the node is then stopped with SIGTERM."""
+    run_dir = workdir / f"{trader_id}-{backend}-{label}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args = [*STARTUP_BACKENDS[backend], *_common(server, trader_id), *_STATE_VENUE, "strategy.params.max_orders=0",
+            f"cache.spill_dir={run_dir / 'spill'}"]
+    node = Node.spawn(args, run_dir, run_dir / "node.log")
+    try:
+        # A float: RUNNING was logged at that time; True: the process ended first.
+        at = poll(lambda: running_at(node.text()) or node.proc.poll() is not None, timeout_s,
+                  f"{backend} node reaching RUNNING", interval_s=0.05)
+    except PollTimeout:
+        at = None
+    if node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+    code = node.wait(STOP_TIMEOUT_S)
+    if at is True:
+        raise RuntimeError(f"{backend} node exited {code} before RUNNING:\n{node.tail()}")
+    launched = launcher_started_at(node.text())
+    return {"to_running_s": None if at is None else round(at - node.spawned_at, 3),
+            "in_process_s": None if at is None or launched is None else round(at - launched, 3), "exit_code": code}
+
+
+def _startup_case(server: M.Server, backend: str, trader_id: str, workdir: Path, timeout_s: float, repeats: int,
+                  label: str, empty: bool = False) -> dict[str, Any]:
+    runs = []
+    for _ in range(repeats):
+        if empty:  # what the previous start wrote (account, lease, manifest) goes first
+            M.delete_trader(server, trader_id)
+        runs.append(start_to_running(server, backend, trader_id, workdir, timeout_s, label))
+        if runs[-1]["to_running_s"] is None:
+            break  # one start past the bound is enough to know
+    done = [r["to_running_s"] for r in runs if r["to_running_s"] is not None]
+    in_process = [r["in_process_s"] for r in runs if r["in_process_s"] is not None]
+    return {
+        "to_running_s": statistics.median_low(done) if len(done) == len(runs) else None,
+        "runs_s": [r["to_running_s"] for r in runs],
+        # From the launcher's first log line (imports done) to RUNNING: less noisy on a loaded machine.
+        "in_process_s": statistics.median_low(in_process) if in_process and len(done) == len(runs) else None,
+        "timed_out_after_s": timeout_s if len(done) < len(runs) else None,
+    }
+
+
+def startup_section(dbs: M.Databases, sizes: list[int], repeats: int, timeout_s: float, name, workdir: Path
+                    ) -> dict[str, Any]:
+    """Start-up time with an empty store and with each size of state, per backend; what the state adds."""
+    server = dbs.server
+    empty_id = name("START0")
+    out: dict[str, Any] = {"timeout_s": timeout_s, "empty": {}, "cases": []}
+    for backend in STARTUP_BACKENDS:
+        out["empty"][backend] = _startup_case(server, backend, empty_id, workdir, timeout_s, repeats, "empty", empty=True)
+        say(f"  empty store      {backend:<21} {_fmt(out['empty'][backend])}")
+    for size in sorted(sizes):
+        trader_id = name(f"START{size}")
+        written = M.write_state(dbs, trader_id, size, 4, 0.1)
+        say(f"  {size:,} orders: state written in {written['write_s']}s ({written['positions']} positions)")
+        case: dict[str, Any] = {"orders": size, **written}
+        for backend in STARTUP_BACKENDS:
+            runs = repeats if size <= 10_000 else 1  # larger states: one start each
+            start = _startup_case(server, backend, trader_id, workdir, timeout_s, runs, f"{size}")
+            empty = out["empty"][backend]["to_running_s"]
+            start["added_s"] = (round(start["to_running_s"] - empty, 3)
+                                if start["to_running_s"] is not None and empty is not None else None)
+            empty_in_process = out["empty"][backend]["in_process_s"]
+            start["added_in_process_s"] = (round(start["in_process_s"] - empty_in_process, 3)
+                                           if start["in_process_s"] is not None and empty_in_process is not None else None)
+            case[backend] = start
+            say(f"    {backend:<21} {_fmt(start)}; the state adds "
+                f"{'-' if start['added_s'] is None else f'{start['added_s']:+.3f}s'}")
+        out["cases"].append(case)
+        M.delete_trader(server, trader_id)
+    M.delete_trader(server, empty_id)
+    return out
+
+
+def _fmt(start: dict[str, Any]) -> str:
+    if start["to_running_s"] is None:
+        return f"not RUNNING within {start['timed_out_after_s']:g}s (stopped)"
+    return f"{start['to_running_s']:.3f}s to RUNNING (runs {start['runs_s']})"
+
+
+# -- targets and table ----------------------------------------------------------------------------
+
+
+def node_targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, value, met) of the node and startup sections (met None: not measurable)."""
+    out: list[tuple[str, str, bool | None]] = []
+    node = r.get("node")
+    if node:
+        b = node["backends"]
+        for backend, bound in ((RESILIENT_BUFFERED, 0.9), (RESILIENT_SYNC, 0.5)):
+            ratio = b[backend]["ratio_to_memory"]
+            out.append((f"node throughput {backend} >= {bound:.2f} of cache=memory",
+                        f"{ratio:.2f} ({b[backend]['events_per_s']:,.0f} vs {b[MEMORY]['events_per_s']:,.0f} events/s; "
+                        f"native {b[M.NATIVE]['ratio_to_memory']:.2f})", ratio >= bound))
+    startup = r.get("startup")
+    if startup:
+        empty = startup["empty"][M.RESILIENT]["to_running_s"]
+        for case in startup["cases"]:
+            n = case["orders"]
+            # The in-process difference when measured: the same state cost without the imports' noise.
+            added, native = (_added(case[M.RESILIENT]), _added(case[M.NATIVE]))
+            value = "-" if added is None else (f"adds {added:.3f}s to an empty start of {empty:.3f}s "
+                                               f"(from process start: {case[M.RESILIENT]['added_s']:+.3f}s)")
+            out.append((f"start-up with {n:,} orders: what the state adds <= 0.5x an empty start (resilient)", value,
+                        None if added is None or empty is None else added <= 0.5 * empty))
+            out.append((f"start-up with {n:,} orders: resilient adds <= 1/10 of what the state adds to native",
+                         *_versus_native(added, native, case[M.NATIVE]["timed_out_after_s"],
+                                         startup["empty"][M.NATIVE]["to_running_s"])))
+    return out
+
+
+def _added(start: dict[str, Any]) -> float | None:
+    """What the state added to a start: in process when measured, else from process start."""
+    in_process = start.get("added_in_process_s")
+    return in_process if in_process is not None else start["added_s"]
+
+
+def _versus_native(added: float | None, native: float | None, native_timeout_s: float | None,
+                   native_empty_s: float | None) -> tuple[str, bool | None]:
+    """(value, met) of "resilient adds <= 1/10 of native"; a native start past its bound adds at least that bound."""
+    if added is None:
+        return "resilient did not reach RUNNING", None
+    if native is None and native_timeout_s and native_empty_s is not None:
+        at_least = native_timeout_s - native_empty_s
+        return (f"{added:.3f}s vs native > {at_least:.0f}s (not RUNNING within {native_timeout_s:g}s, stopped)",
+                True if added <= at_least / 10 else None)
+    if native is None or native <= 0:
+        return f"not measurable: native's start with the state is within noise of its empty start ({native})", None
+    if added <= 0:
+        return f"{added:+.3f}s (no cost above the noise) vs {native:.3f}s", True
+    return f"{added:.3f}s vs {native:.3f}s ({native / added:.1f}x)", added <= native / 10
+
+
+def render_node(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    node = r.get("node")
+    if node:
+        lines += ["", f"Node throughput: flood strategy, {node['seconds']:g}s per run, {node['repeats']} run(s) per backend "
+                      "(alternating); node events (order + position + account) per second",
+                  f"| {'backend':<20} | {'events/s (median)':>17} | {'of memory':>9} | {'orders/s':>9} | "
+                  f"{'persisted/submitted':>19} | {'1st s -> last full s':>20} | every run (events/s)",
+                  f"|{'-' * 22}|{'-' * 19}|{'-' * 11}|{'-' * 11}|{'-' * 21}|{'-' * 22}|{'-' * 24}"]
+        for backend, d in node["backends"].items():
+            persisted = "-" if d["persisted_orders"] is None else f"{d['persisted_orders']:,} / {d['orders_submitted']:,}"
+            runs = " ".join(f"{x:,.0f}" for x in d["runs_events_per_s"])
+            seconds = d.get("events_per_second") or []
+            trend = f"{seconds[0]:,} -> {seconds[-2]:,}" if len(seconds) > 2 else "-"  # the last one is a part second
+            lines.append(f"| {backend:<20} | {d['events_per_s']:>17,.0f} | {d['ratio_to_memory']:>9.2f} | "
+                         f"{d['orders_per_s']:>9,.0f} | {persisted:>19} | {trend:>20} | {runs}")
+    startup = r.get("startup")
+    if startup:
+        lines += ["", "Start-up: process start to 'TradingNode: RUNNING' (s); the state's cost is a start with it "
+                      "minus an empty start (same Redis)",
+                  f"| {'state':<28} | " + " | ".join(f"{b:>24}" for b in STARTUP_BACKENDS),
+                  f"|{'-' * 30}|" + "|".join("-" * 26 for _ in STARTUP_BACKENDS)]
+
+        def cell(d: dict[str, Any], added: bool) -> str:
+            if d["to_running_s"] is None:
+                return f"> {d['timed_out_after_s']:g} (stopped)"
+            return f"{d['to_running_s']:.3f}" + (f" ({d['added_s']:+.3f})" if added and d.get("added_s") is not None else "")
+
+        lines.append(f"| {'empty store':<28} | " + " | ".join(f"{cell(startup['empty'][b], False):>24}" for b in STARTUP_BACKENDS))
+        for case in startup["cases"]:
+            label = f"{case['orders']:,} orders, {case['positions']:,} pos"
+            lines.append(f"| {label:<28} | " + " | ".join(f"{cell(case[b], True):>24}" for b in STARTUP_BACKENDS))
+
+        def in_process(d: dict[str, Any], added: bool) -> str:
+            if d.get("in_process_s") is None:
+                return "-"
+            extra = d.get("added_in_process_s")
+            return f"{d['in_process_s']:.3f}" + (f" ({extra:+.3f})" if added and extra is not None else "")
+
+        lines.append(f"| {'  in process, empty':<28} | "
+                     + " | ".join(f"{in_process(startup['empty'][b], False):>24}" for b in STARTUP_BACKENDS))
+        for case in startup["cases"]:
+            label = f"  in process, {case['orders']:,}"
+            lines.append(f"| {label:<28} | " + " | ".join(f"{in_process(case[b], True):>24}" for b in STARTUP_BACKENDS))
+        lines.append("  (in process: from the launcher's first log line, imports done, to RUNNING; less noisy)")
+    return lines

@@ -1,0 +1,145 @@
+"""
+The one command-line runner of ``python -m launcher``, ``launcher.drill`` and ``launcher.bench``.
+
+It composes the Hydra config once, turns it into typed (validated) settings once and maps every
+failure once: a LauncherError ends with its one line and exit code, a stop signal with 128 + the
+signal, anything unexpected with one line and exit code 1. No path prints a secret given on the
+command line or in the environment: ``--cfg`` is printed redacted, ``--help``/``--info`` see the
+overrides with secrets masked, and every error line is redacted.
+
+Hydra's multirun is refused (each trader is its own process with its own lease), as are the
+options that would load another config than the entry point's own.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from typing import NoReturn
+
+import hydra
+from hydra.core.utils import configure_log
+from omegaconf import DictConfig
+
+from launcher.config.compose import CONFIG_DIR
+from launcher.config.compose import compose_config
+from launcher.config.compose import redact
+from launcher.config.compose import redact_text
+from launcher.config.compose import redacted_yaml
+from launcher.config.compose import secret_values
+from launcher.errors import ConfigError
+from launcher.errors import Interrupted
+from launcher.errors import LauncherError
+from launcher.stop_signals import run_tool
+
+
+# Hydra prints these itself without running the job; they see the overrides with secrets masked.
+_HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
+_CFG_FLAGS = {"--cfg", "-c"}
+_MULTIRUN_FLAGS = {"--multirun", "-m"}
+_COMPLETION_SUBCOMMANDS = ("install", "uninstall", "query")
+
+
+@dataclass(frozen=True)
+class App:
+    """
+    One entry point: its primary config (``conf/{config_name}.yaml``) and the registration of its
+    schema with Hydra's ConfigStore, the conversion of the composed config to its typed settings
+    (raising ConfigError), and the job that runs them and returns the exit code. A `stopped` tool (drill, bench) is unwound by SIGINT/SIGTERM/SIGHUP
+    with a line naming what was stopped; without it the job handles stop signals itself.
+    """
+
+    config_name: str
+    register: Callable[[], None]
+    settings: Callable[[DictConfig], Any]
+    job: Callable[[Any], int]
+    stopped: str | None = None
+
+
+def main(app: App, argv: list[str] | None = None) -> NoReturn:
+    """Run `app` with `argv` (default: the process's arguments) and end the process."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    secrets = secret_values(argv)
+    try:
+        app.register()
+        code = _dispatch(app, argv)
+    except BaseException as error:  # noqa: BLE001 (the one place every failure is mapped to an exit)
+        _exit_for(error, app, secrets)
+    sys.exit(code)
+
+
+def _dispatch(app: App, argv: list[str]) -> int:
+    flags = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
+    if flags & _MULTIRUN_FLAGS:
+        raise ConfigError("", "multirun (-m/--multirun) is not supported: each trader is its own process "
+                              "with its own lease; start one process per run")
+    if flags & _CFG_FLAGS:
+        print(_config_text(app, argv), end="")
+        return 0
+    if flags & {"--shell-completion", "-sc"} and not any(
+        arg.split("=", 1)[0] in _COMPLETION_SUBCOMMANDS for arg in argv
+    ):
+        raise ConfigError("", f"Expecting one subcommand from {list(_COMPLETION_SUBCOMMANDS)} to be set")
+    if flags & _HYDRA_FLAGS:
+        return _hydra_prints(app, [redact(arg) for arg in argv])
+    if flags:
+        raise ConfigError("", f"unsupported option {sorted(flags)[0]} (--resolve and --package go with --cfg; "
+                              "see --help and --hydra-help)")
+    cfg = compose_config(argv, with_hydra=True, config_name=app.config_name)
+    settings = app.settings(cfg)
+    configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+    if app.stopped is None:
+        return app.job(settings)
+    return run_tool(lambda: app.job(settings), app.stopped)
+
+
+def _exit_for(error: BaseException, app: App, secrets: set[str]) -> NoReturn:
+    if isinstance(error, SystemExit):
+        raise error
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C before the job's own signal handling
+        error = Interrupted(signal.SIGINT, *([app.stopped] if app.stopped else []))
+    if isinstance(error, (LauncherError, Interrupted)):
+        line, code = str(error), error.exit_code
+    else:
+        text = str(error).strip().splitlines()
+        line, code = f"unexpected {type(error).__name__}: {text[0] if text else ''}".rstrip(": "), 1
+    print(f"error: {redact_text(line, secrets)}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _config_text(app: App, argv: list[str]) -> str:
+    """Hydra's ``--cfg job|hydra|all`` (with ``--resolve``, ``--package/-p``), secrets redacted."""
+    which, resolve, package, overrides = "job", False, None, []
+    args = iter(argv)
+    for arg in args:
+        if arg in _CFG_FLAGS:
+            which = next(args, "job")
+        elif arg.startswith("--cfg="):
+            which = arg.split("=", 1)[1]
+        elif arg == "--resolve":
+            resolve = True
+        elif arg in ("--package", "-p"):
+            package = next(args, None)
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    if which not in ("job", "hydra", "all"):
+        raise ConfigError("--cfg", f"'{which}' is not one of job, hydra, all")
+    cfg = compose_config(overrides, with_hydra=which != "job", config_name=app.config_name)
+    if which == "hydra":
+        return redacted_yaml(cfg, package="hydra")
+    return redacted_yaml(cfg, resolve=resolve and which == "job", package=package)
+
+
+def _hydra_prints(app: App, masked_argv: list[str]) -> int:
+    """Hand ``--help``, ``--info`` and shell completion to Hydra, which prints and never runs the job."""
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=app.config_name, version_base=None)
+    def never_runs(_cfg: DictConfig) -> None:
+        raise ConfigError("", "internal: Hydra ran the job for a printing option")
+
+    sys.argv = [sys.argv[0], *masked_argv]
+    never_runs()
+    return 0

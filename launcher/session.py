@@ -1,0 +1,345 @@
+"""
+What ``python -m launcher`` does with composed settings, by ``mode``:
+
+run        wait for Redis, preflight checks, take the single-writer lease, verify the
+           recovered state, then build, run and stop the node (cache=memory skips straight
+           to building the node)
+verify     wait, preflight, verify; print the recovery report; exit 0 sound / 4 problems
+inspect    wait; print the persisted state in the spec's logical view
+retention  wait; apply (or with retention.dry_run list) the retention windows once
+
+A `NodeSession` holds one run's state in attributes and does it in named steps, as
+NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, lease, verify, build,
+run, stop, dispose. Every expected failure is a LauncherError with an exit code
+(launcher/errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+import msgspec
+import redis
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.live.config import TradingNodeConfig
+from nautilus_trader.live.node import TradingNode
+
+from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import ResilientFactory
+from launcher.config.connection import connection_settings
+from launcher.config.node_config import build_node_config
+from launcher.config.schema import Backend
+from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Mode
+from launcher.config.schema import VerifyMode
+from launcher.errors import ConfigError
+from launcher.errors import LeaseLost
+from launcher.node.runner import CacheCounts
+from launcher.node.runner import NodeRun
+from launcher.servers.embedded import maybe_start_embedded
+from launcher.state.layout import trader_key
+from launcher.stop_signals import StopSignals
+from launcher.store.connection import master_address
+
+
+if TYPE_CHECKING:  # imported by the steps that use them: a mode loads only what it needs
+    from launcher.bootstrap.lease import Lease
+    from launcher.bootstrap.verify import RecoveryReport
+    from launcher.monitoring.runtime import Monitoring
+
+
+log = logging.getLogger("launcher")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Launcher lines (bootstrap, checks, reports) go to stdout beside NautilusTrader's own log."""
+    logger = logging.getLogger("launcher")
+    if not any(getattr(h, "_launcher", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+        handler._launcher = True  # noqa: SLF001
+        logger.addHandler(handler)
+        logger.propagate = False
+    level = {"WARN": "WARNING", "TRACE": "DEBUG", "OFF": "CRITICAL"}.get(level.upper(), level.upper())
+    logger.setLevel(level)
+
+
+def execute(settings: LauncherConfig) -> int:
+    """
+    Run the selected mode and return the process exit code (raises LauncherError on failure,
+    Interrupted on SIGINT/SIGTERM before the node trades).
+    """
+    configure_logging(settings.run.log_level.value)
+    signals = StopSignals().install()
+    try:
+        with NodeSession(settings, signals) as session:
+            return session.execute()
+    finally:
+        signals.restore()
+
+
+class NodeSession:
+    """
+    One launcher run for one trader. Steps, in order (each uses what the earlier ones left in
+    the attributes): `wait` for Redis, `preflight` checks, `lease` (the single-writer lease, with
+    monitoring and the not yet built node), `verify` the recovered state, `build` the node, `run`
+    it until it is asked to stop, `stop` (what follows a stopped node), `dispose` (release
+    everything the steps acquired, in reverse order; also on failure, as a context manager).
+    """
+
+    def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
+        self.settings = settings
+        self.signals = signals
+        self.conn = connection_settings(settings.cache)
+        self.instance_id = UUID4()
+        self.client: redis.Redis | None = None
+        self.monitoring: Monitoring | None = None
+        self.rebuilt = RebuiltOrders()
+        self.node_config: TradingNodeConfig | None = None
+        self.node_run: NodeRun | None = None
+        self.writer_lease: Lease | None = None
+        self.lease_lost: str | None = None
+        self.report: RecoveryReport | None = None
+        self.manifest_key: str | None = None
+        self.final_counts: dict | None = None
+        self._retention_closer: Callable[[], None] | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> NodeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
+
+    @property
+    def native(self) -> bool:
+        return self.conn is not None and self.settings.cache.backend == Backend.native
+
+    def execute(self) -> int:
+        """Dispatch on the mode; the exit code."""
+        mode = self.settings.mode
+        if self.conn is None:
+            if mode != Mode.run:
+                raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
+                                          "(cache=redis_dev or cache=redis_sentinel)")
+            log.info("cache=memory: nothing is persisted; state is lost when the node stops")
+            self.build()
+            self.run()
+            return self.stop()
+        self.wait()
+        self.preflight()
+        if mode == Mode.verify:
+            return 0 if not self.verify(enforce=False).problems else 4
+        if mode == Mode.inspect:
+            from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
+
+            print(render_inspection(self.client, self.settings))
+            return 0
+        if mode == Mode.retention:
+            from launcher.retention.apply import run_retention_once  # noqa: PLC0415
+
+            return run_retention_once(self.client, self.settings)
+        self.lease()
+        self.verify(enforce=True)
+        self.build()
+        self.run()
+        return self.stop()
+
+    def wait(self) -> None:
+        """Start the embedded server if configured, then wait for Redis to answer."""
+        from launcher.bootstrap.wait import wait_for_redis  # noqa: PLC0415
+
+        embedded = maybe_start_embedded(self.settings.cache)
+        if embedded is not None:
+            self._stack.callback(embedded.stop)
+        cache = self.settings.cache
+        log.info("Cache store: %s (backend %s, durability %s)", self.conn.describe(), cache.backend.value,
+                 cache.durability.value)
+        self.client = wait_for_redis(self.conn, self.settings.bootstrap.wait_timeout_s)
+        self._stack.callback(self.client.close)
+
+    def preflight(self) -> None:
+        from launcher.bootstrap.preflight import run_preflight  # noqa: PLC0415
+
+        run_preflight(self.client, self.settings, self.conn)
+
+    def lease(self) -> None:
+        """Monitoring and the (not yet built) node, then the single-writer lease, renewed from now on."""
+        from launcher.bootstrap.lease import acquire_lease  # noqa: PLC0415
+
+        self._prepare()
+        self.monitoring.watch_redis(self.client)
+        self.writer_lease = acquire_lease(self.client, self.settings, self.instance_id.value)
+        self._stack.callback(self.writer_lease.release)
+        self.monitoring.watch_lease(self.writer_lease)
+        # Renew from the moment the lease is ours: verifying and building can outlast a short TTL.
+        self.writer_lease.start_renewing(self._on_lease_lost)
+
+    def _on_lease_lost(self, reason: str) -> None:
+        self.lease_lost = reason
+        self.node_run.request_stop(f"single-writer lease lost ({reason}); stopping trading")
+
+    def verify(self, *, enforce: bool) -> RecoveryReport | None:
+        """
+        The recovery report, printed (mode=verify: `enforce` False, the exit code says it).
+        Before a run, flush_on_start replaces verification, and the orders verify rebuilt go to
+        the node's cache database.
+        """
+        from launcher.bootstrap.verify import enforce as enforce_report  # noqa: PLC0415
+        from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
+
+        settings = self.settings
+        if enforce and settings.cache.flush_on_start:
+            # Flushed here, before the node is built, so nothing is loaded and then deleted, and
+            # the lease survives the FLUSHDB (NautilusTrader's own flush would delete it too).
+            deleted = self.writer_lease.flush_database()
+            log.warning("cache.flush_on_start=true: FLUSHED the Redis database (%d keys deleted); "
+                        "verification skipped", deleted)
+            return None
+        if enforce and settings.bootstrap.verify == VerifyMode.off:
+            return None
+        report = verify_state(self.client, settings)
+        print(report.render(), flush=True)
+        if not enforce:
+            return report
+        enforce_report(report, settings.bootstrap.verify)
+        self.monitoring.recovery(report)
+        if report.state is not None and self.node_run.cache_database_factory is not None:
+            # The node's load takes the orders verify rebuilt wherever Redis still holds the
+            # very bytes they were rebuilt from (resilient backend; the lease keeps other
+            # launchers from writing meanwhile, and the comparison catches anyone else).
+            self.rebuilt.give(report.state.rebuilt_orders())
+        report.state = None
+        self.report = report
+        return report
+
+    def build(self) -> None:
+        """Build the node (it loads the persisted state), compare with the report, install retention."""
+        self._prepare()
+        if self.conn is not None:
+            self.manifest_key = trader_key(self.settings.trader_id, self.instance_id.value, self.node_config.cache)
+        if self.native:
+            from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
+
+            mark_not_final(self.client, self.manifest_key, instance_id=self.instance_id.value)
+        started = time.perf_counter()
+        self.node_run.build()
+        self.monitoring.node_built(time.perf_counter() - started)
+        if self.report is not None:
+            _compare_counts(self.report.counts, self.node_run.loaded_counts)
+        self._install_retention()
+        if self.native:
+            # Read before dispose: disposing resets the node's cache.
+            self.node_run.on_stopped = self._keep_final_counts
+
+    def _keep_final_counts(self, node: TradingNode) -> None:
+        from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
+
+        self.final_counts = counts_from_cache(node.cache)
+
+    def run(self) -> None:
+        """Run until SIGINT/SIGTERM/SIGHUP, run.duration_s or a lost lease; the node is disposed on the way out."""
+        self.node_run.run(duration_s=self.settings.run.duration_s)
+
+    def stop(self) -> int:
+        """After the node stopped: retention's last follow-ups, the lease verdict, the final manifest."""
+        self._close_retention()  # its last Redis follow-ups land before the final manifest below
+        if self.lease_lost is not None:
+            raise LeaseLost(f"node stopped: single-writer lease lost ({self.lease_lost})")
+        if self.final_counts is not None:
+            from launcher.bootstrap.manifest import write_manifest  # noqa: PLC0415
+
+            # Written after dispose, which drained the native adapter's buffer.
+            write_manifest(self.client, self.manifest_key, self.final_counts, instance_id=self.instance_id.value,
+                           final=True)
+        log.info("Node stopped cleanly (%s)", self.node_run.stop_reason or "signal")
+        return 0
+
+    def dispose(self) -> None:
+        """Release what the steps acquired, last first (retention, lease, monitoring, client, embedded server)."""
+        self._stack.close()
+
+    def _prepare(self) -> None:
+        """Monitoring and the node's config and (not yet built) NodeRun, once."""
+        if self.node_run is not None:
+            return
+        from launcher.monitoring.runtime import Monitoring  # noqa: PLC0415
+
+        self.monitoring = Monitoring(self.settings).start()
+        self._stack.callback(self.monitoring.close)
+        self.monitoring.set_info(instance_id=self.instance_id.value)
+        address = None
+        factory = None
+        if self.conn is not None:
+            if self.native and self.conn.is_sentinel:
+                address = master_address(self.conn)
+                log.warning("cache.backend=native cannot follow Sentinel: writing to the current master %s:%s only",
+                            *address)
+            factory = self._cache_database_factory()
+        node_config = build_node_config(self.settings, redis_address=address)
+        # flush_on_start is done by the launcher under the lease (see verify), never by the kernel.
+        self.node_config = msgspec.structs.replace(
+            node_config,
+            instance_id=self.instance_id,  # the kernel, the lease and the manifest agree on it
+            cache=msgspec.structs.replace(node_config.cache, flush_on_start=False),
+        )
+        self.node_run = NodeRun(self.node_config, venue=self.settings.venue.name, cache_database_factory=factory,
+                                signals=self.signals)
+        self.monitoring.watch_factory(factory)
+
+    def _cache_database_factory(self) -> ResilientFactory | None:
+        """The resilient backend's factory for the kernel, or None to keep NautilusTrader's adapter."""
+        cache = self.settings.cache
+        if cache.backend != Backend.resilient:
+            return None
+        return ResilientFactory(
+            self.rebuilt,
+            connection=self.conn,
+            durability=cache.durability.value,
+            min_replica_acks=cache.sentinel.min_replica_acks if self.conn.is_sentinel else 0,
+            replica_ack_timeout_ms=cache.sentinel.replica_ack_timeout_ms,
+            max_pending_writes=cache.max_pending_writes,
+            spill_dir=cache.spill_dir,
+            listener=self.monitoring.cache_listener(),
+        )
+
+    def _install_retention(self) -> None:
+        """Retention (and capped tick streams) in the built node; closed by `stop` or `dispose`."""
+        from launcher.retention.node import install_retention  # noqa: PLC0415
+
+        if self.settings.retention.enabled:
+            self.monitoring.retention_enabled()
+        databases = getattr(self.node_run.cache_database_factory, "instances", None)
+        close = install_retention(
+            self.node_run.node, self.settings, client=self.client, trader_key=self.manifest_key,
+            on_pass=self.monitoring.retention_pass, on_streams=self.monitoring.watch_streams,
+            barrier=databases[0].wait_until_persisted if databases else None,
+        )
+        self._retention_closer = close
+        self._stack.callback(self._close_retention)
+
+    def _close_retention(self) -> None:
+        """Close retention once (after the run, and again harmlessly on dispose)."""
+        close, self._retention_closer = self._retention_closer, None
+        if close is not None:
+            close()
+
+
+def _compare_counts(expected: dict, counts: CacheCounts) -> None:
+    actual = {
+        "orders_open": counts.orders_open,
+        "orders_closed": counts.orders_closed,
+        "positions_open": counts.positions_open,
+        "positions_closed": counts.positions_closed,
+        "accounts": counts.accounts,
+    }
+    mismatched = {k: (expected.get(k), v) for k, v in actual.items() if expected.get(k) != v}
+    if mismatched:
+        log.error("Node loaded counts differ from the recovery report (report, node): %s", mismatched)
+    else:
+        log.info("Node loaded exactly what the recovery report counted: %s", actual)
