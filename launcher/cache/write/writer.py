@@ -895,6 +895,8 @@ class Writer:
             before = self._unreplicated
             pending, spilled = self._release_locked(batch, sent.replicated)
             unreplicated = self._unreplicated
+            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed.
+            self._spill_due = math.inf
         if unreplicated != before or self._replicated_again:
             self._on_unreplicated(before, unreplicated)
         if self._outage_start is not None:
@@ -981,7 +983,6 @@ class Writer:
     def _end_outage(self, now: float, resent: int, spilled: int) -> None:
         outage = now - self._outage_start
         self._outage_start = None
-        self._spill_due = math.inf
         self.stats.outage_active = False
         self.stats.refusing = ""
         self.stats.last_outage_s = outage
