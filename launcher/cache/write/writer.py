@@ -139,7 +139,10 @@ from launcher.cache.write.spill import SpillFile
 from launcher.store.resp import exchange
 
 
-_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
+# Refusals of the server's state, which ends without the launcher (retried; MISCONF: a failing
+# RDB save with stop-writes-on-bgsave-error).
+_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN",
+                        "MISCONF")
 
 def error_reason(error: Any) -> str:
     """One of `launcher.cache.listener.ERROR_REASONS` for an error reply of Redis."""
