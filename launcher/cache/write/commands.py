@@ -179,15 +179,12 @@ class Op:
         self.lazy = False
 
     def drop(self) -> None:
-        """Forget the commands (a payload that cannot be serialized: the write is dropped, loudly, by the caller)."""
+        """Forget the commands (a payload that cannot be serialized: the writer counts it lost and stops trading)."""
         self.cmds, self.lazy, self.entity, self.event = (), False, None, None
 
     def record(self, serializer: Any) -> bytes:
-        """The op as a spill record (serialized first; an unserializable op is recorded empty)."""
-        try:
-            self.materialize(serializer)
-        except Exception:  # noqa: BLE001 (same op is dropped, loudly, when it is sent)
-            self.drop()
+        """The op as a spill record (serialized first: the writer materializes it beforehand, reporting a failure)."""
+        self.materialize(serializer)
         return encode_record([self.epoch, self.seq, self.kind, self.cmds])
 
     @classmethod
