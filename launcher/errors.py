@@ -10,6 +10,8 @@ Exit codes (README, "Exit codes"):
     5  another node holds the single-writer lease for this trader
     6  the running node lost its single-writer lease and stopped trading
     7  a preflight safety check failed (e.g. an eviction policy that deletes state)
+    8  Redis refused the launcher's writes (e.g. NOPERM); trading stopped, unacknowledged
+       writes spilled to the spill file (replayed by the next start)
     9  a venue's client did not connect within run.timeout_connection_s (no network, a wrong
        endpoint), or the node did not start within run.timeout_reconciliation_s after that:
        the node stopped before trading, the lease was released
@@ -57,6 +59,10 @@ class LeaseLost(LauncherError):
 
 class PreflightFailed(LauncherError):
     exit_code = 7
+
+
+class WritesRefused(LauncherError):
+    exit_code = 8
 
 
 class VenueUnreachable(LauncherError):

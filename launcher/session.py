@@ -47,6 +47,7 @@ from launcher.config.schema import VerifyMode
 from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
 from launcher.errors import VerifyFailed
+from launcher.errors import WritesRefused
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
@@ -306,12 +307,23 @@ class NodeSession:
         started = time.perf_counter()
         self.node_run.build()
         self.monitoring.node_built(time.perf_counter() - started)
+        for database in self._databases():
+            # Writes Redis refuses for good (NOPERM, WRONGTYPE) must not go on piling up: stop
+            # trading the way a lost lease does; the retained writes are spilled at close.
+            database.on_refused(self._on_writes_refused)
         if self.report is not None:
             _compare_counts(self.report.counts, self.node_run.loaded_counts)
         self._install_retention()
         if self.native:
             # Read before dispose: disposing resets the node's cache.
             self.node_run.on_stopped = self._keep_final_counts
+
+    def _databases(self) -> list:
+        """The resilient backend's databases the kernel built (none with the native adapter)."""
+        return list(getattr(self.node_run.cache_database_factory, "instances", None) or [])
+
+    def _on_writes_refused(self, reason: str, _message: str) -> None:
+        self.node_run.request_stop(f"Redis refused the launcher's writes ({reason}); stopping trading")
 
     def _keep_final_counts(self, node: TradingNode) -> None:
         from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
@@ -327,6 +339,9 @@ class NodeSession:
         self._close_retention()  # its last Redis follow-ups land before the final manifest below
         if self.lease_lost is not None:
             raise LeaseLost(f"node stopped: single-writer lease lost ({self.lease_lost})")
+        if refused := next((d for d in self._databases() if d.refusal is not None), None):
+            raise WritesRefused(f"Redis refused the launcher's writes ({refused.refusal[1]}); trading stopped, "
+                                f"unacknowledged writes spilled to {refused.spill_path}")
         if self.final_counts is not None:
             from launcher.bootstrap.manifest import write_manifest  # noqa: PLC0415
 

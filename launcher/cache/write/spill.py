@@ -334,6 +334,11 @@ class SpillFile:
         self.read_offset = offset
         self.unread -= records
 
+    def rewind(self, offset: int, records: int) -> None:
+        """Read the `records` consumed records from `offset` (before the read offset) again."""
+        self.read_offset = offset
+        self.unread += records
+
     @property
     def drained(self) -> bool:
         return self.read_offset >= self._size
