@@ -550,13 +550,21 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
             return True
         return proc.poll() is not None
 
+    note = ""
     try:
         with contextlib.suppress(PollTimeout):  # a node that never got there is reported by its exit code below
             poll(running_or_exited, d.node_start_timeout_s + _lease_ttl(d) + 5, f"{lane.name} node restarting")
-        code = proc.wait(timeout=d.restart_run_s + d.stop_timeout_s + 30)
+        if running_s is None and proc.poll() is None:
+            # Stuck before RUNNING (e.g. sync writes Redis never acknowledges): stopped as an operator would.
+            note = f"not RUNNING within {d.node_start_timeout_s + _lease_ttl(d) + 5:.0f}s; stopped with SIGTERM"
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=d.stop_timeout_s)
+        else:
+            code = proc.wait(timeout=d.restart_run_s + d.stop_timeout_s + 30)
     except subprocess.TimeoutExpired:
         proc.kill()
         code = proc.wait(timeout=10)
+        note = (note + "; " if note else "") + "did not stop in time; killed"
     text = _tail(log, 10**9)
     lease_wait = re.search(r"lease expired after ([0-9.]+)s", text)
     loaded = re.search(r"Node loaded exactly what the recovery report counted: (.*)", text)
@@ -568,12 +576,14 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
         "node_loaded": loaded.group(1) if loaded else (differ.group(0) if differ else None),
         "counts_match_verify": bool(loaded) if (loaded or differ) else None,
         "spill_replayed": _SPILL_REPLAYED in text,
+        "note": note,
         "log": str(log),
     }
 
 
 _RESUMED = re.compile(r"^(\S+Z) .*Redis writes resumed .* after a ([0-9.]+)s outage: (\d+) retained write", re.M)
 _FOLLOWED = re.compile(r"^(\S+Z) .*Cache writes now go to (\S+) \(was (\S+)\)", re.M)
+_SPILLED_AT_CLOSE = re.compile(r"unreachable at close .*?: (\d+) write\(s\) spilled to")
 _OUTAGE = re.compile(r"^(\S+Z) .*Redis (?:unreachable|not acknowledging) ", re.M)
 
 
@@ -595,6 +605,8 @@ def node_log_facts(log: Path) -> dict[str, Any]:
         "failovers_followed": [{"at": _epoch(ts), "to": to, "from": frm} for ts, to, frm in _FOLLOWED.findall(text)],
         "errors": len(re.findall(r"\[ERROR\]", text)),
         "lease_lost": "LOST:" in text and "Single-writer lease" in text,
+        # Writes the node could not get into Redis before it exited: only on local disk until the next start.
+        "spilled_at_close": sum(int(n) for n in _SPILLED_AT_CLOSE.findall(text)),
     }
 
 
@@ -628,7 +640,8 @@ def _judge(d: DrillSettings, lane: Lane, killed: bool) -> list[str]:
     if (d.restart_node or recovers_before_check(d)) and not planted_ids:
         rec = lane.recovery
         if rec.get("restart_exit") != 0 or rec.get("restart_to_running_s") is None:
-            failures.append(f"the restarted node did not come back (exit {rec.get('restart_exit')}, see {rec.get('log')})")
+            why = f"exit {rec.get('restart_exit')}" + (f", {rec['note']}" if rec.get("note") else "")
+            failures.append(f"the restarted node did not come back ({why}, see {rec.get('log')})")
     return failures
 
 
@@ -683,6 +696,9 @@ def render(report: DrillReport) -> str:
         c = lane.comparison
         lines.append("")
         lines.append(f"  [{lane.name}] trader {lane.trader_id}: promise: {lane.promise}")
+        spilled = lane.node_log_facts.get("spilled_at_close")
+        if spilled:
+            lines.append(f"    the node exited with {spilled} write(s) only in its spill file (not in Redis; replayed by its next start)")
         lines.append(f"    node exit {lane.node_exit}{' - ' + lane.node_note if lane.node_note else ''}; "
                      f"{c.orders} orders and {c.positions} position(s) in the ledger; "
                      f"{c.superseded} superseded position event(s) (NETTING reopen), {c.in_flight} in flight at the kill")
