@@ -251,8 +251,14 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
-def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code):
+@pytest.mark.parametrize(("sig", "code", "scenario"), [
+    ("SIGINT", 130, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    ("SIGTERM", 143, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    ("SIGHUP", 129, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    # Mid-soak: faults every 0.5 s (a Redis gap or a maxmemory limit may be in progress).
+    ("SIGTERM", 143, ["drill=chaos", "drill.duration_s=600", "drill.fault_every_s=[0.5,0.5]"]),
+])
+def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code, scenario):
     import re
     import signal
 
@@ -262,10 +268,12 @@ def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(
     from tests.test_bootstrap_e2e import wait_for_line
 
     log_path = tmp_path / "drill.log"
-    drill = start_launcher([*FAST, "drill=graceful", "drill.fault_after_s=[60,60]", f"drill.workdir={tmp_path / 'drill'}"],
+    drill = start_launcher([*FAST, *scenario, f"drill.workdir={tmp_path / 'drill'}"],
                            cwd=tmp_path, log_path=log_path, module="launcher.drill")
     with killed_on_exit(drill):
         text = wait_for_line(log_path, "nodes trading", timeout_s=120, proc=drill)
+        if "drill=chaos" in scenario:
+            wait_for_line(log_path, "chaos for 600s", timeout_s=30, proc=drill)
         port = int(re.search(r"servers: redis 127\.0\.0\.1:(\d+)", text).group(1))
         drill.send_signal(getattr(signal, sig))  # the drill only, as if its node had already gone
         assert drill.wait(timeout=60) == code
