@@ -532,7 +532,8 @@ def _verify(lane: Lane) -> None:
 
 
 _RUNNING = "TradingNode: RUNNING"
-_SPILL_REPLAYED = "Replayed the spilled writes of an earlier run"
+# The backend's own replay at start, or the session's replay before verify (spill_restart branch).
+_SPILL_REPLAYED = re.compile(r"Replayed (?:the spilled writes of an earlier run|\d+ spilled write)")
 
 
 def _restart(d: DrillSettings, lane: Lane) -> None:
@@ -575,7 +576,7 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
         "lease_wait_s": float(lease_wait.group(1)) if lease_wait else 0.0,
         "node_loaded": loaded.group(1) if loaded else (differ.group(0) if differ else None),
         "counts_match_verify": bool(loaded) if (loaded or differ) else None,
-        "spill_replayed": _SPILL_REPLAYED in text,
+        "spill_replayed": bool(_SPILL_REPLAYED.search(text)),
         "note": note,
         "log": str(log),
     }
