@@ -288,7 +288,7 @@ def _start_servers(d: DrillSettings, workdir: Path):
     try:
         if uses_sentinel(d):
             if d.sentinel_nodes:
-                return SentinelServers.given(d.sentinel_nodes, d.master_name)
+                return SentinelServers.given(d.sentinel_nodes, d.master_name, d.min_replica_acks)
             return SentinelServers.start(workdir, d.master_name, d.replicas, d.min_replica_acks)
         if d.redis_address:
             return SingleServer.given(d.redis_address)

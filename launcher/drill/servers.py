@@ -86,8 +86,8 @@ class SentinelServers:
                    replicas if min_replica_acks is None else min_replica_acks)
 
     @classmethod
-    def given(cls, nodes: list[str], master_name: str) -> SentinelServers:
-        return cls(master_name, [parse_address(n) for n in nodes])
+    def given(cls, nodes: list[str], master_name: str, min_replica_acks: int | None = None) -> SentinelServers:
+        return cls(master_name, [parse_address(n) for n in nodes], min_replica_acks=min_replica_acks)
 
     def describe(self) -> str:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
