@@ -180,3 +180,23 @@ def test_staleness_is_a_different_event_at_the_spilled_position(redis_server, tm
     client.rpush(key + "moved", b"moved-1", b"x", b"moved-2")  # found near the tail (the script skips it)
     client.rpush(key + "other", b"other-1", b"OTHER-2")  # another node's event 2: stale
     assert stale_entities(client, TRADER_KEY, path) == ["orders:other"]
+
+
+def test_a_list_the_file_starts_over_is_not_stale(redis_server, tmp_path):
+    """A NETTING position id that reopens: the file deletes the list and appends from 1, so Redis's older fills say nothing."""
+    client = redis_server.client()
+    key = f"{TRADER_KEY}:positions:P-1"
+    client.rpush(key, b"fill-1", b"fill-2", b"fill-3")  # the closed generation, in Redis before the outage
+    path = tmp_path / "reopen.spill"
+    spill = SpillFile(path)
+    reopen = [(b"DEL", key),
+              Append.stored(key, f"{TRADER_KEY}:launcher:manifest:positions", "P-1", 1, b"new-fill-1", 1)]
+    spill.append([encode_record([b"epoch-01", 0, "add_position", reopen])])
+    spill.close()
+    assert stale_entities(client, TRADER_KEY, path) == []
+    # Without the delete the same append would be stale: position 1 holds another fill.
+    other = tmp_path / "other.spill"
+    spill = SpillFile(other)
+    spill.append([encode_record([b"epoch-01", 0, "update_position", reopen[1:]])])
+    spill.close()
+    assert stale_entities(client, TRADER_KEY, other) == ["positions:P-1"]

@@ -103,10 +103,7 @@ def stale_entities(client: redis.Redis, trader_key: str, path: str | Path) -> li
     The entities (list keys without ``{trader_key}:``, e.g. ``orders:O-1``) the spill file at
     `path` is stale for, in file order; [] when replaying it only adds what Redis lacks.
     """
-    appends = [
-        cmd for value in read_records(path)[2] for stored in Op.from_record(value).cmds
-        if type(cmd := view(stored)) is Append and cmd.payload is not None
-    ]
+    appends = _comparable_appends(path)
     suspects: list[Append] = []
     for start in range(0, len(appends), _CHUNK):
         chunk = appends[start:start + _CHUNK]
@@ -127,6 +124,29 @@ def stale_entities(client: redis.Redis, trader_key: str, path: str | Path) -> li
             if position is None:
                 stale.setdefault(cmd.list_key.removeprefix(f"{trader_key}:"))
     return list(stale)
+
+
+def _comparable_appends(path: str | Path) -> list[Append]:
+    """
+    The file's appends that Redis's current lists can be compared with, in file order. A list
+    the file itself deletes first (a NETTING position id reopening starts its list over) is
+    rebuilt from scratch by the replay, so its later appends say nothing about staleness.
+    """
+    restarted: set[str] = set()
+    appends: list[Append] = []
+    for value in read_records(path)[2]:
+        for stored in Op.from_record(value).cmds:
+            cmd = view(stored)
+            if type(cmd) is Append:
+                if cmd.payload is not None and cmd.list_key not in restarted:
+                    appends.append(cmd)
+            elif cmd is None and stored[0] in (b"DEL", b"UNLINK"):
+                restarted.update(_text(key) for key in stored[1:])
+    return appends
+
+
+def _text(key: str | bytes) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 def adopt_spill_files(client: redis.Redis, spill_dir: str | Path, trader_key: str,
