@@ -155,8 +155,9 @@ class NodeSession:
         if mode == Mode.verify:
             self.spill_check()
             report = self.verify(enforce=False)
-            if self.pending_spills:
-                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            unreplayed = [spill for spill in self.pending_spills if not spill.applied]
+            if unreplayed:
+                raise VerifyFailed(_pending_message(unreplayed, self.settings.trader_id))
             return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415

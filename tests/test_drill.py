@@ -284,14 +284,7 @@ def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(
         redis.Redis(port=port, socket_connect_timeout=1).ping()
 
 
-# -- drills that attack the promises where main is known to break them ------------------------------------
-# A test marked xfail(strict=True) names the bug it shows: it turns into a failure (XPASS) the moment
-# the fix lands, and the marker goes then.
-
-NO_SPILL_IN_OUTAGE = ("main keeps an outage's writes in memory instead of spilling them after one buffer interval: "
-                      "a SIGKILL during the outage loses seconds of events (write-path fix in progress)")
-NO_REPLICA_LEFT = ("main: after a failover to a master without replica (min_replica_acks=1) the writes are neither "
-                   "kept in Redis nor handed on, and the restarted node never reaches RUNNING (write-path fix in progress)")
+# -- drills that attack the promises: an outage or a failover with no replica left, then SIGKILL of the node --
 
 
 @pytest.mark.slow
@@ -309,7 +302,6 @@ def test_outage_kill9_sync_loses_nothing_and_the_node_comes_back(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NO_SPILL_IN_OUTAGE)
 def test_outage_kill9_buffered_loses_at_most_the_last_buffer_interval(tmp_path):
     result, out, report = run_drill(tmp_path, "drill=outage_kill9", "drill.durability=buffered", "drill.gap_s=2.5",
                                     "drill.kill_node_after_s=1.5", "drill.restart_run_s=1")
@@ -321,7 +313,6 @@ def test_outage_kill9_buffered_loses_at_most_the_last_buffer_interval(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NO_REPLICA_LEFT)
 def test_sentinel_failover_to_a_master_without_replica_then_node_kill9_loses_nothing(tmp_path):
     # The degraded topology: the master is SIGKILLed and stays down, the new master has no replica
     # (min_replica_acks=1 cannot be met); then the node is SIGKILLed there, restarted, and checked.

@@ -282,8 +282,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         # A spill file left by an earlier process is at the head of the FIFO: it is replayed
         # before this instance's own writes and before anything is loaded.
         if leftover:
-            if self._writer.wait_drained(close_timeout_s):
-                self._log.info(f"Replayed the spilled writes of an earlier run from {self._spill.path}")
+            # Applied is what a load needs (it reads the master); replicas may acknowledge later.
+            if self._writer.wait_applied(close_timeout_s):
+                unreplicated = self._writer.unreplicated
+                note = (f"; {unreplicated} of them wait for replicas to acknowledge (kept in the file)"
+                        if unreplicated else "")
+                self._log.info(f"Replayed the spilled writes of an earlier run from {self._spill.path}{note}")
             else:
                 self._log.warning(
                     f"Redis not reachable yet: {self._writer.pending()} spilled write(s) from an earlier run "
@@ -581,10 +585,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     # -- queries ------------------------------------------------------------------------------
 
     def _before_read(self) -> None:
-        if not self._writer.wait_drained(self._close_timeout_s):
+        # A load reads the master: it needs every write applied there, not yet acknowledged by replicas.
+        if not self._writer.wait_applied(self._close_timeout_s):
             self._log.warning(
-                f"Loading while {self._writer.pending()} write(s) are not yet acknowledged by Redis: "
-                "the loaded state may not include them",
+                f"Loading while {self._writer.pending() - self._writer.unreplicated} write(s) are not yet "
+                "applied in Redis: the loaded state may not include them",
             )
 
     def _ids(self, collection: str) -> tuple[list[str], list[str]]:
