@@ -17,6 +17,7 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.spilled import inspect_pending
 from launcher.cache.spilled import stale_entities
 from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
@@ -200,3 +201,23 @@ def test_a_list_the_file_starts_over_is_not_stale(redis_server, tmp_path):
     spill.append([encode_record([b"epoch-01", 0, "update_position", reopen[1:]])])
     spill.close()
     assert stale_entities(client, TRADER_KEY, other) == ["positions:P-1"]
+
+
+def test_a_file_whose_events_are_all_in_redis_only_waits_for_replicas(redis_server, tmp_path):
+    """A master without replicas keeps applied writes in the spill file: verify must not call that state incomplete."""
+    client = redis_server.client()
+    key = f"{TRADER_KEY}:orders:O-1"
+    client.rpush(key, b"O-1-1", b"O-1-2")
+    spill = SpillFile(tmp_path / f"{TRADER_KEY}.spill")
+    spill.append([encode_record([b"epoch-01", 0, "update_order", [
+        Append.stored(key, f"{TRADER_KEY}:launcher:manifest:orders", "O-1", 2, b"O-1-2", 0)]])])
+    spill.close()
+    [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
+    assert pending.applied and "waiting for replicas" in pending.describe()
+    # One event Redis lacks makes it a pending file again.
+    spill = SpillFile(tmp_path / f"{TRADER_KEY}.spill")
+    spill.append([encode_record([b"epoch-01", 1, "update_order", [
+        Append.stored(key, f"{TRADER_KEY}:launcher:manifest:orders", "O-1", 3, b"O-1-3", 0)]])])
+    spill.close()
+    [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
+    assert not pending.applied and pending.unapplied == 1
