@@ -86,8 +86,12 @@ class PersistedState:
     indexes: dict[str, set[str]] = field(default_factory=dict)  # set index name -> members
     order_position: dict[str, str] = field(default_factory=dict)  # index:order_position
     order_client: dict[str, str] = field(default_factory=dict)  # index:order_client
-    # The stored events each order was rebuilt from: what a node's load may reuse (`rebuilt_orders`).
+    # The stored bytes each order, position and account was rebuilt from: what a node's first
+    # load may reuse (`rebuilt`); a position's list ends with its instrument's payload.
     order_events: dict[str, list[bytes]] = field(default_factory=dict)
+    position_events: dict[str, list[bytes]] = field(default_factory=dict)
+    account_events: dict[str, list[bytes]] = field(default_factory=dict)
+    instrument_payloads: dict[str, bytes] = field(default_factory=dict)
     manifest: Manifest | None = None
     problems: list[Problem] = field(default_factory=list)
     keys_scanned: int = 0
@@ -103,6 +107,30 @@ class PersistedState:
         builder (``launcher.state.entities``), transformed orders included.
         """
         return {id_: (self.order_events[id_], order) for id_, order in self.orders.items() if id_ in self.order_events}
+
+    def rebuilt(self) -> Rebuilt:
+        """Every order, position and account with the stored bytes it was rebuilt from, for a node's first load."""
+        return Rebuilt(
+            orders=self.rebuilt_orders(),
+            positions={id_: (self.position_events[id_], p) for id_, p in self.positions.items()
+                       if id_ in self.position_events},
+            accounts={id_: (self.account_events[id_], a) for id_, a in self.accounts.items() if id_ in self.account_events},
+        )
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """
+    What verify rebuilt, by id, each with the stored bytes it was rebuilt from: ``orders``
+    (client order id -> (events, order)), ``positions`` (position id -> (fills followed by the
+    instrument's payload, position): a position also depends on its instrument) and
+    ``accounts`` (account id -> (events, account)). A node's first load takes an object only
+    where Redis still holds exactly those bytes.
+    """
+
+    orders: dict[str, tuple[list[bytes], Any]]
+    positions: dict[str, tuple[list[bytes], Position]]
+    accounts: dict[str, tuple[list[bytes], Any]]
 
 
 def state_trader_key(settings: LauncherConfig, instance_id: str | None = None) -> str:
@@ -245,6 +273,7 @@ def _decode_instruments(state: PersistedState, decoder: EventDecoder, raw: dict[
             state.problem("instrument", id_, f"does not load: {describe(e)}")
             continue
         state.instruments[id_] = instrument
+        state.instrument_payloads[id_] = value
 
 
 def _event_lists(state: PersistedState, collection: str, raw: dict[str, list[bytes]],
@@ -271,6 +300,7 @@ def _decode_accounts(state: PersistedState, decoder: EventDecoder, raw: dict[str
             state.problem("account", id_, f"events do not replay: {describe(e)}")
             continue
         state.accounts[id_] = account
+        state.account_events[id_] = events
 
 
 def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
@@ -314,6 +344,8 @@ def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[st
             state.problem("position", id_, f"fills do not replay: {describe(e)}")
             continue
         state.positions[id_] = position
+        if instrument is not None:
+            state.position_events[id_] = [*events, state.instrument_payloads[instrument.id.value]]
 
 
 def _decode_states(
