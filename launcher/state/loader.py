@@ -36,8 +36,10 @@ from launcher.state.entities import decode_order
 from launcher.state.entities import describe
 from launcher.state.entities import one_line
 from launcher.state.gc_pause import gc_paused
+from launcher.state.manifest import MANIFEST_PARTS
 from launcher.state.manifest import Manifest
-from launcher.state.manifest import read_manifest
+from launcher.state.manifest import manifest_from
+from launcher.state.manifest import manifest_keys
 from launcher.state.reader import BulkReader
 from launcher.state.serializer import serializer_for
 
@@ -179,14 +181,11 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
     state.keys_scanned = len(keys_found)
     by_collection = layout.classify(trader_key, keys_found)
 
-    # One pipelined pass over everything that is read whole.
+    # Read whole in one pipelined pass: everything but the event lists.
     plan: list[tuple[str, str, str, str]] = []  # (collection, id, command, key)
     for collection, command in (
         (layout.CURRENCIES, "get"),
         (layout.INSTRUMENTS, "get"),
-        (layout.ACCOUNTS, "lrange"),
-        (layout.ORDERS, "lrange"),
-        (layout.POSITIONS, "lrange"),
         (layout.STRATEGIES, "get"),
         (layout.ACTORS, "get"),
     ):
@@ -196,8 +195,40 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
         plan.append(("index", name, "smembers", layout.full_key(trader_key, name)))
     for name in _HASH_INDEXES:
         plan.append(("index", name, "hgetall", layout.full_key(trader_key, name)))
-    replies = bulk(reader, [(command, key) for _, _, command, key in plan])
+    manifest = manifest_keys(trader_key)
+    for part in MANIFEST_PARTS:
+        plan.append(("manifest", part, "hgetall", manifest[part]))
+    raw, _ = _sort_replies(state, plan, bulk(reader, [(command, key) for _, _, command, key in plan]))
 
+    with gc_paused():  # tens of thousands of long-lived objects, as in the node's own load
+        _decode_indexes(state, raw.get("index", {}))
+        _decode_currencies(state, decoder, raw.get(layout.CURRENCIES, {}))
+        _decode_instruments(state, decoder, raw.get(layout.INSTRUMENTS, {}))
+        _decode_states(state, decoder, raw.get(layout.STRATEGIES, {}), state.strategy_states, "strategy")
+        _decode_states(state, decoder, raw.get(layout.ACTORS, {}), state.actor_states, "actor")
+        # The event lists (the bulk of the state) stream: each chunk is decoded while Redis
+        # already produces the next one. Positions come last: they take the instruments above.
+        lists = [(collection, id_, "lrange", key)
+                 for collection in (layout.ACCOUNTS, layout.ORDERS, layout.POSITIONS)
+                 for id_, key in sorted(by_collection.get(collection, {}).items())]
+        decode = {layout.ACCOUNTS: _decode_accounts, layout.ORDERS: _decode_orders, layout.POSITIONS: _decode_positions}
+        commands = [_COMMANDS["lrange"](key) for _, _, _, key in lists]
+        for start, replies in reader.stream(commands, settings.cache.bulk_read_batch_size or DEFAULT_BATCH):
+            chunk, keys = _sort_replies(state, lists[start : start + len(replies)], replies)
+            for collection, events in chunk.items():
+                decode[collection](state, decoder, events, keys[collection])
+    parts = raw.get("manifest", {})
+    state.manifest = manifest_from(*(parts.get(part) or {} for part in MANIFEST_PARTS))
+    state.load_time_s = time.perf_counter() - started
+    return state
+
+
+def _sort_replies(state: PersistedState, plan: list[tuple[str, str, str, str]], replies: list[Any]
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """
+    The replies to `plan` by collection and id, and their keys; a reply that is an error
+    (e.g. WRONGTYPE) is a problem of that entity instead; a connection error is raised.
+    """
     raw: dict[str, dict[str, Any]] = {}
     keys: dict[str, dict[str, str]] = {}
     for (collection, id_, _command, key), reply in zip(plan, replies, strict=True):
@@ -210,19 +241,7 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
             continue
         raw.setdefault(collection, {})[id_] = reply
         keys.setdefault(collection, {})[id_] = key
-
-    with gc_paused():  # tens of thousands of long-lived objects, as in the node's own load
-        _decode_indexes(state, raw.get("index", {}))
-        _decode_currencies(state, decoder, raw.get(layout.CURRENCIES, {}))
-        _decode_instruments(state, decoder, raw.get(layout.INSTRUMENTS, {}))
-        _decode_accounts(state, decoder, raw.get(layout.ACCOUNTS, {}), keys.get(layout.ACCOUNTS, {}))
-        _decode_orders(state, decoder, raw.get(layout.ORDERS, {}), keys.get(layout.ORDERS, {}))
-        _decode_positions(state, decoder, raw.get(layout.POSITIONS, {}), keys.get(layout.POSITIONS, {}))
-        _decode_states(state, decoder, raw.get(layout.STRATEGIES, {}), state.strategy_states, "strategy")
-        _decode_states(state, decoder, raw.get(layout.ACTORS, {}), state.actor_states, "actor")
-    state.manifest = read_manifest(client, trader_key)
-    state.load_time_s = time.perf_counter() - started
-    return state
+    return raw, keys
 
 
 _ENTITY = {
@@ -236,15 +255,13 @@ _ENTITY = {
 }
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _decode_indexes(state: PersistedState, raw: dict[str, Any]) -> None:
+    # Members and fields come from hiredis as bytes.
     for name in _SET_INDEXES:
-        state.indexes[name] = {_text(m) for m in (raw.get(name) or ())}
-    state.order_position = {_text(k): _text(v) for k, v in (raw.get(layout.INDEX_ORDER_POSITION) or {}).items()}
-    state.order_client = {_text(k): _text(v) for k, v in (raw.get(layout.INDEX_ORDER_CLIENT) or {}).items()}
+        state.indexes[name] = set(map(bytes.decode, raw.get(name) or ()))
+    for name, into in ((layout.INDEX_ORDER_POSITION, state.order_position), (layout.INDEX_ORDER_CLIENT, state.order_client)):
+        pairs = raw.get(name) or {}
+        into.update(zip(map(bytes.decode, pairs), map(bytes.decode, pairs.values())))
 
 
 def _decode_currencies(state: PersistedState, decoder: EventDecoder, raw: dict[str, bytes]) -> None:
