@@ -35,7 +35,7 @@ from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
-from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import RebuiltState
 from launcher.cache.kernel_hook import ResilientFactory
 from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
@@ -112,7 +112,7 @@ class NodeSession:
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
         self.monitoring: Monitoring | None = None
-        self.rebuilt = RebuiltOrders()
+        self.rebuilt = RebuiltState()
         self.node_config: TradingNodeConfig | None = None
         self.node_run: NodeRun | None = None
         self.writer_lease: Lease | None = None
@@ -264,8 +264,8 @@ class NodeSession:
     def verify(self, *, enforce: bool) -> RecoveryReport | None:
         """
         The recovery report, printed (mode=verify: `enforce` False, the exit code says it).
-        Before a run, flush_on_start replaces verification, and the orders verify rebuilt go to
-        the node's cache database.
+        Before a run, flush_on_start replaces verification, and the orders, positions and
+        accounts verify rebuilt go to the node's cache database.
         """
         from launcher.bootstrap.verify import enforce as enforce_report  # noqa: PLC0415
         from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
@@ -288,10 +288,10 @@ class NodeSession:
         enforce_report(report, settings.bootstrap.verify)
         self.monitoring.recovery(report)
         if report.state is not None and self.node_run.cache_database_factory is not None:
-            # The node's load takes the orders verify rebuilt wherever Redis still holds the
+            # The node's loads take the orders, positions and accounts verify rebuilt wherever Redis still holds the
             # very bytes they were rebuilt from (resilient backend; the lease keeps other
             # launchers from writing meanwhile, and the comparison catches anyone else).
-            self.rebuilt.give(report.state.rebuilt_orders())
+            self.rebuilt.give(report.state.rebuilt())
         report.state = None
         self.report = report
         return report
