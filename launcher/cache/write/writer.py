@@ -556,6 +556,8 @@ class Writer:
                         if not self._queue:
                             self._urgent = False
                         self._inflight = _Batch(ops)
+                        if self._unreplicated_records:
+                            self._write_ahead_locked(self._inflight)
                         return self._inflight
                     self._idle = True
                     self._work.wait(wait_s)
@@ -572,6 +574,26 @@ class Writer:
                 self._idle = True
                 self._work.wait(_UNREPLICATED_PROBE_S if self._unreplicated_records else 1.0)
                 self._idle = False
+
+    def _write_ahead_locked(self, batch: _Batch) -> None:
+        """
+        While writes are unreplicated the file must hold everything the master applied since:
+        a batch goes to the file (fsync'd) before it is sent. Otherwise a process dying between
+        a batch's EXEC and its spill would leave Redis with writes newer than the file, and the
+        next start's replay of the file's older assignments (index moves) would undo them.
+        """
+        self._materialize(batch.ops)
+        records = [op.record(self._serializer) for op in batch.ops if op.cmds and op.kind not in self._unspilled]
+        if not records:
+            return
+        start = self._spill.append(records)
+        self.stats.spilled_total += len(records)
+        batch.from_spill = True
+        batch.spill_start, batch.spill_end, batch.spill_records = start, start + sum(map(len, records)), len(records)
+        for op in batch.ops:
+            if op.stage < Stage.SPILLED:
+                op.stage = Stage.SPILLED
+        self._refresh_pending_locked()
 
     def _deliver(self, batch: _Batch) -> None:
         for attempt in self._retrying:
@@ -914,8 +936,9 @@ class Writer:
             before = self._unreplicated
             pending, spilled = self._release_locked(batch, sent.replicated)
             unreplicated = self._unreplicated
-            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed.
-            self._spill_due = math.inf
+            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed. While
+            # writes are unreplicated, memory is spilled every buffer interval as in an outage.
+            self._spill_due = now + self._interval if self._unreplicated_records else math.inf
         if unreplicated != before or self._replicated_again:
             self._on_unreplicated(before, unreplicated)
         if self._outage_start is not None:
