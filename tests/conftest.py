@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
 
@@ -55,3 +56,15 @@ def sentinel_topology(tmp_path):
     topology = SentinelTopology(tmp_path / "sentinel", replicas=1).start()
     yield topology
     topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """
+    A real Redis Cluster shared by the session (six nodes: three primaries, one replica each,
+    ``cluster-node-timeout`` 1 s). Tests that fail over or move slots leave it healthy (every
+    slot covered) for the next; each test uses its own trader id.
+    """
+    cluster = ClusterTopology(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
