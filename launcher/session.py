@@ -31,7 +31,6 @@ from nautilus_trader.live.node import TradingNode
 
 from launcher.cache.kernel_hook import RebuiltOrders
 from launcher.cache.kernel_hook import ResilientFactory
-from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
 from launcher.config.schema import LauncherConfig
@@ -42,7 +41,8 @@ from launcher.errors import LeaseLost
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
-from launcher.state.layout import trader_key
+from launcher.state.loader import state_trader_key
+from launcher.state.loader import store_connection
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import master_address
 
@@ -95,7 +95,7 @@ class NodeSession:
     def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
         self.settings = settings
         self.signals = signals
-        self.conn = connection_settings(settings.cache)
+        self.conn = store_connection(settings)
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
         self.monitoring: Monitoring | None = None
@@ -126,7 +126,7 @@ class NodeSession:
         if self.conn is None:
             if mode != Mode.run:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
-                                          "(cache=redis_dev or cache=redis_sentinel)")
+                                          "(cache=redis_dev, cache=redis_sentinel or cache=redis_cluster)")
             log.info("cache=memory: nothing is persisted; state is lost when the node stops")
             self.build()
             self.run()
@@ -222,7 +222,7 @@ class NodeSession:
         """Build the node (it loads the persisted state), compare with the report, install retention."""
         self._prepare()
         if self.conn is not None:
-            self.manifest_key = trader_key(self.settings.trader_id, self.instance_id.value, self.node_config.cache)
+            self.manifest_key = state_trader_key(self.settings, self.instance_id.value)
         if self.native:
             from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
 
@@ -297,12 +297,13 @@ class NodeSession:
         cache = self.settings.cache
         if cache.backend != Backend.resilient:
             return None
+        min_replica_acks, replica_ack_timeout_ms = cache.replica_acks()
         return ResilientFactory(
             self.rebuilt,
             connection=self.conn,
             durability=cache.durability.value,
-            min_replica_acks=cache.sentinel.min_replica_acks if self.conn.is_sentinel else 0,
-            replica_ack_timeout_ms=cache.sentinel.replica_ack_timeout_ms,
+            min_replica_acks=min_replica_acks,
+            replica_ack_timeout_ms=replica_ack_timeout_ms,
             max_pending_writes=cache.max_pending_writes,
             spill_dir=cache.spill_dir,
             listener=self.monitoring.cache_listener(),

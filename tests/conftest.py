@@ -22,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:
 
 # Environment variables that would leak the developer's own Redis settings into tests.
 for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_DB",
-              "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "TRADER_ID"):
+              "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES", "TRADER_ID"):
     os.environ.pop(_name, None)
 
 

@@ -8,14 +8,21 @@ from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import parse_address
 
 
-def connection_settings(cache: CacheSettings) -> ConnectionSettings | None:
-    """Return where the cache profile's state lives, or None for ``store: memory``."""
+def connection_settings(cache: CacheSettings, slot_key: str | None = None) -> ConnectionSettings | None:
+    """
+    Return where the cache profile's state lives, or None for ``store: memory``. With the
+    cluster profile `slot_key` is the trader key whose hash slot the connections follow
+    (``launcher.state.loader.store_connection`` passes it).
+    """
     if cache.store == Store.memory:
         return None
     redis = cache.redis
     sentinels: tuple[tuple[str, int], ...] = ()
     if cache.store == Store.sentinel:
         sentinels = tuple(parse_address(node) for node in cache.sentinel.nodes)
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+    if cache.store == Store.cluster:
+        cluster_nodes = tuple(parse_address(node) for node in cache.cluster.nodes)
     return ConnectionSettings(
         host=redis.host,
         port=int(redis.port),
@@ -30,4 +37,6 @@ def connection_settings(cache: CacheSettings) -> ConnectionSettings | None:
         master_name=cache.sentinel.master_name,
         sentinel_username=cache.sentinel.username,
         sentinel_password=cache.sentinel.password,
+        cluster_nodes=cluster_nodes,
+        slot_key=slot_key,
     )

@@ -37,6 +37,7 @@ class Store(StrEnum):
     memory = "memory"
     redis = "redis"
     sentinel = "sentinel"
+    cluster = "cluster"
 
 
 class Backend(StrEnum):
@@ -100,6 +101,14 @@ def _check_port(key: str, port: int) -> None:
         raise ConfigError(key, f"port {port} is out of range 1..65535")
 
 
+def _check_addresses(key: str, nodes: list[str]) -> None:
+    for node in nodes:
+        try:
+            parse_address(node)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+
+
 @dataclass
 class RedisSettings:
     """Connection to one Redis server (FR-001)."""
@@ -134,14 +143,24 @@ class SentinelSettings:
     replica_ack_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
-        for node in self.nodes:
-            try:
-                parse_address(node)
-            except ValueError as e:
-                raise ConfigError("cache.sentinel.nodes", str(e)) from None
+        _check_addresses("cache.sentinel.nodes", self.nodes)
         if not self.master_name:
             raise ConfigError("cache.sentinel.master_name", "must not be empty")
         _not_negative("cache.sentinel.min_replica_acks", self.min_replica_acks)
+
+
+@dataclass
+class ClusterSettings:
+    """Redis Cluster: seed nodes; the trader's keys live in one hash slot, on its shard's primary."""
+
+    nodes: list[str] = field(default_factory=list)  # "host:port" of any cluster nodes (seeds)
+    min_replica_acks: int = 0  # WAIT on the shard's primary for this many replicas per batch
+    replica_ack_timeout_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_addresses("cache.cluster.nodes", self.nodes)
+        _not_negative("cache.cluster.min_replica_acks", self.min_replica_acks)
+        _positive("cache.cluster.replica_ack_timeout_ms", self.replica_ack_timeout_ms, " milliseconds")
 
 
 @dataclass
@@ -169,6 +188,15 @@ class CacheSettings:
     spill_dir: str | None = None
     redis: RedisSettings = field(default_factory=RedisSettings)
     sentinel: SentinelSettings = field(default_factory=SentinelSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    def replica_acks(self) -> tuple[int, int]:
+        """(replicas a batch waits for, WAIT timeout in milliseconds) of the HA profile in use; 0 otherwise."""
+        if self.store == Store.sentinel:
+            return self.sentinel.min_replica_acks, self.sentinel.replica_ack_timeout_ms
+        if self.store == Store.cluster:
+            return self.cluster.min_replica_acks, self.cluster.replica_ack_timeout_ms
+        return 0, self.sentinel.replica_ack_timeout_ms
 
     def __post_init__(self) -> None:
         _not_negative("cache.buffer_interval_ms", self.buffer_interval_ms, " milliseconds")
@@ -202,6 +230,8 @@ class CacheSettings:
                 "the sentinel profile needs at least one sentinel "
                 "(cache.sentinel.nodes=[host:port,...] or REDIS_SENTINELS=host:port,...)",
             )
+        if self.store == Store.cluster:
+            self._check_cluster()
         if self.backend == Backend.native:
             if self.durability == Durability.sync:
                 raise ConfigError(
@@ -210,6 +240,23 @@ class CacheSettings:
                 )
             if redis.db != 0:
                 raise ConfigError("cache.redis.db", "NautilusTrader's native adapter only uses database 0")
+
+
+    def _check_cluster(self) -> None:
+        if not self.cluster.nodes:
+            raise ConfigError(
+                "cache.cluster.nodes",
+                "the cluster profile needs at least one cluster node "
+                "(cache.cluster.nodes=[host:port,...] or REDIS_CLUSTER_NODES=host:port,...)",
+            )
+        if self.backend == Backend.native:
+            raise ConfigError(
+                "cache.backend",
+                "native cannot be used with cache=redis_cluster: NautilusTrader's adapter cannot talk to a Redis "
+                "Cluster (use cache.backend=resilient)",
+            )
+        if self.redis.db != 0:
+            raise ConfigError("cache.redis.db", "a Redis Cluster has only database 0")
 
 
 @dataclass
@@ -339,7 +386,7 @@ class LauncherConfig:
 
 
 def _split_csv(value: Any) -> list[str]:
-    """``"h1:p1,h2:p2"`` -> ``["h1:p1", "h2:p2"]`` (for REDIS_SENTINELS)."""
+    """``"h1:p1,h2:p2"`` -> ``["h1:p1", "h2:p2"]`` (for REDIS_SENTINELS, REDIS_CLUSTER_NODES)."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):

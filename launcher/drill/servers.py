@@ -213,7 +213,7 @@ class SentinelServers:
 
 def state_client(settings) -> redis.Redis:
     """A client for the current master as the launcher would connect (Sentinel-aware)."""
-    from launcher.config.connection import connection_settings  # noqa: PLC0415
+    from launcher.state.loader import store_connection  # noqa: PLC0415
 
-    conn: ConnectionSettings = connection_settings(settings.cache)
+    conn: ConnectionSettings = store_connection(settings)
     return connect(conn, max_connections=4)

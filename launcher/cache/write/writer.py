@@ -94,6 +94,7 @@ from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
+from launcher.store.cluster import is_redirect
 from launcher.store.resp import exchange
 
 
@@ -569,7 +570,9 @@ class Writer:
         if isinstance(replies.results, Exception):
             errors.append(replies.results)
         for e in errors:
-            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
+            # A cluster redirect (MOVED/ASK: the slot moved or is moving) is not a refusal of
+            # the batch: nothing was applied; resend after reconnecting to the slot's owner.
+            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS) or is_redirect(e):
                 raise ServerUnavailable(str(e))
         return errors
 

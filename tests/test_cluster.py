@@ -1,0 +1,197 @@
+"""
+Redis Cluster on a real six-node cluster (the `redis_cluster` session fixture), no mocks: the
+trader's keys share one hash tag, the backend's pool follows the primary that owns its slot
+across a manual failover, a SIGKILL of that primary and a slot migration, and with
+min_replica_acks=1 nothing acknowledged is lost (compared with what the cache holds).
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import TraderId
+
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.config.compose import compose_config
+from launcher.config.compose import to_settings
+from launcher.errors import ConfigError
+from launcher.state import layout
+from launcher.state.loader import state_trader_key
+from launcher.state.loader import store_connection
+from launcher.store.cluster import slot_of
+from launcher.store.connection import ConnectionSettings
+from launcher.store.connection import connect
+from launcher.store.connection import parse_address
+from tests.support.trading_state import OrderStream
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import poll
+from tests.support.trading_state import write_orders
+
+
+TIMEOUT_S = 1.0
+MAX_BACKOFF_S = 0.2
+ACK_TIMEOUT_MS = 500
+
+
+def _settings(*overrides: str):
+    return to_settings(compose_config(["cache=redis_cluster", *overrides]))
+
+
+def _cluster_connection(cluster, trader_id: TraderId) -> ConnectionSettings:
+    return ConnectionSettings(
+        cluster_nodes=tuple(parse_address(a) for a in cluster.seed_addresses),
+        slot_key=layout.trader_key(trader_id.value, hash_tag=True),
+        timeout_s=TIMEOUT_S,
+    )
+
+
+def _cluster_db(cluster, tmp_path, trader_id: TraderId) -> ResilientCacheDatabase:
+    return ResilientCacheDatabase(
+        trader_id, UUID4(), make_serializer(), cache_config(cluster.nodes[0].port, buffer_interval_ms=10),
+        connection=_cluster_connection(cluster, trader_id), spill_dir=str(tmp_path / "spill"),
+        max_backoff_s=MAX_BACKOFF_S, close_timeout_s=30, min_replica_acks=1, replica_ack_timeout_ms=ACK_TIMEOUT_MS,
+    )
+
+
+# -- configuration and layout ---------------------------------------------------------------------
+
+
+def test_cluster_profile_reads_seed_nodes_and_replica_acks(monkeypatch):
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "10.0.0.1:7000, 10.0.0.2:7001")
+    settings = _settings()
+    conn = store_connection(settings)
+    assert conn.is_cluster and not conn.is_sentinel
+    assert conn.cluster_nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    assert conn.slot_key == "{trader-TRADER-001}"
+    assert settings.cache.replica_acks() == (1, 1000)
+    assert "cluster://10.0.0.1:7000,10.0.0.2:7001" in conn.describe()
+
+
+def test_cluster_profile_refusals_are_config_errors():
+    with pytest.raises(ConfigError, match="cache.cluster.nodes"):
+        _settings()
+    with pytest.raises(ConfigError, match="native cannot be used with cache=redis_cluster"):
+        _settings("cache.cluster.nodes=[127.0.0.1:7000]", "cache.backend=native")
+    with pytest.raises(ConfigError, match="only database 0"):
+        _settings("cache.cluster.nodes=[127.0.0.1:7000]", "cache.redis.db=1")
+    with pytest.raises(ConfigError, match="cache.cluster.nodes"):
+        _settings("cache.cluster.nodes=[no-port]")
+
+
+def test_hash_tag_only_with_the_cluster_profile():
+    cluster = _settings("cache.cluster.nodes=[127.0.0.1:7000]")
+    single = to_settings(compose_config(["cache=redis_dev"]))
+    assert state_trader_key(cluster) == "{trader-TRADER-001}"
+    assert state_trader_key(single) == "trader-TRADER-001"
+    # Every key of the trader (any collection, with or without instance id) is in one slot.
+    tagged = layout.trader_key("TRADER-001", "inst-1", None, hash_tag=True)
+    keys = [layout.full_key(tagged, c) for c in (layout.ORDERS + ":O-1", layout.INDEX_ORDERS, layout.LEASE)]
+    assert {slot_of(k) for k in keys} == {slot_of("{trader-TRADER-001}")}
+    assert layout.scan_pattern("{trader-TR[1]*-001}") == "{trader-TR\\[1\\]\\*-001}:*"
+
+
+# -- the pool pinned to the slot's owner ----------------------------------------------------------
+
+
+def test_pool_connects_to_the_owner_of_the_trader_slot(redis_cluster):
+    trader = TraderId("CLUSTER-001")
+    conn = _cluster_connection(redis_cluster, trader)
+    client = connect(conn)
+    try:
+        key = layout.full_key(conn.slot_key, layout.INDEX_ORDERS)
+        client.sadd(key, "O-1")
+        pipe = client.pipeline(transaction=True)  # MULTI/EXEC: every key in the one slot
+        pipe.sadd(key, "O-2").sadd(layout.full_key(conn.slot_key, layout.INDEX_ORDERS_OPEN), "O-2")
+        pipe.execute()
+        owner = redis_cluster.slot_owner(slot_of(conn.slot_key))
+        assert owner.client().smembers(key) == {b"O-1", b"O-2"}
+        assert client.connection_pool.get_master_address() == (owner.host, owner.port)
+    finally:
+        client.close()
+
+
+def test_a_seed_that_is_not_a_cluster_node_is_named(redis_server):
+    conn = ConnectionSettings(cluster_nodes=(("127.0.0.1", redis_server.port),), slot_key="{trader-X-001}", timeout_s=1.0)
+    with pytest.raises(redis.exceptions.ResponseError, match="not a Redis Cluster node"):
+        connect(conn).ping()
+
+
+# -- failover and slot migration while writing ----------------------------------------------------
+
+
+def _stream_through(db, cluster, trigger, start_ns: int) -> list:
+    """Stream orders, run `trigger` mid-stream, then wait for acknowledged writes to continue."""
+    with OrderStream(new_cache(db), start_ns) as stream:
+        poll(lambda: db.stats().writes_acknowledged > 200, 30, "writes before the event")
+        trigger()
+        acked = db.stats().writes_acknowledged
+        poll(lambda: db.stats().writes_acknowledged > acked + 200, 60, "acknowledged writes after the event")
+    assert stream.error is None, stream.error
+    return stream.orders
+
+
+def _closed_and_complete(db, cluster, orders: list):
+    """Close the backend; everything was acknowledged where the slot lives now, nothing re-written. Its stats."""
+    db.close()
+    stats = db.stats()
+    assert stats.failovers_followed >= 1 and stats.pending_writes == 0
+    assert stats.repairs == 0  # the slot's new owner had every acknowledged write
+    assert_exactly_once(cluster.slot_owner(slot_of(db.trader_key)).client(), db.trader_key, orders)
+    cluster.wait_healthy()
+    return stats
+
+
+@pytest.mark.slow
+def test_manual_failover_of_the_trader_shard_loses_nothing(redis_cluster, tmp_path):
+    db = _cluster_db(redis_cluster, tmp_path, TraderId("CLUSTER-002"))
+    first = write_orders(new_cache(db), 5, prefix="pre", start_ns=1_600_000_000_000_000_000)
+    assert db.wait_until_persisted(10)
+    slot = slot_of(db.trader_key)
+    old = redis_cluster.slot_owner(slot)
+
+    def failover() -> None:
+        redis_cluster.manual_failover(redis_cluster.replicas_of(old)[0])
+
+    orders = _stream_through(db, redis_cluster, failover, 1_700_000_000_000_000_000)
+    _closed_and_complete(db, redis_cluster, first + orders)
+    assert redis_cluster.slot_owner(slot) is not old
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_trader_primary_loses_nothing_acknowledged(redis_cluster, tmp_path):
+    db = _cluster_db(redis_cluster, tmp_path, TraderId("CLUSTER-003"))
+    slot = slot_of(db.trader_key)
+    old = redis_cluster.slot_owner(slot)
+
+    def kill_primary() -> None:
+        old.kill()
+        redis_cluster.wait_owner_change(slot, old, timeout_s=30)
+        old.start()  # rejoins as a replica of the promoted one: WAIT 1 can succeed again
+
+    try:
+        orders = _stream_through(db, redis_cluster, kill_primary, 1_710_000_000_000_000_000)
+    finally:
+        if not old.running:
+            old.start()
+    assert _closed_and_complete(db, redis_cluster, orders).outages >= 1
+
+
+@pytest.mark.slow
+def test_migrating_the_trader_slot_mid_run_loses_nothing(redis_cluster, tmp_path):
+    db = _cluster_db(redis_cluster, tmp_path, TraderId("CLUSTER-004"))
+    slot = slot_of(db.trader_key)
+    old = redis_cluster.slot_owner(slot)
+    target = next(n for n in redis_cluster.nodes
+                  if n is not old and n.running and n.client().info("replication")["role"] == "master")
+    moved: list[int] = []
+
+    orders = _stream_through(db, redis_cluster, lambda: moved.append(redis_cluster.migrate_slot(slot, target)),
+                             1_720_000_000_000_000_000)
+    _closed_and_complete(db, redis_cluster, orders)
+    assert moved and moved[0] > 0
+    assert redis_cluster.slot_owner(slot) is target
+
