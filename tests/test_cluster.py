@@ -23,6 +23,7 @@ from launcher.store.cluster import slot_of
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import parse_address
+from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import OrderStream
 from tests.support.trading_state import assert_exactly_once
 from tests.support.trading_state import cache_config
@@ -195,3 +196,43 @@ def test_migrating_the_trader_slot_mid_run_loses_nothing(redis_cluster, tmp_path
     assert moved and moved[0] > 0
     assert redis_cluster.slot_owner(slot) is target
 
+
+# -- python -m launcher cache=redis_cluster -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_node_run_on_the_cluster_persists_and_recovers(redis_cluster, tmp_path):
+    nodes = ",".join(redis_cluster.seed_addresses[:2])
+    common = ["cache=redis_cluster", f"cache.cluster.nodes=[{nodes}]", "trader_id=CLNODE-001"]
+    first = run_launcher([*common, "run.duration_s=6", "strategy=churn", "strategy.params.actions_per_second=20",
+                          "monitoring.enabled=false"], cwd=tmp_path)
+    log = first.stdout + first.stderr
+    assert first.returncode == 0, log[-3000:]
+    assert "PASS cluster-state" in log and "PASS replica-acks" in log, log[-3000:]
+    owner = redis_cluster.slot_owner(slot_of("{trader-CLNODE-001}"))
+    client = owner.client()
+    order_keys = client.keys("{trader-CLNODE-001}:orders:*")
+    assert order_keys, log[-3000:]
+    assert client.scard("{trader-CLNODE-001}:index:orders") == len(order_keys)
+    assert not client.keys("trader-CLNODE-001:*")  # the hash tag, never NautilusTrader's bare prefix
+
+    verify = run_launcher([*common, "mode=verify"], cwd=tmp_path)
+    assert verify.returncode == 0, (verify.stdout + verify.stderr)[-3000:]
+    assert "Recovery report" in verify.stdout
+
+    inspect = run_launcher([*common, "mode=inspect"], cwd=tmp_path)
+    assert inspect.returncode == 0, (inspect.stdout + inspect.stderr)[-3000:]
+    assert f"on primary {owner.address}" in inspect.stdout
+
+    second = run_launcher([*common, "run.duration_s=4", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
+    log2 = second.stdout + second.stderr
+    assert second.returncode == 0, log2[-3000:]
+    assert "Node loaded exactly what the recovery report counted" in log2, log2[-3000:]
+
+
+def test_native_backend_with_the_cluster_is_exit_2_with_one_line(tmp_path):
+    result = run_launcher(["cache=redis_cluster", "cache.cluster.nodes=[127.0.0.1:7000]", "cache.backend=native"],
+                          cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "native cannot be used with cache=redis_cluster" in errors[0], result.stderr
