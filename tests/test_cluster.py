@@ -224,6 +224,9 @@ def test_node_run_on_the_cluster_persists_and_recovers(redis_cluster, tmp_path):
     assert inspect.returncode == 0, (inspect.stdout + inspect.stderr)[-3000:]
     assert f"on primary {owner.address}" in inspect.stdout
 
+    retention = run_launcher([*common, "mode=retention", "retention.dry_run=true"], cwd=tmp_path)
+    assert retention.returncode == 0, (retention.stdout + retention.stderr)[-3000:]
+
     second = run_launcher([*common, "run.duration_s=4", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
     log2 = second.stdout + second.stderr
     assert second.returncode == 0, log2[-3000:]
