@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from redis.crc import key_slot
 
 
@@ -31,3 +34,15 @@ def test_migrate_slot_moves_the_keys_and_every_node_agrees(redis_cluster):
     assert redis_cluster.slot_owner(slot) is target
     assert target.client().get("{topology-migrate}:a") == b"1"
     redis_cluster.wait_healthy()
+
+
+def test_compose_cluster_profile_is_six_loopback_nodes_and_a_create_step():
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
+    services = {name: s for name, s in compose["services"].items() if "cluster" in s.get("profiles", [])}
+    nodes = {name: s for name, s in services.items() if name.startswith("redis-cluster-")}
+    assert len(nodes) == 6 and "cluster-create" in services
+    assert sorted(s["environment"]["PORT"] for s in nodes.values()) == [str(7000 + i) for i in range(6)]
+    for service in nodes.values():
+        assert "--bind 127.0.0.1" in service["command"] and "--cluster-enabled yes" in service["command"]
+        assert "--appendonly yes" in service["command"]
+    assert "--cluster-replicas 1" in services["cluster-create"]["command"]
