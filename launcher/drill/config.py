@@ -2,7 +2,7 @@
 Typed configuration of ``python -m launcher.drill`` (``conf/drill_app.yaml``).
 
 The scenario is a config group, ``conf/drill/{graceful,kill9,redis_restart,redis_outage,
-sentinel_failover}.yaml``; every key below can be overridden on the command line as
+sentinel_failover,cluster_failover,cluster_reshard}.yaml``; every key below can be overridden on the command line as
 ``drill.<key>=<value>``. Composition mirrors the launcher's own (``launcher/config/compose.py``):
 one line and exit code 2 for bad input.
 """
@@ -33,11 +33,19 @@ class Scenario(str, Enum):
     redis_restart = "redis_restart"  # SIGTERM Redis (AOF fsynced), start it again; the node keeps running
     redis_outage = "redis_outage"  # SIGKILL Redis, start it again after gap_s; the node keeps running
     sentinel_failover = "sentinel_failover"  # SENTINEL FAILOVER and/or SIGKILL of the master; the node keeps running
+    cluster_failover = "cluster_failover"  # Redis Cluster: CLUSTER FAILOVER and/or SIGKILL of the trader's primary
+    cluster_reshard = "cluster_reshard"  # Redis Cluster: the trader's slot migrated to another primary mid-run
+
+
+# The scenarios whose servers stay up (a topology changes under the running node) and run `failover_steps`.
+TOPOLOGY_SCENARIOS = (Scenario.sentinel_failover, Scenario.cluster_failover, Scenario.cluster_reshard)
+CLUSTER_SCENARIOS = (Scenario.cluster_failover, Scenario.cluster_reshard)
 
 
 class FailoverStep(str, Enum):
     command = "command"  # SENTINEL FAILOVER <master>: a coordinated switch
     kill_master = "kill_master"  # SIGKILL the current master; sentinels elect a replica; the old master rejoins
+    reshard = "reshard"  # cluster: migrate the trader's slot to another primary (SETSLOT + MIGRATE)
 
 
 @dataclass
@@ -117,7 +125,11 @@ def validate_drill(d: DrillSettings) -> DrillSettings:
         raise ConfigError("drill.replicas", "the Sentinel drill needs at least one replica")
     if "-" in d.trader_prefix or ":" in d.trader_prefix or not d.trader_prefix.isascii() or not d.trader_prefix:
         raise ConfigError("drill.trader_prefix", "must be a non-empty ASCII name without '-' or ':'")
-    if d.scenario == Scenario.sentinel_failover:
+    if d.scenario in CLUSTER_SCENARIOS:
+        _validate_cluster(d)
+    elif d.scenario == Scenario.sentinel_failover:
+        if FailoverStep.reshard in d.failover_steps:
+            raise ConfigError("drill.failover_steps", "reshard is a Redis Cluster step (drill=cluster_reshard)")
         if not d.failover_steps:
             raise ConfigError("drill.failover_steps", "needs at least one of command, kill_master")
         if d.redis_address:
@@ -148,3 +160,16 @@ def validate_drill(d: DrillSettings) -> DrillSettings:
     if d.scenario == Scenario.redis_outage and d.gap_s <= 0:
         raise ConfigError("drill.gap_s", "redis_outage needs a gap > 0 seconds")
     return d
+
+
+def _validate_cluster(d: DrillSettings) -> None:
+    if Backend.native in d.backends:
+        raise ConfigError(
+            "drill.backends",
+            "native is impossible on a Redis Cluster (NautilusTrader's adapter has no cluster client): use [resilient]",
+        )
+    if d.redis_address or d.sentinel_nodes:
+        key = "drill.redis_address" if d.redis_address else "drill.sentinel_nodes"
+        raise ConfigError(key, f"{d.scenario.value} starts its own Redis Cluster")
+    if not d.failover_steps:
+        raise ConfigError("drill.failover_steps", "needs at least one of command, kill_master, reshard")

@@ -21,7 +21,8 @@ Promises (a lane fails when its promise is broken; native's findings are shown, 
     kill9, durability=sync         no loss (resilient)
     kill9, durability=buffered     lost events only from the last buffer interval (+ slack)
     redis_restart/_outage,
-    sentinel_failover              no loss (resilient)
+    sentinel_failover,
+    cluster_failover/_reshard      no loss (resilient; native cannot talk to a cluster)
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ from launcher.config.schema import Durability
 from launcher.drill.compare import Comparison
 from launcher.drill.compare import compare
 from launcher.drill.compare import plant_loss
+from launcher.drill.config import CLUSTER_SCENARIOS
+from launcher.drill.config import TOPOLOGY_SCENARIOS
 from launcher.drill.config import DrillSettings
 from launcher.drill.config import FailoverStep
 from launcher.drill.config import Scenario
 from launcher.drill.ledger import Entry
 from launcher.drill.ledger import LedgerWatcher
+from launcher.drill.servers import ClusterServers
 from launcher.drill.servers import SentinelServers
 from launcher.drill.servers import SingleServer
 from launcher.drill.servers import state_client
@@ -243,6 +247,8 @@ def run_drill(d: DrillSettings) -> DrillReport:
 
 def _start_servers(d: DrillSettings, workdir: Path):
     try:
+        if d.scenario in CLUSTER_SCENARIOS:
+            return ClusterServers.start(workdir)
         if d.scenario == Scenario.sentinel_failover:
             if d.sentinel_nodes:
                 return SentinelServers.given(d.sentinel_nodes, d.master_name)
@@ -256,6 +262,13 @@ def _start_servers(d: DrillSettings, workdir: Path):
 
 def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> None:
     lanes = report.lanes
+    if isinstance(servers, ClusterServers):
+        from launcher.config.compose import compose_config  # noqa: PLC0415
+        from launcher.config.compose import to_settings  # noqa: PLC0415
+        from launcher.state.loader import state_trader_key  # noqa: PLC0415
+
+        # The cluster's faults hit the shard of the (one, resilient) lane's trader.
+        servers.follow(state_trader_key(to_settings(compose_config(lanes[0].launcher_args()))))
     # 1. nodes
     for lane in lanes:
         lane.proc = _spawn(lane.launcher_args(f"strategy.params.ledger_path={lane.ledger}"), lane.dir, lane.log)
@@ -363,7 +376,7 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
         say(f"  t+{entry['at_s']:.2f}s {what}")
 
     t_start = time.monotonic()
-    if d.scenario == Scenario.sentinel_failover:
+    if d.scenario in TOPOLOGY_SCENARIOS:
         first_fault = None
         for i, step in enumerate(d.failover_steps):
             if i:
@@ -375,7 +388,12 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
             at = time.monotonic()
             first_fault = first_fault or at
             events = {lane.name: lane.watcher.count() for lane in lanes}
-            what = servers.failover_command() if step == FailoverStep.command else servers.kill_master()
+            if step == FailoverStep.command:
+                what = servers.failover_command()
+            elif step == FailoverStep.kill_master:
+                what = servers.kill_master()
+            else:
+                what = servers.reshard()
             record(what, at, step=step.value, ledger_events=events, took_s=round(time.monotonic() - at, 3))
         ok, how = servers.settle(d.settle_timeout_s)
         record(("topology settled: " if ok else "topology NOT settled: ") + how, time.monotonic())
