@@ -7,6 +7,8 @@ run        wait for Redis, preflight checks, take the single-writer lease, verif
 verify     wait, preflight, verify; print the recovery report; exit 0 sound / 4 problems
 inspect    wait; print the persisted state in the spec's logical view
 retention  wait; apply (or with retention.dry_run list) the retention windows once
+migrate    wait, preflight; copy the trader's state to migrate.to under both leases, verified
+           before and after (launcher/bootstrap/migrate.py)
 
 A `NodeSession` holds one run's state in attributes and does it in named steps, as
 NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, lease, verify, build,
@@ -144,6 +146,10 @@ class NodeSession:
             from launcher.retention.apply import run_retention_once  # noqa: PLC0415
 
             return run_retention_once(self.client, self.settings)
+        if mode == Mode.migrate:
+            from launcher.bootstrap.migrate import migrate  # noqa: PLC0415
+
+            return migrate(self.client, self.settings, self.instance_id.value)
         self.lease()
         self.verify(enforce=True)
         self.build()

@@ -16,6 +16,7 @@ from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.config.compose import compose_config
 from launcher.config.compose import to_settings
 from launcher.errors import ConfigError
+from launcher.servers.redis_process import RedisProcess
 from launcher.state import layout
 from launcher.state.loader import state_trader_key
 from launcher.state.loader import store_connection
@@ -27,6 +28,7 @@ from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import OrderStream
 from tests.support.trading_state import assert_exactly_once
 from tests.support.trading_state import cache_config
+from tests.support.trading_state import dump_state
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import poll
@@ -239,3 +241,63 @@ def test_native_backend_with_the_cluster_is_exit_2_with_one_line(tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "native cannot be used with cache=redis_cluster" in errors[0], result.stderr
+
+
+# -- python -m launcher mode=migrate --------------------------------------------------------------
+
+
+def _dump_all(client: redis.Redis, pattern: str) -> dict[bytes, bytes]:
+    return {key: client.dump(key) for key in client.scan_iter(match=pattern, count=1000)}
+
+
+@pytest.mark.slow
+def test_migrate_single_server_to_cluster_and_back_verified_source_untouched(redis_cluster, tmp_path):
+    source = RedisProcess(tmp_path / "source").start()
+    back = RedisProcess(tmp_path / "back").start()
+    nodes = ",".join(redis_cluster.seed_addresses[:2])
+    try:
+        single = ["cache=redis_dev", f"cache.redis.port={source.port}", "cache.redis.embedded=never",
+                  "trader_id=MIGRATE-001"]
+        run = run_launcher([*single, "run.duration_s=4", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+        before = _dump_all(source.client(), "trader-MIGRATE-001:*")
+        assert any(b":orders:" in k for k in before)
+        lease = "trader-MIGRATE-001:launcher:lease"
+        state = {k: v for k, v in dump_state(source.client(), "trader-MIGRATE-001", include_launcher=True).items()
+                 if k != lease}
+
+        # The target's settings are the source profile's with the target's addresses: its preflight
+        # asks for the shard's replicas to acknowledge, as the cluster profile does.
+        to_cluster = run_launcher([*single, "mode=migrate", f"migrate.to='cluster://{nodes}'",
+                                   "cache.cluster.min_replica_acks=1"], cwd=tmp_path)
+        log = to_cluster.stdout + to_cluster.stderr
+        assert to_cluster.returncode == 0, log[-3000:]
+        assert "copied and verified" in log and "the source is untouched" in log
+        assert _dump_all(source.client(), "trader-MIGRATE-001:*") == before  # the source is only read
+        owner = redis_cluster.slot_owner(slot_of("{trader-MIGRATE-001}"))
+        copied = dump_state(owner.client(), "{trader-MIGRATE-001}", include_launcher=True)
+        assert {k.replace("{trader-MIGRATE-001}", "trader-MIGRATE-001"): v for k, v in copied.items()} == state
+
+        again = run_launcher([*single, "mode=migrate", f"migrate.to='cluster://{nodes}'",
+                              "cache.cluster.min_replica_acks=1"], cwd=tmp_path)
+        assert again.returncode == 2, (again.stdout + again.stderr)[-3000:]
+        assert "already holds" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+        clustered = ["cache=redis_cluster", f"cache.cluster.nodes=[{nodes}]", "trader_id=MIGRATE-001"]
+        verify = run_launcher([*clustered, "mode=verify"], cwd=tmp_path)
+        assert verify.returncode == 0, (verify.stdout + verify.stderr)[-3000:]
+        home = run_launcher([*clustered, "mode=migrate", f"migrate.to=redis://127.0.0.1:{back.port}"], cwd=tmp_path)
+        assert home.returncode == 0, (home.stdout + home.stderr)[-3000:]
+        assert dump_state(back.client(), "trader-MIGRATE-001", include_launcher=True) == state
+    finally:
+        source.kill()
+        back.kill()
+
+
+def test_migrate_target_is_checked_at_composition():
+    with pytest.raises(ConfigError, match="migrate.to: mode=migrate needs a target"):
+        _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate")
+    with pytest.raises(ConfigError, match="migrate.to: 'redis://a:1,b:2' names 2 address"):
+        _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate", "migrate.to='redis://a:1,b:2'")
+    with pytest.raises(ConfigError, match="migrate.to: 'ftp://x:1' is not one of"):
+        _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate", "migrate.to=ftp://x:1")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from launcher.config.schema import Backend
 from launcher.config.schema import CacheSettings
+from launcher.config.schema import Embedded
 from launcher.config.schema import Store
+from launcher.config.schema import parse_migrate_target
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import parse_address
 
@@ -40,3 +45,24 @@ def connection_settings(cache: CacheSettings, slot_key: str | None = None) -> Co
         cluster_nodes=cluster_nodes,
         slot_key=slot_key,
     )
+
+
+def migrate_target(cache: CacheSettings, to: str) -> CacheSettings:
+    """
+    The cache profile of ``migrate.to``: `cache` with the target's store and addresses (the
+    same credentials, TLS, encoding and key options, so the state is read back as it was written).
+    """
+    store, addresses, extra = parse_migrate_target(to)
+    nodes = [f"{host}:{port}" for host, port in addresses]
+    redis, sentinel, cluster = cache.redis, cache.sentinel, cache.cluster
+    if store == Store.redis:
+        host, port = addresses[0]
+        redis = dataclasses.replace(redis, host=host, port=port, db=int(extra or 0), embedded=Embedded.never)
+    elif store == Store.sentinel:
+        sentinel = dataclasses.replace(sentinel, nodes=nodes, master_name=extra or sentinel.master_name)
+    else:
+        redis = dataclasses.replace(redis, db=0)
+        cluster = dataclasses.replace(cluster, nodes=nodes)
+    # One replace: CacheSettings checks the store against its connection settings as a whole.
+    return dataclasses.replace(cache, store=store, backend=Backend.resilient, redis=redis, sentinel=sentinel,
+                               cluster=cluster)

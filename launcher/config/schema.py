@@ -31,6 +31,7 @@ class Mode(StrEnum):
     verify = "verify"  # bootstrap checks and recovery report only
     inspect = "inspect"  # print the persisted state in a logical view
     retention = "retention"  # one-shot retention pass
+    migrate = "migrate"  # copy the trader's state to the store `migrate.to` names
 
 
 class Store(StrEnum):
@@ -361,6 +362,44 @@ class RetentionSettings:
         _positive("retention.stream_max_age_s", self.stream_max_age_s, " seconds")
 
 
+MIGRATE_TARGET_FORMS = "redis://host:port[/db], sentinel://host:port,...[/master_name] or cluster://host:port,..."
+
+
+def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str | None]:
+    """
+    ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
+    master name (sentinel). Raises ValueError with the reason.
+    """
+    scheme, sep, rest = str(text).partition("://")
+    stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
+    if not sep or scheme not in stores or not rest:
+        raise ValueError(f"'{text}' is not one of {MIGRATE_TARGET_FORMS}")
+    nodes, _, extra = rest.partition("/")
+    addresses = [parse_address(node) for node in nodes.split(",") if node]
+    store = stores[scheme]
+    if not addresses or (store == Store.redis and len(addresses) != 1):
+        raise ValueError(f"'{text}' names {len(addresses)} address(es); {MIGRATE_TARGET_FORMS}")
+    if store == Store.redis and extra and not extra.isdigit():
+        raise ValueError(f"'{text}': the database must be a number")
+    if store == Store.cluster and extra:
+        raise ValueError(f"'{text}': a cluster has database 0 only, no path")
+    return store, addresses, extra or None
+
+
+@dataclass
+class MigrateSettings:
+    """``mode=migrate``: where to copy the trader's state (credentials and TLS: those of cache.redis)."""
+
+    to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.to is not None:
+            try:
+                parse_migrate_target(self.to)
+            except ValueError as e:
+                raise ConfigError("migrate.to", str(e)) from None
+
+
 @dataclass
 class LauncherConfig:
     trader_id: str = "TRADER-001"
@@ -372,6 +411,7 @@ class LauncherConfig:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    migrate: MigrateSettings = field(default_factory=MigrateSettings)
 
     def __post_init__(self) -> None:
         # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
@@ -383,6 +423,8 @@ class LauncherConfig:
                 "trader_id",
                 f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
             )
+        if self.mode == Mode.migrate and not self.migrate.to:
+            raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
 
 
 def _split_csv(value: Any) -> list[str]:
