@@ -83,7 +83,7 @@ def _copy_verified(client: redis.Redis, settings: LauncherConfig, target: redis.
     keys = sorted(_trader_keys(client, source_key, lease_key(settings)))
     renamed = [target_key + key[len(source_key):] for key in keys]
     try:
-        _copy(client, target, keys, renamed)
+        _copy(client, target, keys, renamed, target_settings.cache.replica_acks())
         target_report = _verified(target, target_settings, "target")
         if target_report.counts != source_report.counts:
             raise VerifyFailed(f"the target's counts {target_report.counts} differ from the source's {source_report.counts}")
@@ -109,8 +109,14 @@ def _trader_keys(client: redis.Redis, trader_key: str, lease: str) -> set[str]:
     return set(BulkReader(client).scan(layout.scan_pattern(trader_key))) - {lease}
 
 
-def _copy(source: redis.Redis, target: redis.Redis, keys: list[str], renamed: list[str]) -> None:
-    """DUMP from `source`, RESTORE under the new names on `target`, in chunks (a key gone meanwhile: an error)."""
+def _copy(source: redis.Redis, target: redis.Redis, keys: list[str], renamed: list[str],
+          replica_acks: tuple[int, int]) -> None:
+    """
+    DUMP from `source`, RESTORE under the new names on `target`, in chunks (a key gone meanwhile:
+    an error). With `replica_acks` (replicas, timeout in milliseconds) each chunk ends with WAIT
+    on the same connection, so the copy counts only once the target's replicas have it.
+    """
+    acks, timeout_ms = replica_acks
     for i in range(0, len(keys), CHUNK):
         chunk = keys[i : i + CHUNK]
         read = source.pipeline(transaction=False)
@@ -122,7 +128,11 @@ def _copy(source: redis.Redis, target: redis.Redis, keys: list[str], renamed: li
             if payload is None:
                 raise VerifyFailed(f"source key {key} disappeared during the copy")
             write.restore(new, 0, payload)
-        write.execute()
+        if acks:
+            write.execute_command("WAIT", acks, timeout_ms)
+        replies = write.execute()
+        if acks and int(replies[-1]) < acks:
+            raise RedisUnavailable(f"WAIT: {int(replies[-1])} of {acks} replica(s) acknowledged the copy")
 
 
 def _delete(target: redis.Redis, keys: list[str], trader_key: str) -> None:
