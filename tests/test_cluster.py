@@ -7,15 +7,19 @@ min_replica_acks=1 nothing acknowledged is lost (compared with what the cache ho
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import TraderId
+from prometheus_client import generate_latest
 
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.config.compose import compose_config
 from launcher.config.compose import to_settings
 from launcher.errors import ConfigError
+from launcher.monitoring.metrics import LauncherMetrics
 from launcher.servers.redis_process import RedisProcess
 from launcher.state import layout
 from launcher.state.loader import state_trader_key
@@ -197,6 +201,15 @@ def test_migrating_the_trader_slot_mid_run_loses_nothing(redis_cluster, tmp_path
     _closed_and_complete(db, redis_cluster, orders)
     assert moved and moved[0] > 0
     assert redis_cluster.slot_owner(slot) is target
+    # The shard's metrics: where the trader is now, and that the writer met redirects and followed.
+    metrics = LauncherMetrics("resilient", trader_id="CLUSTER-004")
+    metrics.snapshot.database = lambda: db
+    scraped = generate_latest(metrics.registry).decode()
+    assert f'redis_cluster_shard{{primary="{target.address}",slot="{slot}"}} 1.0' in scraped
+    assert float(re.search(r"^redis_cluster_owner_changes_total (\S+)", scraped, re.M).group(1)) >= 1
+    redirects = {kind: float(re.search(rf'redis_cluster_redirects_total{{kind="{kind}"}} (\S+)', scraped).group(1))
+                 for kind in ("MOVED", "ASK", "TRYAGAIN")}
+    assert redirects["MOVED"] + redirects["ASK"] + redirects["TRYAGAIN"] >= 1, redirects
 
 
 # -- python -m launcher cache=redis_cluster -------------------------------------------------------

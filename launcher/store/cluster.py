@@ -13,6 +13,7 @@ reshards; the writer's raw exchanges see those replies themselves (`is_redirect`
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -29,6 +30,21 @@ _REDIRECT_ERRORS = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
 )
+
+
+_REDIRECT_KINDS = {
+    redis.exceptions.MovedError: "MOVED",
+    redis.exceptions.AskError: "ASK",
+    redis.exceptions.TryAgainError: "TRYAGAIN",
+    redis.exceptions.ClusterDownError: "CLUSTERDOWN",
+}
+
+
+def note_redirect(pool: Any, error: BaseException) -> None:
+    """Count `error` on `pool`'s slot locator when it is a cluster redirect (no-op for other pools)."""
+    locator = getattr(pool, "locator", None)
+    if locator is not None and is_redirect(error):
+        locator.note_redirect(error)
 
 
 def is_redirect(error: BaseException) -> bool:
@@ -66,6 +82,14 @@ class SlotLocator:
         self._client_kwargs = {k: v for k, v in client_kwargs.items() if k != "db"}
         self._lock = threading.Lock()
         self.last_owner: tuple[str, int] | None = None
+        self.owner_changes = 0  # re-discoveries that found another primary (failover, reshard)
+        self.redirects: collections.Counter[str] = collections.Counter()  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN replies seen
+
+    def note_redirect(self, error: BaseException) -> None:
+        """Count a redirect reply by kind (its first word; redis-py's parsed errors by class)."""
+        kind = _REDIRECT_KINDS.get(type(error)) or str(error).split(" ", 1)[0]
+        with self._lock:
+            self.redirects[kind] += 1
 
     def owner(self) -> tuple[str, int]:
         """The (host, port) of the slot's primary now; raises SlotOwnerNotFound."""
@@ -89,6 +113,8 @@ class SlotLocator:
                 continue
             if found is not None:
                 with self._lock:
+                    if self.last_owner is not None and found != self.last_owner:
+                        self.owner_changes += 1
                     self.last_owner = found
                 return found
             errors.append(f"{host}:{port}: no owner of slot {self.slot}")
@@ -138,6 +164,7 @@ class SlotOwnerConnection(redis.Connection):
         except redis.exceptions.ResponseError as e:
             if not is_redirect(e):
                 raise
+            self.locator.note_redirect(e)
             self.disconnect()
             raise redis.exceptions.ConnectionError(
                 f"slot {self.locator.slot} is not served by {self.host}:{self.port} now "

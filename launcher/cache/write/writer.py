@@ -95,6 +95,7 @@ from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
 from launcher.store.cluster import is_redirect
+from launcher.store.cluster import note_redirect
 from launcher.store.resp import exchange
 
 
@@ -563,16 +564,19 @@ class Writer:
         if int(wait) < self._min_acks:
             raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
 
-    @staticmethod
-    def _refusals(replies: Replies) -> list[Exception]:
+    def _refusals(self, replies: Replies) -> list[Exception]:
         """Errors that kept the transaction from applying (raised when the server state is to blame)."""
         errors = [r for r in replies.queued if isinstance(r, Exception)]
         if isinstance(replies.results, Exception):
             errors.append(replies.results)
-        for e in errors:
+        redirect = next((e for e in errors if is_redirect(e)), None)
+        if redirect is not None:
             # A cluster redirect (MOVED/ASK: the slot moved or is moving) is not a refusal of
             # the batch: nothing was applied; resend after reconnecting to the slot's owner.
-            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS) or is_redirect(e):
+            note_redirect(self._client.connection_pool, redirect)
+            raise ServerUnavailable(str(redirect))
+        for e in errors:
+            if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
         return errors
 
