@@ -7,7 +7,9 @@ min_replica_acks=1 nothing acknowledged is lost (compared with what the cache ho
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 
 import pytest
 import redis
@@ -15,11 +17,14 @@ from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import TraderId
 from prometheus_client import generate_latest
 
+from launcher.bootstrap.wait import wait_for_redis
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.config.compose import compose_config
 from launcher.config.compose import to_settings
 from launcher.errors import ConfigError
+from launcher.errors import RedisUnavailable
 from launcher.monitoring.metrics import LauncherMetrics
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.state import layout
 from launcher.state.loader import state_trader_key
@@ -314,3 +319,25 @@ def test_migrate_target_is_checked_at_composition():
         _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate", "migrate.to='redis://a:1,b:2'")
     with pytest.raises(ConfigError, match="migrate.to: 'ftp://x:1' is not one of"):
         _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate", "migrate.to=ftp://x:1")
+
+
+@pytest.mark.slow
+def test_password_protected_cluster_seeds_and_primary_use_the_credentials(tmp_path):
+    cluster = ClusterTopology(tmp_path / "auth-cluster", password="cl-secret-1").start()
+    try:
+        conn = ConnectionSettings(cluster_nodes=(parse_address(cluster.seed_addresses[0]),), slot_key="{trader-AUTH-001}",
+                                  password="cl-secret-1", timeout_s=TIMEOUT_S)
+        client = connect(conn)
+        client.set("{trader-AUTH-001}:general:k", b"v")
+        assert cluster.slot_owner(slot_of(conn.slot_key)).client().get("{trader-AUTH-001}:general:k") == b"v"
+        assert "cl-secret-1" not in conn.describe() and "cl-secret-1" not in repr(conn)
+        client.close()
+        wrong = connect(dataclasses.replace(conn, password="nope"))
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            wrong.ping()
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable, match="authentication failed") as info:
+            wait_for_redis(dataclasses.replace(conn, password="nope"), timeout_s=20)
+        assert time.monotonic() - started < 10 and "nope" not in str(info.value)  # no waiting for what cannot change
+    finally:
+        cluster.stop()

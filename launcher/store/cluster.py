@@ -18,7 +18,9 @@ import threading
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 
 # Replies that say the slot is not (or not yet, or not safely) served by this node. Nothing of
@@ -100,6 +102,8 @@ class SlotLocator:
         for host, port in candidates:
             try:
                 found = self._ask(host, port)
+            except (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+                raise  # wrong credentials: every seed would say the same, and waiting will not help
             except redis.exceptions.ResponseError as e:
                 if "cluster support disabled" in str(e):
                     raise NotACluster(
@@ -121,7 +125,8 @@ class SlotLocator:
         raise SlotOwnerNotFound(f"no cluster node names the owner of slot {self.slot} ({'; '.join(errors)[:300]})")
 
     def _ask(self, host: str, port: int) -> tuple[str, int] | None:
-        client = redis.Redis(host=host, port=port, retry=None, **self._client_kwargs)
+        # No client-side retries: a dead seed must cost one connect attempt; the next seed is the retry.
+        client = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **self._client_kwargs)
         try:
             for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if int(start) <= self.slot <= int(end):
