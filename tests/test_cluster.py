@@ -341,3 +341,18 @@ def test_password_protected_cluster_seeds_and_primary_use_the_credentials(tmp_pa
         assert time.monotonic() - started < 10 and "nope" not in str(info.value)  # no waiting for what cannot change
     finally:
         cluster.stop()
+
+
+def test_a_user_refused_cluster_slots_fails_the_wait_at_once_naming_it(redis_cluster):
+    seed = redis_cluster.nodes[0]
+    seed.client().acl_setuser("noslots", enabled=True, passwords=["+noslots-secret-2"], keys=["*"],
+                              commands=["+@all", "-cluster"])
+    try:
+        conn = ConnectionSettings(cluster_nodes=(("127.0.0.1", seed.port),), slot_key="{trader-ACL-001}",
+                                  username="noslots", password="noslots-secret-2", timeout_s=TIMEOUT_S)
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable, match="not permitted") as info:
+            wait_for_redis(conn, timeout_s=20)
+        assert time.monotonic() - started < 10 and "noslots-secret-2" not in str(info.value)
+    finally:
+        seed.client().acl_deluser("noslots")

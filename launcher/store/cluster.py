@@ -102,8 +102,9 @@ class SlotLocator:
         for host, port in candidates:
             try:
                 found = self._ask(host, port)
-            except (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError):
-                raise  # wrong credentials: every seed would say the same, and waiting will not help
+            except (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError,
+                    redis.exceptions.NoPermissionError):
+                raise  # wrong credentials or ACL: every seed would say the same, and waiting will not help
             except redis.exceptions.ResponseError as e:
                 if "cluster support disabled" in str(e):
                     raise NotACluster(
