@@ -375,36 +375,39 @@ class ClusterTopology:
 
     def start(self, timeout_s: float = 60.0) -> ClusterTopology:
         workdir = Path(self.workdir)
-        count = self.primaries * (1 + self.replicas_per_primary)
-        for i in range(count):
-            node = RedisProcess(
-                workdir / f"node{i}",
-                appendfsync=self.appendfsync,
-                password=self.password,
-                extra=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(self.node_timeout_ms),
-                    # Its own free port for the cluster bus: the default (port + 10000) may be
-                    # taken or, for ports above 55535, impossible.
-                    "--cluster-port", str(free_port()),
-                    # A replica whose link to its primary was down for a while must still be
-                    # promotable: the tests kill primaries on purpose.
-                    "--cluster-replica-validity-factor", "0",
-                ],
-            )
-            self.nodes.append(node.start())
-        cli = find_cli_binary(self.nodes[0].binary)
-        args = [cli, "--cluster", "create", *(n.address for n in self.nodes),
-                "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
-        env = dict(os.environ)
-        if self.password:
-            env["REDISCLI_AUTH"] = self.password  # never on the command line
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)  # noqa: S603
-        if result.returncode != 0:
-            self.stop()
-            raise RuntimeError(f"redis-cli --cluster create failed: {(result.stdout + result.stderr)[-500:]}")
-        self.wait_healthy(timeout_s)
+        cli = find_cli_binary(find_server_binary())  # before any node starts: nothing to clean up if missing
+        try:
+            count = self.primaries * (1 + self.replicas_per_primary)
+            for i in range(count):
+                node = RedisProcess(
+                    workdir / f"node{i}",
+                    appendfsync=self.appendfsync,
+                    password=self.password,
+                    extra=[
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", str(self.node_timeout_ms),
+                        # Its own free port for the cluster bus: the default (port + 10000) may be
+                        # taken or, for ports above 55535, impossible.
+                        "--cluster-port", str(free_port()),
+                        # A replica whose link to its primary was down for a while must still be
+                        # promotable: the tests kill primaries on purpose.
+                        "--cluster-replica-validity-factor", "0",
+                    ],
+                )
+                self.nodes.append(node.start())
+            args = [cli, "--cluster", "create", *(n.address for n in self.nodes),
+                    "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
+            env = dict(os.environ)
+            if self.password:
+                env["REDISCLI_AUTH"] = self.password  # never on the command line
+            result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)  # noqa: S603
+            if result.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {(result.stdout + result.stderr)[-500:]}")
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()  # no node of a half-made cluster is left behind
+            raise
         return self
 
     @property
