@@ -10,6 +10,11 @@ Exit codes (README, "Exit codes"):
     5  another node holds the single-writer lease for this trader
     6  the running node lost its single-writer lease and stopped trading
     7  a preflight safety check failed (e.g. an eviction policy that deletes state)
+    8  Redis refused the launcher's writes (e.g. NOPERM); trading stopped, unacknowledged
+       writes spilled to the spill file (replayed by the next start)
+    9  a venue's client did not connect within run.timeout_connection_s (no network, a wrong
+       endpoint), or the node did not start within run.timeout_reconciliation_s after that:
+       the node stopped before trading, the lease was released
   130  SIGINT before the node was trading (143 for SIGTERM, 129 for SIGHUP): the launcher
        unwound cleanly; once the node trades, these signals stop it cleanly with exit 0
 """
@@ -54,6 +59,14 @@ class LeaseLost(LauncherError):
 
 class PreflightFailed(LauncherError):
     exit_code = 7
+
+
+class WritesRefused(LauncherError):
+    exit_code = 8
+
+
+class VenueUnreachable(LauncherError):
+    exit_code = 9
 
 
 class Interrupted(BaseException):

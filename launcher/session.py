@@ -1,19 +1,24 @@
 """
 What ``python -m launcher`` does with composed settings, by ``mode``:
 
-run        wait for Redis, preflight checks, take the single-writer lease, verify the
+run        wait for Redis, preflight checks, check the trader's spill files (read only), take
+           the single-writer lease, replay the spill files of dead processes, verify the
            recovered state, then build, run and stop the node (cache=memory skips straight
            to building the node)
-verify     wait, preflight, verify; print the recovery report; exit 0 sound / 4 problems
+verify     wait, preflight, check the spill files, verify; print the recovery report; exit 0
+           sound / 4 problems (a pending spill file is one: mode=verify never replays)
 inspect    wait; print the persisted state in the spec's logical view
 retention  wait; apply (or with retention.dry_run list) the retention windows once
-migrate    wait, preflight; copy the trader's state to migrate.to under both leases, verified
+migrate    wait, preflight, check the spill files (a pending one refuses: its writes are not in the
+           source yet); copy the trader's state to migrate.to under both leases, verified
            before and after (launcher/bootstrap/migrate.py)
+check      build the node offline (every client constructed, nothing connected, nothing read
+           from or written to Redis), print a one-screen summary, exit 0 (launcher/node/check.py)
 
 A `NodeSession` holds one run's state in attributes and does it in named steps, as
-NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, lease, verify, build,
-run, stop, dispose. Every expected failure is a LauncherError with an exit code
-(launcher/errors.py).
+NautilusTrader's TradingNode has build/run/stop/dispose: wait, preflight, spill_check, lease,
+replay, verify, build, run, stop, dispose. Every expected failure is a LauncherError with an
+exit code (launcher/errors.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -30,16 +36,20 @@ import redis
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
+from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
 from launcher.cache.kernel_hook import RebuiltOrders
 from launcher.cache.kernel_hook import ResilientFactory
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
+from launcher.config.schema import Encoding
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
 from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
+from launcher.errors import VerifyFailed
+from launcher.errors import WritesRefused
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
@@ -52,6 +62,7 @@ from launcher.store.connection import master_address
 if TYPE_CHECKING:  # imported by the steps that use them: a mode loads only what it needs
     from launcher.bootstrap.lease import Lease
     from launcher.bootstrap.verify import RecoveryReport
+    from launcher.cache.spilled import PendingSpill
     from launcher.monitoring.runtime import Monitoring
 
 
@@ -88,10 +99,12 @@ def execute(settings: LauncherConfig) -> int:
 class NodeSession:
     """
     One launcher run for one trader. Steps, in order (each uses what the earlier ones left in
-    the attributes): `wait` for Redis, `preflight` checks, `lease` (the single-writer lease, with
-    monitoring and the not yet built node), `verify` the recovered state, `build` the node, `run`
-    it until it is asked to stop, `stop` (what follows a stopped node), `dispose` (release
-    everything the steps acquired, in reverse order; also on failure, as a context manager).
+    the attributes): `wait` for Redis, `preflight` checks, `spill_check` (the trader's spill
+    files, read only), `lease` (the single-writer lease, with monitoring and the not yet built
+    node), `replay` the spill files of dead processes, `verify` the recovered state, `build`
+    the node, `run` it until it is asked to stop, `stop` (what follows a stopped node),
+    `dispose` (release everything the steps acquired, in reverse order; also on failure, as a
+    context manager).
     """
 
     def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
@@ -107,6 +120,7 @@ class NodeSession:
         self.writer_lease: Lease | None = None
         self.lease_lost: str | None = None
         self.report: RecoveryReport | None = None
+        self.pending_spills: list[PendingSpill] = []
         self.manifest_key: str | None = None
         self.final_counts: dict | None = None
         self._retention_closer: Callable[[], None] | None = None
@@ -125,6 +139,11 @@ class NodeSession:
     def execute(self) -> int:
         """Dispatch on the mode; the exit code."""
         mode = self.settings.mode
+        if mode == Mode.check:
+            from launcher.node.check import check_node  # noqa: PLC0415
+
+            print(check_node(self.settings, build_node_config(self.settings)), flush=True)
+            return 0
         if self.conn is None:
             if mode != Mode.run:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
@@ -136,7 +155,11 @@ class NodeSession:
         self.wait()
         self.preflight()
         if mode == Mode.verify:
-            return 0 if not self.verify(enforce=False).problems else 4
+            self.spill_check()
+            report = self.verify(enforce=False)
+            if self.pending_spills:
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
 
@@ -149,8 +172,14 @@ class NodeSession:
         if mode == Mode.migrate:
             from launcher.bootstrap.migrate import migrate  # noqa: PLC0415
 
+            self.spill_check()
+            if self.pending_spills:
+                # Writes of a dead process are not in the source yet: a copy now would miss them.
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
             return migrate(self.client, self.settings, self.instance_id.value)
+        self.spill_check()
         self.lease()
+        self.replay()
         self.verify(enforce=True)
         self.build()
         self.run()
@@ -173,6 +202,57 @@ class NodeSession:
         from launcher.bootstrap.preflight import run_preflight  # noqa: PLC0415
 
         run_preflight(self.client, self.settings, self.conn)
+
+    def spill_check(self) -> None:
+        """
+        The trader's spill files, read only, before anything is written: a damaged one is exit 4
+        (`SpillFileDamaged`), and so, for a run, is a stale one (`SpillFileStale`); what is pending
+        is logged and kept in `pending_spills` (mode=verify reports it).
+        """
+        from launcher.cache.spilled import inspect_pending  # noqa: PLC0415
+        from launcher.cache.spilled import refuse_stale  # noqa: PLC0415
+
+        self.pending_spills = inspect_pending(self.client, self._spill_dir(), self._spill_key())
+        for spill in self.pending_spills:
+            log.warning("Pending spill file (writes of a process that died during an outage): %s", spill.describe())
+        if self.settings.mode == Mode.run:
+            refuse_stale(self.pending_spills)
+
+    def replay(self) -> None:
+        """
+        Under the lease, before verify: replay the spill files nobody alive holds into Redis,
+        through the resilient backend's idempotent path, so that verify sees what the node
+        loads. Staleness is checked again: only now does the lease keep other launchers out.
+        """
+        from launcher.cache.spilled import replay_spill_files  # noqa: PLC0415
+        from launcher.cache.write.spill import spill_files  # noqa: PLC0415
+
+        if not spill_files(self._spill_dir(), self._spill_key()):
+            return
+        cache = self.settings.cache
+        options = self._write_options()
+        serializer = MsgSpecSerializer(
+            encoding=msgspec.json if cache.encoding == Encoding.json else msgspec.msgpack,
+            timestamps_as_str=True,  # as NautilusTrader's kernel builds it
+            timestamps_as_iso8601=cache.timestamps_as_iso8601,
+        )
+        replayed = replay_spill_files(
+            self.client, connection=self.conn, trader_key=self._spill_key(), spill_dir=self._spill_dir(),
+            serializer=serializer, min_replica_acks=options["min_replica_acks"],
+            replica_ack_timeout_ms=options["replica_ack_timeout_ms"],
+            timeout_s=self.settings.bootstrap.wait_timeout_s, log=lambda: log,
+        )
+        if replayed:
+            log.info("Replayed %d spilled write(s) of a dead process into Redis before verifying", replayed)
+
+    def _spill_dir(self) -> Path:
+        from launcher.cache.write.spill import resolve_spill_dir  # noqa: PLC0415
+
+        return resolve_spill_dir(self.settings.cache.spill_dir)
+
+    def _spill_key(self) -> str:
+        """The trader key the spill files are named after (the resilient backend's, this instance's)."""
+        return state_trader_key(self.settings, self.instance_id.value)
 
     def lease(self) -> None:
         """Monitoring and the (not yet built) node, then the single-writer lease, renewed from now on."""
@@ -209,7 +289,8 @@ class NodeSession:
             return None
         if enforce and settings.bootstrap.verify == VerifyMode.off:
             return None
-        report = verify_state(self.client, settings)
+        # Spill files are pending here only under mode=verify (a run replayed them in `replay`).
+        report = verify_state(self.client, settings, pending_spills=[] if enforce else self.pending_spills)
         print(report.render(), flush=True)
         if not enforce:
             return report
@@ -236,12 +317,23 @@ class NodeSession:
         started = time.perf_counter()
         self.node_run.build()
         self.monitoring.node_built(time.perf_counter() - started)
+        for database in self._databases():
+            # Writes Redis refuses for good (NOPERM, WRONGTYPE) must not go on piling up: stop
+            # trading the way a lost lease does; the retained writes are spilled at close.
+            database.on_refused(self._on_writes_refused)
         if self.report is not None:
             _compare_counts(self.report.counts, self.node_run.loaded_counts)
         self._install_retention()
         if self.native:
             # Read before dispose: disposing resets the node's cache.
             self.node_run.on_stopped = self._keep_final_counts
+
+    def _databases(self) -> list:
+        """The resilient backend's databases the kernel built (none with the native adapter)."""
+        return list(getattr(self.node_run.cache_database_factory, "instances", None) or [])
+
+    def _on_writes_refused(self, reason: str, _message: str) -> None:
+        self.node_run.request_stop(f"Redis refused the launcher's writes ({reason}); stopping trading")
 
     def _keep_final_counts(self, node: TradingNode) -> None:
         from launcher.bootstrap.manifest import counts_from_cache  # noqa: PLC0415
@@ -257,6 +349,9 @@ class NodeSession:
         self._close_retention()  # its last Redis follow-ups land before the final manifest below
         if self.lease_lost is not None:
             raise LeaseLost(f"node stopped: single-writer lease lost ({self.lease_lost})")
+        if refused := next((d for d in self._databases() if d.refusal is not None), None):
+            raise WritesRefused(f"Redis refused the launcher's writes ({refused.refusal[1]}); trading stopped, "
+                                f"unacknowledged writes spilled to {refused.spill_path}")
         if self.final_counts is not None:
             from launcher.bootstrap.manifest import write_manifest  # noqa: PLC0415
 
@@ -294,26 +389,27 @@ class NodeSession:
             instance_id=self.instance_id,  # the kernel, the lease and the manifest agree on it
             cache=msgspec.structs.replace(node_config.cache, flush_on_start=False),
         )
-        self.node_run = NodeRun(self.node_config, venue=self.settings.venue.name, cache_database_factory=factory,
-                                signals=self.signals)
+        self.node_run = NodeRun(self.node_config, cache_database_factory=factory, signals=self.signals)
         self.monitoring.watch_factory(factory)
 
     def _cache_database_factory(self) -> ResilientFactory | None:
         """The resilient backend's factory for the kernel, or None to keep NautilusTrader's adapter."""
-        cache = self.settings.cache
-        if cache.backend != Backend.resilient:
+        if self.settings.cache.backend != Backend.resilient:
             return None
+        return ResilientFactory(self.rebuilt, **self._write_options(), listener=self.monitoring.cache_listener())
+
+    def _write_options(self) -> dict:
+        """The resilient write path's options from the cache settings (the backend's and the replay's)."""
+        cache = self.settings.cache
         min_replica_acks, replica_ack_timeout_ms = cache.replica_acks()
-        return ResilientFactory(
-            self.rebuilt,
-            connection=self.conn,
-            durability=cache.durability.value,
-            min_replica_acks=min_replica_acks,
-            replica_ack_timeout_ms=replica_ack_timeout_ms,
-            max_pending_writes=cache.max_pending_writes,
-            spill_dir=cache.spill_dir,
-            listener=self.monitoring.cache_listener(),
-        )
+        return {
+            "connection": self.conn,
+            "durability": cache.durability.value,
+            "min_replica_acks": min_replica_acks,
+            "replica_ack_timeout_ms": replica_ack_timeout_ms,
+            "max_pending_writes": cache.max_pending_writes,
+            "spill_dir": cache.spill_dir,
+        }
 
     def _install_retention(self) -> None:
         """Retention (and capped tick streams) in the built node; closed by `stop` or `dispose`."""
@@ -335,6 +431,16 @@ class NodeSession:
         close, self._retention_closer = self._retention_closer, None
         if close is not None:
             close()
+
+
+def _pending_message(pending: list[PendingSpill], trader_id: object) -> str:
+    """One line: the pending spill files, and what to do (mode=verify only reads)."""
+    files = "; ".join(spill.describe() for spill in pending)
+    return (
+        f"{len(pending)} spill file(s) of trader {trader_id} hold writes not replayed into Redis yet: {files}; "
+        "mode=verify only reads: start the node (mode=run) to replay them - a stale one is refused and must be "
+        "moved out of the spill directory first - then verify again"
+    )
 
 
 def _compare_counts(expected: dict, counts: CacheCounts) -> None:

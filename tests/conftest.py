@@ -14,6 +14,7 @@ import pytest
 from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
+from tests.support.fake_credentials import FAKE
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,13 @@ if str(REPO_ROOT) not in sys.path:
 for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_DB",
               "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES", "TRADER_ID"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch):
+    """Fake values for every credential variable a venue YAML names (tests/support/fake_credentials.py)."""
+    for name, value in FAKE.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(autouse=True)

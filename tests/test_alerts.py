@@ -113,6 +113,6 @@ def test_every_metric_the_rules_use_is_exported_by_the_launcher():
     used = set().union(*(metric_names(rule["expr"]) for rule in rules()))
     assert used == {
         "launcher_lease_held", "redis_up", "cache_writes_pending", "cache_writes_in_spill_file",
-        "launcher_verify_ok", "cache_write_errors_total",
+        "launcher_verify_ok", "cache_write_errors_total", "cache_writes_unreplicated",
     }
     assert used <= exported_names(), used - exported_names()

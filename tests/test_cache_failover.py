@@ -6,7 +6,11 @@ so a failover loses nothing that was acknowledged, and writes continue on the ne
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -24,6 +28,9 @@ from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import poll
 from tests.support.trading_state import write_orders
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.slow
@@ -244,3 +251,74 @@ def test_master_sigkill_during_writes_loses_nothing_acknowledged(topology, tmp_p
     assert stats.pending_writes == 0 and stats.outages >= 1
     assert stats.repairs == 0
     assert_exactly_once(_master_client(topology), db.trader_key, orders)
+
+
+FAILOVER_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from nautilus_trader.core.uuid import UUID4
+    from launcher.cache.resilient import ResilientCacheDatabase
+    from launcher.store.connection import ConnectionSettings, parse_address
+    from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
+    master_name, port, spill_dir, *sentinels = sys.argv[1:]
+    settings = ConnectionSettings(sentinels=tuple(parse_address(a) for a in sentinels), master_name=master_name,
+                                  timeout_s=1.0)
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(int(port), buffer_interval_ms=10),
+                                connection=settings, spill_dir=spill_dir, max_backoff_s=0.2, min_replica_acks=1,
+                                replica_ack_timeout_ms=200)
+    cache = new_cache(db)
+    i = 0
+    while True:
+        order = write_orders(cache, 1, prefix=f"f{i}", start_ns=1_720_000_000_000_000_000 + i * 1_000_000_000)[0]
+        stats = db.stats()
+        print(order.client_order_id.value, time.time(), stats.server_address[1] if stats.server_address else 0,
+              stats.unreplicated_writes, flush=True)
+        i += 1
+        time.sleep(0.002)
+    """,
+)
+
+
+def test_after_a_failover_to_a_master_without_replica_writes_are_applied_there_and_survive_sigkill(
+        sentinel_topology, tmp_path):
+    """
+    One replica, min_replica_acks=1, the master SIGKILLed for good: the promoted master has no
+    replica, so WAIT never reaches 1. Writes are still applied to it (reported unreplicated and
+    retained for a resend); a SIGKILL of the process then loses nothing the new master holds.
+    """
+    topology = sentinel_topology
+    old_port = topology.current_master_port()
+    child = subprocess.Popen(
+        [sys.executable, "-c", FAILOVER_CHILD, topology.master_name, str(old_port), str(tmp_path / "spill"),
+         *topology.sentinel_addresses],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    lines: list[list[str]] = []
+
+    def read() -> list[str]:
+        lines.append(child.stdout.readline().split())
+        return lines[-1]
+
+    try:
+        poll(lambda: len(read()) == 4 and len(lines) > 100, 30, "orders before the failover")
+        topology.server_on_port(old_port).kill()  # not restarted: the new master stays alone
+        new_port = topology.wait_new_master(old_port, timeout_s=30)
+        poll(lambda: int(read()[2]) == new_port, 30, "writes to the new master")
+        at_new = len(lines)
+        poll(lambda: int(read()[3]) > 0 and len(lines) > at_new + 200, 30, "unreplicated writes on the new master")
+        killed_at = time.time()
+        child.kill()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    child.stdout.close()
+    client = topology.server_on_port(new_port).client()
+    key = "trader-TESTER-000"
+    manifest = client.hgetall(f"{key}:launcher:manifest:orders")
+    # Generous: a write is applied within one buffer interval, the WAIT timeout and a round trip.
+    old = [line[0] for line in lines if len(line) == 4 and float(line[1]) < killed_at - 1.0]
+    assert len(old) > at_new + 100
+    missing = [coid for coid in old if client.llen(f"{key}:orders:{coid}") != 4 or manifest.get(coid.encode()) != b"4"]
+    assert not missing, f"{len(missing)} of {len(old)} orders not on the new master, e.g. {missing[:3]}"

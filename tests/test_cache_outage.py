@@ -5,7 +5,11 @@ native adapter (contrast, documented) loses what was written while Redis was dow
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from nautilus_trader.core.uuid import UUID4
@@ -23,6 +27,9 @@ from tests.support.trading_state import native_adapter
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import poll
 from tests.support.trading_state import write_orders
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class OutageProbe(CacheListener):
@@ -121,3 +128,64 @@ def test_outage_with_json_encoding(redis_server_always, tmp_path, encoding):
     assert_exactly_once(redis_server_always.client(), db.trader_key, before + during + after, make_serializer(encoding, True))
     loaded = db.load_orders()
     assert {o.client_order_id for o in before + during + after} == set(loaded)
+
+
+OUTAGE_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from nautilus_trader.core.uuid import UUID4
+    from launcher.cache.resilient import ResilientCacheDatabase
+    from launcher.store.connection import ConnectionSettings
+    from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
+    port, spill_dir, interval_ms = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=interval_ms),
+                                connection=ConnectionSettings(host="127.0.0.1", port=port, timeout_s=1.0),
+                                spill_dir=spill_dir, max_backoff_s=0.25)
+    cache = new_cache(db)
+    i = 0
+    while True:
+        order = write_orders(cache, 1, prefix=f"c{i}", start_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)[0]
+        # The order's four writes were submitted before this wall-clock time.
+        print(order.client_order_id.value, time.time(), db.stats().outage_active, flush=True)
+        i += 1
+        time.sleep(0.002)
+    """,
+)
+
+
+def test_sigkill_during_an_outage_loses_at_most_one_buffer_interval(redis_server_always, tmp_path):
+    """Retained writes go to the fsync'd spill file once per buffer interval while Redis is away."""
+    server = redis_server_always
+    interval_s = 0.2
+    spill_dir = tmp_path / "spill"
+    child = subprocess.Popen(
+        [sys.executable, "-c", OUTAGE_CHILD, str(server.port), str(spill_dir), str(int(interval_s * 1000))],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    try:
+        poll(lambda: lines.append(child.stdout.readline()) or len(lines) > 50, 30, "orders before the outage")
+        server.kill()
+        poll(lambda: lines.append(child.stdout.readline()) or lines[-1].split()[2] == "True", 20, "the outage")
+        outage_seen = len(lines)
+        poll(lambda: lines.append(child.stdout.readline()) or len(lines) > outage_seen + 200, 30, "writes during it")
+        killed_at = time.time()
+        child.kill()  # SIGKILL: no close(), no atexit
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    lines += child.stdout.read().splitlines()
+    child.stdout.close()
+    server.start()
+    db = resilient(server, tmp_path)  # adopts and replays the dead process's spill file
+    assert db.wait_until_persisted(10)
+    db.close()
+    client = server.client()
+    key = db.trader_key
+    old = [line.split()[0] for line in lines if line.strip() and float(line.split()[1]) < killed_at - interval_s]
+    assert len(old) > outage_seen + 100  # most of them written during the outage
+    manifest = client.hgetall(f"{key}:launcher:manifest:orders")
+    missing = [coid for coid in old if client.llen(f"{key}:orders:{coid}") != 4 or manifest.get(coid.encode()) != b"4"]
+    assert not missing, f"{len(missing)} of {len(old)} orders older than one interval lost, e.g. {missing[:3]}"

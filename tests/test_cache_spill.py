@@ -346,8 +346,9 @@ def _dump(client) -> dict[bytes, bytes]:
     return {k: client.dump(k) for k in client.scan_iter() if not k.endswith(b":launcher:lease")}
 
 
+@pytest.mark.parametrize("mode", ["run", "verify"])
 @pytest.mark.parametrize("damage", ["middle", "header"])
-def test_launcher_refuses_a_damaged_spill_file_and_touches_nothing(redis_server, tmp_path, damage):
+def test_launcher_refuses_a_damaged_spill_file_and_touches_nothing(redis_server, tmp_path, damage, mode):
     spill_dir = tmp_path / "spill"
     spill_dir.mkdir()
     path = spill_dir / "trader-SPILL-001.spill"
@@ -361,7 +362,9 @@ def test_launcher_refuses_a_damaged_spill_file_and_touches_nothing(redis_server,
     client = redis_server.client()
     client.set("unrelated", b"1")
     before = _dump(client)
-    result = run_launcher(_launcher_args(redis_server.port, "SPILL-001", f"cache.spill_dir={spill_dir}"), cwd=tmp_path)
+    changes = client.info("persistence")["rdb_changes_since_last_save"]  # every write counts (never saved here)
+    result = run_launcher(_launcher_args(redis_server.port, "SPILL-001", f"cache.spill_dir={spill_dir}", f"mode={mode}"),
+                          cwd=tmp_path)
     assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -370,6 +373,9 @@ def test_launcher_refuses_a_damaged_spill_file_and_touches_nothing(redis_server,
         assert f"bytes {offsets[99]}-{offsets[100]}" in lines[0]
     assert path.read_bytes() == data
     assert _dump(client) == before
+    # Refused before the lease: not even the lease key was written.
+    assert client.info("persistence")["rdb_changes_since_last_save"] == changes
+    assert "lease" not in result.stdout.lower()
 
 
 def test_spill_file_is_replayed_after_a_restart_from_another_directory(tmp_path):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from nautilus_trader.core.uuid import UUID4
@@ -18,9 +19,12 @@ from nautilus_trader.core.uuid import UUID4
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.store.connection import ConnectionSettings
 from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import assert_exactly_once
 from tests.support.trading_state import cache_config
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
+from tests.support.trading_state import poll
 from tests.support.trading_state import write_orders
 
 
@@ -144,3 +148,47 @@ def test_sync_mode_constructor_and_close_never_hang_while_redis_is_down(tmp_path
     db.close()  # bounded: the bookkeeping writes never block, the flush gives up after ~1 s
     assert time.monotonic() - t0 < 10
     assert db.stats().spilled_writes == 1  # the start marker; the clean-stop marker is not spilled
+
+
+def test_without_a_replica_sync_writes_return_once_applied_and_a_replica_later_acknowledges_them(tmp_path):
+    """
+    min_replica_acks=1 and no replica: a sync write returns once the master applied it (after
+    the WAIT timeout), with one WARN that writes are unreplicated; they stay retained (counted
+    as pending and unreplicated) until a replica acknowledges them, then one INFO.
+    """
+    from launcher.servers.redis_process import LOOPBACK
+    from launcher.servers.redis_process import RedisProcess
+
+    master = RedisProcess(tmp_path / "master", appendonly=False).start()
+    replica = None
+    db = ResilientCacheDatabase(
+        TRADER_ID, UUID4(), make_serializer(), cache_config(master.port), spill_dir=str(tmp_path / "spill"),
+        durability="sync", min_replica_acks=1, replica_ack_timeout_ms=100, max_backoff_s=0.1, close_timeout_s=5.0,
+    )
+    db._log = LogRecorder()
+    try:
+        box: dict = {}
+        writer = threading.Thread(target=lambda: box.update(orders=write_orders(new_cache(db), 3)), daemon=True)
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive(), "sync writes blocked although the master applied them"
+        client = master.client()
+        for order in box["orders"]:
+            assert client.llen(f"{db.trader_key}:orders:{order.client_order_id.value}") == 4  # applied when it returned
+        stats = db.stats()
+        assert stats.unreplicated_writes >= 12 and stats.pending_writes >= 12 and stats.writes_acknowledged == 0
+        assert db._log.count("WARN", "unreplicated") == 1
+        replica = RedisProcess(tmp_path / "replica", appendonly=False,
+                               extra=["--replicaof", LOOPBACK, str(master.port)]).start()
+        poll(lambda: db.stats().unreplicated_writes == 0, 20, "a replica to acknowledge them")
+        assert db.wait_until_persisted(5)
+        assert db.stats().writes_acknowledged >= 12
+        assert db._log.count("INFO", "Replicas acknowledge again") == 1
+        db.close()
+        assert db._log.count("INFO", "every write acknowledged") == 1
+        assert_exactly_once(replica.client(), db.trader_key, box["orders"])
+    finally:
+        db.close()
+        if replica is not None:
+            replica.kill()
+        master.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,13 @@ def settings_for(*overrides: str):
 @pytest.mark.parametrize("cache", group_options("cache"))
 @pytest.mark.parametrize("strategy", [s for s in group_options("strategy") if s != "custom"])
 @pytest.mark.parametrize("venue", group_options("venue"))
-def test_every_config_group_composes_and_converts(cache, strategy, venue):
-    settings = settings_for(f"cache={cache}", f"strategy={strategy}", f"venue={venue}", SENTINELS, CLUSTER_NODES)
+def test_every_config_group_composes_and_converts(fake_credentials, cache, strategy, venue):
+    overrides = [f"cache={cache}", f"strategy={strategy}", f"venue={venue}", SENTINELS, CLUSTER_NODES]
+    if venue == "interactive_brokers" and importlib.util.find_spec("ibapi") is None:
+        with pytest.raises(ConfigError, match=r"needs the Python package 'ibapi'.*\[ib\]"):
+            settings_for(*overrides)
+        return
+    settings = settings_for(*overrides)
     config = build_node_config(settings, redis_address=("127.0.0.1", 7000))
     assert isinstance(config, TradingNodeConfig)
     assert str(config.trader_id) == "TRADER-001"
@@ -42,7 +48,18 @@ def test_every_config_group_composes_and_converts(cache, strategy, venue):
     assert list(config.data_clients) == [settings.venue.name]
     assert list(config.exec_clients) == [settings.venue.name]
     assert len(config.strategies) == 1
-    assert config.strategies[0].config["instrument_id"] == "EUR/USD.SIM"
+    expected = "EUR/USD.SIM" if venue == "sim" else settings.venue.instrument_ids[0]
+    assert config.strategies[0].config["instrument_id"] == expected
+
+
+def test_every_config_group_composes_with_several_strategies_and_modes(fake_credentials):
+    """The list-valued and new keys compose too: strategies, actors, reconciliation, mode=check."""
+    strategies = [s for s in group_options("strategy") if s != "custom"]
+    settings = settings_for(f"strategies=[{','.join(strategies)}]", "mode=check", "venue=binance",
+                            "venue.execution=sandbox", "reconciliation.lookback_mins=60")
+    config = build_node_config(settings)
+    assert [s.config["order_id_tag"] for s in config.strategies] == [f"{i:03d}" for i in range(1, len(strategies) + 1)]
+    assert config.exec_engine.reconciliation_lookback_mins == 60
 
 
 def test_memory_profile_has_no_database_and_does_not_load_state():

@@ -16,7 +16,9 @@ checks, naming every finding by entity and id:
 * every position fill exists in its order's events (same order, same trade id);
 * NautilusTrader's own ``Cache.check_integrity()`` passes on the loaded objects (loaded
   through the same ``cache_*`` + ``build_index`` route the execution engine uses);
-* nothing the state manifest records is missing or shorter in Redis (a loss, by id).
+* nothing the state manifest records is missing or shorter in Redis (a loss, by id);
+* no spill file of the trader holds writes not replayed into Redis yet (``mode=verify`` only
+  reads, so it reports them: path, records, and the entities a stale one is stale for).
 
 :func:`enforce` applies ``bootstrap.verify``: strict raises :class:`VerifyFailed`, warn
 logs one WARN line per problem, off does nothing.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
@@ -38,6 +41,8 @@ import redis
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.cache.facade import CacheDatabaseFacade
 
+from launcher.cache.spilled import PendingSpill
+from launcher.cache.spilled import entities_text
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
@@ -153,11 +158,13 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None) -> RecoveryReport:
+def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None,
+                 pending_spills: Sequence[PendingSpill] = ()) -> RecoveryReport:
     """
     Load and check everything persisted for ``settings.trader_id``; return the report (and
-    write it as JSON to ``settings.bootstrap.report_path`` when set). Never raises for
-    problems in the state: :func:`enforce` decides. Raises RedisUnavailable when Redis
+    write it as JSON to ``settings.bootstrap.report_path`` when set). `pending_spills` (spill
+    files not replayed, `launcher.cache.spilled.inspect_pending`) are problems too. Never raises
+    for problems in the state: :func:`enforce` decides. Raises RedisUnavailable when Redis
     stops answering mid-way.
     """
     trader_id = str(settings.trader_id)
@@ -177,6 +184,7 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
     problems += check_index_states(state)
     problems += check_position_fills(state)
     problems += check_manifest(state)
+    problems += [Problem("spill file", str(spill.path), _pending_text(spill)) for spill in pending_spills]
     integrity = nautilus_integrity_check(state)
     if integrity is False:
         problems.append(Problem("cache", state.trader_key, "NautilusTrader's Cache.check_integrity() failed on the loaded state"))
@@ -205,6 +213,13 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
     )
     _write_report(report, settings)
     return report
+
+
+def _pending_text(spill: PendingSpill) -> str:
+    text = f"{spill.records} spilled write(s) not replayed into Redis yet"
+    if spill.stale:
+        text += f"; STALE for {entities_text(spill.stale)}"
+    return text
 
 
 def _write_report(report: RecoveryReport, settings: LauncherConfig) -> None:

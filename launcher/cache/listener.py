@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from dataclasses import field
 
 
+# Why writes failed, the `reason` label of cache_write_errors_total: the error reply of Redis
+# (OOM, NOPERM, WRONGTYPE) or anything else (other error replies, unserializable payloads).
+ERROR_REASONS = ("oom", "noperm", "wrongtype", "other")
+
+
 class CacheListener:
     """No-op base: override what you need."""
 
@@ -56,6 +61,15 @@ class CacheListener:
         """Redis did not hold the expected events of the list `entity` (lost by the server, or one
         written twice); it was rewritten from the `events` events held in memory."""
 
+    def on_unreplicated(self, writes: int) -> None:
+        """`writes` writes are APPLIED by the master but not acknowledged by ``min_replica_acks``
+        replicas (0: replicas have every write again)."""
+
+    def on_refused(self, reason: str, message: str) -> None:
+        """Writes cannot be written and retrying cannot fix it (`reason`: "noperm", "wrongtype",
+        "other" - the writer stopped, everything unacknowledged is in the spill file - or
+        "unserializable": one write was lost). Trading must stop (the launcher exits 8)."""
+
     def on_load(self, what: str, count: int, seconds: float) -> None:
         """A load_* call returned `count` objects of `what` in `seconds`."""
 
@@ -65,7 +79,9 @@ class CacheStats:
     """Counters and state of one `ResilientCacheDatabase` (a snapshot copy)."""
 
     pending_writes: int = 0  # retained, not yet acknowledged (memory + spill file)
-    spilled_writes: int = 0  # of which currently in the spill file
+    spilled_writes: int = 0  # of which currently in the spill file, waiting to be sent
+    unreplicated_writes: int = 0  # of which applied by the master, not acknowledged by enough replicas
+    last_wait_replicas: int = 0  # replicas the last WAIT reported
     spilled_total: int = 0  # ever appended to the spill file by this instance
     replayed_total: int = 0  # spilled writes acknowledged after replay
     writes_enqueued: int = 0
@@ -80,7 +96,11 @@ class CacheStats:
     repairs: int = 0  # entity lists rewritten from memory because Redis did not hold the expected events
     duplicates_skipped: int = 0  # appends already present in Redis (resends)
     misplaced_appends: int = 0  # appends whose expected position did not match (appended at the end)
-    command_errors: int = 0  # commands Redis rejected inside an acknowledged batch
+    command_errors: int = 0  # error replies to writes (all reasons) and payloads that could not be serialized
+    write_errors: dict[str, int] = field(default_factory=dict)  # failed writes by `ERROR_REASONS` reason
+    writes_lost: int = 0  # writes that could not be serialized, hence neither written nor spilled
+    refused: str = ""  # why the writer stopped for good (noperm, wrongtype, other); "" while it writes
+    refusing: str = ""  # "oom" while Redis refuses writes until memory is freed (retried), else ""
     listener_errors: int = 0
     server_address: tuple[str, int] | None = None
     last_batch_round_trip_s: float = 0.0

@@ -14,7 +14,8 @@ Writes (see ``launcher/cache/write/`` for the mechanics)
     (immutable) event with NautilusTrader's serializer and sends a MULTI/EXEC batch every
     ``buffer_interval_ms`` (as soon as possible when unset). Mutable payloads (strategy/actor
     state, snapshots) are serialized on the caller's thread. ``durability="sync"``: the call
-    returns only once Redis acknowledged the write (and ``min_replica_acks`` replicas, when set) - it blocks for as long
+    returns only once Redis applied the write - acknowledged by ``min_replica_acks`` replicas, when set, unless
+    none answered within the WAIT timeout (then a WARN says writes are unreplicated) - it blocks for as long
     as Redis is unreachable, which is the price of that guarantee. Retained writes are resent
     idempotently after connection loss, lost replies, READONLY (failover) or short WAITs; past
     ``max_pending_writes`` they spill to an fsync'd file that is replayed on reconnect and by
@@ -28,9 +29,12 @@ Spill choice
     ``max_pending_writes`` writes and only during a long outage, and the file always holds the
     oldest retained writes in order, so a crash can only lose newer ones. One file per trader
     key (``{spill_dir}/{trader_key}.spill``), owned through an advisory lock for the instance's
-    lifetime; files left by dead instances are adopted and replayed first. Nothing is ever
-    dropped silently; a write Redis rejects outright (a bug, not an outage) is logged as an
-    ERROR. An interpreter that exits without ``close()`` still flushes (atexit, bounded).
+    lifetime; files left by dead instances are adopted and replayed first, and refused (exit 4)
+    when stale (`launcher.cache.spilled`). During an outage retained writes also go there at most
+    one buffer interval apart. Nothing is ever dropped: a write Redis refuses for good (NOPERM,
+    WRONGTYPE) stops the writer, spills everything and calls the `on_refused` handlers (the
+    launcher stops the node and exits 8). An interpreter that exits without ``close()`` still
+    flushes (atexit, bounded).
 
 Loads
     One escaped SCAN (``launcher.state.layout.scan_pattern``) + pipelined LRANGE/MGET in chunks
@@ -77,13 +81,13 @@ from nautilus_trader.model.position import Position
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
+from launcher.cache.spilled import adopt_spill_files
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Snapshot
 from launcher.cache.write.spill import SpillFileDamaged
-from launcher.cache.write.spill import claim_spill_file
 from launcher.cache.write.spill import resolve_spill_dir
 from launcher.cache.write.spill import spill_path as _primary_spill_path
 from launcher.cache.write.writer import Writer
@@ -199,6 +203,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self.listener = listener or CacheListener()
         self._stats = CacheStats()
         self._closed = False
+        self._refusal_handlers: list[Any] = []
+        self._refusals: list[tuple[str, str]] = []
         self._instruments_seen: dict[str, tuple[bytes, Any]] = {}
         if close_timeout_s is None:
             close_timeout_s = max(1.0, 3.0 * connection.timeout_s)
@@ -236,20 +242,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
         self._client = connect(connection)
         spill_dir = resolve_spill_dir(spill_dir)
-        self._spill, orphans = claim_spill_file(spill_dir, self._trader_key)
+        # A stale file (another node advanced this trader since it was written) is refused here.
+        self._spill = adopt_spill_files(self._client, spill_dir, self._trader_key, lambda: self._log)
         self._log.info(f"Spill file: {self._spill.path}")
         if self._spill.path != _primary_spill_path(spill_dir, self._trader_key):
             self._log.warning(
                 f"Another live instance holds the spill file of trader key '{self._trader_key}': "
                 f"this one spills to {self._spill.path}",
             )
-        try:
-            for orphan in orphans:
-                if moved := self._spill.absorb(orphan):
-                    self._log.warning(f"Adopted {moved} spilled write(s) left in {orphan} by an instance that is gone")
-        except SpillFileDamaged:
-            self._spill.unlock()
-            raise
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
@@ -274,6 +274,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             stats=self._stats,
             log=lambda: self._log,
             name=f"cache-{self._trader_key}",
+            on_refused=self._refused,
+            unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
         )
         leftover = self._spill.exists
         try:
@@ -324,7 +326,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def stats(self) -> CacheStats:
         """A snapshot of the counters and state."""
         self._writer.refresh_stats()
-        return CacheStats(**{**self._stats.__dict__, "round_trip_s": dict(self._stats.round_trip_s)})
+        return CacheStats(**{**self._stats.__dict__, "round_trip_s": dict(self._stats.round_trip_s),
+                             "write_errors": dict(self._stats.write_errors)})
 
     def pending_writes(self) -> int:
         return self._writer.pending()
@@ -346,6 +349,26 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 self.listener.on_round_trip(operation, seconds)
             except Exception:  # noqa: BLE001
                 self._stats.listener_errors += 1
+
+    def on_refused(self, handler: Any) -> None:
+        """
+        Call ``handler(reason, message)`` when writes cannot be written and retrying cannot fix
+        it (NOPERM, WRONGTYPE, an unserializable payload; see `launcher.cache.write.writer.Refused`):
+        the launcher stops the node. Called at once for a refusal that already happened.
+        """
+        self._refusal_handlers.append(handler)
+        for refusal in list(self._refusals):
+            handler(*refusal)
+
+    @property
+    def refusal(self) -> tuple[str, str] | None:
+        """(reason, message) of the first refusal (None while Redis took every write)."""
+        return self._refusals[0] if self._refusals else None
+
+    def _refused(self, reason: str, message: str) -> None:
+        self._refusals.append((reason, message))
+        for handler in list(self._refusal_handlers):
+            handler(reason, message)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -369,16 +392,28 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._closed = True
         atexit.unregister(self._atexit_hook)
         self._log.debug("Closing: flushing retained writes")
-        self._writer.submit(Op(KIND_META_FINAL, [(b"HSET", self._mf_meta, b"final", b"1", b"instance_id",
-                                                  self._instance_id.value, b"updated_ns", time.time_ns())]), wait=False)
+        refusal = self._writer.refusal
+        if refusal is None:  # a refused writer never records a clean stop
+            self._writer.submit(Op(KIND_META_FINAL, [(b"HSET", self._mf_meta, b"final", b"1", b"instance_id",
+                                                      self._instance_id.value, b"updated_ns", time.time_ns())]),
+                                wait=False)
         left = self._writer.close(drop_kinds=(KIND_META_FINAL,))
-        if left:
+        acknowledged, lost = self._stats.writes_acknowledged, self._stats.writes_lost
+        lost_text = f", {lost} could not be serialized (lost)" if lost else ""
+        if refusal is not None or lost:
+            self._log.error(
+                f"Closed after Redis refused writes ({refusal.reason if refusal else 'unserializable payload'}): {acknowledged} write(s) "
+                f"acknowledged by Redis, {left} not (spilled to {self._spill.path}, replayed by the next start for "
+                f"trader key '{self._trader_key}'){lost_text}",
+            )
+        elif left:
             self._log.error(
                 f"Redis unreachable at close ({self._settings.describe()}): {left} write(s) spilled to "
-                f"{self._spill.path}; they are replayed by the next start for trader key '{self._trader_key}'",
+                f"{self._spill.path}; they are replayed by the next start for trader key '{self._trader_key}' "
+                f"({acknowledged} write(s) acknowledged by Redis)",
             )
         else:
-            self._log.info("Closed: every write acknowledged by Redis")
+            self._log.info(f"Closed: every write acknowledged by Redis ({acknowledged})")
         try:
             self._client.connection_pool.disconnect()
         except Exception:  # noqa: BLE001

@@ -26,7 +26,9 @@ from launcher.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 CONFIG_NAME = "config"
 
-SECRET_KEYS = ("password", "passwd", "secret", "token")
+# Words of the keys (and environment variable names) whose values are secrets: Redis passwords and
+# the venues' API credentials (BINANCE_API_KEY, OKX_API_PASSPHRASE...).
+SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "passphrase", "private_key")
 REDACTED = "***"
 
 

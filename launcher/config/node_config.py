@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 import msgspec
-from nautilus_trader.adapters.sandbox.config import SandboxExecutionClientConfig
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.common.config import DatabaseConfig
+from nautilus_trader.common.config import ImportableActorConfig
 from nautilus_trader.common.config import LoggingConfig
 from nautilus_trader.common.config import resolve_config_path
 from nautilus_trader.common.config import resolve_path
@@ -23,12 +23,18 @@ from nautilus_trader.live.config import LiveExecEngineConfig
 from nautilus_trader.live.config import LiveRiskEngineConfig
 from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.trading.config import ImportableStrategyConfig
+from omegaconf import OmegaConf
 
+from launcher.config.compose import CONFIG_DIR
+from launcher.config.schema import ActorSettings
 from launcher.config.schema import CacheSettings
 from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Mode
 from launcher.config.schema import Store
+from launcher.config.schema import StrategySettings
+from launcher.config.venues import one_line
+from launcher.config.venues import venue_clients
 from launcher.errors import ConfigError
-from launcher.venues.sim import SimDataClientConfig
 
 
 def database_config(cache: CacheSettings, address: tuple[str, int] | None = None) -> DatabaseConfig | None:
@@ -72,12 +78,79 @@ def cache_config(cache: CacheSettings, address: tuple[str, int] | None = None) -
     )
 
 
-def strategy_config(settings: LauncherConfig) -> ImportableStrategyConfig:
-    config_cls = resolve_config_path(settings.strategy.config_path)
+def strategy_entries(settings: LauncherConfig) -> list[StrategySettings]:
+    """
+    The node's strategies: `strategy` alone, or each option of `strategies` read from
+    ``conf/strategy/NAME.yaml`` with its ``strategy_params.NAME`` on top and, unless the YAML
+    gives one, its position (001, 002...) as order_id_tag.
+    """
+    if not settings.strategies:
+        return [settings.strategy]
+    twice = sorted({name for name in settings.strategies if settings.strategies.count(name) > 1})
+    if twice:
+        raise ConfigError("strategies", f"'{twice[0]}' is listed twice (its strategy_params are keyed by option "
+                                        "name): copy its YAML under another name for a second instance")
+    unknown = set(settings.strategy_params) - set(settings.strategies)
+    if unknown:
+        raise ConfigError(f"strategy_params.{sorted(unknown)[0]}", "is not an option listed in strategies")
+    entries = []
+    for position, name in enumerate(settings.strategies, start=1):
+        path = CONFIG_DIR / "strategy" / f"{name}.yaml"
+        if not path.is_file():
+            options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise ConfigError("strategies", f"no strategy option '{name}' (available: {', '.join(options)})")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(StrategySettings), OmegaConf.load(path))
+            entry = OmegaConf.to_object(merged)
+        except Exception as e:  # noqa: BLE001 (the YAML is the user's input)
+            raise ConfigError(f"strategies.{name}", one_line(e)) from None
+        entry.params = {**entry.params, **settings.strategy_params.get(name, {})}
+        entry.order_id_tag = entry.order_id_tag or f"{position:03d}"
+        entries.append(entry)
+    tags = [entry.order_id_tag for entry in entries]
+    if len(set(tags)) != len(tags):
+        raise ConfigError("strategies", f"every strategy needs a distinct order_id_tag, got {tags}")
+    return entries
+
+
+def strategy_config(settings: LauncherConfig, strategy: StrategySettings) -> ImportableStrategyConfig:
+    config_cls = resolve_config_path(strategy.config_path)
+    params = strategy_params(settings, config_cls, strategy.params)
+    if strategy.order_id_tag is not None:
+        params["order_id_tag"] = strategy.order_id_tag
     return ImportableStrategyConfig(
-        strategy_path=settings.strategy.path,
-        config_path=settings.strategy.config_path,
-        config=strategy_params(settings, config_cls),
+        strategy_path=strategy.path,
+        config_path=strategy.config_path,
+        config=params,
+    )
+
+
+def actor_config(settings: LauncherConfig, actor: ActorSettings) -> ImportableActorConfig:
+    config_cls = resolve_config_path(actor.config_path)
+    return ImportableActorConfig(
+        actor_path=actor.path,
+        config_path=actor.config_path,
+        config=strategy_params(settings, config_cls, actor.params),
+    )
+
+
+def exec_engine_config(settings: LauncherConfig) -> LiveExecEngineConfig:
+    """The execution engine with the reconciliation settings (loading the cache only when it persisted)."""
+    persistent = settings.cache.store != Store.memory
+    rec = settings.reconciliation
+    inflight_ms = rec.inflight_check_interval_ms
+    if inflight_ms is None:
+        inflight_ms = 2_000 if persistent else 0
+    return LiveExecEngineConfig(
+        load_cache=persistent,
+        reconciliation=rec.enabled,
+        reconciliation_lookback_mins=rec.lookback_mins,
+        reconciliation_startup_delay_secs=float(rec.startup_delay_s),
+        inflight_check_interval_ms=inflight_ms,
+        open_check_interval_secs=rec.open_check_interval_s,
+        open_check_open_only=rec.open_check_open_only,
+        filter_unclaimed_external_orders=rec.filter_unclaimed_external_orders,
+        generate_missing_orders=rec.generate_missing_orders,
     )
 
 
@@ -91,7 +164,6 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
         The Redis master to hand NautilusTrader's own adapter (Sentinel profile with
         ``cache.backend=native``); ignored otherwise.
     """
-    venue = settings.venue
     persistent = settings.cache.store != Store.memory
     log_dir = None
     log_file_name = None
@@ -99,39 +171,17 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
         log_path = Path(settings.run.log_file)
         log_dir = str(log_path.parent) if str(log_path.parent) not in ("", ".") else os.getcwd()
         log_file_name = log_path.stem
+    data_clients, exec_clients = venue_clients(settings.venue)
     return TradingNodeConfig(
         trader_id=settings.trader_id,
         cache=cache_config(settings.cache, redis_address),
-        # Loading the execution state from the cache only makes sense when it persisted.
-        exec_engine=LiveExecEngineConfig(
-            load_cache=persistent,
-            reconciliation=True,
-            inflight_check_interval_ms=0 if not persistent else 2_000,
-        ),
+        exec_engine=exec_engine_config(settings),
         data_engine=LiveDataEngineConfig(),
         risk_engine=LiveRiskEngineConfig(bypass=False),
-        data_clients={
-            venue.name: SimDataClientConfig(
-                venue=venue.name,
-                instruments=list(venue.instruments),
-                quote_rate_hz=float(venue.quote_rate_hz),
-                trades=bool(venue.trades),
-                seed=int(venue.seed),
-                initial_price=float(venue.initial_price),
-                volatility_bp=float(venue.volatility_bp),
-                spread_bp=float(venue.spread_bp),
-            ),
-        },
-        exec_clients={
-            venue.name: SandboxExecutionClientConfig(
-                venue=venue.name,
-                starting_balances=list(venue.starting_balances),
-                base_currency=venue.base_currency,
-                oms_type=venue.oms_type.value,
-                account_type=venue.account_type.value,
-            ),
-        },
-        strategies=[strategy_config(settings)],
+        data_clients=data_clients,
+        exec_clients=exec_clients,
+        strategies=[strategy_config(settings, strategy) for strategy in strategy_entries(settings)],
+        actors=[actor_config(settings, actor) for actor in settings.actors],
         logging=LoggingConfig(
             log_level={"WARN": "WARNING"}.get(settings.run.log_level.value, settings.run.log_level.value),
             log_level_file="DEBUG" if log_file_name else None,
@@ -139,6 +189,8 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
             log_file_name=log_file_name,
             log_colors=False,
         ),
+        timeout_connection=float(settings.run.timeout_connection_s),
+        timeout_reconciliation=float(settings.run.timeout_reconciliation_s),
         timeout_disconnection=float(settings.run.timeout_disconnection_s),
         # NautilusTrader waits this long after stopping the strategies for their cancels to settle.
         timeout_post_stop=float(settings.run.post_stop_s),
@@ -147,43 +199,49 @@ def build_node_config(settings: LauncherConfig, *, redis_address: tuple[str, int
     )
 
 
-def strategy_params(settings: LauncherConfig, config_cls: type) -> dict:
-    """The strategy's params with the venue's first instrument filled in where the config takes one."""
-    params = dict(settings.strategy.params)
+def strategy_params(settings: LauncherConfig, config_cls: type, params: dict) -> dict:
+    """`params` with the venue's first instrument filled in where the config takes one."""
+    params = dict(params)
     fields = getattr(config_cls, "__struct_fields__", ())
     if "instrument_id" in fields and "instrument_id" not in params:
-        params["instrument_id"] = f"{settings.venue.instruments[0]}.{settings.venue.name}"
+        params["instrument_id"] = settings.venue.instrument_ids[0]
     return params
 
 
 def check_strategy(settings: LauncherConfig) -> LauncherConfig:
     """
-    ConfigError unless the strategy imports and accepts its params (with the venue's first
-    instrument filled in): the one check that needs several groups together. Returns `settings`.
+    ConfigError unless every strategy and actor imports and accepts its params (with the venue's
+    first instrument filled in) and, for the modes that build a node, the venue's clients build
+    from their YAML and the environment (credentials): the checks that need several groups
+    together. Returns `settings`.
     """
-    strategy = settings.strategy
-    name = strategy.name or strategy.path
-    for key, path in (("strategy.path", strategy.path), ("strategy.config_path", strategy.config_path)):
-        if ":" not in (path or ""):
-            raise ConfigError(key, f"'{path}' must be 'package.module:ClassName'")
-    try:
-        resolve_path(strategy.path)
-    except Exception as e:  # noqa: BLE001 (any import failure is the user's input)
-        raise ConfigError("strategy.path", f"cannot import strategy '{strategy.path}': {_one_line(e)}") from None
-    try:
-        config_cls = resolve_config_path(strategy.config_path)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(
-            "strategy.config_path",
-            f"cannot import strategy config '{strategy.config_path}': {_one_line(e)}",
-        ) from None
-    try:
-        config_cls.parse(msgspec.json.encode(strategy_params(settings, config_cls)))
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError("strategy.params", f"strategy '{name}' rejected its params: {_one_line(e)}") from None
+    for strategy in strategy_entries(settings):
+        name = strategy.name or strategy.path
+        key = "strategy" if not settings.strategies else f"strategies.{name}"
+        _check_importable(settings, key, f"strategy '{name}'", strategy.path, strategy.config_path, strategy.params)
+    for index, actor in enumerate(settings.actors):
+        _check_importable(settings, f"actors.{index}", f"actor '{actor.path}'", actor.path, actor.config_path,
+                          actor.params)
+    if settings.mode in (Mode.run, Mode.check):  # verify, inspect and retention build no node
+        venue_clients(settings.venue)
     return settings
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _check_importable(settings: LauncherConfig, key: str, what: str, path: str, config_path: str, params: dict) -> None:
+    for part, value in (("path", path), ("config_path", config_path)):
+        if ":" not in (value or ""):
+            raise ConfigError(f"{key}.{part}", f"'{value}' must be 'package.module:ClassName'")
+    try:
+        resolve_path(path)
+    except Exception as e:  # noqa: BLE001 (any import failure is the user's input)
+        raise ConfigError(f"{key}.path", f"cannot import {what.split(' ')[0]} '{path}': {one_line(e)}") from None
+    try:
+        config_cls = resolve_config_path(config_path)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(
+            f"{key}.config_path", f"cannot import {what.split(' ')[0]} config '{config_path}': {one_line(e)}",
+        ) from None
+    try:
+        config_cls.parse(msgspec.json.encode(strategy_params(settings, config_cls, params)))
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"{key}.params", f"{what} rejected its params: {one_line(e)}") from None

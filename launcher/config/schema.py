@@ -32,6 +32,7 @@ class Mode(StrEnum):
     inspect = "inspect"  # print the persisted state in a logical view
     retention = "retention"  # one-shot retention pass
     migrate = "migrate"  # copy the trader's state to the store `migrate.to` names
+    check = "check"  # compose, validate and build the node offline; print a summary (no Redis, no venue)
 
 
 class Store(StrEnum):
@@ -75,6 +76,17 @@ class LogLevel(StrEnum):
     WARN = "WARN"
     ERROR = "ERROR"
     OFF = "OFF"
+
+
+class VenueKind(StrEnum):
+    sim = "sim"  # launcher/venues/sim.py: synthetic quotes, sandbox execution, fully offline
+    adapter = "adapter"  # a NautilusTrader adapter named by import paths in the venue's YAML
+
+
+class Execution(StrEnum):
+    venue = "venue"  # the venue's own execution client: real orders (in venue.environment)
+    sandbox = "sandbox"  # paper trading: NautilusTrader's sandbox fills against the venue's data
+    none = "none"  # data only: no execution client (strategies cannot trade)
 
 
 class OmsType(StrEnum):
@@ -261,15 +273,42 @@ class CacheSettings:
 
 
 @dataclass
+class ClientSettings:
+    """One NautilusTrader client of a venue, named by import path (so a new venue is YAML only)."""
+
+    config_path: str = ""  # "module:ConfigClass", e.g. nautilus_trader.adapters.binance.config:BinanceDataClientConfig
+    factory_path: str = ""  # "module:FactoryClass", the LiveDataClientFactory / LiveExecClientFactory
+    params: dict[str, Any] = field(default_factory=dict)  # the config's fields
+
+
+@dataclass
 class VenueSettings:
-    """An offline simulated venue: synthetic quotes plus NautilusTrader's sandbox matching engine."""
+    """
+    The venue: the offline ``sim`` (kind sim) or a NautilusTrader adapter (kind adapter) whose
+    clients the YAML names by import path. The sim's market fields (quote_rate_hz...) apply to
+    the sim only; oms_type, account_type, base_currency and starting_balances also configure
+    the sandbox execution client of ``execution=sandbox``.
+    """
 
     name: str = "SIM"
+    kind: VenueKind = VenueKind.sim
+    # Adapters: the selected environment, one of the keys of `environments`. The YAML files of
+    # venues that trade real money default to a test environment: live must be chosen explicitly.
+    environment: str | None = None
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> params for both clients
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict)  # environment -> {config field: ENV_VAR}
+    execution: Execution = Execution.venue
+    data_client: ClientSettings | None = None
+    exec_client: ClientSettings | None = None
+    requires: str | None = None  # a module the adapter needs that is not installed by default
+    extra: str | None = None  # the optional extra of this package that installs it
     oms_type: OmsType = OmsType.NETTING
     account_type: AccountType = AccountType.MARGIN
     base_currency: str | None = None
     starting_balances: list[str] = field(default_factory=lambda: ["1000000 USD"])
-    instruments: list[str] = field(default_factory=lambda: ["EUR/USD"])  # FX pairs, quoted on this venue
+    # sim: FX pairs quoted on this venue. Adapters: symbols (listed as SYMBOL.{name}) or full
+    # instrument ids (SYMBOL.VENUE) that the instrument provider loads; the first is the strategies'.
+    instruments: list[str] = field(default_factory=lambda: ["EUR/USD"])
     quote_rate_hz: float = 20.0  # quotes per second per instrument
     trades: bool = False  # also publish synthetic trade ticks
     seed: int = 42
@@ -288,13 +327,37 @@ class VenueSettings:
             except (ValueError, TypeError):
                 raise ConfigError("venue.starting_balances", f"'{balance}' is not an amount with a currency") from None
         if not self.instruments:
-            raise ConfigError("venue.instruments", "needs at least one FX pair such as EUR/USD")
+            raise ConfigError("venue.instruments", "needs at least one instrument (sim: an FX pair such as EUR/USD)")
+        if self.kind == VenueKind.sim:
+            self._check_sim()
+        else:
+            self._check_adapter()
+
+    @property
+    def instrument_ids(self) -> list[str]:
+        """The instruments as NautilusTrader instrument ids (``SYMBOL.VENUE``)."""
+        return [s if "." in s else f"{s}.{self.name}" for s in self.instruments]
+
+    def _check_sim(self) -> None:
         for symbol in self.instruments:
             base, _, quote = symbol.partition("/")
             if len(base) != 3 or len(quote) != 3:
                 raise ConfigError("venue.instruments", f"'{symbol}' is not an FX pair like EUR/USD")
         _positive("venue.quote_rate_hz", self.quote_rate_hz)
         _positive("venue.initial_price", self.initial_price)
+
+    def _check_adapter(self) -> None:
+        if self.data_client is None:
+            raise ConfigError("venue.data_client", f"venue {self.name} (kind adapter) names no data client")
+        if self.execution == Execution.venue and self.exec_client is None:
+            raise ConfigError("venue.execution", f"venue {self.name} has no execution client of its own: "
+                                                 "use venue.execution=sandbox (paper trading) or none")
+        if self.environments and self.environment not in self.environments:
+            raise ConfigError("venue.environment", f"'{self.environment}' is not one of venue {self.name}'s "
+                                                   f"environments: {', '.join(self.environments)}")
+        for env in self.credentials:
+            if env not in self.environments:
+                raise ConfigError(f"venue.credentials.{env}", "names no environment of venue.environments")
 
 
 @dataclass
@@ -303,6 +366,39 @@ class StrategySettings:
     path: str = ""  # "module:Class" of the Strategy
     config_path: str = ""  # "module:ConfigClass" of its StrategyConfig
     params: dict[str, Any] = field(default_factory=dict)
+    # The strategy's id tag (StrategyId CLASS-TAG; also in its client order ids): distinct per node.
+    # None: NautilusTrader's default for a single strategy, the position (001, 002...) in `strategies`.
+    order_id_tag: str | None = None
+
+
+@dataclass
+class ActorSettings:
+    """An actor added to the node beside the strategies (and the launcher's retention actor)."""
+
+    path: str = ""  # "module:Class" of the Actor
+    config_path: str = ""  # "module:ConfigClass" of its ActorConfig
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReconciliationSettings:
+    """NautilusTrader's execution-engine reconciliation (LiveExecEngineConfig), on by default."""
+
+    enabled: bool = True  # reconcile the cached orders/positions with the venue's reports at start
+    lookback_mins: int | None = None  # how far back to ask the venue for reports; None: the venue's maximum
+    startup_delay_s: float = 10.0  # wait after connecting before reconciling
+    # None: 2000 with a Redis profile, 0 (off) with cache=memory
+    inflight_check_interval_ms: int | None = None
+    open_check_interval_s: float | None = None  # periodic check of open orders against the venue; None: off
+    open_check_open_only: bool = True
+    filter_unclaimed_external_orders: bool = False  # drop venue orders no strategy of this node placed
+    generate_missing_orders: bool = True  # generate orders to align positions the venue reports
+
+    def __post_init__(self) -> None:
+        _not_negative("reconciliation.lookback_mins", self.lookback_mins)
+        _positive("reconciliation.startup_delay_s", self.startup_delay_s, " seconds")
+        _not_negative("reconciliation.inflight_check_interval_ms", self.inflight_check_interval_ms)
+        _positive("reconciliation.open_check_interval_s", self.open_check_interval_s, " seconds")
 
 
 @dataclass
@@ -310,11 +406,15 @@ class RunSettings:
     duration_s: float | None = None  # stop after this many seconds; None runs until SIGINT/SIGTERM/SIGHUP
     log_level: LogLevel = LogLevel.INFO
     log_file: str | None = None
+    timeout_connection_s: float = 30.0  # venue clients must connect within this, else exit 9
+    timeout_reconciliation_s: float = 30.0
     timeout_disconnection_s: float = 10.0
     post_stop_s: float = 2.0  # wait after stopping strategies for their cancels to settle
 
     def __post_init__(self) -> None:
         _positive("run.duration_s", self.duration_s, " seconds")
+        _positive("run.timeout_connection_s", self.timeout_connection_s, " seconds")
+        _positive("run.timeout_reconciliation_s", self.timeout_reconciliation_s, " seconds")
 
 
 @dataclass
@@ -407,6 +507,12 @@ class LauncherConfig:
     cache: CacheSettings = field(default_factory=CacheSettings)
     venue: VenueSettings = field(default_factory=VenueSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
+    # Several strategies: option names of the strategy group (conf/strategy/*.yaml); when given,
+    # they replace `strategy`. Per-entry params: +strategy_params.NAME.KEY=VALUE.
+    strategies: list[str] = field(default_factory=list)
+    strategy_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    actors: list[ActorSettings] = field(default_factory=list)
+    reconciliation: ReconciliationSettings = field(default_factory=ReconciliationSettings)
     run: RunSettings = field(default_factory=RunSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)

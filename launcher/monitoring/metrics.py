@@ -38,6 +38,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from launcher.cache.listener import ERROR_REASONS
+from launcher.cache.listener import CacheStats
+
 
 # ``*_created`` series double every counter's series for a timestamp dashboards never use.
 disable_created_metrics()
@@ -55,6 +58,7 @@ BACKEND_METRICS = (
     "redis_connection_pool_max",
     "cache_writes_pending",
     "cache_writes_in_spill_file",
+    "cache_writes_unreplicated",
     "cache_writes_spilled_total",
     "cache_writes_acknowledged_total",
     "cache_write_errors_total",
@@ -175,9 +179,8 @@ class SnapshotCollector(Collector):
     def describe(self) -> list:
         return []  # collected lazily; names vary with the backend
 
-    def _cluster_shard(self):
+    def _cluster_shard(self, database: Any):
         """On a Redis Cluster: the trader's shard (slot, primary now), owner changes and redirects seen."""
-        database = self.database() if self.database is not None else None
         locators = _locators(getattr(self.probe, "client", None), getattr(database, "client", None))
         if not locators:
             return
@@ -213,11 +216,16 @@ class SnapshotCollector(Collector):
         if unavailable.samples:
             yield unavailable
 
+        database = self.database() if self.database is not None else None
+        stats = database.stats() if database is not None else None
         probe = self.probe
         if probe is not None and probe.checked:
-            yield _gauge("redis_up", "1 when the cache store answered the launcher's last health check (PING), else 0",
-                         1 if probe.up else 0)
-        yield from self._cluster_shard()
+            # A server that answers PING but refuses every write (OOM, NOPERM) is not up for us.
+            accepting = stats is None or not (stats.refusing or stats.refused)
+            yield _gauge("redis_up", "1 when the cache store answered the launcher's last health check (PING) and "
+                         "accepts the launcher's writes (resilient backend: no OOM or refusal), else 0",
+                         1 if probe.up and accepting else 0)
+        yield from self._cluster_shard(database)
 
         lease = self.lease
         if lease is not None:
@@ -274,9 +282,8 @@ class SnapshotCollector(Collector):
                 value=streams.dropped,
             )
 
-        database = self.database() if self.database is not None else None
         if database is not None:
-            yield from _backend_families(database)
+            yield from _backend_families(database, stats)
 
 
 def _locators(*clients: Any) -> list[Any]:
@@ -293,17 +300,25 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
-def _backend_families(database: Any):
-    """The resilient backend's CacheStats and connection pool."""
-    s = database.stats()
+def _backend_families(database: Any, s: CacheStats):
+    """The resilient backend's CacheStats `s` and connection pool."""
     yield _gauge("cache_writes_pending", "Cache writes not yet acknowledged by Redis (memory and spill file)",
                  s.pending_writes)
     yield _gauge("cache_writes_in_spill_file", "Retained cache writes currently in the local spill file",
                  s.spilled_writes)
-    yield _counter("cache_writes_spilled", "Cache writes appended to the spill file during outages", s.spilled_total)
+    yield _gauge("cache_writes_unreplicated", "Cache writes the master applied that fewer than min_replica_acks replicas "
+                 "acknowledged (retained for a resend; a failover now could lose them from Redis)",
+                 s.unreplicated_writes)
+    yield _counter("cache_writes_spilled", "Cache writes appended to the spill file (outages, memory bound, "
+                   "unreplicated writes, refusals)", s.spilled_total)
     yield _counter("cache_writes_acknowledged", "Cache writes acknowledged by Redis", s.writes_acknowledged)
-    yield _counter("cache_write_errors", "Cache writes Redis rejected outright (dropped, logged as ERROR)",
-                   s.command_errors)
+    errors = CounterMetricFamily(
+        "cache_write_errors", "Cache writes Redis refused (retained: retried, or spilled when retrying cannot fix "
+        "it) or that could not be serialized, by reason; each is logged as ERROR", labels=["reason"],
+    )
+    for reason in ERROR_REASONS:
+        errors.add_metric([reason], s.write_errors.get(reason, 0))
+    yield errors
     yield _counter("cache_repairs", "Events re-written because Redis had lost them", s.repairs)
     yield _counter("redis_reconnects", "Reconnections after Redis was unreachable for writes", s.reconnects)
     yield _counter("redis_failovers_followed", "Sentinel failovers followed to a new master", s.failovers_followed)

@@ -72,7 +72,7 @@ def install_retention(
         closers.append(writer.close)
         if on_streams is not None:
             on_streams(writer)
-        instruments = [f"{symbol}.{settings.venue.name}" for symbol in settings.venue.instruments]
+        instruments = settings.venue.instrument_ids
         node.trader.add_actor(MarketDataRecorder(writer, trader_key, instruments, quotes=quotes, trades=trades))
 
     def close() -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 from typing import NamedTuple
 
+import hiredis
 from hiredis import pack_command as _pack_tuple
 
 from launcher.cache.write.commands import ACCOUNT_KINDS
@@ -115,6 +116,17 @@ def build(ops: list[Op], guarded: bool, wait: tuple[int, int] | None = None) -> 
     builder = _Builder(guarded)
     builder.add(ops)
     return builder.finish(wait)
+
+
+def queued_commands(packed: Packed) -> list[list[bytes]]:
+    """
+    The commands queued between MULTI and EXEC, parsed back from the batch's RESP (a request
+    is a RESP array, which the reply parser reads as well); only to name a refused command.
+    """
+    reader = hiredis.Reader()
+    reader.feed(packed.data)
+    commands = [reader.gets() for _ in range(packed.preamble + 1 + packed.commands)]
+    return commands[packed.preamble + 1:]
 
 
 def appends_by_op(ops: list[Op], packed: Packed, results: list) -> tuple[list, list[tuple[int, Exception]]]:

@@ -24,9 +24,13 @@ Every durability promise is one transition of `Stage`::
       -> ACKNOWLEDGED  WAIT reported ``min_replica_acks`` replicas (survives a failover to one
                        of them); with ``min_replica_acks=0`` APPLIED is ACKNOWLEDGED
 
-SPILLED is skipped unless memory reached ``max_pending_writes`` (or Redis could not be reached
-at close). A write is released - and a sync caller returns - only at ACKNOWLEDGED; before that
-it is retained and resent, idempotently, whatever failed.
+SPILLED is skipped unless memory reached ``max_pending_writes``, an outage lasts (at most one
+buffer interval apart), Redis refused the writes for good, or Redis could not be reached at
+close. A write is released only at ACKNOWLEDGED; before that it is retained and resent,
+idempotently, whatever failed. An APPLIED write that WAIT did not acknowledge is kept in the
+spill file (not memory) and resent after any reconnect. A sync caller returns at APPLIED (which
+is ACKNOWLEDGED whenever the replicas answered within the WAIT timeout), or at SPILLED once
+Redis refused the writes for good (see `launcher.cache.write.writer`).
 """
 
 from __future__ import annotations
@@ -175,15 +179,12 @@ class Op:
         self.lazy = False
 
     def drop(self) -> None:
-        """Forget the commands (a payload that cannot be serialized: the write is dropped, loudly, by the caller)."""
+        """Forget the commands (a payload that cannot be serialized: the writer counts it lost and stops trading)."""
         self.cmds, self.lazy, self.entity, self.event = (), False, None, None
 
     def record(self, serializer: Any) -> bytes:
-        """The op as a spill record (serialized first; an unserializable op is recorded empty)."""
-        try:
-            self.materialize(serializer)
-        except Exception:  # noqa: BLE001 (same op is dropped, loudly, when it is sent)
-            self.drop()
+        """The op as a spill record (serialized first: the writer materializes it beforehand, reporting a failure)."""
+        self.materialize(serializer)
         return encode_record([self.epoch, self.seq, self.kind, self.cmds])
 
     @classmethod

@@ -38,6 +38,7 @@ import re
 import struct
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -116,10 +117,9 @@ def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[Spi
     if mine is None:
         mine = SpillFile(directory / f"{_safe(trader_key)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.spill")
         mine.lock()
-    private = re.compile(re.escape(_safe(trader_key)) + r"\.\d+-[0-9a-f]{8}\.spill")
     orphans = []
-    for path in sorted(directory.glob(f"{_safe(trader_key)}.*.spill"), key=lambda p: p.stat().st_mtime):
-        if path == mine.path or not private.fullmatch(path.name):
+    for path in _private_files(directory, trader_key):
+        if path == mine.path:
             continue
         probe = SpillFile(path)
         if probe.lock():  # nobody alive owns it
@@ -127,6 +127,22 @@ def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[Spi
             orphans.append(path)
     _remove_stale_locks(directory)
     return mine, orphans
+
+
+def spill_files(spill_dir: str | os.PathLike, trader_key: str) -> list[Path]:
+    """
+    Every spill file of `trader_key` in `spill_dir`, whoever holds it (read-only: no lock is
+    taken): the usual ``{key}.spill`` first, then the private files, oldest first.
+    """
+    primary = spill_path(spill_dir, trader_key)
+    return ([primary] if primary.exists() else []) + _private_files(Path(spill_dir), trader_key)
+
+
+def _private_files(directory: Path, trader_key: str) -> list[Path]:
+    """The private ``{key}.{pid}-{random}.spill`` files of `trader_key` (see `claim_spill_file`), oldest first."""
+    private = re.compile(re.escape(_safe(trader_key)) + r"\.\d+-[0-9a-f]{8}\.spill")
+    found = [p for p in directory.glob(f"{_safe(trader_key)}.*.spill") if private.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
 def _remove_stale_locks(directory: Path) -> None:
@@ -251,7 +267,7 @@ class SpillFile:
             return 0
         try:
             with mmap.mmap(self._fd, size, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as data:
-                count, offset = self._scan(data)
+                count, offset = _scan(self.path, data)
         except SpillFileDamaged:
             self.close()
             raise
@@ -264,39 +280,6 @@ class SpillFile:
         self.read_offset = len(MAGIC)
         self.unread = count
         return count
-
-    def _scan(self, data: memoryview) -> tuple[int, int]:
-        """
-        (whole records, offset after the last of them) of the file's bytes `data`; raises
-        `SpillFileDamaged` when it is not a spill file or a whole record follows a bad one.
-        """
-        if data[: len(MAGIC)] != MAGIC:
-            raise SpillFileDamaged(
-                f"{self.path} is not a spill file (its first {len(MAGIC)} bytes are not {MAGIC.decode()}); it was "
-                "kept untouched and none of its writes were replayed: move it out of the spill directory once you "
-                "know what it holds, then start again",
-            )
-        count = 0
-        offset = len(MAGIC)
-        while (end := _record_end(data, offset)) is not None:
-            offset = end
-            count += 1
-        if offset == len(data):
-            return count, offset
-        # Past a bad record: a torn tail holds no whole record; any whole record means damage.
-        following = next((at for at in range(offset + 1, len(data)) if _record_end(data, at) is not None), None)
-        if following is None:
-            return count, offset
-        after = 0
-        at: int | None = following
-        while at is not None and at < len(data):
-            at = _record_end(data, at)
-            after += 1
-        raise SpillFileDamaged(
-            f"spill file {self.path} is damaged at bytes {offset}-{following} of {len(data)}: {count} whole record(s) "
-            f"before it, {after} whole record(s) after it; it was kept untouched and none of its writes were replayed: "
-            "restore it from a backup, or move it out of the spill directory to start without its writes",
-        )
 
     def close(self) -> None:
         if self._fd is not None:
@@ -351,9 +334,73 @@ class SpillFile:
         self.read_offset = offset
         self.unread -= records
 
+    def rewind(self, offset: int, records: int) -> None:
+        """Read the `records` consumed records from `offset` (before the read offset) again."""
+        self.read_offset = offset
+        self.unread += records
+
     @property
     def drained(self) -> bool:
         return self.read_offset >= self._size
+
+
+def read_records(path: str | os.PathLike) -> tuple[int, int, Iterator[object]]:
+    """
+    Read-only: (whole records, bytes of a torn tail, an iterator of the decoded records) of the
+    spill file at `path`, which is neither locked, created nor truncated (a check before anything
+    is written, and ``mode=verify``). Raises `SpillFileDamaged` like `SpillFile.open`; a file
+    that is missing, empty or only a torn header holds no records.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return 0, 0, iter(())
+    if len(data) <= len(MAGIC) and MAGIC.startswith(data):
+        return 0, 0, iter(())
+    count, end = _scan(Path(path), memoryview(data))
+
+    def records() -> Iterator[object]:
+        offset = len(MAGIC)
+        while offset < end:
+            length, _ = _HEADER.unpack_from(data, offset)
+            yield _decoder.decode(data[offset + _HEADER.size: offset + _HEADER.size + length])
+            offset += _HEADER.size + length
+
+    return count, len(data) - end, records()
+
+
+def _scan(path: Path, data: memoryview) -> tuple[int, int]:
+    """
+    (whole records, offset after the last of them) of the bytes `data` of the file at `path`; raises
+    `SpillFileDamaged` when it is not a spill file or a whole record follows a bad one.
+    """
+    if data[: len(MAGIC)] != MAGIC:
+        raise SpillFileDamaged(
+            f"{path} is not a spill file (its first {len(MAGIC)} bytes are not {MAGIC.decode()}); it was "
+            "kept untouched and none of its writes were replayed: move it out of the spill directory once you "
+            "know what it holds, then start again",
+        )
+    count = 0
+    offset = len(MAGIC)
+    while (end := _record_end(data, offset)) is not None:
+        offset = end
+        count += 1
+    if offset == len(data):
+        return count, offset
+    # Past a bad record: a torn tail holds no whole record; any whole record means damage.
+    following = next((at for at in range(offset + 1, len(data)) if _record_end(data, at) is not None), None)
+    if following is None:
+        return count, offset
+    after = 0
+    at: int | None = following
+    while at is not None and at < len(data):
+        at = _record_end(data, at)
+        after += 1
+    raise SpillFileDamaged(
+        f"spill file {path} is damaged at bytes {offset}-{following} of {len(data)}: {count} whole record(s) "
+        f"before it, {after} whole record(s) after it; it was kept untouched and none of its writes were replayed: "
+        "restore it from a backup, or move it out of the spill directory to start without its writes",
+    )
 
 
 def _record_end(data: memoryview, offset: int) -> int | None:

@@ -11,11 +11,24 @@ the op to an in-memory FIFO (buffered mode) or additionally waits for its acknow
 ``MULTI ... EXEC`` transaction per batch on one connection, optionally followed by
 ``WAIT min_replica_acks timeout`` on the same connection. An op is released only when its
 batch was acknowledged (EXEC reply read, and WAIT satisfied when asked for); until then it is
-retained, so a lost connection, a lost reply, a READONLY (demoted master) or a WAIT that fell
-short all lead to the same thing: back off (the `launcher.retry.write_backoff` wait the writer is
-given), reconnect (through Sentinel when configured) and send the same batch again. The stages
-an op passes through are `launcher.cache.write.commands.Stage`; what one batch sends is
-`launcher.cache.write.batch`.
+retained, so a lost connection, a lost reply, a READONLY (demoted master) or an OOM all lead to
+the same thing: back off (the `launcher.retry.write_backoff` wait the writer is given),
+reconnect (through Sentinel when configured) and send the same batch again. A WAIT that fell
+short does not (see "Sync mode and WAIT"). The stages an op passes through are
+`launcher.cache.write.commands.Stage`; what one batch sends is `launcher.cache.write.batch`.
+
+Refusals
+--------
+No write is dropped or counted acknowledged because Redis refused it. A refusal of the server
+state (READONLY, OOM, LOADING, ... - in the queue or inside EXEC) is retried as above; OOM is an
+ERROR when it starts and every `_REFUSING_SUMMARY_S` while it lasts (`CacheStats.refusing`). A
+refusal retrying cannot fix (NOPERM, WRONGTYPE, any other error reply: `Refused`) stops the
+writer: one ERROR names the command and key, everything retained goes to the spill file, the
+`on_refused` callback and listener are told (the launcher stops the node and exits 8), later
+writes are spilled as they come. A payload the serializer cannot handle can be neither written
+nor spilled: it is counted lost (`CacheStats.writes_lost`), an ERROR, and reported the same
+way, while the other writes go on. Every failed write is counted by reason
+(`CacheStats.write_errors`).
 
 Idempotent resends
 ------------------
@@ -43,7 +56,16 @@ Retained writes are bounded by ``max_pending_writes``: when the in-memory FIFO r
 long outage), every retained write not yet on disk - the in-flight batch if it came from
 memory, then the whole FIFO - is appended to the spill file and fsync'd, on the caller's thread
 (one write + fsync per ``max_pending_writes`` writes; payloads were serialized ahead by the
-writer thread while it waited out the outage). The file therefore always holds the *oldest*
+writer thread while it waited out the outage).
+
+Outages
+-------
+From the first failed send of an outage until writes are acknowledged again, the same spill
+happens at most one buffer interval apart (`_spill_due`): on the caller's thread when it
+submits, from the writer's backoff wait when nobody does. A process that dies during an outage
+loses at most the writes of the last buffer interval (one WARN for the outage, one INFO when it
+ends; no line per spill). The bound starts when the writer notices the outage: at once for a
+refused or reset connection, after the socket timeout for a silent network. The file therefore always holds the *oldest*
 retained writes, in order: a crash can only lose a suffix (newer writes still in memory), never
 a write older than one that survives. The writer drains the file before memory. The file is
 replayed on reconnect and, if a process dies with one, by the next instance for the same trader
@@ -55,26 +77,45 @@ and where.
 
 Sync mode and WAIT
 ------------------
-In sync mode the caller waits for its op's sequence number to be acknowledged; with
-``min_replica_acks`` > 0 a batch is acknowledged only when ``WAIT`` reports enough replicas, so
-the acknowledgement means "on the master and on N replicas". Acknowledged writes survive a
-failover when every replica a failover may promote is among the N (set ``min_replica_acks`` to
-the number of replicas); until a promoted master has a replica again, writes are applied but not
-acknowledged, i.e. retained (and spilled past the memory bound). WAIT rides in the batch's
-exchange, so each such batch reports its round trip as both ``write_batch`` and
-``wait_replicas`` (the latter: from sending the batch until the replicas' answer).
+With ``min_replica_acks`` > 0 a batch is acknowledged only when ``WAIT`` reports enough
+replicas, so the acknowledgement means "on the master and on N replicas". Acknowledged writes
+survive a failover when every replica a failover may promote is among the N (set
+``min_replica_acks`` to the number of replicas). When WAIT reports fewer within
+``replica_ack_timeout_ms`` (e.g. a failover left the new master without a replica), the batch is
+APPLIED but unreplicated: the writer goes on with the next batch, so writes always reach the
+current master. Unreplicated writes stay retained - in the spill file (fsync'd, appended as
+consumed records when they came from memory), so they count in ``pending`` but take no memory -
+and one WARN per episode says so (`CacheStats.unreplicated_writes`, the
+``cache_writes_unreplicated`` gauge). After any reconnect they are read from the file again and
+resent, idempotently and before anything newer (order matters for assignments), since the new
+connection may reach another master; guarded resends set the manifest meta's ``updated_ns`` so
+that a fresh connection's WAIT has a write to wait for. A later WAIT on the same connection that
+reports enough replicas acknowledges every write applied before it (the replication stream is
+ordered; one INFO); while no write comes, an empty batch asks WAIT every
+`_UNREPLICATED_PROBE_S`. A process killed meanwhile loses nothing: the master holds the writes,
+and the file replays them.
+
+A sync caller waits for its write to be APPLIED: when WAIT reports enough replicas that is the
+acknowledgement (on the master and N replicas); when it does not (no replica connected), the
+caller returns after the WAIT timeout with its write applied on the master only, and the WARN
+above tells the operator. Once writes are refused for good (see "Refusals") a sync caller
+returns with its write SPILLED (the node is being stopped). WAIT rides in the batch's exchange,
+so each such batch reports its round trip as both ``write_batch`` and ``wait_replicas`` (the
+latter: from sending the batch until the replicas' answer).
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import redis
@@ -87,6 +128,7 @@ from launcher.cache.write.batch import Packed
 from launcher.cache.write.batch import Replies
 from launcher.cache.write.batch import appends_by_op
 from launcher.cache.write.batch import build
+from launcher.cache.write.batch import queued_commands
 from launcher.cache.write.batch import split
 from launcher.cache.write.commands import ACCOUNT_KINDS
 from launcher.cache.write.commands import Append
@@ -99,22 +141,52 @@ from launcher.store.cluster import note_redirect
 from launcher.store.resp import exchange
 
 
-_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN")
+# Refusals of the server's state, which ends without the launcher (retried; MISCONF: a failing
+# RDB save with stop-writes-on-bgsave-error).
+_SERVER_STATE_ERRORS = ("READONLY", "OOM", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "BUSY", "CLUSTERDOWN",
+                        "MISCONF")
 
-
-class NotAcknowledged(Exception):
-    """The batch was applied but not (yet) acknowledged by enough replicas."""
+def error_reason(error: Any) -> str:
+    """One of `launcher.cache.listener.ERROR_REASONS` for an error reply of Redis."""
+    text = str(error)
+    for reason in ("oom", "noperm", "wrongtype"):
+        if text.startswith(reason.upper()):
+            return reason
+    return "other"
 
 
 class ServerUnavailable(Exception):
     """The server refused the batch for a transient reason (READONLY, OOM, LOADING, ...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = error_reason(message)
+
+
+class Refused(Exception):
+    """
+    Redis refused a write in a way retrying cannot fix (NOPERM after an ACL change, WRONGTYPE
+    on a key the launcher owns, an unknown command), or a payload cannot be serialized (a bug
+    upstream). The writer stops sending: the writes stay retained and go to the spill file.
+    `reason` is one of `launcher.cache.listener.ERROR_REASONS` or ``"unserializable"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Seconds between the ERROR lines repeating that Redis still refuses writes (OOM).
+_REFUSING_SUMMARY_S = 60.0
+
+# Seconds between WAITs for unreplicated writes while no new write comes to carry one.
+_UNREPLICATED_PROBE_S = 1.0
 
 
 _RETRIABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
-    NotAcknowledged,
     ServerUnavailable,
     OSError,
 )
@@ -124,6 +196,7 @@ _RETRIABLE = (
 class _Batch:
     ops: list[Op]
     from_spill: bool = False  # its ops are records of the spill file (read from it, or spilled in flight)
+    spill_start: int = 0  # file offset of its first record
     spill_end: int = 0  # file offset after its records
     spill_records: int = 0
     replay: bool = False  # read from the spill file
@@ -133,10 +206,16 @@ class _Batch:
 
 @dataclass
 class _Sent:
-    """What an acknowledged send reports: per op, the (command index, reply) of its appends."""
+    """
+    What a send reports: per op, the (command index, reply) of its appends; or, when Redis
+    refused commands in a way retrying cannot fix, those (description, error) and nothing
+    released.
+    """
 
     appends: list
     guarded: bool  # the appends went through the script (its reply codes), else plain RPUSH (lengths)
+    refused: list = field(default_factory=list)
+    replicated: bool = True  # WAIT (when asked for) reported enough replicas: ACKNOWLEDGED, else only APPLIED
 
 
 class _Inspection:
@@ -163,6 +242,15 @@ class Writer:
         Seconds.
     backoff : tenacity wait
         The wait between resends (`launcher.retry.write_backoff`).
+    unspilled_kinds : tuple of str
+        Kinds of op that only count when Redis acknowledges them before `close` ends (the
+        clean-stop marker): spills leave them in memory, `close` drops them if not sent.
+    wait_marker_key : str, optional
+        A hash the writer may set ``updated_ns`` of (the manifest meta) when it re-sends
+        unreplicated writes, so that the WAIT of that send covers them.
+    on_refused : callable, optional
+        ``(reason, message)``, called (writer thread) when writes cannot be written and
+        retrying cannot fix it (see `Refused`): trading must stop.
     """
 
     def __init__(
@@ -185,6 +273,9 @@ class Writer:
         stats: CacheStats,
         log: Callable[[], Any],
         name: str,
+        on_refused: Callable[[str, str], None] | None = None,
+        unspilled_kinds: tuple[str, ...] = (),
+        wait_marker_key: str | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -202,6 +293,11 @@ class Writer:
         self._listener = listener
         self.stats = stats
         self._log = log
+        self._on_refused = on_refused
+        self._unspilled = unspilled_kinds
+        # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
+        # this connection to wait for (WAIT waits for the connection's last propagated write).
+        self._wait_marker = (b"HSET", wait_marker_key, b"updated_ns") if wait_marker_key else None
 
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # writer waits for work / backoff
@@ -209,7 +305,18 @@ class Writer:
         self._queue: collections.deque[Op] = collections.deque()
         self._inflight: _Batch | None = None
         self._seq = 0
-        self._acked_seq = 0
+        self._acked_seq = 0  # every write up to it ACKNOWLEDGED (this epoch's seq)
+        self._applied_seq = 0  # every write up to it at least APPLIED (what a sync caller waits for)
+        # APPLIED but not ACKNOWLEDGED writes (WAIT fell short): the spill file's records from
+        # offset `_unreplicated_from` to its read offset (read from it, or appended when
+        # applied), re-read from there after any reconnect; none in memory.
+        self._unreplicated = 0  # writes (facade writes: for the counts)
+        self._unreplicated_records = 0  # their records in the file (for the rewind)
+        self._unreplicated_from = 0
+        self._resend_unreplicated = False
+        self._unreplicated_warned = False  # one WARN per episode of unreplicated writes
+        self._replicated_again = False  # the last release acknowledged unreplicated writes
+        self._probe_due = 0.0  # monotonic s of the next WAIT for unreplicated writes when idle
         self._epoch = os.urandom(8)
         self._idle = False
         self._urgent = False
@@ -217,9 +324,15 @@ class Writer:
         self._drop_kinds: tuple[str, ...] = ()
         self._close_deadline = 0.0
         self._dead: BaseException | None = None
+        self._refusal: Refused | None = None  # set once Redis refused writes for good (see `Refused`)
+        self._stopped = False  # dead or refused: nothing is sent any more, every write is spilled
+        self._refusing_logged_at = 0.0  # monotonic s of the last ERROR about a transient refusal (OOM)
         self._conn: Any = None
         self._address: tuple[str, int] | None = None
         self._outage_start: float | None = None
+        # Monotonic s from when retained writes in memory go to the spill file: one buffer
+        # interval apart while an outage lasts, never otherwise (see "Outages" above).
+        self._spill_due = math.inf
         self._spilled_episode = 0  # writes spilled since the spill file was last drained (one WARN per episode)
         self.coalesced_commands = 0  # assignment commands sent batches did not need (see `launcher.cache.write.batch`)
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
@@ -251,8 +364,11 @@ class Writer:
     def submit(self, op: Op, wait: bool | None = None) -> int:
         """
         Retain `op` (hot path). In sync mode (or with ``wait=True``) return only once Redis
-        acknowledged it; ``wait=False`` never blocks (bookkeeping writes such as the manifest
-        meta, which must not hang a constructor or a bounded close()).
+        applied it - acknowledged by ``min_replica_acks`` replicas, or, when WAIT timed out
+        short of them, APPLIED and reported unreplicated (see "Sync mode and WAIT"); once
+        writes are refused for good, once it is SPILLED. ``wait=False`` never blocks
+        (bookkeeping writes such as the manifest meta, which must not hang a constructor or a
+        bounded close()).
         """
         wait = self._sync if wait is None else wait
         op.t0 = time.monotonic()
@@ -262,13 +378,16 @@ class Writer:
             op.epoch = self._epoch
             self._queue.append(op)
             self.stats.writes_enqueued += 1
-            if self._dead is not None or self._closing and not self._thread.is_alive() or len(self._queue) >= self._max_pending:
+            if (self._stopped or self._closing and not self._thread.is_alive()
+                    or len(self._queue) >= self._max_pending or op.t0 >= self._spill_due):
                 self._spill_queue_locked()
             if wait:
                 self._urgent = True
                 if self._idle:
                     self._work.notify()
-                while self._acked_seq < op.seq:
+                while self._applied_seq < op.seq:
+                    if self._refusal is not None:
+                        break  # SPILLED (above); the node is being stopped (see `Refused`)
                     if self._dead is not None or not self._thread.is_alive():
                         self._spill_queue_locked()
                         raise RuntimeError(
@@ -295,7 +414,7 @@ class Writer:
                 self._work.notify()
             while self._acked_seq < seq:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._dead is not None:
+                if remaining <= 0 or self._stopped:
                     return False
                 self._acked.wait(min(remaining, 0.5))
         return True
@@ -309,10 +428,15 @@ class Writer:
                 if self._idle:
                     self._work.notify()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._dead is not None:
+                if remaining <= 0 or self._stopped:
                     return False
                 self._acked.wait(min(remaining, 0.5))
         return True
+
+    @property
+    def refusal(self) -> Refused | None:
+        """Why Redis refused this writer's writes for good (None while it has not)."""
+        return self._refusal
 
     @property
     def submitted(self) -> int:
@@ -346,7 +470,8 @@ class Writer:
     def close(self, drop_kinds: tuple[str, ...] = ()) -> int:
         """
         Flush everything retained (bounded by `close_timeout_s`), stop the thread, and return
-        the number of writes left in the spill file (0 when everything reached Redis). Ops of
+        the number of writes left in the spill file, not acknowledged (0 when everything reached
+        Redis and its replicas; unreplicated writes are among them). Ops of
         `drop_kinds` are not spilled when Redis cannot be reached (e.g. the clean-stop marker).
         """
         with self._lock:
@@ -360,7 +485,7 @@ class Writer:
         with self._lock:
             if self._thread.is_alive() or self._pending_locked():
                 self._spill_all_locked(drop_kinds)
-            left = self._spill.unread
+            left = self._spill.unread + self._unreplicated  # unreplicated: kept in the file, replayed too
             self._spill.close()
             self._spill.unlock()  # a file left behind now belongs to the next instance
         self._release_connection()
@@ -381,8 +506,12 @@ class Writer:
                     with self._lock:
                         self._spill_all_locked(self._drop_kinds)
                     break
+                except Refused as e:
+                    self._refuse(e)
+                    break
         except BaseException as e:  # noqa: BLE001 (a bug: never lose the writes because of it)
             self._dead = e
+            self._stopped = True
             self._log().error(f"Cache writer failed: {e!r}\n{traceback.format_exc()}")
             with self._lock:
                 self._spill_all_locked(())
@@ -397,9 +526,11 @@ class Writer:
                 if self._closing and time.monotonic() >= self._close_deadline:
                     return None
                 if self._spill.unread:
+                    start = self._spill.read_offset
                     values, end = self._spill.read(self._max_batch)
                     ops = [Op.from_record(v) for v in values]
-                    self._inflight = _Batch(ops, from_spill=True, spill_end=end, spill_records=len(ops), replay=True)
+                    self._inflight = _Batch(ops, from_spill=True, spill_start=start, spill_end=end,
+                                            spill_records=len(ops), replay=True)
                     return self._inflight
                 if self._queue:
                     wait_s = 0.0
@@ -417,10 +548,15 @@ class Writer:
                     self._idle = False
                     continue
                 self._urgent = False
+                if self._unreplicated_records and (self._closing or self._probe_due <= time.monotonic()):
+                    # Nothing new to send: ask the replicas again (an empty batch's WAIT).
+                    self._probe_due = time.monotonic() + _UNREPLICATED_PROBE_S
+                    self._inflight = _Batch([])
+                    return self._inflight
                 if self._closing:
                     return None
                 self._idle = True
-                self._work.wait(1.0)
+                self._work.wait(_UNREPLICATED_PROBE_S if self._unreplicated_records else 1.0)
                 self._idle = False
 
     def _deliver(self, batch: _Batch) -> None:
@@ -429,11 +565,91 @@ class Writer:
                 if batch.attempts:
                     self.stats.resent_batches += 1
                 batch.attempts += 1
+                if self._resend_unreplicated:
+                    self._resend_unreplicated = False
+                    if self._rewind_unreplicated(batch):
+                        return  # the unreplicated writes and this batch are read from the file again
                 # First send of writes made by this process: nothing of them can be in Redis
                 # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
                 # A resend, or a replay of spilled writes, uses the idempotent script.
-                sent = self._send(batch.ops, batch.guarded or batch.replay or batch.attempts > 1)
-        self._acknowledge(batch, sent)
+                guarded = batch.guarded or batch.replay or batch.attempts > 1
+                ops = batch.ops
+                if guarded and self._wait is not None and self._wait_marker is not None:
+                    ops = [*ops, Op("wait_marker", [(*self._wait_marker, time.time_ns())])]
+                sent = self._send(ops, guarded)
+                if sent.refused:
+                    raise self._refused(sent.refused)
+        self._acknowledge(batch, ops, sent)
+
+    def _rewind_unreplicated(self, batch: _Batch) -> bool:
+        """
+        After a reconnect, the unreplicated writes go again before anything newer (their order
+        matters for assignments): the master may be another one now, or one restarted without
+        them; on the same master the idempotent resend changes nothing. They are the file's
+        records before its read offset, so the read offset goes back to the first of them, and
+        `batch` - newer - goes to the file after them unless it is read from there. False when
+        nothing is unreplicated.
+        """
+        with self._lock:
+            if not self._unreplicated_records:
+                return False
+            if not batch.from_spill and batch.ops:
+                self._append_consumed_locked(batch.ops, consumed=False)
+            self._spill.rewind(self._unreplicated_from, self._unreplicated_records)
+            self._unreplicated = self._unreplicated_records = 0
+            self._inflight = None
+            self._refresh_pending_locked()
+        return True
+
+    def _append_consumed_locked(self, ops: list[Op], consumed: bool) -> tuple[int, int]:
+        """
+        Append `ops` to the spill file (fsync'd) at its read offset - the file has nothing
+        unread - and return the offset of the first and the number of records; `consumed`:
+        already applied, so the read offset moves past them.
+        """
+        self._materialize(ops)
+        records = [op.record(self._serializer) for op in ops if op.cmds and op.kind not in self._unspilled]
+        start = self._spill.append(records)
+        self.stats.spilled_total += len(records)
+        if consumed:
+            self._spill.advance(start + sum(map(len, records)), len(records))
+        return start, len(records)
+
+    def _refused(self, refused: list[tuple[str, Exception]]) -> Refused:
+        """The refusal of one send: counted per reason, named by its first refused command."""
+        for _, error in refused:
+            reason = error_reason(error)
+            self.stats.write_errors[reason] = self.stats.write_errors.get(reason, 0) + 1
+        self.stats.command_errors += len(refused)
+        what, error = refused[0]
+        more = f" (and {len(refused) - 1} more refused command(s))" if len(refused) > 1 else ""
+        return Refused(error_reason(error), f"{error} on {what}{more}")
+
+    def _refuse(self, refusal: Refused) -> None:
+        """
+        Redis refused writes for good: stop sending, keep everything retained in the spill file
+        (fsync'd, oldest first), and tell the listener (the launcher stops the node, exits 8).
+        """
+        with self._lock:
+            self._refusal = refusal
+            self._stopped = True
+            self.stats.refused = refusal.reason
+            self._spill_all_locked(())
+            left = self._spill.unread + self._unreplicated
+            self._acked.notify_all()
+        self._log().error(
+            f"Redis refused the launcher's writes, retrying cannot fix it: {refusal}; trading must stop. "
+            f"{left} unacknowledged write(s) kept in {self._spill.path} (fsync'd), replayed by the next start",
+        )
+        self._report_refusal(refusal.reason, str(refusal))
+
+    def _report_refusal(self, reason: str, message: str) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(reason, message)
+            except Exception as e:  # noqa: BLE001 (the refusal is logged and kept whatever a handler does)
+                self._log().error(f"Handler of the cache write refusal failed: {e!r}")
+        self._notify("on_refused", reason, message)
 
     def _should_stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self._closing and time.monotonic() >= self._close_deadline
@@ -444,8 +660,15 @@ class Writer:
         with self._lock:
             if self._closing:
                 deadline = min(deadline, self._close_deadline)
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
+            while True:
+                now = time.monotonic()
+                if now >= self._spill_due:
+                    # Writes submitted since the last spill (none may come to do it on submit).
+                    self._spill_queue_locked()
+                    self._spill_due = now + self._interval
+                remaining = min(deadline, self._spill_due) - now
+                if deadline <= now:
+                    return
                 self._work.wait(remaining)
 
     def _prepare_retained(self, deadline: float) -> None:
@@ -479,17 +702,54 @@ class Writer:
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         self._drop_connection()
+        self._resend_unreplicated = True  # the next connection may reach another master
+        oom = isinstance(error, ServerUnavailable) and error.reason == "oom"
+        if oom:
+            self.stats.write_errors["oom"] = self.stats.write_errors.get("oom", 0) + 1
+            self.stats.command_errors += 1
+        now = time.monotonic()
         if self._outage_start is None:
-            self._outage_start = time.monotonic()
+            self._outage_start = now
+            # Once Redis has not acknowledged a batch, what memory retains goes to disk.
+            self._spill_due = now
             pending = self.pending()
             self.stats.outages += 1
             self.stats.outage_active = True
-            what = "not acknowledging" if isinstance(error, (NotAcknowledged, ServerUnavailable)) else "unreachable"
-            self._log().warning(
-                f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
-                "retrying with backoff (nothing is dropped)",
-            )
+            what = "not acknowledging" if isinstance(error, ServerUnavailable) else "unreachable"
+            if not oom:
+                self._log().warning(
+                    f"Redis {what} ({self._describe}): {error}; {pending} write(s) retained, "
+                    f"retrying with backoff (nothing is dropped); while this lasts they go to {self._spill.path} "
+                    "(fsync'd) every buffer interval",
+                )
             self._notify("on_outage_start", pending, str(error))
+        if oom != (self.stats.refusing == "oom") or oom and now - self._refusing_logged_at >= _REFUSING_SUMMARY_S:
+            self._on_refusing(error if oom else None, now)
+
+    def _on_refusing(self, oom: ServerUnavailable | None, now: float) -> None:
+        """
+        Redis refuses writes until memory is freed (OOM under noeviction): an ERROR when it
+        starts and then every `_REFUSING_SUMMARY_S` while it lasts, a WARN when it turns into
+        another failure (the end of the outage says when writes resumed).
+        """
+        pending = self.pending()
+        errors = self.stats.write_errors.get("oom", 0)
+        if oom is None:
+            self.stats.refusing = ""
+            self._log().warning(f"Redis no longer answers OOM ({self._describe}); {pending} write(s) retained")
+            return
+        if self.stats.refusing == "oom":
+            self._log().error(
+                f"Redis still refuses cache writes with OOM ({self._describe}) after "
+                f"{now - self._outage_start:.0f}s: {pending} write(s) retained, {errors} refused attempt(s)",
+            )
+        else:
+            self.stats.refusing = "oom"
+            self._log().error(
+                f"Redis refuses cache writes ({self._describe}): {oom}; {pending} write(s) retained, retried with "
+                "backoff until it accepts them (raise maxmemory or free memory; nothing is dropped)",
+            )
+        self._refusing_logged_at = now
 
     # -- one round trip ---------------------------------------------------------------------
 
@@ -514,17 +774,25 @@ class Writer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _materialize(self, ops: list[Op]) -> None:
-        """Serialize the payloads still lazy; an op the serializer cannot handle (a bug upstream) is dropped, loudly."""
+    def _materialize(self, ops: Any) -> None:
+        """
+        Serialize the payloads still lazy. An op the serializer cannot handle (a bug upstream)
+        can be neither written nor spilled: it is counted as lost, an ERROR, and reported as a
+        refusal (the launcher stops trading and exits 8); the other writes go on.
+        """
         serializer = self._serializer
         for op in ops:
             if op.lazy:
                 try:
                     op.materialize(serializer)
                 except Exception as e:  # noqa: BLE001
-                    self.stats.command_errors += 1
-                    self._log().error(f"Dropped cache write {op.kind}: its payload cannot be serialized: {e!r}")
                     op.drop()
+                    self.stats.command_errors += 1
+                    self.stats.write_errors["other"] = self.stats.write_errors.get("other", 0) + 1
+                    self.stats.writes_lost += 1
+                    message = f"cache write {op.kind} cannot be written: its payload cannot be serialized: {e!r}"
+                    self._log().error(f"Lost {message}; trading must stop")
+                    self._report_refusal("unserializable", message)
 
     def _round(self, ops: list[Op], guarded: bool) -> tuple[Packed, Replies]:
         """One MULTI/EXEC (+WAIT) round trip."""
@@ -552,84 +820,66 @@ class Writer:
             if isinstance(reply, Exception):
                 # Scripts unavailable (ACL, scripting disabled) would make appends fail inside
                 # EXEC: keep everything retained and say so instead.
+                if error_reason(reply) == "noperm":
+                    raise self._refused([("the write batch's SCRIPT LOAD or MULTI", reply)])
                 raise ServerUnavailable(f"cannot prepare the write batch: {reply}")
         return packed, replies
 
-    def _check_wait(self, wait: Any) -> None:
-        """Raise unless WAIT (when asked for) reported enough replicas."""
+    def _replicated(self, wait: Any) -> bool:
+        """Whether WAIT (when asked for) reported enough replicas; raises when WAIT itself failed."""
         if wait is None:
-            return
+            return True
         if isinstance(wait, Exception):
+            if error_reason(wait) == "noperm":
+                raise self._refused([("WAIT", wait)])
             raise ServerUnavailable(f"WAIT failed: {wait}")
-        if int(wait) < self._min_acks:
-            raise NotAcknowledged(f"WAIT: {int(wait)} of {self._min_acks} replica(s) acknowledged")
+        self.stats.last_wait_replicas = int(wait)
+        return int(wait) >= self._min_acks
 
-    def _refusals(self, replies: Replies) -> list[Exception]:
-        """Errors that kept the transaction from applying (raised when the server state is to blame)."""
-        errors = [r for r in replies.queued if isinstance(r, Exception)]
-        if isinstance(replies.results, Exception):
-            errors.append(replies.results)
-        redirect = next((e for e in errors if is_redirect(e)), None)
+    def _refusals(self, replies: Replies) -> list[tuple[int, Exception]]:
+        """
+        (queued command index, error) of every command Redis refused: when queued (then EXEC
+        applied nothing) or inside EXEC (then it applied the rest); -1: EXEC itself. Raises
+        `ServerUnavailable` when the server state is to blame (READONLY, OOM, ...: retried).
+        """
+        errors = [(k, r) for k, r in enumerate(replies.queued) if isinstance(r, Exception)]
+        results = replies.results
+        if isinstance(results, Exception):
+            if not errors:  # EXECABORT follows queued errors, which say why
+                errors.append((-1, results))
+        elif any(issubclass(t, Exception) for t in set(map(type, results))):  # one C pass
+            errors += [(k, r) for k, r in enumerate(results) if isinstance(r, Exception)]
+        redirect = next((e for _, e in errors if is_redirect(e)), None)
         if redirect is not None:
             # A cluster redirect (MOVED/ASK: the slot moved or is moving) is not a refusal of
             # the batch: nothing was applied; resend after reconnecting to the slot's owner.
             note_redirect(self._client.connection_pool, redirect)
             raise ServerUnavailable(str(redirect))
-        for e in errors:
+        for _, e in errors:
             if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
         return errors
 
-    def _confirm(self, ops: list[Op], replies: Replies) -> list[Exception]:
-        """
-        The transaction's outcome: its ops APPLIED (EXEC ran them), then ACKNOWLEDGED (WAIT, when
-        asked for, reported enough replicas). Raises when the server state or WAIT is to blame;
-        returns the errors of a transaction Redis refused outright (nothing applied).
-        """
-        errors = self._refusals(replies)
-        applied = () if errors else ops
-        for op in applied:
-            op.stage = Stage.APPLIED
-        self._check_wait(replies.wait)
-        for op in applied:
-            op.stage = Stage.ACKNOWLEDGED
-        return errors
-
     def _send(self, ops: list[Op], guarded: bool) -> _Sent:
+        """
+        One send of `ops`: APPLIED when EXEC ran every command, then ACKNOWLEDGED when WAIT (if
+        asked for) reported enough replicas (else `_Sent.replicated` is False). Raises when the
+        server state is to blame (retried); a command Redis refuses otherwise (NOPERM,
+        WRONGTYPE: retrying cannot fix it) is reported in `_Sent.refused` and nothing is
+        released.
+        """
         packed, replies = self._round(ops, guarded)
-        errors = self._confirm(ops, replies)
-        if errors:
-            # A command Redis refuses outright (a bug, not an outage): isolate it. (Nothing of
-            # the refused transaction was applied; the isolated sends use the idempotent path.)
-            return self._send_isolated(ops, errors)
+        refused = self._refusals(replies)
+        if refused:
+            return _Sent([None] * len(ops), guarded, _describe_refused(ops, packed, refused))
+        for op in ops:
+            op.stage = Stage.APPLIED
         self._note_address(self._connection())
-        return _Sent(self._appends(ops, packed, replies.results), guarded)
-
-    def _send_isolated(self, ops: list[Op], errors: list) -> _Sent:
-        """Send each op alone, guarded; drop (loudly) only the ops Redis refuses to queue."""
-        self._log().error(
-            f"Redis refused a cache write batch ({len(ops)} writes): {[str(e) for e in errors][:3]}; "
-            "retrying write by write",
-        )
-        appends: list = [None] * len(ops)
-        for i, op in enumerate(ops):
-            packed, replies = self._round([op], True)
-            refused = self._confirm([op], replies)
-            if refused:
-                self.stats.command_errors += 1
-                self._log().error(f"Dropped cache write {op.kind} that Redis refuses: {[str(e) for e in refused]}")
-                continue
-            appends[i] = self._appends([op], packed, replies.results)[0]
-        self._note_address(self._connection())
-        return _Sent(appends, True)
-
-    def _appends(self, ops: list[Op], packed: Packed, results: list) -> list:
-        """Per op, the (command index, reply) of its appends; commands rejected inside EXEC are logged."""
-        appends, rejected = appends_by_op(ops, packed, results)
-        for i, error in rejected:
-            self.stats.command_errors += 1
-            self._log().error(f"Redis rejected a command of cache write {ops[i].kind}: {error}")
-        return appends
+        replicated = self._replicated(replies.wait)
+        if replicated:
+            for op in ops:
+                op.stage = Stage.ACKNOWLEDGED
+        return _Sent(appends_by_op(ops, packed, replies.results)[0], guarded, replicated=replicated)
 
     def _note_address(self, conn: Any) -> None:
         address = (getattr(conn, "host", None), getattr(conn, "port", None))
@@ -648,24 +898,35 @@ class Writer:
 
     # -- after acknowledgement ------------------------------------------------------------------
 
-    def _acknowledge(self, batch: _Batch, sent: _Sent) -> None:
-        repairs = self._inspect(batch.ops, sent)
+    def _acknowledge(self, batch: _Batch, ops: list[Op], sent: _Sent) -> None:
+        repairs = self._inspect(ops, sent)
         now = time.monotonic()
         with self._lock:
-            pending, spilled = self._release_locked(batch)
+            before = self._unreplicated
+            pending, spilled = self._release_locked(batch, sent.replicated)
+            unreplicated = self._unreplicated
+            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed.
+            self._spill_due = math.inf
+        if unreplicated != before or self._replicated_again:
+            self._on_unreplicated(before, unreplicated)
         if self._outage_start is not None:
             self._end_outage(now, pending + len(batch.ops), spilled)
-        if batch.replay:
-            self._notify("on_replay", len(batch.ops), str(self._spill.path))
-        self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops),
-                     self.stats.last_batch_round_trip_s)
-        self._latency(batch.ops, now)
+        if sent.replicated:  # (unreplicated writes are reported when a replica acknowledges them)
+            if batch.replay:
+                self._notify("on_replay", len(batch.ops), str(self._spill.path))
+            self._notify("on_batch_acknowledged", len(batch.ops), sum(len(op.cmds) for op in batch.ops),
+                         self.stats.last_batch_round_trip_s)
+            self._latency(batch.ops, now)
         self._notify("on_pending", pending)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
 
-    def _release_locked(self, batch: _Batch) -> tuple[int, int]:
-        """Forget the acknowledged batch (and its spill records); (writes still retained, spilled this episode)."""
+    def _release_locked(self, batch: _Batch, replicated: bool) -> tuple[int, int]:
+        """
+        The batch was applied: forget it (and its spill records) when `replicated`, with every
+        write unreplicated before it (the WAIT of this connection covers them all); else keep
+        its writes as unreplicated. Returns (writes still retained, spilled this episode).
+        """
         if batch.from_spill:
             self._spill.advance(batch.spill_end, batch.spill_records)
             if batch.replay:
@@ -674,23 +935,66 @@ class Writer:
         for op in batch.ops:
             if op.epoch == self._epoch and op.seq > max_seq:
                 max_seq = op.seq
-        if max_seq > self._acked_seq:
+        if max_seq > self._applied_seq:
+            self._applied_seq = max_seq
+        # An op without commands could not be serialized (lost, counted apart).
+        writes = sum(1 for op in batch.ops if op.cmds and op.kind != "repair")
+        released_unreplicated = 0
+        if not replicated:
+            # Into the file (fsync'd) when read from memory - a failover may still lose them and
+            # this process may die - and resent from there after any reconnect.
+            if batch.ops:
+                if batch.from_spill:
+                    start, records = batch.spill_start, batch.spill_records
+                else:
+                    start, records = self._append_consumed_locked(batch.ops, True)
+                if not self._unreplicated_records:
+                    self._unreplicated_from = start
+                self._unreplicated_records += records
+                self._unreplicated += writes
+            writes = 0
+        elif self._unreplicated_records:
+            # This connection's WAIT covers every write it applied before (the replication
+            # stream is ordered; after a reconnect they were all sent again on it).
+            released_unreplicated, self._unreplicated, self._unreplicated_records = self._unreplicated, 0, 0
+            self._replicated_again = True
+            self._acked_seq = self._applied_seq
+        if replicated and max_seq > self._acked_seq:
             self._acked_seq = max_seq
         self._inflight = None
         spilled = self._spilled_episode
-        if batch.from_spill and self._spill.unread == 0:
+        # The file keeps unreplicated writes (a next instance replays them) until a replica has them.
+        if (batch.from_spill or released_unreplicated) and self._spill.unread == 0 and not self._unreplicated_records:
             self._spill.remove()
             self._spilled_episode = 0
-        self.stats.writes_acknowledged += sum(1 for op in batch.ops if op.kind != "repair")
+        self.stats.writes_acknowledged += writes + released_unreplicated
         self.stats.batches += 1
         pending = self._refresh_pending_locked()
         self._acked.notify_all()
         return pending, spilled
 
+    def _on_unreplicated(self, before: int, now: int) -> None:
+        """One WARN when writes start to be unreplicated, one INFO when replicas have them all again."""
+        self._notify("on_unreplicated", now)
+        if now and not self._unreplicated_warned:
+            self._unreplicated_warned = True
+            self._log().warning(
+                f"Redis applied writes that only {self.stats.last_wait_replicas} of min_replica_acks={self._min_acks} "
+                f"replica(s) acknowledged within {self._ack_timeout_ms} ms ({self._describe}): they are unreplicated "
+                "(a failover now could lose them), kept for an idempotent resend after any reconnect; sync writes "
+                "return once applied until a replica acknowledges again",
+            )
+        elif self._replicated_again:
+            self._replicated_again = False
+            if self._unreplicated_warned:
+                self._unreplicated_warned = False
+                self._log().info(f"Replicas acknowledge again: the {before} unreplicated write(s) are acknowledged")
+
     def _end_outage(self, now: float, resent: int, spilled: int) -> None:
         outage = now - self._outage_start
         self._outage_start = None
         self.stats.outage_active = False
+        self.stats.refusing = ""
         self.stats.last_outage_s = outage
         self.stats.reconnects += 1
         self._log().info(
@@ -800,12 +1104,13 @@ class Writer:
 
     def _pending_locked(self) -> int:
         inflight = len(self._inflight.ops) if self._inflight and not self._inflight.from_spill else 0
-        return inflight + self._spill.unread + len(self._queue)
+        return inflight + self._spill.unread + len(self._queue) + self._unreplicated
 
     def _refresh_pending_locked(self) -> int:
         pending = self._pending_locked()
         self.stats.pending_writes = pending
         self.stats.spilled_writes = self._spill.unread
+        self.stats.unreplicated_writes = self._unreplicated
         return pending
 
     def _spill_queue_locked(self, drop_kinds: tuple[str, ...] = ()) -> None:
@@ -815,27 +1120,36 @@ class Writer:
         then holds a prefix-closed history: a crash can only lose writes newer than it.
         """
         records: list[bytes] = []
+        skip = (*drop_kinds, *self._unspilled)
         inflight = self._inflight
         convert = inflight is not None and not inflight.from_spill
         if convert:
             # Taken from memory means the file had nothing unread: these go first.
-            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in drop_kinds]
+            self._materialize(inflight.ops)
+            records = [op.record(self._serializer) for op in inflight.ops if op.kind not in skip and op.cmds]
         inflight_bytes = sum(len(r) for r in records)
         inflight_records = len(records)
-        queued = [op for op in self._queue if op.kind not in drop_kinds]
+        self._materialize(self._queue)
+        queued = [op for op in self._queue if op.kind not in skip and op.cmds]
         records += [op.record(self._serializer) for op in queued]
+        # Unspilled kinds stay in memory, unless this is the close's last spill (`drop_kinds`).
+        kept = [op for op in self._queue if op.kind in self._unspilled] if self._unspilled and not drop_kinds else ()
         self._queue.clear()
+        self._queue.extend(kept)
         if not records:
             return
         start = self._spill.append(records)
+        if self._spill_due != math.inf:
+            self._spill_due = time.monotonic() + self._interval
         for op in itertools.chain(inflight.ops if convert else (), queued):
-            if op.stage < Stage.SPILLED and op.kind not in drop_kinds:
+            if op.stage < Stage.SPILLED and op.kind not in skip:
                 op.stage = Stage.SPILLED  # on local disk now (a write the master applied stays APPLIED)
         if convert:
             inflight.from_spill = True
+            inflight.spill_start = start
             inflight.spill_end = start + inflight_bytes
             inflight.spill_records = inflight_records
-        if not self._spilled_episode and not self._closing and self._dead is None:
+        if not self._spilled_episode and not self._closing and not self._stopped and self._spill_due == math.inf:
             self._log().warning(
                 f"{len(records)} retained write(s) reached max_pending_writes={self._max_pending}: spilled to "
                 f"{self._spill.path} (fsync'd); they are sent first, in order, when Redis acknowledges again",
@@ -883,3 +1197,19 @@ def _latest_appends(ops: list[Op], suspect: dict[str, int]) -> tuple[dict[str, t
             elif c[0] == b"DEL" and i > suspect[key]:
                 replaced.add(key)
     return latest, replaced
+
+
+def _describe_refused(ops: list[Op], packed: Packed, refused: list[tuple[int, Exception]]) -> list[tuple[str, Exception]]:
+    """Each refused command as "cache write <kind> (<COMMAND> <key>)" with its error (for the ERROR line)."""
+    commands = queued_commands(packed)
+    out = []
+    for k, error in refused:
+        if k < 0:
+            out.append((f"EXEC of a batch of {len(ops)} write(s)", error))
+            continue
+        cmd = commands[k]
+        name = cmd[0].decode(errors="replace").upper()
+        # EVALSHA sha numkeys key...: the launcher's idempotent scripts name their list first.
+        key = cmd[3] if name == "EVALSHA" and len(cmd) > 3 else cmd[1] if len(cmd) > 1 else b""
+        out.append((f"cache write {ops[packed.index[k][0]].kind} ({name} {key.decode(errors='replace')})", error))
+    return out

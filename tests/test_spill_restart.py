@@ -1,0 +1,182 @@
+"""
+A restart finds the spill file of a dead process (issue 12 items 6 and 9): `mode=run` replays
+it BEFORE verifying, so the state the node trades on is the verified one; `mode=verify` only
+reads, reports the pending file and fails; a damaged file is refused before anything is
+written (no lease either); a stale file (another node advanced the same trader since it was
+written) is refused, naming the entities, without touching Redis and keeping the file. (A
+damaged file is refused before the lease: tests/test_cache_spill.py.)
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from nautilus_trader.core.uuid import UUID4
+
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.spilled import stale_entities
+from launcher.cache.write.commands import Append
+from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import encode_record
+from launcher.servers.redis_process import RedisProcess
+from launcher.store.connection import ConnectionSettings
+from tests.support.launcher_cli import run_launcher
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
+from tests.test_cache_spill import _die_with_a_spill_file
+
+
+TRADER_KEY = f"trader-{TRADER_ID.value}"
+SPILL_NAME = f"{TRADER_KEY}.spill"
+
+
+def _args(port: int, spill_dir: Path, *more: str, trader_id: str = TRADER_ID.value) -> list[str]:
+    return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={trader_id}",
+            f"cache.spill_dir={spill_dir}", "run.duration_s=1", *more]
+
+
+def _changes(client) -> int:
+    """Redis's count of writes since the last save (never saved here: every write, the lease's included)."""
+    return int(client.info("persistence")["rdb_changes_since_last_save"])
+
+
+def _records(path: Path, tmp_path: Path) -> int:
+    """Whole records in the spill file at `path` (counted on a copy: opening truncates a torn tail)."""
+    copy = tmp_path / "count.spill"
+    shutil.copyfile(path, copy)
+    spill = SpillFile(copy)
+    try:
+        return spill.open()
+    finally:
+        spill.close()
+
+
+def _one_error_line(result) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture
+def dead_node(tmp_path):
+    """A node that died with a spill file while Redis was down; Redis is up again. (server, spill file, in_file)."""
+    server = RedisProcess(tmp_path / "redis")
+    spill_dir = tmp_path / "spill"
+    in_file, _ = _die_with_a_spill_file(tmp_path, server, str(spill_dir))
+    server.start()
+    try:
+        yield server, spill_dir / SPILL_NAME, in_file
+    finally:
+        server.kill()
+
+
+def test_mode_verify_reports_a_pending_spill_file_fails_and_writes_nothing(dead_node, tmp_path):
+    server, path, _ = dead_node
+    data = path.read_bytes()
+    records = _records(path, tmp_path)
+    client = server.client()
+    before = _changes(client)
+    result = run_launcher(_args(server.port, path.parent, "mode=verify"), cwd=tmp_path)
+    assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+    line = _one_error_line(result)
+    assert str(path) in line and f"{records} record" in line and "not replayed" in line
+    assert f"{path} ({records} record" in result.stdout  # the report lists it
+    assert path.read_bytes() == data
+    assert _changes(client) == before  # only read: no lease, no replay
+
+
+def test_run_replays_the_spill_file_before_verifying(dead_node, tmp_path):
+    server, path, in_file = dead_node
+    kept = tmp_path / "kept.spill"
+    shutil.copyfile(path, kept)
+    result = run_launcher(_args(server.port, path.parent), cwd=tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, (out + result.stderr)[-3000:]
+    assert "Replayed" in out and "Recovery report" in out
+    assert out.index("Replayed") < out.index("Recovery report")  # verify saw the complete state
+    assert "Node loaded counts differ" not in out
+    assert "Node loaded exactly what the recovery report counted" in out
+    orders = int(re.search(r"orders:\s+(\d+)", out).group(1))
+    assert orders >= len(in_file)
+    assert not path.exists()
+    client = server.client()
+    for coid in in_file:
+        assert client.llen(f"{TRADER_KEY}:orders:{coid}") == 4  # replayed exactly once
+    # The same file again (a crash after the replay, before its removal): every write is already
+    # there, so it is not stale.
+    assert stale_entities(client, TRADER_KEY, kept) == []
+
+
+def _advance_elsewhere(port: int, spill_dir: Path, count: int) -> list[str]:
+    """Node B, without A's spill file: writes the same `count` orders (other events); their ids."""
+    db = ResilientCacheDatabase(
+        TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=10), spill_dir=str(spill_dir),
+        connection=ConnectionSettings(host="127.0.0.1", port=port, timeout_s=1.0), max_backoff_s=0.2,
+    )
+    db._log = LogRecorder()
+    cache = new_cache(db)
+    ids = []
+    for i in range(count):
+        order = write_orders(cache, 1, prefix=f"B{i}", events=2, start_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)[0]
+        ids.append(order.client_order_id.value)
+    assert db.wait_until_persisted(10)
+    db.close()
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["run", "verify"])
+def test_a_stale_spill_file_is_refused_and_kept(dead_node, tmp_path, mode):
+    server, path, in_file = dead_node
+    advanced = _advance_elsewhere(server.port, tmp_path / "b-spill", 5)
+    assert advanced == in_file[:5]  # the same orders as in A's file
+    data = path.read_bytes()
+    client = server.client()
+    before = _changes(client)
+    result = run_launcher(_args(server.port, path.parent, f"mode={mode}"), cwd=tmp_path)
+    assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+    line = _one_error_line(result)
+    assert str(path) in line and "stale" in line
+    assert f"orders:{advanced[0]}" in line and "5 entities" in line
+    assert path.read_bytes() == data
+    assert _changes(client) == before
+    for coid in advanced:
+        assert client.llen(f"{TRADER_KEY}:orders:{coid}") == 2  # B's history, untouched
+
+
+def test_the_backend_refuses_a_stale_spill_file_too(dead_node, tmp_path):
+    server, path, in_file = dead_node
+    _advance_elsewhere(server.port, tmp_path / "b-spill", 1)
+    data = path.read_bytes()
+    with pytest.raises(Exception, match="stale") as raised:
+        ResilientCacheDatabase(
+            TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=10),
+            spill_dir=str(path.parent), connection=ConnectionSettings(host="127.0.0.1", port=server.port, timeout_s=1.0),
+        )
+    assert getattr(raised.value, "exit_code", None) == 4
+    assert path.read_bytes() == data
+    assert server.client().llen(f"{TRADER_KEY}:orders:{in_file[0]}") == 2
+
+
+def test_staleness_is_a_different_event_at_the_spilled_position(redis_server, tmp_path):
+    """The rule, entity by entity: other bytes at position n (and not near the tail) is stale; anything else replays."""
+    client = redis_server.client()
+    path = tmp_path / "one.spill"
+    spill = SpillFile(path)
+    appends = {name: Append.stored(f"{TRADER_KEY}:orders:{name}", f"{TRADER_KEY}:launcher:manifest:orders", name, 2,
+                                   f"{name}-2".encode(), 0) for name in ("new", "shorter", "same", "moved", "other")}
+    spill.append([encode_record([b"epoch-01", seq, "update_order", [cmd]]) for seq, cmd in enumerate(appends.values())])
+    spill.close()
+    key = f"{TRADER_KEY}:orders:"
+    client.rpush(key + "shorter", b"shorter-1")  # n=2 appends next: not stale
+    client.rpush(key + "same", b"same-1", b"same-2", b"same-3")  # already applied at n: not stale
+    client.rpush(key + "moved", b"moved-1", b"x", b"moved-2")  # found near the tail (the script skips it)
+    client.rpush(key + "other", b"other-1", b"OTHER-2")  # another node's event 2: stale
+    assert stale_entities(client, TRADER_KEY, path) == ["orders:other"]
