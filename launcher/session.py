@@ -38,7 +38,7 @@ from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
-from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import RebuiltState
 from launcher.cache.kernel_hook import ResilientFactory
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
@@ -114,7 +114,7 @@ class NodeSession:
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
         self.monitoring: Monitoring | None = None
-        self.rebuilt = RebuiltOrders()
+        self.rebuilt = RebuiltState()
         self.node_config: TradingNodeConfig | None = None
         self.node_run: NodeRun | None = None
         self.writer_lease: Lease | None = None
@@ -157,8 +157,9 @@ class NodeSession:
         if mode == Mode.verify:
             self.spill_check()
             report = self.verify(enforce=False)
-            if self.pending_spills:
-                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            unreplayed = [spill for spill in self.pending_spills if not spill.applied]
+            if unreplayed:
+                raise VerifyFailed(_pending_message(unreplayed, self.settings.trader_id))
             return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
@@ -273,8 +274,8 @@ class NodeSession:
     def verify(self, *, enforce: bool) -> RecoveryReport | None:
         """
         The recovery report, printed (mode=verify: `enforce` False, the exit code says it).
-        Before a run, flush_on_start replaces verification, and the orders verify rebuilt go to
-        the node's cache database.
+        Before a run, flush_on_start replaces verification, and the orders, positions and
+        accounts verify rebuilt go to the node's cache database.
         """
         from launcher.bootstrap.verify import enforce as enforce_report  # noqa: PLC0415
         from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
@@ -297,10 +298,10 @@ class NodeSession:
         enforce_report(report, settings.bootstrap.verify)
         self.monitoring.recovery(report)
         if report.state is not None and self.node_run.cache_database_factory is not None:
-            # The node's load takes the orders verify rebuilt wherever Redis still holds the
+            # The node's loads take the orders, positions and accounts verify rebuilt wherever Redis still holds the
             # very bytes they were rebuilt from (resilient backend; the lease keeps other
             # launchers from writing meanwhile, and the comparison catches anyone else).
-            self.rebuilt.give(report.state.rebuilt_orders())
+            self.rebuilt.give(report.state.rebuilt())
         report.state = None
         self.report = report
         return report

@@ -27,6 +27,8 @@ from launcher.store.connection import parse_address
 # Servers the drill starts have no password, TLS or other database: the operator's REDIS_* environment
 # (meant for their own servers) must not leak into the nodes' settings.
 OWN_SERVER_OVERRIDES = ["cache.redis.username=null", "cache.redis.password=null", "cache.redis.ssl=false", "cache.redis.db=0"]
+# DEBUG SLEEP (the chaos drill's slow server) is refused unless enabled at start; local connections suffice.
+OWN_SERVER_OPTIONS = ["--enable-debug-command", "local"]
 
 
 @dataclass
@@ -39,7 +41,7 @@ class SingleServer:
 
     @classmethod
     def start(cls, workdir: Path) -> SingleServer:
-        proc = RedisProcess(Path(workdir) / "redis").start()
+        proc = RedisProcess(Path(workdir) / "redis", extra=list(OWN_SERVER_OPTIONS)).start()
         return cls(LOOPBACK, proc.port, proc)
 
     @classmethod
@@ -55,6 +57,11 @@ class SingleServer:
         base = ["cache=redis_dev", f"cache.redis.host={self.host}", f"cache.redis.port={self.port}", "cache.redis.embedded=never"]
         return base + (OWN_SERVER_OVERRIDES if self.proc is not None else [])
 
+    def master_proc(self) -> RedisProcess:
+        if self.proc is None:
+            raise RuntimeError("this fault needs a server the drill started")
+        return self.proc
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
@@ -67,20 +74,23 @@ class SentinelServers:
     master_name: str
     sentinels: list[tuple[str, int]]
     topology: SentinelTopology | None = None
+    min_replica_acks: int | None = None  # the nodes' cache.sentinel.min_replica_acks (None: the profile's)
 
     @classmethod
-    def start(cls, workdir: Path, master_name: str, replicas: int) -> SentinelServers:
-        topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas).start()
+    def start(cls, workdir: Path, master_name: str, replicas: int, min_replica_acks: int | None = None) -> SentinelServers:
+        topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas,
+                                    server_extra=list(OWN_SERVER_OPTIONS)).start()
         for proc in topology.servers:
             # A replica that (re)joins gets its full sync at once instead of after Redis' default 5 s
             # wait for more replicas: the drill's steps then follow each other sooner.
             proc.extra = [*proc.extra, "--repl-diskless-sync-delay", "0"]
             proc.client().config_set("repl-diskless-sync-delay", 0)
-        return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology)
+        return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology,
+                   replicas if min_replica_acks is None else min_replica_acks)
 
     @classmethod
-    def given(cls, nodes: list[str], master_name: str) -> SentinelServers:
-        return cls(master_name, [parse_address(n) for n in nodes])
+    def given(cls, nodes: list[str], master_name: str, min_replica_acks: int | None = None) -> SentinelServers:
+        return cls(master_name, [parse_address(n) for n in nodes], min_replica_acks=min_replica_acks)
 
     def describe(self) -> str:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
@@ -94,6 +104,8 @@ class SentinelServers:
     def node_overrides(self) -> list[str]:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
         base = ["cache=redis_sentinel", f"cache.sentinel.nodes=[{nodes}]", f"cache.sentinel.master_name={self.master_name}"]
+        if self.min_replica_acks is not None:
+            base.append(f"cache.sentinel.min_replica_acks={self.min_replica_acks}")
         return base + (OWN_SERVER_OVERRIDES if self.topology is not None else [])
 
     def _sentinel(self, i: int = 0) -> redis.Redis:
@@ -119,9 +131,14 @@ class SentinelServers:
         new = self._wait_new_master(old, timeout_s)
         return f"SENTINEL FAILOVER: master {old[0]}:{old[1]} -> {new[0]}:{new[1]}"
 
-    def kill_master(self, timeout_s: float = 30.0) -> str:
-        """SIGKILL the current master, wait for the sentinels' new master, start the killed one again
-        (from its AOF; the sentinels turn it into a replica of the new master: see `rejoined`)."""
+    def master_proc(self) -> RedisProcess:
+        if self.topology is None:
+            raise RuntimeError("this fault needs servers the drill started")
+        return self.topology.server_on_port(self.master_port())
+
+    def kill_master(self, timeout_s: float = 30.0, restart: bool = True) -> str:
+        """SIGKILL the current master, wait for the sentinels' new master, and with `restart` start the
+        killed one again (from its AOF; the sentinels turn it into a replica of the new master)."""
         if self.topology is None:
             raise RuntimeError("kill_master needs servers the drill started")
         old = self.master_address()
@@ -130,6 +147,10 @@ class SentinelServers:
         t0 = time.monotonic()
         new = self._wait_new_master(old, timeout_s)
         elected_s = time.monotonic() - t0
+        if not restart:
+            left = sum(1 for p in self.topology.servers if p.running) - 1
+            return (f"SIGKILL master {old[0]}:{old[1]}; sentinels elected {new[0]}:{new[1]} after {elected_s:.1f}s; "
+                    f"killed server NOT started again (the new master has {left} replica(s))")
         # Brought back as an operator would: from its own AOF, as a replica of the new master.
         args = list(proc.extra)
         if "--replicaof" in args:
@@ -145,7 +166,8 @@ class SentinelServers:
     def settle(self, timeout_s: float = 60.0) -> tuple[bool, str]:
         """
         Wait until the topology is whole again: every server the drill started is a replica of
-        the current master with its link up and no replication lag (given sentinels: the
+        the current master with its link up and no replication lag (a server the drill killed and
+        left down, `restart_old_master=false`, is not waited for; given sentinels: the
         sentinels see at least one replica with its link up). Returns (settled, how).
         """
         t0 = time.monotonic()
@@ -175,7 +197,7 @@ class SentinelServers:
         if info.get("role") != "master":
             return False, f"{master[0]}:{master[1]} is not (yet) a master"
         offset = int(info.get("master_repl_offset", 0))
-        others = [p for p in self.topology.servers if p.port != master[1]]
+        others = [p for p in self.topology.servers if p.port != master[1] and p.running]
         for proc in others:
             r = proc.client(socket_timeout=1.0).info("replication")
             if r.get("role") != "slave" or int(r.get("master_port", 0)) != master[1] or r.get("master_link_status") != "up":
@@ -253,8 +275,13 @@ class ClusterServers:
         self.topology.manual_failover(replica, timeout_s)
         return f"CLUSTER FAILOVER (slot {self.slot}): primary {old.address} -> {replica.address}"
 
-    def kill_master(self, timeout_s: float = 30.0) -> str:
-        """SIGKILL the trader's primary, wait for its replica's election, start the killed node again (a replica now)."""
+    def kill_master(self, timeout_s: float = 30.0, *, restart: bool = True) -> str:
+        """
+        SIGKILL the trader's primary, wait for its replica's election, start the killed node again
+        (a replica now). `restart` must be true: the cluster drills refuse restart_old_master=false.
+        """
+        if not restart:
+            raise ValueError("the cluster drills always start a killed primary again")
         old = self._owner()
         old.kill()
         t0 = time.monotonic()

@@ -246,18 +246,19 @@ class SentinelTopology:
     down_after_ms: int = 1000
     failover_timeout_ms: int = 3000
     password: str | None = None
+    server_extra: list[str] = field(default_factory=list)  # more redis-server options for the master and replicas
     master: RedisProcess | None = None
     replica_procs: list[RedisProcess] = field(default_factory=list)
     sentinel_procs: list[RedisProcess] = field(default_factory=list)
 
     def start(self) -> SentinelTopology:
         workdir = Path(self.workdir)
-        self.master = RedisProcess(workdir / "master", password=self.password).start()
+        self.master = RedisProcess(workdir / "master", password=self.password, extra=list(self.server_extra)).start()
         for i in range(self.replicas):
             replica = RedisProcess(
                 workdir / f"replica{i}",
                 password=self.password,
-                extra=["--replicaof", LOOPBACK, str(self.master.port)],
+                extra=[*self.server_extra, "--replicaof", LOOPBACK, str(self.master.port)],
             ).start()
             self.replica_procs.append(replica)
         self._wait_replicas_online()

@@ -154,19 +154,26 @@ def classify(trader_key: str, keys: list[str]) -> dict[str, dict[str, str]]:
     """
     out: dict[str, dict[str, str]] = {}
     base = trader_key + DELIMITER
-    heads = [(c, c + DELIMITER) for c in ENTITY_COLLECTIONS]
-    state_heads = [(c, c + DELIMITER) for c in STATE_COLLECTIONS]
+    skip = len(base)
+    # By the key's first segment after the trader key (no collection name holds the delimiter):
+    # one split and one dict lookup per key instead of a prefix test per collection.
+    entities = {c: out.setdefault(c, {}) for c in ENTITY_COLLECTIONS}
+    states = {c: out.setdefault(c, {}) for c in STATE_COLLECTIONS}
+    tail = len(_STATE_TAIL)
     for key in keys:
         if not key.startswith(base):
             continue
-        rest = key[len(base):]
-        for collection, head in heads:
-            if rest.startswith(head) and len(rest) > len(head):
-                out.setdefault(collection, {})[rest[len(head):]] = key
-                break
-        else:
-            for collection, head in state_heads:
-                if rest.startswith(head) and rest.endswith(_STATE_TAIL) and len(rest) > len(head) + len(_STATE_TAIL):
-                    out.setdefault(collection, {})[rest[len(head):-len(_STATE_TAIL)]] = key
-                    break
+        collection, _, id_ = key[skip:].partition(DELIMITER)
+        if not id_:
+            continue
+        named = entities.get(collection)
+        if named is not None:
+            named[id_] = key
+            continue
+        named = states.get(collection)
+        if named is not None and id_.endswith(_STATE_TAIL) and len(id_) > tail:
+            named[id_[:-tail]] = key
+    for collection in list(out):
+        if not out[collection]:
+            del out[collection]  # only collections with keys, as callers expect
     return out

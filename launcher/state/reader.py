@@ -142,28 +142,37 @@ class BulkReader:
         wire while the caller decodes the current one. Not retried: the caller retries the
         whole load (`retrying`).
         """
-        if not keys:
+        commands = [(b"LRANGE", k, b"0", b"-1") for k in keys]
+        for start, replies in self.stream(commands, chunk):
+            for command, value in zip(commands[start:], replies):
+                if isinstance(value, redis.exceptions.ResponseError):
+                    raise _read_error(command, value)
+            yield start, replies
+
+    def stream(self, commands: list[tuple], chunk: int = 1000) -> Iterator[tuple[int, list]]:
+        """
+        Yield (offset, replies) for `commands` in chunks of `chunk`, error replies as their
+        ``ResponseError`` in place; the next chunk is already on the wire while the caller
+        works on the current one, so Redis produces it meanwhile. Not retried.
+        """
+        if not commands:
             return
         pool = self._client.connection_pool
         conn = pool.get_connection()
         complete = False
         try:
             pipe = RawPipeline(conn)
-            starts = list(range(0, len(keys), chunk))
+            starts = list(range(0, len(commands), chunk))
 
             def request(start: int) -> bytes:
-                return b"".join(pack_command((b"LRANGE", k, b"0", b"-1")) for k in keys[start : start + chunk])
+                return b"".join([pack_command(c) for c in commands[start : start + chunk]])
 
             t0 = time.monotonic()
             pipe.send(request(starts[0]))
             for i, start in enumerate(starts):
                 if i + 1 < len(starts):
                     pipe.send(request(starts[i + 1]))
-                replies = pipe.read(min(chunk, len(keys) - start))
-                for key, value in zip(keys[start:], replies):
-                    if isinstance(value, redis.exceptions.ResponseError):
-                        raise _read_error((b"LRANGE", key), value)
-                yield start, replies
+                yield start, pipe.read(min(chunk, len(commands) - start))
             self._on_round_trip("load_read", time.monotonic() - t0)
             complete = True
         finally:

@@ -421,9 +421,25 @@ class Writer:
 
     def wait_drained(self, timeout_s: float) -> bool:
         """Wait until nothing is retained (memory and spill file); False on timeout."""
+        return self._wait_until(lambda: self._pending_locked() == 0, timeout_s)
+
+    def wait_applied(self, timeout_s: float) -> bool:
+        """
+        Wait until every write is APPLIED in Redis; False on timeout. Writes the replicas have not
+        acknowledged may remain: they stay in the spill file, resent and tracked by whoever owns it next.
+        """
+        return self._wait_until(lambda: self._pending_locked() == self._unreplicated, timeout_s)
+
+    @property
+    def unreplicated(self) -> int:
+        """Writes APPLIED but not yet acknowledged by ``min_replica_acks`` replicas (kept in the spill file)."""
+        with self._lock:
+            return self._unreplicated
+
+    def _wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._pending_locked() > 0:
+            while not done():
                 self._urgent = True
                 if self._idle:
                     self._work.notify()
