@@ -9,6 +9,9 @@ verify     wait, preflight, check the spill files, verify; print the recovery re
            sound / 4 problems (a pending spill file is one: mode=verify never replays)
 inspect    wait; print the persisted state in the spec's logical view
 retention  wait; apply (or with retention.dry_run list) the retention windows once
+migrate    wait, preflight, check the spill files (a pending one refuses: its writes are not in the
+           source yet); copy the trader's state to migrate.to under both leases, verified
+           before and after (launcher/bootstrap/migrate.py)
 check      build the node offline (every client constructed, nothing connected, nothing read
            from or written to Redis), print a one-screen summary, exit 0 (launcher/node/check.py)
 
@@ -37,7 +40,6 @@ from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
 from launcher.cache.kernel_hook import RebuiltState
 from launcher.cache.kernel_hook import ResilientFactory
-from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
 from launcher.config.schema import Encoding
@@ -51,8 +53,8 @@ from launcher.errors import WritesRefused
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
-from launcher.state.layout import trader_key
 from launcher.state.loader import state_trader_key
+from launcher.state.loader import store_connection
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import master_address
 
@@ -108,7 +110,7 @@ class NodeSession:
     def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
         self.settings = settings
         self.signals = signals
-        self.conn = connection_settings(settings.cache)
+        self.conn = store_connection(settings)
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
         self.monitoring: Monitoring | None = None
@@ -145,7 +147,7 @@ class NodeSession:
         if self.conn is None:
             if mode != Mode.run:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
-                                          "(cache=redis_dev or cache=redis_sentinel)")
+                                          "(cache=redis_dev, cache=redis_sentinel or cache=redis_cluster)")
             log.info("cache=memory: nothing is persisted; state is lost when the node stops")
             self.build()
             self.run()
@@ -168,6 +170,14 @@ class NodeSession:
             from launcher.retention.apply import run_retention_once  # noqa: PLC0415
 
             return run_retention_once(self.client, self.settings)
+        if mode == Mode.migrate:
+            from launcher.bootstrap.migrate import migrate  # noqa: PLC0415
+
+            self.spill_check()
+            if self.pending_spills:
+                # Writes of a dead process are not in the source yet: a copy now would miss them.
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            return migrate(self.client, self.settings, self.instance_id.value)
         self.spill_check()
         self.lease()
         self.replay()
@@ -300,7 +310,7 @@ class NodeSession:
         """Build the node (it loads the persisted state), compare with the report, install retention."""
         self._prepare()
         if self.conn is not None:
-            self.manifest_key = trader_key(self.settings.trader_id, self.instance_id.value, self.node_config.cache)
+            self.manifest_key = state_trader_key(self.settings, self.instance_id.value)
         if self.native:
             from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
 
@@ -392,11 +402,12 @@ class NodeSession:
     def _write_options(self) -> dict:
         """The resilient write path's options from the cache settings (the backend's and the replay's)."""
         cache = self.settings.cache
+        min_replica_acks, replica_ack_timeout_ms = cache.replica_acks()
         return {
             "connection": self.conn,
             "durability": cache.durability.value,
-            "min_replica_acks": cache.sentinel.min_replica_acks if self.conn.is_sentinel else 0,
-            "replica_ack_timeout_ms": cache.sentinel.replica_ack_timeout_ms,
+            "min_replica_acks": min_replica_acks,
+            "replica_ack_timeout_ms": replica_ack_timeout_ms,
             "max_pending_writes": cache.max_pending_writes,
             "spill_dir": cache.spill_dir,
         }

@@ -23,6 +23,7 @@ from tests.support.launcher_cli import run_launcher
 
 
 SCENARIOS = sorted(p.stem for p in (CONFIG_DIR / "drill").glob("*.yaml"))
+CLUSTER_SCENARIOS = ["cluster_failover", "cluster_reshard"]  # resilient only: native cannot talk to a cluster
 
 # Short timings: a few seconds of trading around the fault.
 FAST = [
@@ -52,14 +53,24 @@ def lane(report: dict, backend: str) -> dict:
 
 
 def test_scenario_group_is_complete():
-    assert SCENARIOS == ["chaos", "graceful", "kill9", "outage_kill9", "redis_outage", "redis_restart", "sentinel_failover"]
+    assert SCENARIOS == ["chaos", "cluster_failover", "cluster_reshard", "graceful", "kill9", "outage_kill9",
+                         "redis_outage", "redis_restart", "sentinel_failover"]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in CLUSTER_SCENARIOS])
 def test_every_scenario_composes_and_validates(scenario):
     settings = to_drill_settings(compose_drill_config([f"drill={scenario}", "drill.backends=[resilient,native]"]))
     assert settings.scenario.value == scenario
     assert [b.value for b in settings.backends] == ["resilient", "native"]
+
+
+@pytest.mark.parametrize("scenario", CLUSTER_SCENARIOS)
+def test_cluster_scenarios_compose_and_refuse_the_native_backend(scenario):
+    settings = to_drill_settings(compose_drill_config([f"drill={scenario}"]))
+    assert settings.scenario.value == scenario and [b.value for b in settings.backends] == ["resilient"]
+    with pytest.raises(ConfigError, match="native is impossible on a Redis Cluster") as info:
+        to_drill_settings(compose_drill_config([f"drill={scenario}", "drill.backends=[resilient,native]"]))
+    assert info.value.key == "drill.backends"
 
 
 def test_scenario_defaults_state_the_promises():
@@ -83,6 +94,8 @@ def test_scenario_defaults_state_the_promises():
     (["drill=redis_outage", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
     (["drill=sentinel_failover", "drill.sentinel_nodes=[127.0.0.1:26379]"], "drill.failover_steps"),
     (["drill=kill9", "drill.sentinel_nodes=[127.0.0.1:26379]"], "drill.sentinel_nodes"),
+    (["drill=cluster_reshard", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
+    (["drill=sentinel_failover", "drill.failover_steps=[reshard]"], "drill.failover_steps"),
     (["drill.durability=eventually"], "drill.durability"),
     (["drill=outage_kill9", "drill.gap_s=2", "drill.kill_node_after_s=3"], "drill.kill_node_after_s"),
     (["drill=outage_kill9", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
@@ -247,6 +260,20 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
     assert steps == ["command", "kill_master"]
     settles = [f["what"] for f in report["fault"] if f["what"].startswith("topology ")]
     assert len(settles) == 2 and all(w.startswith("topology settled:") for w in settles), settles
+    assert len(resilient["node_log"]["failovers_followed"]) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "steps"), [("cluster_failover", ["command", "kill_master"]),
+                                                 ("cluster_reshard", ["reshard"])])
+def test_cluster_drills_lose_nothing(tmp_path, scenario, steps):
+    result, out, report = run_drill(tmp_path, f"drill={scenario}", timeout_s=300)
+    assert result.returncode == 0, out[-4000:]
+    resilient = lane(report, "resilient")
+    assert resilient["node_exit"] == 0 and resilient["check"]["events_lost"] == 0, resilient["check"]
+    assert [f["step"] for f in report["fault"] if "step" in f] == steps
+    settles = [f["what"] for f in report["fault"] if f["what"].startswith("topology ")]
+    assert settles and all(w.startswith("topology settled:") for w in settles), settles
     assert len(resilient["node_log"]["failovers_followed"]) >= 1
 
 

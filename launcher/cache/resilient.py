@@ -105,6 +105,7 @@ from launcher.state.entities import decode_order
 from launcher.state.entities import describe
 from launcher.state.gc_pause import gc_paused
 from launcher.state.reader import BulkReader
+from launcher.store.cluster import slot_of
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import health_check
@@ -196,11 +197,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._rebuilt_orders = rebuilt_orders or None
         self._rebuilt_positions = rebuilt_positions or None
         self._rebuilt_accounts = rebuilt_accounts or None
-        self._trader_key = L.trader_key(trader_id.value, instance_id.value, config)
         if connection is None:
             connection = (
                 ConnectionSettings.from_database_config(config.database) if config.database is not None else ConnectionSettings()
             )
+        self._trader_key = L.trader_key(trader_id.value, instance_id.value, config, hash_tag=connection.is_cluster)
+        if connection.is_cluster and slot_of(self._trader_key) != slot_of(connection.slot_key or ""):
+            # Writes to a slot the pool does not follow would be refused (MOVED) forever.
+            raise ValueError(f"trader key '{self._trader_key}' is not in the slot of '{connection.slot_key}'")
         self._settings = connection
         self._durability = durability
         self.listener = listener or CacheListener()

@@ -2,8 +2,8 @@
 Typed configuration of ``python -m launcher.drill`` (``conf/drill_app.yaml``).
 
 The scenario is a config group, ``conf/drill/{graceful,kill9,redis_restart,redis_outage,
-outage_kill9,sentinel_failover,chaos}.yaml``; every key below can be overridden on the command line as
-``drill.<key>=<value>``. Composition mirrors the launcher's own (``launcher/config/compose.py``):
+outage_kill9,sentinel_failover,chaos,cluster_failover,cluster_reshard}.yaml``; every key below
+can be overridden on the command line as ``drill.<key>=<value>``. Composition mirrors the launcher's own (``launcher/config/compose.py``):
 one line and exit code 2 for bad input.
 """
 
@@ -35,6 +35,13 @@ class Scenario(str, Enum):
     sentinel_failover = "sentinel_failover"  # SENTINEL FAILOVER and/or SIGKILL of the master; the node keeps running
     outage_kill9 = "outage_kill9"  # SIGKILL Redis, then SIGKILL the node while Redis is down; both restart
     chaos = "chaos"  # seeded random faults for duration_s; the node keeps running
+    cluster_failover = "cluster_failover"  # Redis Cluster: CLUSTER FAILOVER and/or SIGKILL of the trader's primary
+    cluster_reshard = "cluster_reshard"  # Redis Cluster: the trader's slot migrated to another primary mid-run
+
+
+# The scenarios whose servers stay up (a topology changes under the running node) and run `failover_steps`.
+TOPOLOGY_SCENARIOS = (Scenario.sentinel_failover, Scenario.cluster_failover, Scenario.cluster_reshard)
+CLUSTER_SCENARIOS = (Scenario.cluster_failover, Scenario.cluster_reshard)
 
 
 class Topology(str, Enum):
@@ -54,6 +61,7 @@ class ChaosFault(str, Enum):
 class FailoverStep(str, Enum):
     command = "command"  # SENTINEL FAILOVER <master>: a coordinated switch
     kill_master = "kill_master"  # SIGKILL the current master; sentinels elect a replica; the old master rejoins
+    reshard = "reshard"  # cluster: migrate the trader's slot to another primary (SETSLOT + MIGRATE)
 
 
 @dataclass
@@ -158,7 +166,11 @@ def validate_drill(d: DrillSettings) -> DrillSettings:
         raise ConfigError("drill.kill_node_after_s", f"outage_kill9 kills the node while Redis is down: 0 < it <= gap_s ({d.gap_s:g})")
     if d.scenario == Scenario.chaos:
         _validate_chaos(d)
-    if d.scenario == Scenario.sentinel_failover:
+    if d.scenario in CLUSTER_SCENARIOS:
+        _validate_cluster(d)
+    elif d.scenario == Scenario.sentinel_failover:
+        if FailoverStep.reshard in d.failover_steps:
+            raise ConfigError("drill.failover_steps", "reshard is a Redis Cluster step (drill=cluster_reshard)")
         if not d.failover_steps:
             raise ConfigError("drill.failover_steps", "needs at least one of command, kill_master")
         _validate_failover_steps(d)
@@ -190,6 +202,21 @@ def validate_drill(d: DrillSettings) -> DrillSettings:
     if d.scenario in (Scenario.redis_outage, Scenario.outage_kill9) and d.gap_s <= 0:
         raise ConfigError("drill.gap_s", f"{d.scenario.value} needs a gap > 0 seconds")
     return d
+
+
+def _validate_cluster(d: DrillSettings) -> None:
+    if Backend.native in d.backends:
+        raise ConfigError(
+            "drill.backends",
+            "native is impossible on a Redis Cluster (NautilusTrader's adapter has no cluster client): use [resilient]",
+        )
+    if d.redis_address or d.sentinel_nodes:
+        key = "drill.redis_address" if d.redis_address else "drill.sentinel_nodes"
+        raise ConfigError(key, f"{d.scenario.value} starts its own Redis Cluster")
+    if not d.failover_steps:
+        raise ConfigError("drill.failover_steps", "needs at least one of command, kill_master, reshard")
+    if not d.restart_old_master:
+        raise ConfigError("drill.restart_old_master", "the cluster drills always start a killed primary again")
 
 
 def _validate_failover_steps(d: DrillSettings) -> None:

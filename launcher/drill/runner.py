@@ -25,6 +25,7 @@ Promises (a lane fails when its promise is broken; native's findings are shown, 
     kill9, durability=buffered     lost events only from the last buffer interval (+ slack)
     redis_restart/_outage,
     sentinel_failover, chaos       no loss (resilient)
+    cluster_failover/_reshard      no loss (resilient; native cannot talk to a cluster)
     outage_kill9, sentinel_failover
     with kill_node_after_failover  sync: no loss; buffered: only the last buffer interval before the node's kill
 """
@@ -57,12 +58,15 @@ from launcher.drill.chaos import sample_summary
 from launcher.drill.compare import Comparison
 from launcher.drill.compare import compare
 from launcher.drill.compare import plant_loss
+from launcher.drill.config import CLUSTER_SCENARIOS
+from launcher.drill.config import TOPOLOGY_SCENARIOS
 from launcher.drill.config import DrillSettings
 from launcher.drill.config import FailoverStep
 from launcher.drill.config import Scenario
 from launcher.drill.config import Topology
 from launcher.drill.ledger import Entry
 from launcher.drill.ledger import LedgerWatcher
+from launcher.drill.servers import ClusterServers
 from launcher.drill.servers import SentinelServers
 from launcher.drill.servers import SingleServer
 from launcher.drill.servers import state_client
@@ -286,6 +290,8 @@ def _metrics_port(overrides: list[str]) -> int | None:
 
 def _start_servers(d: DrillSettings, workdir: Path):
     try:
+        if d.scenario in CLUSTER_SCENARIOS:
+            return ClusterServers.start(workdir)
         if uses_sentinel(d):
             if d.sentinel_nodes:
                 return SentinelServers.given(d.sentinel_nodes, d.master_name, d.min_replica_acks)
@@ -299,6 +305,13 @@ def _start_servers(d: DrillSettings, workdir: Path):
 
 def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> None:
     lanes = report.lanes
+    if isinstance(servers, ClusterServers):
+        from launcher.config.compose import compose_config  # noqa: PLC0415
+        from launcher.config.compose import to_settings  # noqa: PLC0415
+        from launcher.state.loader import state_trader_key  # noqa: PLC0415
+
+        # The cluster's faults hit the shard of the (one, resilient) lane's trader.
+        servers.follow(state_trader_key(to_settings(compose_config(lanes[0].launcher_args()))))
     # 1. nodes
     for lane in lanes:
         lane.proc = _spawn(lane.launcher_args(f"strategy.params.ledger_path={lane.ledger}"), lane.dir, lane.log)
@@ -411,7 +424,7 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
         say(f"  t+{entry['at_s']:.2f}s {what}")
 
     t_start = time.monotonic()
-    if d.scenario == Scenario.sentinel_failover:
+    if d.scenario in TOPOLOGY_SCENARIOS:
         first_fault = None
         for i, step in enumerate(d.failover_steps):
             if i:
@@ -425,8 +438,10 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
             events = {lane.name: lane.watcher.count() for lane in lanes}
             if step == FailoverStep.command:
                 what = servers.failover_command()
-            else:
+            elif step == FailoverStep.kill_master:
                 what = servers.kill_master(restart=d.restart_old_master)
+            else:
+                what = servers.reshard()
             record(what, at, step=step.value, ledger_events=events, took_s=round(time.monotonic() - at, 3))
         ok, how = servers.settle(d.settle_timeout_s)
         record(("topology settled: " if ok else "topology NOT settled: ") + how, time.monotonic())

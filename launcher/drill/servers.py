@@ -1,6 +1,7 @@
 """
 The Redis servers a drill runs against: ones it starts on free loopback ports (AOF on,
-``appendfsync everysec``), or running ones it is given. Faults are applied here.
+``appendfsync everysec``), or running ones it is given; one server, Sentinel or a Redis
+Cluster. Faults are applied here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import redis
 from launcher.retry import PollTimeout
 from launcher.retry import poll
 from launcher.servers.redis_process import LOOPBACK
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
+from launcher.store.cluster import slot_of
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import parse_address
@@ -233,9 +236,85 @@ class SentinelServers:
             self.topology.stop()
 
 
+@dataclass
+class ClusterServers:
+    """
+    A Redis Cluster the drill starts (three primaries, one replica each). Its faults act on the
+    shard of one trader: `follow` names the trader key whose slot they target.
+    """
+
+    topology: ClusterTopology
+    slot: int | None = None
+
+    @classmethod
+    def start(cls, workdir: Path) -> ClusterServers:
+        return cls(ClusterTopology(Path(workdir) / "cluster").start())
+
+    def follow(self, trader_key: str) -> None:
+        self.slot = slot_of(trader_key)
+
+    def describe(self) -> str:
+        t = self.topology
+        return (f"redis cluster {','.join(t.seed_addresses)} ({t.primaries} primaries, {t.replicas_per_primary} "
+                "replica each; started by the drill, AOF appendfsync everysec)")
+
+    def node_overrides(self) -> list[str]:
+        nodes = ",".join(self.topology.seed_addresses)
+        return ["cache=redis_cluster", f"cache.cluster.nodes=[{nodes}]", "cache.cluster.min_replica_acks=1",
+                *OWN_SERVER_OVERRIDES]
+
+    def _owner(self) -> RedisProcess:
+        if self.slot is None:
+            raise RuntimeError("the cluster drill's servers follow no trader slot yet")
+        return self.topology.slot_owner(self.slot)
+
+    def failover_command(self, timeout_s: float = 30.0) -> str:
+        """CLUSTER FAILOVER on a replica of the trader's primary; return once it took over."""
+        old = self._owner()
+        replica = self.topology.replicas_of(old)[0]
+        self.topology.manual_failover(replica, timeout_s)
+        return f"CLUSTER FAILOVER (slot {self.slot}): primary {old.address} -> {replica.address}"
+
+    def kill_master(self, timeout_s: float = 30.0, *, restart: bool = True) -> str:
+        """
+        SIGKILL the trader's primary, wait for its replica's election, start the killed node again
+        (a replica now). `restart` must be true: the cluster drills refuse restart_old_master=false.
+        """
+        if not restart:
+            raise ValueError("the cluster drills always start a killed primary again")
+        old = self._owner()
+        old.kill()
+        t0 = time.monotonic()
+        new = self.topology.wait_owner_change(self.slot, old, timeout_s)
+        elected_s = time.monotonic() - t0
+        old.start()
+        return (f"SIGKILL primary {old.address} (slot {self.slot}); the cluster elected {new.address} after "
+                f"{elected_s:.1f}s; killed node started again from its AOF as a replica")
+
+    def reshard(self, timeout_s: float = 30.0) -> str:
+        """Migrate the trader's slot to another primary (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)."""
+        old = self._owner()
+        target = next(n for n in self.topology.nodes if n is not old and n.running
+                      and n.client(socket_timeout=1.0).info("replication").get("role") == "master")
+        moved = self.topology.migrate_slot(self.slot, target, timeout_s=timeout_s)
+        return f"slot {self.slot} migrated {old.address} -> {target.address} ({moved} keys)"
+
+    def settle(self, timeout_s: float = 60.0) -> tuple[bool, str]:
+        """Wait until every node sees cluster_state ok and every primary its replicas online. Returns (settled, how)."""
+        t0 = time.monotonic()
+        try:
+            self.topology.wait_healthy(timeout_s)
+        except PollTimeout:
+            return False, f"cluster not healthy after {time.monotonic() - t0:.1f}s"
+        return True, f"cluster ok, every primary's replica online after {time.monotonic() - t0:.1f}s"
+
+    def stop(self) -> None:
+        self.topology.stop()
+
+
 def state_client(settings) -> redis.Redis:
     """A client for the current master as the launcher would connect (Sentinel-aware)."""
-    from launcher.config.connection import connection_settings  # noqa: PLC0415
+    from launcher.state.loader import store_connection  # noqa: PLC0415
 
-    conn: ConnectionSettings = connection_settings(settings.cache)
+    conn: ConnectionSettings = store_connection(settings)
     return connect(conn, max_connections=4)

@@ -31,6 +31,11 @@ index:order_position               hash    client order id -> position id
 index:order_client                 hash    client order id -> client id
 =================================  ======  ===========================================
 
+With the cluster profile (``cache=redis_cluster``) the trader part is a hash tag,
+``{trader-{trader_id}}`` (then ``:{instance_id}``), and the collections follow unchanged:
+NautilusTrader's own adapter cannot talk to a cluster, so byte-compatibility with it covers the
+payloads and the structure, not that prefix. Single server and Sentinel keep its exact keys.
+
 The launcher adds, under the same trader key (collections NautilusTrader never scans):
 
 =================================  ======  ===========================================
@@ -92,11 +97,24 @@ MANIFEST_META = "launcher:manifest:meta"
 LEASE = "launcher:lease"
 
 
-def trader_key(trader_id: str, instance_id: str | None = None, config: CacheConfig | None = None) -> str:
-    """The prefix of every key for `trader_id`, exactly as NautilusTrader builds it."""
+def trader_key(
+    trader_id: str,
+    instance_id: str | None = None,
+    config: CacheConfig | None = None,
+    *,
+    hash_tag: bool = False,
+) -> str:
+    """
+    The prefix of every key for `trader_id`, exactly as NautilusTrader builds it; with
+    `hash_tag` (the cluster profile only) the trader part is wrapped in braces, e.g.
+    ``{trader-TRADER-001}``, so every key of the trader hashes to one Redis Cluster slot:
+    batches stay single-slot (MULTI/EXEC, the Lua guards) and a reshard moves the trader whole.
+    """
     use_prefix = True if config is None else config.use_trader_prefix
     use_instance = False if config is None else config.use_instance_id
     key = f"trader-{trader_id}" if use_prefix else str(trader_id)
+    if hash_tag:
+        key = "{" + key + "}"
     if use_instance and instance_id:
         key = f"{key}{DELIMITER}{instance_id}"
     return key

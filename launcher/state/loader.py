@@ -24,7 +24,9 @@ from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.position import Position
 
+from launcher.config.connection import connection_settings
 from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
 from launcher.state import layout
 from launcher.state.codec import EventDecoder
 from launcher.state.entities import CorruptState
@@ -42,6 +44,7 @@ from launcher.state.manifest import manifest_from
 from launcher.state.manifest import manifest_keys
 from launcher.state.reader import BulkReader
 from launcher.state.serializer import serializer_for
+from launcher.store.connection import ConnectionSettings
 
 
 DEFAULT_BATCH = 1000
@@ -136,12 +139,17 @@ class Rebuilt:
 
 
 def state_trader_key(settings: LauncherConfig, instance_id: str | None = None) -> str:
-    """The key prefix this trader's state lives under (NautilusTrader's rule)."""
+    """The key prefix this trader's state lives under (NautilusTrader's rule; a hash tag on a cluster)."""
     config = CacheConfig(
         use_trader_prefix=settings.cache.use_trader_prefix,
         use_instance_id=settings.cache.use_instance_id,
     )
-    return layout.trader_key(str(settings.trader_id), instance_id, config)
+    return layout.trader_key(str(settings.trader_id), instance_id, config, hash_tag=settings.cache.store == Store.cluster)
+
+
+def store_connection(settings: LauncherConfig) -> ConnectionSettings | None:
+    """Where `settings` keep state (None for cache=memory); on a cluster, pinned to this trader's slot."""
+    return connection_settings(settings.cache, slot_key=state_trader_key(settings))
 
 
 _COMMANDS = {

@@ -136,6 +136,8 @@ from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
+from launcher.store.cluster import is_redirect
+from launcher.store.cluster import note_redirect
 from launcher.store.resp import exchange
 
 
@@ -872,8 +874,7 @@ class Writer:
         self.stats.last_wait_replicas = int(wait)
         return int(wait) >= self._min_acks
 
-    @staticmethod
-    def _refusals(replies: Replies) -> list[tuple[int, Exception]]:
+    def _refusals(self, replies: Replies) -> list[tuple[int, Exception]]:
         """
         (queued command index, error) of every command Redis refused: when queued (then EXEC
         applied nothing) or inside EXEC (then it applied the rest); -1: EXEC itself. Raises
@@ -886,6 +887,12 @@ class Writer:
                 errors.append((-1, results))
         elif any(issubclass(t, Exception) for t in set(map(type, results))):  # one C pass
             errors += [(k, r) for k, r in enumerate(results) if isinstance(r, Exception)]
+        redirect = next((e for _, e in errors if is_redirect(e)), None)
+        if redirect is not None:
+            # A cluster redirect (MOVED/ASK: the slot moved or is moving) is not a refusal of
+            # the batch: nothing was applied; resend after reconnecting to the slot's owner.
+            note_redirect(self._client.connection_pool, redirect)
+            raise ServerUnavailable(str(redirect))
         for _, e in errors:
             if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
