@@ -6,6 +6,7 @@ an operator runs it; the check must also catch a loss planted on purpose.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -275,6 +276,20 @@ def test_cluster_drills_lose_nothing(tmp_path, scenario, steps):
     settles = [f["what"] for f in report["fault"] if f["what"].startswith("topology ")]
     assert settles and all(w.startswith("topology settled:") for w in settles), settles
     assert len(resilient["node_log"]["failovers_followed"]) >= 1
+
+
+@pytest.mark.slow
+def test_several_traders_on_one_cluster_spread_over_the_shards_lose_nothing(tmp_path):
+    result, out, report = run_drill(tmp_path, "drill=cluster_failover", "drill.traders=3", timeout_s=300)
+    assert result.returncode == 0, out[-4000:]
+    lanes = {item["backend"]: item for item in report["lanes"]}
+    assert sorted(lanes) == ["resilient-1", "resilient-2", "resilient-3"]
+    assert all(item["check"]["events_lost"] == 0 for item in lanes.values()), [i["check"] for i in lanes.values()]
+    primaries = set()
+    for name in lanes:
+        log = (tmp_path / "drill" / name / "node.log").read_text()
+        primaries.add(re.search(r"PASS cluster-state: .* on primary (\S+)", log).group(1))
+    assert len(primaries) == 3, primaries  # one trader per shard: the failover hits one, the others go on
 
 
 @pytest.mark.slow

@@ -105,6 +105,7 @@ class DrillSettings:
     sample_interval_s: float = 1.0  # chaos: node RSS and cache_writes_pending sampled this often
     settle_timeout_s: float = 60.0  # sentinel_failover: wait this long for the topology to be whole between steps
     trader_prefix: str = "DRILL"
+    traders: int = 1  # nodes per backend, each its own trader id (on a cluster their slots spread over the shards)
     workdir: str | None = None  # default var/drill/<scenario>-<UTC time>
     report_path: str | None = None  # also write the JSON report here
     node_overrides: list[str] = field(default_factory=list)  # more `python -m launcher` overrides for the nodes
@@ -156,6 +157,8 @@ def validate_drill(d: DrillSettings) -> DrillSettings:
         raise ConfigError("drill.lease_ttl_s", "must be positive seconds")
     if d.replicas < 1:
         raise ConfigError("drill.replicas", "the Sentinel drill needs at least one replica")
+    if not 1 <= d.traders <= 8:
+        raise ConfigError("drill.traders", "must be 1 to 8 nodes per backend")
     if "-" in d.trader_prefix or ":" in d.trader_prefix or not d.trader_prefix.isascii() or not d.trader_prefix:
         raise ConfigError("drill.trader_prefix", "must be a non-empty ASCII name without '-' or ':'")
     if d.min_replica_acks is not None and d.min_replica_acks < 0:

@@ -117,6 +117,7 @@ class Lane:
     node_log_facts: dict[str, Any] = field(default_factory=dict)
     promise: str = ""
     failures: list[str] = field(default_factory=list)
+    label: str = ""  # with several traders per backend: "resilient-2"
     metrics_port: int | None = None  # chaos: the node's Prometheus endpoint
     samples: list[dict[str, Any]] = field(default_factory=list)  # chaos: RSS and cache_writes_pending over time
 
@@ -130,7 +131,7 @@ class Lane:
 
     @property
     def name(self) -> str:
-        return self.backend.value
+        return self.label or self.backend.value
 
     def launcher_args(self, *more: str) -> list[str]:
         return [*self.overrides, *more]
@@ -234,10 +235,11 @@ def run_drill(d: DrillSettings) -> DrillReport:
     report.servers = servers.describe()
     say(f"  servers: {report.servers}")
     try:
-        for backend in d.backends:
+        lanes = [(b, n, t) for b in d.backends for n, t in enumerate(_trader_ids(d, b, tag, servers), start=1)]
+        for backend, number, trader_id in lanes:
             durability = d.durability if backend == Backend.resilient else Durability.buffered
-            trader_id = f"{d.trader_prefix}_{backend.value.upper()}-{tag}"
-            lane_dir = workdir / backend.value
+            label = backend.value if d.traders == 1 else f"{backend.value}-{number}"
+            lane_dir = workdir / label
             lane_dir.mkdir(parents=True, exist_ok=True)
             overrides = [
                 *servers.node_overrides(),
@@ -253,7 +255,7 @@ def run_drill(d: DrillSettings) -> DrillReport:
                 *_monitoring_overrides(d),
                 *d.node_overrides,
             ]
-            lane = Lane(backend, durability, trader_id, lane_dir, overrides)
+            lane = Lane(backend, durability, trader_id, lane_dir, overrides, label=label)
             lane.metrics_port = _metrics_port(overrides)
             lane.promise = _promise(d, lane)
             report.lanes.append(lane)
@@ -273,6 +275,32 @@ def run_drill(d: DrillSettings) -> DrillReport:
         servers.stop()
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _trader_ids(d: DrillSettings, backend: Backend, tag: str, servers: Any) -> list[str]:
+    """
+    `d.traders` trader ids for `backend`'s nodes. On a cluster each next one is chosen so that
+    its slot is on a primary no earlier one uses (while there is one): several traders at once,
+    spread over the shards.
+    """
+    base = f"{d.trader_prefix}_{backend.value.upper()}"
+    if d.traders == 1:
+        return [f"{base}-{tag}"]
+    if not isinstance(servers, ClusterServers):
+        return [f"{base}{n}-{tag}" for n in range(1, d.traders + 1)]
+    from launcher.store.cluster import slot_of  # noqa: PLC0415 (cluster drills only)
+
+    chosen: list[str] = []
+    used: set[int] = set()
+    for n in range(1, d.traders + 1):
+        for attempt in range(500):
+            candidate = f"{base}{n}{'' if attempt == 0 else f'S{attempt}'}-{tag}"
+            owner = servers.topology.slot_owner(slot_of(f"{{trader-{candidate}}}")).port
+            if owner not in used or len(used) >= servers.topology.primaries:
+                break
+        chosen.append(candidate)
+        used.add(owner)
+    return chosen
 
 
 def _monitoring_overrides(d: DrillSettings) -> list[str]:
