@@ -215,6 +215,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             L.INDEX_POSITIONS, L.INDEX_POSITIONS_OPEN, L.INDEX_POSITIONS_CLOSED,
         )}
         self._order_prefix = f"{k}{L.ORDERS}:"
+        self._position_prefix = f"{k}{L.POSITIONS}:"
         self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
         self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
         self._idx_open = self._idx[L.INDEX_ORDERS_OPEN]
@@ -272,6 +273,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             name=f"cache-{self._trader_key}",
             on_refused=self._refused,
             unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
+            index_commands=self._index_commands,
         )
         leftover = self._spill.exists
         try:
@@ -480,19 +482,41 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         # The hot path of every order event: one tuple built in place (no intermediate list).
         coid = order.client_order_id.value
         append = Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
+        if order.venue_order_id is not None:
+            cmds = (append, (b"SADD", self._idx_order_ids, coid), *self._order_states(order, coid))
+        else:
+            cmds = (append, *self._order_states(order, coid))
+        self._submit(Op("update_order", cmds, order, event=order.last_event))
+
+    def _order_states(self, order: Any, coid: str) -> tuple:
+        """The in-flight, open/closed and emulated index entries of `order` as its state says."""
         inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
         emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
         if order.is_open:
-            status = ((b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid))
-        elif order.is_closed:
-            status = ((b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid))
-        else:
-            status = ()
-        if order.venue_order_id is not None:
-            cmds = (append, (b"SADD", self._idx_order_ids, coid), inflight, *status, emulated)
-        else:
-            cmds = (append, inflight, *status, emulated)
-        self._submit(Op("update_order", cmds, order, event=order.last_event))
+            return inflight, (b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid), emulated
+        if order.is_closed:
+            return inflight, (b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid), emulated
+        return inflight, emulated
+
+    def _index_commands(self, list_key: str, entity: Any) -> tuple:
+        """
+        Every index entry of the order or position whose list is `list_key`, as its state in
+        memory says (a rewritten list gets them back; accounts have none). The order's client
+        id is not held by the order, so ``index:order_client`` is left as it is.
+        """
+        idx = self._idx
+        if list_key.startswith(self._order_prefix):
+            coid = entity.client_order_id.value
+            cmds = [(b"SADD", idx[L.INDEX_ORDERS], coid), *self._order_states(entity, coid)]
+            if entity.venue_order_id is not None:
+                cmds.append((b"SADD", self._idx_order_ids, coid))
+            if entity.position_id is not None:
+                cmds.append((b"HSET", idx[L.INDEX_ORDER_POSITION], coid, entity.position_id.value))
+            return tuple(cmds)
+        if list_key.startswith(self._position_prefix):
+            pid = entity.id.value
+            return ((b"SADD", idx[L.INDEX_POSITIONS], pid), *self._position_states(entity, pid))
+        return ()
 
     def add_position(self, position: Any) -> None:
         pid = position.id.value
@@ -507,14 +531,17 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def update_position(self, position: Any) -> None:
         pid = position.id.value
-        cmds = [Append.stored(f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, None, 0)]
+        append = Append.stored(f"{self._position_prefix}{pid}", self._mf_positions, pid, position.event_count, None, 0)
+        self._submit(Op("update_position", (append, *self._position_states(position, pid)), position,
+                        event=position.last_event))
+
+    def _position_states(self, position: Any, pid: str) -> tuple:
+        """The open/closed index entries of `position` as its state says."""
         if position.is_open:
-            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
-        elif position.is_closed:
-            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
-            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-        self._submit(Op("update_position", tuple(cmds), position, event=position.last_event))
+            return (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid), (b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid)
+        if position.is_closed:
+            return (b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid), (b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid)
+        return ()
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
         self._submit(Op("index_venue_order_id", [(b"SADD", self._idx[L.INDEX_ORDER_IDS], client_order_id.value)]))

@@ -249,6 +249,9 @@ class Writer:
     on_refused : callable, optional
         ``(reason, message)``, called (writer thread) when writes cannot be written and
         retrying cannot fix it (see `Refused`): trading must stop.
+    index_commands : callable, optional
+        ``(list key, entity) -> commands``: the index entries of an order or position as its
+        state in memory says; a rewrite of its list restores them with it.
     """
 
     def __init__(
@@ -274,6 +277,7 @@ class Writer:
         on_refused: Callable[[str, str], None] | None = None,
         unspilled_kinds: tuple[str, ...] = (),
         wait_marker_key: str | None = None,
+        index_commands: Callable[[str, Any], tuple] | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -293,6 +297,7 @@ class Writer:
         self._log = log
         self._on_refused = on_refused
         self._unspilled = unspilled_kinds
+        self._index_commands = index_commands or (lambda key, entity: ())
         # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
         # this connection to wait for (WAIT waits for the connection's last propagated write).
         self._wait_marker = (b"HSET", wait_marker_key, b"updated_ns") if wait_marker_key else None
@@ -1077,8 +1082,7 @@ class Writer:
             if key in replaced or len(events) < want:
                 unrepairable.append(key)
                 continue
-            payloads = [self._serializer.serialize(e) for e in events[:want]]
-            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd.manifest_key, cmd.field, want)]))
+            repairs.append(self._rewrite(key, cmd.manifest_key, cmd.field, entity, events[:want]))
             self.stats.repairs += 1
             self._notify("on_repair", key, want)
         if repairs:
@@ -1092,6 +1096,12 @@ class Writer:
                 f"Redis lost events of {len(unrepairable)} list(s) that cannot be rebuilt from memory: {unrepairable[:5]}",
             )
         return repairs
+
+    def _rewrite(self, key: str, manifest_key: str, field: str, entity: Any, events: list) -> Op:
+        """An op replacing the list at `key` by `events`, with its manifest count and index entries."""
+        payloads = [self._serializer.serialize(e) for e in events]
+        return Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", manifest_key, field, len(events)),
+                             *self._index_commands(key, entity)])
 
     # -- retention helpers (call with the lock held) --------------------------------------------
 
