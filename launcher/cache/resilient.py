@@ -90,6 +90,7 @@ from launcher.cache.write.commands import Snapshot
 from launcher.cache.write.spill import SpillFileDamaged
 from launcher.cache.write.spill import resolve_spill_dir
 from launcher.cache.write.spill import spill_path as _primary_spill_path
+from launcher.cache.write.writer import LiveEntities
 from launcher.cache.write.writer import Writer
 from launcher.retry import write_backoff
 from launcher.state import layout as L
@@ -216,6 +217,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         )}
         self._order_prefix = f"{k}{L.ORDERS}:"
         self._position_prefix = f"{k}{L.POSITIONS}:"
+        self._account_prefix = f"{k}{L.ACCOUNTS}:"
+        # List key -> the newest order/position/account object written or loaded: what the
+        # writer reconciles a new master against after a failover (one entry per live entity).
+        self._latest: dict[str, Any] = {}
         self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
         self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
         self._idx_open = self._idx[L.INDEX_ORDERS_OPEN]
@@ -273,7 +278,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             name=f"cache-{self._trader_key}",
             on_refused=self._refused,
             unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
-            index_commands=self._index_commands,
+            live=LiveEntities(self._latest, self._locate, self._index_commands),
         )
         leftover = self._spill.exists
         try:
@@ -418,6 +423,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             pass
 
     def flush(self) -> None:
+        self._latest.clear()  # FLUSHDB drops the persisted state on purpose: nothing to reconcile it against
         seq = self._writer.submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
                                                               self._instance_id.value, b"updated_ns", time.time_ns())]),
                                   wait=False)
@@ -453,21 +459,27 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def add_account(self, account: Any) -> None:
         aid = account.id.value
+        key = self._account_prefix + aid
+        self._latest[key] = account
         self._submit(Op("add_account", (
-            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 1),
+            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 1),
         ), account, event=account.last_event))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
+        key = self._account_prefix + aid
+        self._latest[key] = account
         self._submit(Op("update_account", (
-            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 0),
+            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 0),
         ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         coid = order.client_order_id.value
         idx = self._idx
+        key = self._order_prefix + coid
+        self._latest[key] = order
         cmds = [
-            Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 1),
+            Append.stored(key, self._mf_orders, coid, order.event_count, None, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -481,7 +493,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_order(self, order: Any) -> None:
         # The hot path of every order event: one tuple built in place (no intermediate list).
         coid = order.client_order_id.value
-        append = Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
+        key = self._order_prefix + coid
+        self._latest[key] = order
+        append = Append.stored(key, self._mf_orders, coid, order.event_count, None, 0)
         if order.venue_order_id is not None:
             cmds = (append, (b"SADD", self._idx_order_ids, coid), *self._order_states(order, coid))
         else:
@@ -497,6 +511,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         if order.is_closed:
             return inflight, (b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid), emulated
         return inflight, emulated
+
+    def _locate(self, list_key: str) -> tuple[str, str]:
+        """The manifest hash and field recording the event count of the list at `list_key`."""
+        for prefix, manifest in ((self._order_prefix, self._mf_orders), (self._position_prefix, self._mf_positions),
+                                 (self._account_prefix, self._mf_accounts)):
+            if list_key.startswith(prefix):
+                return manifest, list_key[len(prefix):]
+        raise KeyError(list_key)
 
     def _index_commands(self, list_key: str, entity: Any) -> tuple:
         """
@@ -520,7 +542,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def add_position(self, position: Any) -> None:
         pid = position.id.value
-        key = f"{self._k}{L.POSITIONS}:{pid}"
+        key = self._position_prefix + pid
+        self._latest[key] = position
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", (
             (b"DEL", key),
@@ -531,7 +554,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def update_position(self, position: Any) -> None:
         pid = position.id.value
-        append = Append.stored(f"{self._position_prefix}{pid}", self._mf_positions, pid, position.event_count, None, 0)
+        key = self._position_prefix + pid
+        self._latest[key] = position
+        append = Append.stored(key, self._mf_positions, pid, position.event_count, None, 0)
         self._submit(Op("update_position", (append, *self._position_states(position, pid)), position,
                         event=position.last_event))
 
@@ -580,7 +605,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def delete_order(self, client_order_id: ClientOrderId) -> None:
         coid = client_order_id.value
-        cmds: list = [(b"DEL", f"{self._k}{L.ORDERS}:{coid}")]
+        key = self._order_prefix + coid
+        self._latest.pop(key, None)
+        cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], coid) for name in L.ORDER_SET_INDEXES]
         cmds += [(b"HDEL", self._idx[name], coid) for name in L.ORDER_HASH_INDEXES]
         cmds.append((b"HDEL", self._mf_orders, coid))
@@ -588,7 +615,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def delete_position(self, position_id: PositionId) -> None:
         pid = position_id.value
-        cmds: list = [(b"DEL", f"{self._k}{L.POSITIONS}:{pid}")]
+        key = self._position_prefix + pid
+        self._latest.pop(key, None)
+        cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], pid) for name in L.POSITION_SET_INDEXES]
         cmds.append((b"HDEL", self._mf_positions, pid))
         self._submit(Op("delete_position", cmds))
@@ -732,6 +761,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                             account = build_account(key, _decode_all(key, raw_events, decoder))
                             if account is not None:
                                 accounts[account.id] = account
+                                self._latest[key] = account
         self._loaded("accounts", len(accounts), t0)
         return accounts
 
@@ -764,6 +794,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                                 order = build_order(key, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
+                                self._latest[key] = order
         if rebuilt:
             self._log.info(
                 f"Orders: {reused} of {len(orders)} taken as verify rebuilt them (their events in Redis unchanged), "
@@ -798,6 +829,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 position = self._build_position(key, events, instruments)
                 if position is not None:
                     positions[position.id] = position
+                    self._latest[key] = position
         self._loaded("positions", len(positions), t0)
         return positions
 

@@ -137,6 +137,7 @@ from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
 from launcher.store.resp import exchange
+from launcher.store.resp import pack_command
 
 
 # Refusals of the server's state, which ends without the launcher (retried; MISCONF: a failing
@@ -180,6 +181,9 @@ _REFUSING_SUMMARY_S = 60.0
 # Seconds between WAITs for unreplicated writes while no new write comes to carry one.
 _UNREPLICATED_PROBE_S = 1.0
 
+# LLENs per pipelined round of a failover reconciliation.
+_LLEN_CHUNK = 10_000
+
 
 _RETRIABLE = (
     redis.exceptions.ConnectionError,
@@ -188,6 +192,21 @@ _RETRIABLE = (
     ServerUnavailable,
     OSError,
 )
+
+
+@dataclass(frozen=True)
+class LiveEntities:
+    """
+    The entities the node holds in memory (the authority while it lives), as the facade
+    tells the writer: `latest` maps the list key of every live order, position and account
+    to the newest object written or loaded (the facade's deletes remove it); `locate` gives a
+    list key's manifest hash and field; `index_commands` an entity's index entries as its
+    state says (none for accounts).
+    """
+
+    latest: dict[str, Any]
+    locate: Callable[[str], tuple[str, str]]
+    index_commands: Callable[[str, Any], tuple]
 
 
 @dataclass
@@ -249,9 +268,9 @@ class Writer:
     on_refused : callable, optional
         ``(reason, message)``, called (writer thread) when writes cannot be written and
         retrying cannot fix it (see `Refused`): trading must stop.
-    index_commands : callable, optional
-        ``(list key, entity) -> commands``: the index entries of an order or position as its
-        state in memory says; a rewrite of its list restores them with it.
+    live : LiveEntities, optional
+        The entities the node holds in memory: a rewritten list gets its index entries back,
+        and a new master is reconciled against them after a failover.
     """
 
     def __init__(
@@ -277,7 +296,7 @@ class Writer:
         on_refused: Callable[[str, str], None] | None = None,
         unspilled_kinds: tuple[str, ...] = (),
         wait_marker_key: str | None = None,
-        index_commands: Callable[[str, Any], tuple] | None = None,
+        live: LiveEntities | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -297,7 +316,9 @@ class Writer:
         self._log = log
         self._on_refused = on_refused
         self._unspilled = unspilled_kinds
-        self._index_commands = index_commands or (lambda key, entity: ())
+        self._live = live
+        self._reconcile_due = False  # a failover was noticed: reconcile the new master (writer thread)
+        self._guard_through = 0  # writes up to this seq are sent guarded (retained across a reconciliation)
         # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
         # this connection to wait for (WAIT waits for the connection's last propagated write).
         self._wait_marker = (b"HSET", wait_marker_key, b"updated_ns") if wait_marker_key else None
@@ -504,6 +525,8 @@ class Writer:
                     break
                 try:
                     self._deliver(batch)
+                    while self._reconcile_due:
+                        self._reconcile()
                 except _RETRIABLE:
                     # Closing and the bounded wait is over: keep everything in the spill file.
                     with self._lock:
@@ -575,7 +598,8 @@ class Writer:
                 # First send of writes made by this process: nothing of them can be in Redis
                 # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
                 # A resend, or a replay of spilled writes, uses the idempotent script.
-                guarded = batch.guarded or batch.replay or batch.attempts > 1
+                guarded = (batch.guarded or batch.replay or batch.attempts > 1
+                           or bool(batch.ops) and batch.ops[0].seq <= self._guard_through)
                 ops = batch.ops
                 if guarded and self._wait is not None and self._wait_marker is not None:
                     ops = [*ops, Op("wait_marker", [(*self._wait_marker, time.time_ns())])]
@@ -886,6 +910,7 @@ class Writer:
             self.stats.server_address = address
             if old is not None:
                 self.stats.failovers_followed += 1
+                self._reconcile_due = True
                 self._log().warning(f"Cache writes now go to {address[0]}:{address[1]} (was {old[0]}:{old[1]})")
                 self._notify("on_failover", old, address)
             self._notify("on_reconnect", address)
@@ -1100,8 +1125,74 @@ class Writer:
     def _rewrite(self, key: str, manifest_key: str, field: str, entity: Any, events: list) -> Op:
         """An op replacing the list at `key` by `events`, with its manifest count and index entries."""
         payloads = [self._serializer.serialize(e) for e in events]
+        index = self._live.index_commands(key, entity) if self._live is not None else ()
         return Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", manifest_key, field, len(events)),
-                             *self._index_commands(key, entity)])
+                             *index])
+
+    # -- failover reconciliation ------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """
+        The master changed: every live entity whose list on it holds fewer events than memory
+        (a promoted replica that had not received them) is rewritten from memory - list,
+        manifest and index entries - through guarded batches, before any newer write. Writes
+        retained from before go guarded too (the rewrite may already hold their events).
+        """
+        self._reconcile_due = False
+        if self._live is None or not self._live.latest:
+            return
+        entities = self._live.latest.copy()  # one C call: the facade's thread may add entries meanwhile
+        with self._lock:
+            self._guard_through = self._seq
+        keys = list(entities)
+        for attempt in self._retrying:
+            with attempt:
+                lengths = self._lengths(keys)
+        repairs: list[Op] = []
+        behind: collections.Counter[str] = collections.Counter()
+        for key, length in zip(keys, lengths):
+            entity = entities[key]
+            if length >= entity.event_count:
+                continue
+            # Accounts whose events were purged in memory: never shorten Redis.
+            events = list(entity.events)
+            if length >= len(events):
+                continue
+            manifest_key, field = self._live.locate(key)
+            repairs.append(self._rewrite(key, manifest_key, field, entity, events))
+            behind[manifest_key.rsplit(":", 1)[-1]] += 1
+            self._notify("on_repair", key, len(events))
+        address = f"{self._address[0]}:{self._address[1]}" if self._address else self._describe
+        if not repairs:
+            self._log().info(f"Failover to {address}: it holds every event of the node's {len(keys)} live entities")
+            return
+        self.stats.repairs += len(repairs)
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(behind.items()))
+        self._log().warning(
+            f"Failover to {address}: {len(repairs)} of {len(keys)} live entities were behind the node's memory "
+            f"({counts}; e.g. {repairs[0].cmds[0][1]}): the promoted server had not received their last events; "
+            "re-written from memory (list, manifest and index entries)",
+        )
+        for i in range(0, len(repairs), self._max_batch):
+            self._deliver(_Batch(repairs[i:i + self._max_batch], guarded=True))
+
+    def _lengths(self, keys: list[str]) -> list[float]:
+        """The length of each list in `keys` on the current master, in pipelined rounds (inf: not a list)."""
+        conn = self._connection()
+        lengths: list[float] = []
+        for i in range(0, len(keys), _LLEN_CHUNK):
+            chunk = keys[i:i + _LLEN_CHUNK]
+            replies = exchange(conn, b"".join([pack_command((b"LLEN", key)) for key in chunk]), len(chunk),
+                               self._socket_timeout_s)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    if str(reply).startswith(_SERVER_STATE_ERRORS):
+                        raise ServerUnavailable(str(reply))
+                    lengths.append(math.inf)  # WRONGTYPE: not the launcher's list, left as it is
+                else:
+                    lengths.append(reply)
+        self._note_address(conn)  # a retry may have reached yet another master
+        return lengths
 
     # -- retention helpers (call with the lock held) --------------------------------------------
 
