@@ -82,6 +82,8 @@ from nautilus_trader.model.position import Position
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.spilled import adopt_spill_files
+from launcher.cache.write.acked import AckedRecord
+from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
@@ -252,6 +254,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 f"Another live instance holds the spill file of trader key '{self._trader_key}': "
                 f"this one spills to {self._spill.path}",
             )
+        # What Redis acknowledged, kept on this machine (verify names a Redis that went back in
+        # time against it); only the instance owning the trader's spill file keeps it.
+        acked = None
+        if self._spill.path == _primary_spill_path(spill_dir, self._trader_key):
+            acked = AckedRecord(acked_path(spill_dir, self._trader_key),
+                                {self._order_prefix: L.ORDERS, self._position_prefix: L.POSITIONS})
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
@@ -279,6 +287,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             on_refused=self._refused,
             unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
             live=LiveEntities(self._latest, self._locate, self._index_commands),
+            acked=acked,
         )
         leftover = self._spill.exists
         try:

@@ -124,6 +124,7 @@ import tenacity
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.write import scripts
+from launcher.cache.write.acked import AckedRecord
 from launcher.cache.write.batch import Packed
 from launcher.cache.write.batch import Replies
 from launcher.cache.write.batch import appends_by_op
@@ -271,6 +272,9 @@ class Writer:
     live : LiveEntities, optional
         The entities the node holds in memory: a rewritten list gets its index entries back,
         and a new master is reconciled against them after a failover.
+    acked : AckedRecord, optional
+        The local high-water record: every acknowledged batch's event counts are appended to
+        it (fsync'd, writer thread); compacted at a clean close.
     """
 
     def __init__(
@@ -297,6 +301,7 @@ class Writer:
         unspilled_kinds: tuple[str, ...] = (),
         wait_marker_key: str | None = None,
         live: LiveEntities | None = None,
+        acked: AckedRecord | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -317,6 +322,8 @@ class Writer:
         self._on_refused = on_refused
         self._unspilled = unspilled_kinds
         self._live = live
+        self._acked_record = acked
+        self._acked_record_failed = False  # one ERROR when the record cannot be written
         self._reconcile_due = False  # a failover was noticed: reconcile the new master (writer thread)
         self._guard_through = 0  # writes up to this seq are sent guarded (retained across a reconciliation)
         # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
@@ -510,6 +517,11 @@ class Writer:
             if self._thread.is_alive() or self._pending_locked():
                 self._spill_all_locked(drop_kinds)
             left = self._spill.unread + self._unreplicated  # unreplicated: kept in the file, replayed too
+            if not left and self._acked_record is not None and not self._thread.is_alive():
+                try:
+                    self._acked_record.compact()
+                except OSError as e:
+                    self._log().error(f"Cannot compact the acknowledged-writes record {self._acked_record.path}: {e}")
             self._spill.close()
             self._spill.unlock()  # a file left behind now belongs to the next instance
         self._release_connection()
@@ -607,6 +619,18 @@ class Writer:
                 if sent.refused:
                     raise self._refused(sent.refused)
         self._acknowledge(batch, ops, sent)
+
+    def _note_acked(self, ops: list[Op]) -> None:
+        """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
+        try:
+            self._acked_record.note(ops)
+        except OSError as e:
+            if not self._acked_record_failed:
+                self._acked_record_failed = True
+                self._log().error(
+                    f"Cannot write the acknowledged-writes record {self._acked_record.path}: {e}; verify on this machine "
+                    "may under-report a Redis that went back in time",
+                )
 
     def _rewind_unreplicated(self, batch: _Batch) -> bool:
         """
@@ -941,6 +965,8 @@ class Writer:
                          self.stats.last_batch_round_trip_s)
             self._latency(batch.ops, now)
         self._notify("on_pending", pending)
+        if sent.replicated and self._acked_record is not None:
+            self._note_acked(ops)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
 
