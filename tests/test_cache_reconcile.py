@@ -6,17 +6,24 @@ while the node lives.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
+from launcher.bootstrap.verify import verify_state
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.write.acked import read_record
+from launcher.retention.apply import run_retention_once
 from launcher.retry import poll
 from launcher.servers.redis_process import SentinelTopology
+from launcher.state import layout
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import parse_address
+from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder
 from tests.support.trading_state import assert_exactly_once
@@ -24,6 +31,9 @@ from tests.support.trading_state import cache_config
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import write_orders
+from tests.test_bootstrap_verify import settings_for
+from tests.test_retention import write_aged_state
+from tests.test_retention_policy import NOW
 
 
 pytestmark = pytest.mark.slow
@@ -95,3 +105,73 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
     finally:
         topology.stop()
 
+
+
+def _verify_args(port: int, spill_dir: Path) -> list[str]:
+    return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={TRADER_ID.value}",
+            f"cache.spill_dir={spill_dir}", "mode=verify"]
+
+
+def test_verify_names_the_entities_an_older_backup_took_back(redis_server, tmp_path):
+    """Redis restored from an older backup (manifest included): this machine's record names every entity that went back."""
+    spill_dir = tmp_path / "spill"
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(spill_dir))
+    cache = new_cache(db)
+    early = write_orders(cache, 3, events=2)
+    assert db.wait_until_persisted(10)
+    client = redis_server.client()
+    backup = {key: client.dump(key) for key in client.scan_iter(f"{db.trader_key}:*")}
+    for order in early:
+        order.apply(TestEventStubs.order_accepted(order))
+        cache.update_order(order)
+    late = write_orders(cache, 2, events=3, prefix="late", start_ns=1_800_000_000_000_000_000)
+    db.close()
+    assert (spill_dir / f"{db.trader_key}.acked").exists()
+
+    client.flushdb()  # ... and the older backup restored
+    for key, value in backup.items():
+        client.restore(key, 0, value)
+    result = run_launcher(_verify_args(redis_server.port, spill_dir), cwd=tmp_path)
+    assert result.returncode == 4, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for order in early:
+        coid = order.client_order_id.value
+        assert f"order {coid}: WENT BACK: Redis holds 2 event(s), this machine saw 3 acknowledged" in result.stdout
+    for order in late:
+        coid = order.client_order_id.value
+        assert f"order {coid}: WENT BACK: Redis holds no orders:{coid}, this machine saw 3 event(s) acknowledged" \
+            in result.stdout
+    assert result.stdout.count("WENT BACK") == len(early) + len(late)
+
+    fresh = run_launcher(_verify_args(redis_server.port, tmp_path / "another-machine"), cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert "WENT BACK" not in fresh.stdout
+
+
+def test_deleted_entities_leave_the_record(redis_server, tmp_path):
+    """The facade's deletes (retention inside the node) remove entities from the record; a clean close compacts it."""
+    spill_dir = tmp_path / "spill"
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(spill_dir))
+    cache = new_cache(db)
+    orders = write_orders(cache, 3, events=2)
+    assert db.wait_until_persisted(10)
+    db.delete_order(orders[0].client_order_id)
+    db.close()
+    record = spill_dir / f"{db.trader_key}.acked"
+    assert read_record(record) == {f"orders:{o.client_order_id.value}": 2 for o in orders[1:]}
+    assert len(record.read_bytes().splitlines()) == 1  # compacted at the clean close
+
+
+def test_offline_retention_removes_entities_from_the_record(redis_server, tmp_path, capsys):
+    s = write_aged_state(redis_server.port, "resilient", tmp_path)
+    client = redis_server.client()
+    settings = settings_for(redis_server.port, s.trader_id, spill_dir=str(tmp_path / "spill"))
+    record = tmp_path / "spill" / f"{layout.trader_key(s.trader_id)}.acked"
+    removed = {f"orders:{o}" for o in s.remove_orders} | {f"positions:{p}" for p in s.remove_positions}
+    assert removed <= set(read_record(record))
+    assert run_retention_once(client, settings, now_ns=NOW) == 0  # verify before and after it: no new problem
+    assert not removed & set(read_record(record))
+    report = verify_state(client, settings)
+    assert report.problems == [], report.render()
