@@ -106,20 +106,24 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
         topology.stop()
 
 
-
 def _verify_args(port: int, spill_dir: Path) -> list[str]:
     return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={TRADER_ID.value}",
             f"cache.spill_dir={spill_dir}", "mode=verify"]
 
 
+def _orders_written(server, spill_dir: Path) -> tuple[ResilientCacheDatabase, object, list]:
+    """A backend spilling (and recording) in `spill_dir`, its cache, and 3 orders of 2 events acknowledged."""
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port), spill_dir=str(spill_dir))
+    cache = new_cache(db)
+    orders = write_orders(cache, 3, events=2)
+    assert db.wait_until_persisted(10)
+    return db, cache, orders
+
+
 def test_verify_names_the_entities_an_older_backup_took_back(redis_server, tmp_path):
     """Redis restored from an older backup (manifest included): this machine's record names every entity that went back."""
     spill_dir = tmp_path / "spill"
-    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
-                                spill_dir=str(spill_dir))
-    cache = new_cache(db)
-    early = write_orders(cache, 3, events=2)
-    assert db.wait_until_persisted(10)
+    db, cache, early = _orders_written(redis_server, spill_dir)
     client = redis_server.client()
     backup = {key: client.dump(key) for key in client.scan_iter(f"{db.trader_key}:*")}
     for order in early:
@@ -152,11 +156,7 @@ def test_verify_names_the_entities_an_older_backup_took_back(redis_server, tmp_p
 def test_deleted_entities_leave_the_record(redis_server, tmp_path):
     """The facade's deletes (retention inside the node) remove entities from the record; a clean close compacts it."""
     spill_dir = tmp_path / "spill"
-    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
-                                spill_dir=str(spill_dir))
-    cache = new_cache(db)
-    orders = write_orders(cache, 3, events=2)
-    assert db.wait_until_persisted(10)
+    db, _, orders = _orders_written(redis_server, spill_dir)
     db.delete_order(orders[0].client_order_id)
     db.close()
     record = spill_dir / f"{db.trader_key}.acked"
