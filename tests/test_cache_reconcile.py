@@ -175,3 +175,18 @@ def test_offline_retention_removes_entities_from_the_record(redis_server, tmp_pa
     assert not removed & set(read_record(record))
     report = verify_state(client, settings)
     assert report.problems == [], report.render()
+
+
+def test_a_flush_on_start_forgets_the_record(redis_server, tmp_path):
+    """cache.flush_on_start deletes the state on purpose: the next verify does not call it gone back."""
+    spill_dir = tmp_path / "spill"
+    db, _, orders = _orders_written(redis_server, spill_dir)
+    db.close()
+    record = spill_dir / f"{db.trader_key}.acked"
+    assert read_record(record)
+    run = run_launcher([*_verify_args(redis_server.port, spill_dir)[:-1], "mode=run", "run.duration_s=1",
+                        "cache.flush_on_start=true"], cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not {f"orders:{o.client_order_id.value}" for o in orders} & set(read_record(record))
+    verify = run_launcher(_verify_args(redis_server.port, spill_dir), cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]

@@ -62,6 +62,11 @@ def remove_entities(path: str | os.PathLike, names: list[str]) -> None:
         _append(Path(path), {name: 0 for name in names})
 
 
+def forget_record(path: str | os.PathLike) -> None:
+    """The whole state was deleted on purpose (a flush): nothing acknowledged before it is expected back."""
+    Path(path).unlink(missing_ok=True)
+
+
 def _apply(entries: dict[str, int], update: dict[str, int]) -> None:
     for name, n in update.items():
         if n:
