@@ -47,8 +47,27 @@ never duplicated and never dropped.
 When a list does not hold what memory says (Redis lost acknowledged events - a failover without
 ``min_replica_acks``, a restart without persistence, FLUSHDB - or an update was written twice),
 the list is rewritten from the entity's events in memory (``DEL`` + ``RPUSH`` of its first N
-events + manifest, one transaction), with one WARN per batch. Accounts are only rebuilt when
-their list is gone altogether (NautilusTrader may purge account events from memory).
+events + manifest + the entity's index entries as its state says, one transaction), with one
+WARN per batch. Accounts are only rebuilt when their list is gone altogether (NautilusTrader may
+purge account events from memory).
+
+Failover reconciliation
+-----------------------
+A repair needs an append to reveal the gap; a failover to a replica that lagged leaves gaps in
+entities nobody writes again. So when the master's address changes (`_note_address`) the writer
+reconciles the new master against `LiveEntities` - the newest object of every live order,
+position and account, kept by the facade - before anything newer: one pipelined ``LLEN`` round
+per `_LLEN_CHUNK` lists, then every entity whose list holds fewer events than memory is
+rewritten (list, manifest, index entries) through guarded batches, with one WARN naming how
+many were behind. Writes retained from before are then sent guarded too (the rewrite may hold
+their events already). Accounts whose events were purged in memory are rewritten only when their
+list is shorter than memory: Redis is never shortened.
+
+Acknowledged-writes record
+--------------------------
+Every acknowledged batch's event counts per order and position are appended to the local
+record (`launcher.cache.write.acked`, fsync'd, on this thread, outside the lock), compacted at a
+clean close: verify compares Redis with it to name a store that went back in time.
 
 Memory bound and spill file
 ---------------------------
