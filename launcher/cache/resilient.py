@@ -695,6 +695,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         except ValueError:
             return None
 
+    def _live_loaded(self, loaded: dict[str, Any]) -> None:
+        """The entities a load built are live: a failover is reconciled against them too."""
+        self._latest.update(loaded)
+        self._writer.note_loaded({key: entity.event_count for key, entity in loaded.items()})
+
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:
             try:
@@ -764,13 +769,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 accounts = {}
+                loaded: dict[str, Any] = {}
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys, chunk=100):
                         for key, raw_events in zip(keys[start:], lists):
                             account = build_account(key, _decode_all(key, raw_events, decoder))
                             if account is not None:
                                 accounts[account.id] = account
-                                self._latest[key] = account
+                                loaded[key] = account
+        self._live_loaded(loaded)
         self._loaded("accounts", len(accounts), t0)
         return accounts
 
@@ -783,6 +790,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
+                loaded = {}
                 reused = 0
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
@@ -803,12 +811,13 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                                 order = build_order(key, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
-                                self._latest[key] = order
+                                loaded[key] = order
         if rebuilt:
             self._log.info(
                 f"Orders: {reused} of {len(orders)} taken as verify rebuilt them (their events in Redis unchanged), "
                 f"{len(orders) - reused} rebuilt",
             )
+        self._live_loaded(loaded)
         self._loaded("orders", len(orders), t0)
         return orders
 
@@ -833,12 +842,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 if raw is not None:
                     instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
         positions = {}
+        loaded = {}
         with gc_paused():
             for key, events in fills:
                 position = self._build_position(key, events, instruments)
                 if position is not None:
                     positions[position.id] = position
-                    self._latest[key] = position
+                    loaded[key] = position
+        self._live_loaded(loaded)
         self._loaded("positions", len(positions), t0)
         return positions
 

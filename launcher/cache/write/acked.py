@@ -24,8 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from launcher.cache.write.commands import Append
-from launcher.cache.write.commands import view
+from launcher.cache.write.commands import list_counts
 from launcher.cache.write.spill import spill_path
 
 
@@ -102,34 +101,20 @@ class AckedRecord:
 
     def note(self, ops: list[Any]) -> None:
         """The event counts `ops` (one acknowledged batch, in order) leave, appended and fsync'd."""
-        update: dict[str, int] = {}
-        for op in ops:
-            for cmd in op.cmds:
-                name = cmd[0]
-                if type(name) is str:
-                    typed = view(cmd)
-                    if type(typed) is Append:
-                        self._set(update, typed.list_key, int(typed.n))
-                elif name == b"DEL":
-                    for key in cmd[1:]:
-                        self._set(update, key, 0)
-                elif name == b"RPUSH":  # a rewrite from memory: DEL, then all of its events
-                    self._set(update, cmd[1], len(cmd) - 2)
-                elif name == b"FLUSHDB":
-                    update = {entity: 0 for entity in self._entries}
+        flushed, counts = list_counts(ops)
+        update: dict[str, int] = {entity: 0 for entity in self._entries} if flushed else {}
+        for key, n in counts.items():
+            key = key.decode() if type(key) is bytes else key
+            for prefix, collection in self._prefixes:
+                if key.startswith(prefix):
+                    update[f"{collection}:{key[len(prefix):]}"] = n
+                    break
         if not update:
             return
         _apply(self._entries, update)
         self._size += _append(self.path, update)
         if self._size > max(_COMPACT_MIN_BYTES, _COMPACT_FACTOR * self._compacted):
             self.compact()
-
-    def _set(self, update: dict[str, int], key: Any, n: int) -> None:
-        key = key.decode() if type(key) is bytes else key
-        for prefix, collection in self._prefixes:
-            if key.startswith(prefix):
-                update[f"{collection}:{key[len(prefix):]}"] = n
-                return
 
     def compact(self) -> None:
         """Rewrite the record as one line of its live entries (atomically: temp file, fsync, rename)."""

@@ -57,9 +57,11 @@ A repair needs an append to reveal the gap; a failover to a replica that lagged 
 entities nobody writes again. So when the master's address changes (`_note_address`) the writer
 reconciles the new master against `LiveEntities` - the newest object of every live order,
 position and account, kept by the facade - before anything newer: one pipelined ``LLEN`` round
-per `_LLEN_CHUNK` lists, then every entity whose list holds fewer events than memory is
-rewritten (list, manifest, index entries) through guarded batches, with one WARN naming how
-many were behind. Writes retained from before are then sent guarded too (the rewrite may hold
+per `_LLEN_CHUNK` lists (once the spill file's older writes were sent), then every entity
+whose list holds fewer events than the writes applied before had left it with
+(`_applied_counts`, seeded by the facade's loads) is rewritten from memory up to that count
+(list, manifest, index entries) through guarded batches, with one WARN naming how many were
+behind. Writes retained from before are then sent guarded too (the rewrite may hold
 their events already). Accounts whose events were purged in memory are rewritten only when their
 list is shorter than memory: Redis is never shortened.
 
@@ -154,6 +156,7 @@ from launcher.cache.write.commands import ACCOUNT_KINDS
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
+from launcher.cache.write.commands import list_counts
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
 from launcher.store.resp import exchange
@@ -344,6 +347,9 @@ class Writer:
         self._acked_record = acked
         self._acked_record_failed = False  # one ERROR when the record cannot be written
         self._reconcile_due = False  # a failover was noticed: reconcile the new master (writer thread)
+        # List key -> the event count the last applied write left it with (writer thread; the
+        # facade seeds what it loaded): what a new master must hold at least.
+        self._applied_counts: dict[str, int] = {}
         self._guard_through = 0  # writes up to this seq are sent guarded (retained across a reconciliation)
         # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
         # this connection to wait for (WAIT waits for the connection's last propagated write).
@@ -556,7 +562,8 @@ class Writer:
                     break
                 try:
                     self._deliver(batch)
-                    while self._reconcile_due:
+                    # After the spill file's older writes: what they hold is already applied then.
+                    while self._reconcile_due and not self._spill.unread:
                         self._reconcile()
                 except _RETRIABLE:
                     # Closing and the bounded wait is over: keep everything in the spill file.
@@ -638,6 +645,18 @@ class Writer:
                 if sent.refused:
                     raise self._refused(sent.refused)
         self._acknowledge(batch, ops, sent)
+
+    def note_loaded(self, counts: dict[str, int]) -> None:
+        """Event counts of lists the node loaded (unless a write of this process already set them)."""
+        applied = self._applied_counts
+        for key, n in counts.items():
+            applied.setdefault(key, n)
+
+    def _note_applied(self, ops: list[Op]) -> None:
+        flushed, counts = list_counts(ops)
+        if flushed:
+            self._applied_counts.clear()
+        self._applied_counts.update(counts)
 
     def _note_acked(self, ops: list[Op]) -> None:
         """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
@@ -965,6 +984,7 @@ class Writer:
     # -- after acknowledgement ------------------------------------------------------------------
 
     def _acknowledge(self, batch: _Batch, ops: list[Op], sent: _Sent) -> None:
+        self._note_applied(ops)
         repairs = self._inspect(ops, sent)
         now = time.monotonic()
         with self._lock:
@@ -1178,10 +1198,10 @@ class Writer:
 
     def _reconcile(self) -> None:
         """
-        The master changed: every live entity whose list on it holds fewer events than memory
-        (a promoted replica that had not received them) is rewritten from memory - list,
-        manifest and index entries - through guarded batches, before any newer write. Writes
-        retained from before go guarded too (the rewrite may already hold their events).
+        The master changed: every live entity whose list on it holds fewer events than were
+        applied before (a promoted replica that had not received them) is rewritten from
+        memory - its events up to that count, manifest and index entries - through guarded
+        batches, before any newer write. Writes retained from before go guarded too.
         """
         self._reconcile_due = False
         if self._live is None or not self._live.latest:
@@ -1189,20 +1209,24 @@ class Writer:
         entities = self._live.latest.copy()  # one C call: the facade's thread may add entries meanwhile
         with self._lock:
             self._guard_through = self._seq
-        keys = list(entities)
+        applied = self._applied_counts
+        keys = [key for key in entities if applied.get(key)]  # else none of its writes applied yet
         for attempt in self._retrying:
             with attempt:
                 lengths = self._lengths(keys)
         repairs: list[Op] = []
         behind: collections.Counter[str] = collections.Counter()
         for key, length in zip(keys, lengths):
+            # Compared with what was applied, not with memory: newer events are still retained.
+            if length >= applied[key]:
+                continue
             entity = entities[key]
-            if length >= entity.event_count:
-                continue
-            # Accounts whose events were purged in memory: never shorten Redis.
             events = list(entity.events)
-            if length >= len(events):
-                continue
+            if len(events) >= applied[key]:
+                # The events applied: newer ones follow through their own retained writes.
+                events = events[:applied[key]]
+            elif length >= len(events):
+                continue  # an account whose events were purged in memory: never shorten Redis
             manifest_key, field = self._live.locate(key)
             repairs.append(self._rewrite(key, manifest_key, field, entity, events))
             behind[manifest_key.rsplit(":", 1)[-1]] += 1
