@@ -17,6 +17,9 @@ from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from launcher.bootstrap.verify import verify_state
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.acked import read_record
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import list_counts
 from launcher.retention.apply import run_retention_once
 from launcher.retry import poll
 from launcher.servers.redis_process import SentinelTopology
@@ -190,3 +193,16 @@ def test_a_flush_on_start_forgets_the_record(redis_server, tmp_path):
     assert not {f"orders:{o.client_order_id.value}" for o in orders} & set(read_record(record))
     verify = run_launcher(_verify_args(redis_server.port, spill_dir), cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
+
+
+def test_list_counts_follow_the_ops_in_order():
+    """What a batch leaves each list with: appends, a rewrite (DEL + RPUSH), a delete, and nothing before a FLUSHDB."""
+    ops = [
+        Op("add_order", (Append.stored("k:orders:A", "m", "A", 1, b"e1", 1), (b"SADD", "k:index:orders", "A"))),
+        Op("update_order", (Append.stored("k:orders:A", "m", "A", 2, b"e2", 0),)),
+        Op("repair", [(b"DEL", "k:orders:B"), (b"RPUSH", "k:orders:B", b"e1", b"e2", b"e3"), (b"HSET", "m", "B", 3)]),
+        Op("delete_order", [(b"DEL", "k:orders:C")]),
+    ]
+    assert list_counts(ops) == (False, {"k:orders:A": 2, "k:orders:B": 3, "k:orders:C": 0})
+    flushed = [ops[0], Op("flush", [(b"FLUSHDB",)]), ops[1]]
+    assert list_counts(flushed) == (True, {"k:orders:A": 2})

@@ -654,9 +654,14 @@ class Writer:
 
     def _note_applied(self, ops: list[Op]) -> None:
         flushed, counts = list_counts(ops)
+        applied = self._applied_counts
         if flushed:
-            self._applied_counts.clear()
-        self._applied_counts.update(counts)
+            applied.clear()
+        for key, n in counts.items():
+            if n:
+                applied[key] = n
+            else:
+                applied.pop(key, None)  # deleted: no entry left behind per deleted entity
 
     def _note_acked(self, ops: list[Op]) -> None:
         """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
