@@ -9,6 +9,9 @@ verify     wait, preflight, check the spill files, verify; print the recovery re
            sound / 4 problems (a pending spill file is one: mode=verify never replays)
 inspect    wait; print the persisted state in the spec's logical view
 retention  wait; apply (or with retention.dry_run list) the retention windows once
+migrate    wait, preflight, check the spill files (a pending one refuses: its writes are not in the
+           source yet); copy the trader's state to migrate.to under both leases, verified
+           before and after (launcher/bootstrap/migrate.py)
 check      build the node offline (every client constructed, nothing connected, nothing read
            from or written to Redis), print a one-screen summary, exit 0 (launcher/node/check.py)
 
@@ -35,9 +38,8 @@ from nautilus_trader.live.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
-from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import RebuiltState
 from launcher.cache.kernel_hook import ResilientFactory
-from launcher.config.connection import connection_settings
 from launcher.config.node_config import build_node_config
 from launcher.config.schema import Backend
 from launcher.config.schema import Encoding
@@ -51,8 +53,8 @@ from launcher.errors import WritesRefused
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
-from launcher.state.layout import trader_key
 from launcher.state.loader import state_trader_key
+from launcher.state.loader import store_connection
 from launcher.stop_signals import StopSignals
 from launcher.store.connection import master_address
 
@@ -108,11 +110,11 @@ class NodeSession:
     def __init__(self, settings: LauncherConfig, signals: StopSignals) -> None:
         self.settings = settings
         self.signals = signals
-        self.conn = connection_settings(settings.cache)
+        self.conn = store_connection(settings)
         self.instance_id = UUID4()
         self.client: redis.Redis | None = None
         self.monitoring: Monitoring | None = None
-        self.rebuilt = RebuiltOrders()
+        self.rebuilt = RebuiltState()
         self.node_config: TradingNodeConfig | None = None
         self.node_run: NodeRun | None = None
         self.writer_lease: Lease | None = None
@@ -145,7 +147,7 @@ class NodeSession:
         if self.conn is None:
             if mode != Mode.run:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
-                                          "(cache=redis_dev or cache=redis_sentinel)")
+                                          "(cache=redis_dev, cache=redis_sentinel or cache=redis_cluster)")
             log.info("cache=memory: nothing is persisted; state is lost when the node stops")
             self.build()
             self.run()
@@ -155,8 +157,9 @@ class NodeSession:
         if mode == Mode.verify:
             self.spill_check()
             report = self.verify(enforce=False)
-            if self.pending_spills:
-                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            unreplayed = [spill for spill in self.pending_spills if not spill.applied]
+            if unreplayed:
+                raise VerifyFailed(_pending_message(unreplayed, self.settings.trader_id))
             return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
@@ -167,6 +170,14 @@ class NodeSession:
             from launcher.retention.apply import run_retention_once  # noqa: PLC0415
 
             return run_retention_once(self.client, self.settings)
+        if mode == Mode.migrate:
+            from launcher.bootstrap.migrate import migrate  # noqa: PLC0415
+
+            self.spill_check()
+            if self.pending_spills:
+                # Writes of a dead process are not in the source yet: a copy now would miss them.
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+            return migrate(self.client, self.settings, self.instance_id.value)
         self.spill_check()
         self.lease()
         self.replay()
@@ -263,8 +274,8 @@ class NodeSession:
     def verify(self, *, enforce: bool) -> RecoveryReport | None:
         """
         The recovery report, printed (mode=verify: `enforce` False, the exit code says it).
-        Before a run, flush_on_start replaces verification, and the orders verify rebuilt go to
-        the node's cache database.
+        Before a run, flush_on_start replaces verification, and the orders, positions and
+        accounts verify rebuilt go to the node's cache database.
         """
         from launcher.bootstrap.verify import enforce as enforce_report  # noqa: PLC0415
         from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
@@ -290,10 +301,10 @@ class NodeSession:
         enforce_report(report, settings.bootstrap.verify)
         self.monitoring.recovery(report)
         if report.state is not None and self.node_run.cache_database_factory is not None:
-            # The node's load takes the orders verify rebuilt wherever Redis still holds the
+            # The node's loads take the orders, positions and accounts verify rebuilt wherever Redis still holds the
             # very bytes they were rebuilt from (resilient backend; the lease keeps other
             # launchers from writing meanwhile, and the comparison catches anyone else).
-            self.rebuilt.give(report.state.rebuilt_orders())
+            self.rebuilt.give(report.state.rebuilt())
         report.state = None
         self.report = report
         return report
@@ -302,7 +313,7 @@ class NodeSession:
         """Build the node (it loads the persisted state), compare with the report, install retention."""
         self._prepare()
         if self.conn is not None:
-            self.manifest_key = trader_key(self.settings.trader_id, self.instance_id.value, self.node_config.cache)
+            self.manifest_key = state_trader_key(self.settings, self.instance_id.value)
         if self.native:
             from launcher.bootstrap.manifest import mark_not_final  # noqa: PLC0415
 
@@ -394,11 +405,12 @@ class NodeSession:
     def _write_options(self) -> dict:
         """The resilient write path's options from the cache settings (the backend's and the replay's)."""
         cache = self.settings.cache
+        min_replica_acks, replica_ack_timeout_ms = cache.replica_acks()
         return {
             "connection": self.conn,
             "durability": cache.durability.value,
-            "min_replica_acks": cache.sentinel.min_replica_acks if self.conn.is_sentinel else 0,
-            "replica_ack_timeout_ms": cache.sentinel.replica_ack_timeout_ms,
+            "min_replica_acks": min_replica_acks,
+            "replica_ack_timeout_ms": replica_ack_timeout_ms,
             "max_pending_writes": cache.max_pending_writes,
             "spill_dir": cache.spill_dir,
         }

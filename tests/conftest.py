@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
 from tests.support.fake_credentials import FAKE
@@ -22,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
 
 # Environment variables that would leak the developer's own Redis settings into tests.
 for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_DB",
-              "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "TRADER_ID"):
+              "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES", "TRADER_ID"):
     os.environ.pop(_name, None)
 
 
@@ -63,3 +64,15 @@ def sentinel_topology(tmp_path):
     topology = SentinelTopology(tmp_path / "sentinel", replicas=1).start()
     yield topology
     topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """
+    A real Redis Cluster shared by the session (six nodes: three primaries, one replica each,
+    ``cluster-node-timeout`` 1 s). Tests that fail over or move slots leave it healthy (every
+    slot covered) for the next; each test uses its own trader id.
+    """
+    cluster = ClusterTopology(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()

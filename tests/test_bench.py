@@ -129,16 +129,19 @@ def test_throughput_reports_the_median_run_and_lists_every_run():
 
 
 @pytest.mark.slow
-def test_bench_node_and_startup_sections_smoke(tmp_path):
+def _quick_bench(tmp_path, *overrides: str, timeout_s: float = 240):
+    """Run ``python -m launcher.bench bench.quick=true`` with `overrides`; (process, bench.json, output dir)."""
     out = tmp_path / "out"
-    result = run_launcher(
-        ["bench.quick=true", "bench.sections=[node,startup]", "bench.node_seconds=2", "bench.startup_orders=[300]",
-         "bench.plot=false", f"bench.out_dir={out}"],
-        cwd=tmp_path, module="launcher.bench", timeout_s=240,
-    )
+    result = run_launcher(["bench.quick=true", *overrides, "bench.plot=false", f"bench.out_dir={out}"],
+                          cwd=tmp_path, module="launcher.bench", timeout_s=timeout_s)
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-4000:]
-    data = json.loads((out / "bench.json").read_text())
+    return result, json.loads((out / "bench.json").read_text()), out
+
+
+def test_bench_node_and_startup_sections_smoke(tmp_path):
+    result, data, out = _quick_bench(tmp_path, "bench.sections=[node,startup]", "bench.node_seconds=2",
+                                     "bench.startup_orders=[300]")
     assert "hot_path_us" not in data and "recovery" not in data  # only the sections asked for
     node = data["node"]
     assert node["seconds"] == 2 and node["repeats"] == 1
@@ -223,3 +226,20 @@ def test_flood_strategy_counts_every_event_of_a_fixed_number_of_orders(tmp_path)
     assert flood["events"] == {"order": 150, "position": 50, "account": 50, "total": 250}
     assert sum(flood["events_per_second"]) == 250 and flood["events_per_s"] > 0
     assert "FLOOD result: " in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_cluster_section_k_launchers_on_one_server_and_on_the_cluster(tmp_path):
+    result, data, out = _quick_bench(tmp_path, "bench.sections=[cluster]", "bench.cluster_k=2", "bench.cluster_seconds=2",
+                                     timeout_s=300)
+    assert "node" not in data and "hot_path_us" not in data  # only the section asked for
+    section = data["cluster"]
+    assert section["k"] == 2 and section["seconds"] == 2
+    for store in ("single_server", "cluster"):
+        d = section[store]
+        assert len(d["runs"]) == 2 and d["events_per_s"] == pytest.approx(sum(r["events_per_s"] for r in d["runs"]), abs=0.2)
+        for run in d["runs"]:  # a clean stop persisted every order submitted, on either store
+            assert run["events_per_s"] > 0 and run["persisted_orders"] == run["orders_submitted"] > 0, (store, run)
+    assert sum(section["cluster"]["traders_per_shard"].values()) == 2 and section["single_server"]["traders_per_shard"] == {}
+    assert "K launchers at once: 2 flood nodes" in result.stdout
+    assert (out / "bench.txt").read_text().strip() == render(data).strip()

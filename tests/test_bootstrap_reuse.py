@@ -91,3 +91,77 @@ def test_a_restart_loads_the_orders_once(tmp_path, redis_server):
     unverified = run_launcher([*args, "bootstrap.verify=off"], cwd=tmp_path)
     assert unverified.returncode == 0, output(unverified)[-3000:]
     assert "taken as verify rebuilt them" not in output(unverified)
+
+
+def test_the_first_load_reuses_positions_and_accounts_only_while_their_bytes_are_unchanged(redis_server, tmp_path):
+    from nautilus_trader.model.identifiers import PositionId
+    from nautilus_trader.model.position import Position
+
+    from launcher.bench.measure import Objects
+
+    writer = _database(redis_server.port, tmp_path)
+    objs = Objects(TRADER_ID.value)
+    writer.add_currency(objs.usd)
+    writer.add_instrument(objs.instrument)
+    account = objs.account()
+    writer.add_account(account)
+    positions = []
+    for i in range(4):
+        order = objs.limit()
+        writer.add_order(order)
+        for event in (objs.submitted(order), objs.accepted(order)):
+            order.apply(event)
+            writer.update_order(order)
+        fill = objs.filled(order, PositionId(f"P-{i}"))
+        order.apply(fill)
+        writer.update_order(order)
+        positions.append(Position(objs.instrument, fill))
+        writer.add_position(positions[-1])
+    assert writer.wait_until_persisted(10)
+
+    state = load_state(redis_server.client(), _settings(redis_server.port))  # what verify rebuilt
+    assert not state.problems, state.problems
+    rebuilt = state.rebuilt()
+    assert set(rebuilt.positions) == {f"P-{i}" for i in range(4)} and set(rebuilt.accounts) == {"SIM-001"}
+
+    # Written after verify: one more fill for position P-0 and one more state for the account.
+    order = objs.limit()
+    writer.add_order(order)
+    for event in (objs.submitted(order), objs.accepted(order)):
+        order.apply(event)
+        writer.update_order(order)
+    fill = objs.filled(order, PositionId("P-0"))
+    order.apply(fill)
+    writer.update_order(order)
+    positions[0].apply(fill)
+    writer.update_position(positions[0])
+    account.apply(objs.account_state(999_000))
+    writer.update_account(account)
+    assert writer.wait_until_persisted(10)
+    writer.close()
+
+    def load(**handed):
+        reader = _database(redis_server.port, tmp_path, **handed)
+        try:
+            return reader.load_accounts(), reader.load_positions(), reader.load_positions()
+        finally:
+            reader.close()
+
+    accounts, loaded, again = load(rebuilt_positions=rebuilt.positions, rebuilt_accounts=rebuilt.accounts)
+    for i in (1, 2, 3):
+        assert loaded[PositionId(f"P-{i}")] is rebuilt.positions[f"P-{i}"][1]
+        assert again[PositionId(f"P-{i}")] is not loaded[PositionId(f"P-{i}")]  # only the first load may reuse
+    assert loaded[PositionId("P-0")] is not rebuilt.positions["P-0"][1]
+    assert loaded[PositionId("P-0")].event_count == 2 and loaded[PositionId("P-0")].quantity == positions[0].quantity
+    (loaded_account,) = accounts.values()
+    assert loaded_account is not rebuilt.accounts["SIM-001"][1]
+    assert loaded_account.event_count == account.event_count == 2
+    for i in range(4):  # whichever way it loaded: what Redis holds
+        assert loaded[PositionId(f"P-{i}")].to_dict() == positions[i].to_dict()
+
+    # The instrument a position was rebuilt with changed in Redis meanwhile: that position is rebuilt.
+    key = f"trader-{TRADER_ID.value}:instruments:{objs.instrument.id.value}"
+    payload = redis_server.client().get(key)
+    stale = {id_: (events[:-1] + [payload + b"x"], position) for id_, (events, position) in rebuilt.positions.items()}
+    accounts, loaded, _ = load(rebuilt_positions=stale)
+    assert all(loaded[PositionId(f"P-{i}")] is not stale[f"P-{i}"][1] for i in range(4))

@@ -9,7 +9,7 @@ from nautilus_trader.config import LoggingConfig
 from nautilus_trader.config import TradingNodeConfig
 from nautilus_trader.live.node import TradingNode
 
-from launcher.cache.kernel_hook import RebuiltOrders
+from launcher.cache.kernel_hook import RebuiltState
 from launcher.cache.kernel_hook import ResilientFactory
 from launcher.cache.kernel_hook import use_cache_database
 from launcher.cache.resilient import ResilientCacheDatabase
@@ -60,7 +60,7 @@ def test_hook_restores_the_adapter_when_construction_fails():
 
 def test_rebuilt_orders_go_to_the_next_database_only():
     """Verify's handoff to the kernel: the first load takes the orders, a later one decodes for itself."""
-    rebuilt = RebuiltOrders()
+    rebuilt = RebuiltState()
     assert rebuilt.take() is None
     orders = {"O-1": ([b"event"], object())}
     rebuilt.give(orders)

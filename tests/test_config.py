@@ -20,6 +20,7 @@ from tests.support.launcher_cli import run_launcher
 
 
 SENTINELS = "cache.sentinel.nodes=[127.0.0.1:26379,127.0.0.1:26380]"
+CLUSTER_NODES = "cache.cluster.nodes=[127.0.0.1:7000,127.0.0.1:7001]"
 
 
 def group_options(group: str) -> list[str]:
@@ -34,7 +35,7 @@ def settings_for(*overrides: str):
 @pytest.mark.parametrize("strategy", [s for s in group_options("strategy") if s != "custom"])
 @pytest.mark.parametrize("venue", group_options("venue"))
 def test_every_config_group_composes_and_converts(fake_credentials, cache, strategy, venue):
-    overrides = [f"cache={cache}", f"strategy={strategy}", f"venue={venue}", SENTINELS]
+    overrides = [f"cache={cache}", f"strategy={strategy}", f"venue={venue}", SENTINELS, CLUSTER_NODES]
     if venue == "interactive_brokers" and importlib.util.find_spec("ibapi") is None:
         with pytest.raises(ConfigError, match=r"needs the Python package 'ibapi'.*\[ib\]"):
             settings_for(*overrides)
@@ -141,7 +142,9 @@ def test_redacted_yaml_hides_passwords_in_values_and_overrides():
         (["cache.buffer_interval_ms=-5"], "cache.buffer_interval_ms"),
         (["trader_id=TRADER"], "trader_id: 'TRADER' is not in NautilusTrader's NAME-TAG form"),
         (["cache.durability=sometimes"], "cache.durability"),
-        (["cache=nosuch"], "Could not find 'cache/nosuch' (available: memory, redis_dev, redis_sentinel)"),
+        (["cache=nosuch"], "Could not find 'cache/nosuch' (available: memory, redis_cluster, redis_dev, redis_sentinel)"),
+        (["cache=redis_cluster"], "cache.cluster.nodes"),
+        (["cache=redis_cluster", CLUSTER_NODES, "cache.backend=native"], "cache.backend: native cannot be used"),
         (["strategy.params.fast_ema_period=50"], "strategy.params"),
         (["cache.backend=native", "cache.durability=sync"], "cache.durability"),
         (["cache.persist_orders=false"], "cache.persist_orders: false is not supported"),

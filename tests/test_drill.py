@@ -23,6 +23,7 @@ from tests.support.launcher_cli import run_launcher
 
 
 SCENARIOS = sorted(p.stem for p in (CONFIG_DIR / "drill").glob("*.yaml"))
+CLUSTER_SCENARIOS = ["cluster_failover", "cluster_reshard"]  # resilient only: native cannot talk to a cluster
 
 # Short timings: a few seconds of trading around the fault.
 FAST = [
@@ -52,14 +53,24 @@ def lane(report: dict, backend: str) -> dict:
 
 
 def test_scenario_group_is_complete():
-    assert SCENARIOS == ["graceful", "kill9", "redis_outage", "redis_restart", "sentinel_failover"]
+    assert SCENARIOS == ["chaos", "cluster_failover", "cluster_reshard", "graceful", "kill9", "outage_kill9",
+                         "redis_outage", "redis_restart", "sentinel_failover"]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s not in CLUSTER_SCENARIOS])
 def test_every_scenario_composes_and_validates(scenario):
     settings = to_drill_settings(compose_drill_config([f"drill={scenario}", "drill.backends=[resilient,native]"]))
     assert settings.scenario.value == scenario
     assert [b.value for b in settings.backends] == ["resilient", "native"]
+
+
+@pytest.mark.parametrize("scenario", CLUSTER_SCENARIOS)
+def test_cluster_scenarios_compose_and_refuse_the_native_backend(scenario):
+    settings = to_drill_settings(compose_drill_config([f"drill={scenario}"]))
+    assert settings.scenario.value == scenario and [b.value for b in settings.backends] == ["resilient"]
+    with pytest.raises(ConfigError, match="native is impossible on a Redis Cluster") as info:
+        to_drill_settings(compose_drill_config([f"drill={scenario}", "drill.backends=[resilient,native]"]))
+    assert info.value.key == "drill.backends"
 
 
 def test_scenario_defaults_state_the_promises():
@@ -68,6 +79,11 @@ def test_scenario_defaults_state_the_promises():
     failover = to_drill_settings(compose_drill_config(["drill=sentinel_failover"]))
     assert [s.value for s in failover.failover_steps] == ["command", "kill_master"]
     assert failover.replicas == 1
+    assert failover.restart_old_master and not failover.kill_node_after_failover
+    outage_kill9 = to_drill_settings(compose_drill_config(["drill=outage_kill9"]))
+    assert outage_kill9.durability.value == "sync" and 0 < outage_kill9.kill_node_after_s <= outage_kill9.gap_s
+    chaos = to_drill_settings(compose_drill_config(["drill=chaos"]))
+    assert chaos.topology.value == "single" and len(chaos.chaos_faults) == 6
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -78,7 +94,17 @@ def test_scenario_defaults_state_the_promises():
     (["drill=redis_outage", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
     (["drill=sentinel_failover", "drill.sentinel_nodes=[127.0.0.1:26379]"], "drill.failover_steps"),
     (["drill=kill9", "drill.sentinel_nodes=[127.0.0.1:26379]"], "drill.sentinel_nodes"),
+    (["drill=cluster_reshard", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
+    (["drill=sentinel_failover", "drill.failover_steps=[reshard]"], "drill.failover_steps"),
     (["drill.durability=eventually"], "drill.durability"),
+    (["drill=outage_kill9", "drill.gap_s=2", "drill.kill_node_after_s=3"], "drill.kill_node_after_s"),
+    (["drill=outage_kill9", "drill.redis_address=127.0.0.1:7000"], "drill.redis_address"),
+    (["drill=sentinel_failover", "drill.restart_old_master=false", "drill.failover_steps=[kill_master,command]"],
+     "drill.failover_steps"),
+    (["drill=sentinel_failover", "drill.min_replica_acks=-1"], "drill.min_replica_acks"),
+    (["drill=chaos", "drill.chaos_faults=[failover]"], "drill.chaos_faults"),
+    (["drill=chaos", "drill.fault_every_s=[0,0]"], "drill.fault_every_s"),
+    (["drill=chaos", "drill.duration_s=0"], "drill.duration_s"),
 ])
 def test_bad_drill_config_is_one_config_error(overrides, key):
     with pytest.raises(ConfigError) as info:
@@ -238,8 +264,28 @@ def test_sentinel_failover_drill_forced_and_killed_master_loses_nothing(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
-def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code):
+@pytest.mark.parametrize(("scenario", "steps"), [("cluster_failover", ["command", "kill_master"]),
+                                                 ("cluster_reshard", ["reshard"])])
+def test_cluster_drills_lose_nothing(tmp_path, scenario, steps):
+    result, out, report = run_drill(tmp_path, f"drill={scenario}", timeout_s=300)
+    assert result.returncode == 0, out[-4000:]
+    resilient = lane(report, "resilient")
+    assert resilient["node_exit"] == 0 and resilient["check"]["events_lost"] == 0, resilient["check"]
+    assert [f["step"] for f in report["fault"] if "step" in f] == steps
+    settles = [f["what"] for f in report["fault"] if f["what"].startswith("topology ")]
+    assert settles and all(w.startswith("topology settled:") for w in settles), settles
+    assert len(resilient["node_log"]["failovers_followed"]) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "scenario"), [
+    ("SIGINT", 130, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    ("SIGTERM", 143, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    ("SIGHUP", 129, ["drill=graceful", "drill.fault_after_s=[60,60]"]),
+    # Mid-soak: faults every 0.5 s (a Redis gap or a maxmemory limit may be in progress).
+    ("SIGTERM", 143, ["drill=chaos", "drill.duration_s=600", "drill.fault_every_s=[0.5,0.5]"]),
+])
+def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(tmp_path, sig, code, scenario):
     import re
     import signal
 
@@ -249,10 +295,12 @@ def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(
     from tests.test_bootstrap_e2e import wait_for_line
 
     log_path = tmp_path / "drill.log"
-    drill = start_launcher([*FAST, "drill=graceful", "drill.fault_after_s=[60,60]", f"drill.workdir={tmp_path / 'drill'}"],
+    drill = start_launcher([*FAST, *scenario, f"drill.workdir={tmp_path / 'drill'}"],
                            cwd=tmp_path, log_path=log_path, module="launcher.drill")
     with killed_on_exit(drill):
         text = wait_for_line(log_path, "nodes trading", timeout_s=120, proc=drill)
+        if "drill=chaos" in scenario:
+            wait_for_line(log_path, "chaos for 600s", timeout_s=30, proc=drill)
         port = int(re.search(r"servers: redis 127\.0\.0\.1:(\d+)", text).group(1))
         drill.send_signal(getattr(signal, sig))  # the drill only, as if its node had already gone
         assert drill.wait(timeout=60) == code
@@ -261,3 +309,90 @@ def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(
     assert "Traceback" not in out
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=1).ping()
+
+
+# -- drills that attack the promises: an outage or a failover with no replica left, then SIGKILL of the node --
+
+
+@pytest.mark.slow
+def test_outage_kill9_sync_loses_nothing_and_the_node_comes_back(tmp_path):
+    result, out, report = run_drill(tmp_path, "drill=outage_kill9", "drill.gap_s=2.5", "drill.kill_node_after_s=1.5",
+                                    "drill.restart_run_s=1")
+    assert result.returncode == 0, out[-4000:]
+    resilient = lane(report, "resilient")
+    assert resilient["node_exit"] == -9 and resilient["check"]["events_lost"] == 0, resilient["check"]
+    kills = [f["what"] for f in report["fault"]]
+    assert kills[0] == "SIGKILL to Redis" and kills[1].startswith("SIGKILL to the node(s), 1.5s into the outage")
+    # The restart comes before the check (the node must hand over what it held), and it came back.
+    assert resilient["recovery"]["restart_exit"] == 0 and resilient["recovery"]["restart_to_running_s"] > 0
+    assert "nodes restarted before the check" in out
+
+
+@pytest.mark.slow
+def test_outage_kill9_buffered_loses_at_most_the_last_buffer_interval(tmp_path):
+    result, out, report = run_drill(tmp_path, "drill=outage_kill9", "drill.durability=buffered", "drill.gap_s=2.5",
+                                    "drill.kill_node_after_s=1.5", "drill.restart_run_s=1")
+    resilient = lane(report, "resilient")
+    # Whatever is lost is named, with its age relative to the node's kill.
+    assert all(x["id"] in out for x in resilient["check"]["lost"][:12])
+    assert all(x["ms_before_fault"] <= 100 + 250 for x in resilient["check"]["lost"]), resilient["failures"]
+    assert result.returncode == 0, out[-4000:]
+
+
+@pytest.mark.slow
+def test_sentinel_failover_to_a_master_without_replica_then_node_kill9_loses_nothing(tmp_path):
+    # The degraded topology: the master is SIGKILLed and stays down, the new master has no replica
+    # (min_replica_acks=1 cannot be met); then the node is SIGKILLed there, restarted, and checked.
+    result, out, report = run_drill(
+        tmp_path, "drill=sentinel_failover", "drill.restart_old_master=false", "drill.failover_steps=[kill_master]",
+        "drill.kill_node_after_failover=true", "drill.durability=buffered", "drill.restart_run_s=1",
+        "drill.node_start_timeout_s=20", "drill.lease_ttl_s=5", "drill.stop_timeout_s=20", timeout_s=300,
+    )
+    resilient = lane(report, "resilient")
+    steps = [f["what"] for f in report["fault"] if f.get("step") == "kill_master"]
+    assert len(steps) == 1 and "NOT started again (the new master has 0 replica(s))" in steps[0]
+    assert any(f["what"].startswith("SIGKILL to the node(s)") for f in report["fault"])
+    assert resilient["node_exit"] == -9
+    # buffered: only the last buffer interval before the node's kill may be lost; the node must come back.
+    assert all(x["ms_before_fault"] <= 100 + 250 for x in resilient["check"]["lost"]), resilient["failures"]
+    assert resilient["recovery"]["restart_to_running_s"] is not None, resilient["recovery"]
+    assert result.returncode == 0, out[-4000:]
+
+
+@pytest.mark.slow
+def test_two_replicas_with_fewer_replica_acks_refuse_to_start(tmp_path):
+    # Preflight demands min_replica_acks >= the promotable replicas: the node exits 7 and the drill cannot run.
+    result, out, _ = run_drill(tmp_path, "drill=sentinel_failover", "drill.replicas=2", "drill.min_replica_acks=1",
+                               "drill.node_start_timeout_s=60", timeout_s=200)
+    assert result.returncode == 3, out[-4000:]
+    assert "node exited (7) before trading" in out
+    assert "replica-acks" in out and "cache.sentinel.min_replica_acks=2" in out
+
+
+@pytest.mark.slow
+def test_two_replicas_repeated_sentinel_failover_loses_nothing(tmp_path):
+    result, out, report = run_drill(tmp_path, "drill=sentinel_failover", "drill.replicas=2",
+                                    "drill.failover_steps=[command,command]", timeout_s=300)
+    assert result.returncode == 0, out[-4000:]
+    assert "with 2 replica(s)" in report["servers"]
+    resilient = lane(report, "resilient")
+    assert resilient["node_exit"] == 0 and resilient["check"]["events_lost"] == 0, resilient["check"]
+    assert [f["step"] for f in report["fault"] if "step" in f] == ["command", "command"]
+
+
+@pytest.mark.slow
+def test_chaos_soak_short_loses_nothing_and_samples_the_node(tmp_path):
+    result, out, report = run_drill(
+        tmp_path, "drill=chaos", "drill.duration_s=20", "drill.fault_every_s=[3,5]", "drill.seed=5", timeout_s=200,
+    )
+    faults = [f for f in report["fault"] if "fault" in f]
+    assert 3 <= len(faults) <= 6, report["fault"]
+    assert all(isinstance(f["at_s"], float) and not f["what"].split(": ", 1)[1].startswith("could not apply")
+               for f in faults), faults
+    resilient = lane(report, "resilient")
+    samples = resilient["samples"]
+    assert len(samples) >= 15 and all(s["rss_mb"] > 0 for s in samples)
+    assert any(s["pending"] is not None for s in samples), samples[:5]
+    assert "cache_writes_pending max" in out
+    assert resilient["check"]["events_lost"] == 0, resilient["failures"]
+    assert result.returncode == 0, out[-4000:]

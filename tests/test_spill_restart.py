@@ -17,6 +17,7 @@ import pytest
 from nautilus_trader.core.uuid import UUID4
 
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.spilled import inspect_pending
 from launcher.cache.spilled import stale_entities
 from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
@@ -180,3 +181,43 @@ def test_staleness_is_a_different_event_at_the_spilled_position(redis_server, tm
     client.rpush(key + "moved", b"moved-1", b"x", b"moved-2")  # found near the tail (the script skips it)
     client.rpush(key + "other", b"other-1", b"OTHER-2")  # another node's event 2: stale
     assert stale_entities(client, TRADER_KEY, path) == ["orders:other"]
+
+
+def test_a_list_the_file_starts_over_is_not_stale(redis_server, tmp_path):
+    """A NETTING position id that reopens: the file deletes the list and appends from 1, so Redis's older fills say nothing."""
+    client = redis_server.client()
+    key = f"{TRADER_KEY}:positions:P-1"
+    client.rpush(key, b"fill-1", b"fill-2", b"fill-3")  # the closed generation, in Redis before the outage
+    path = tmp_path / "reopen.spill"
+    spill = SpillFile(path)
+    reopen = [(b"DEL", key),
+              Append.stored(key, f"{TRADER_KEY}:launcher:manifest:positions", "P-1", 1, b"new-fill-1", 1)]
+    spill.append([encode_record([b"epoch-01", 0, "add_position", reopen])])
+    spill.close()
+    assert stale_entities(client, TRADER_KEY, path) == []
+    # Without the delete the same append would be stale: position 1 holds another fill.
+    other = tmp_path / "other.spill"
+    spill = SpillFile(other)
+    spill.append([encode_record([b"epoch-01", 0, "update_position", reopen[1:]])])
+    spill.close()
+    assert stale_entities(client, TRADER_KEY, other) == ["positions:P-1"]
+
+
+def test_a_file_whose_events_are_all_in_redis_only_waits_for_replicas(redis_server, tmp_path):
+    """A master without replicas keeps applied writes in the spill file: verify must not call that state incomplete."""
+    client = redis_server.client()
+    key = f"{TRADER_KEY}:orders:O-1"
+    client.rpush(key, b"O-1-1", b"O-1-2")
+    spill = SpillFile(tmp_path / f"{TRADER_KEY}.spill")
+    spill.append([encode_record([b"epoch-01", 0, "update_order", [
+        Append.stored(key, f"{TRADER_KEY}:launcher:manifest:orders", "O-1", 2, b"O-1-2", 0)]])])
+    spill.close()
+    [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
+    assert pending.applied and "waiting for replicas" in pending.describe()
+    # One event Redis lacks makes it a pending file again.
+    spill = SpillFile(tmp_path / f"{TRADER_KEY}.spill")
+    spill.append([encode_record([b"epoch-01", 1, "update_order", [
+        Append.stored(key, f"{TRADER_KEY}:launcher:manifest:orders", "O-1", 3, b"O-1-3", 0)]])])
+    spill.close()
+    [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
+    assert not pending.applied and pending.unapplied == 1

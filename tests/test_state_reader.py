@@ -209,3 +209,26 @@ def test_the_launcher_exits_4_with_one_line_naming_a_garbage_order_key(redis_ser
     assert len(errors) == 1 and key in errors[0], output(result)[-3000:]
     assert result.stderr.strip().splitlines()[-1] == errors[0]
     assert client.dump(key) == before  # the launcher left the evidence as it was
+
+
+def test_classify_takes_entities_and_states_by_exact_collection_only():
+    from launcher.state import layout
+
+    tk = "trader-T-1"
+    keys = [
+        f"{tk}:orders:O-1", f"{tk}:orders:O:2", f"{tk}:positions:P-1", f"{tk}:accounts:SIM-001",
+        f"{tk}:instruments:AUD/USD.SIM", f"{tk}:currencies:USD", f"{tk}:general:k",
+        f"{tk}:strategies:S-1:state", f"{tk}:actors:A-1:state", f"{tk}:strategies:S-2",  # the last: no :state
+        f"{tk}:strategies::state", f"{tk}:orders:", f"{tk}:snapshots:orders:O-1", f"{tk}:index:orders",
+        f"{tk}:launcher:lease", f"{tk}-B:orders:O-9", f"{tk}:instance:orders:O-8", "orders:O-7",
+    ]
+    assert layout.classify(tk, keys) == {
+        "orders": {"O-1": f"{tk}:orders:O-1", "O:2": f"{tk}:orders:O:2"},
+        "positions": {"P-1": f"{tk}:positions:P-1"},
+        "accounts": {"SIM-001": f"{tk}:accounts:SIM-001"},
+        "instruments": {"AUD/USD.SIM": f"{tk}:instruments:AUD/USD.SIM"},
+        "currencies": {"USD": f"{tk}:currencies:USD"},
+        "general": {"k": f"{tk}:general:k"},
+        "strategies": {"S-1": f"{tk}:strategies:S-1:state"},
+        "actors": {"A-1": f"{tk}:actors:A-1:state"},
+    }

@@ -19,7 +19,8 @@ from launcher.store.connection import parse_address
 
 CONFIG_NAME = "bench_app"
 QUICK_SIZES = [200, 1000]
-SECTIONS = ("micro", "node", "startup")  # launcher/bench/measure.py; launcher/bench/node.py (node, startup)
+SECTIONS = ("micro", "node", "startup", "cluster")  # measure.py; node.py (node, startup); cluster.py
+DEFAULT_SECTIONS = ("micro", "node", "startup")  # cluster starts six more servers and K nodes: asked for by name
 QUICK_NODE_SECONDS = 3.0
 QUICK_STARTUP_ORDERS = [500]
 
@@ -42,12 +43,14 @@ class BenchSettings:
     plot: bool = True  # PNG when matplotlib is installed (pip install '.[plot]')
     profile: bool = True  # sample the resilient backend's threads: which functions dominate
     redis_benchmark: bool = True  # run redis-benchmark when the binary exists (else a raw redis-py pipeline only)
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # which of SECTIONS to run
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))  # which of SECTIONS to run
     node_seconds: float = 15.0  # each flood run of the node section, seconds
     node_repeats: int = 3  # flood runs per backend (alternating); the median is reported, every run listed
     startup_orders: list[int] = field(default_factory=lambda: [10_000, 100_000])  # orders in each start-up state
     startup_repeats: int = 5  # starts per case up to 10k orders (the median is reported); larger states start once
     startup_timeout_s: float = 300.0  # a start not RUNNING by then is stopped and reported as such
+    cluster_k: int = 4  # cluster section: launcher processes started at once, one trader each
+    cluster_seconds: float = 10.0  # cluster section: each node's flood run, seconds
 
 
 @dataclass
@@ -82,6 +85,8 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
         b.node_repeats = 1
         b.startup_orders = [s for s in b.startup_orders if s <= max(QUICK_STARTUP_ORDERS)] or list(QUICK_STARTUP_ORDERS)
         b.startup_repeats = 1
+        b.cluster_k = min(b.cluster_k, 2)
+        b.cluster_seconds = min(b.cluster_seconds, QUICK_NODE_SECONDS)
     if not b.sizes or any(s <= 0 for s in b.sizes):
         raise ConfigError("bench.sizes", f"must be positive order counts, was {b.sizes}")
     if not 3 <= b.events_per_order <= 4:
@@ -95,7 +100,7 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
     if not b.startup_orders or any(s <= 0 for s in b.startup_orders):
         raise ConfigError("bench.startup_orders", f"must be positive order counts, was {b.startup_orders}")
     for key in ("samples", "e2e_samples", "throughput_ops", "sync_throughput_ops", "recovery_repeats", "throughput_repeats",
-                "node_seconds", "node_repeats", "startup_repeats", "startup_timeout_s"):
+                "node_seconds", "node_repeats", "startup_repeats", "startup_timeout_s", "cluster_k", "cluster_seconds"):
         if getattr(b, key) <= 0:
             raise ConfigError(f"bench.{key}", "must be positive")
     if b.buffer_interval_ms <= 0:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher.bench import measure as M
+from launcher.bench.cluster import cluster_section
+from launcher.bench.cluster import render_cluster
 from launcher.bench.config import BenchSettings
 from launcher.bench.machine import describe_machine
 from launcher.bench.machine import python_speed_ms
@@ -30,6 +32,7 @@ from launcher.bench.physical import redis_benchmark
 from launcher.bench.sampler import Sampler
 from launcher.errors import LauncherError
 from launcher.servers.redis_process import LOOPBACK
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import parse_address
 
@@ -95,6 +98,14 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
             say("- start-up to RUNNING, empty store vs a recovered state")
             result["startup"] = startup_section(dbs, b.startup_orders, b.startup_repeats, b.startup_timeout_s, trader,
                                                 workdir / "nodes")
+        if "cluster" in b.sections:
+            say(f"- {b.cluster_k} launcher processes at once: one server vs a Redis Cluster (3 primaries, 1 replica each)")
+            cluster = ClusterTopology(workdir / "cluster").start()
+            try:
+                result["cluster"] = cluster_section(server, cluster, b.cluster_k, b.cluster_seconds, trader,
+                                                    workdir / "k-nodes")
+            finally:
+                cluster.stop()
     finally:
         dbs.close_all()
         _cleanup(server, traders)
@@ -323,6 +334,7 @@ def render(r: dict[str, Any]) -> str:
     if len(lines) == 5:  # no facade-level section ran: no empty table
         del lines[3:]
     lines += render_node(r)
+    lines += render_cluster(r)
     wc = r.get("write_costs")
     if wc:
         lines.append("")

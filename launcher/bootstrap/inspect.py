@@ -156,4 +156,9 @@ def render_inspection(client: redis.Redis, settings: LauncherConfig) -> str:
         state = load_state(client, settings)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
         raise RedisUnavailable(f"Redis stopped answering while loading the state to inspect: {e}") from None
-    return render_state(state, str(settings.trader_id))
+    text = render_state(state, str(settings.trader_id))
+    locator = getattr(client.connection_pool, "locator", None)
+    if locator is not None and locator.last_owner is not None:
+        host, port = locator.last_owner
+        text = f"Redis Cluster shard: slot {locator.slot} on primary {host}:{port}\n{text}"
+    return text

@@ -36,7 +36,6 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from nautilus_trader.cache.config import CacheConfig
 
 from launcher.config.schema import LauncherConfig
 from launcher.errors import ConfigError
@@ -44,6 +43,7 @@ from launcher.errors import LeaseHeld
 from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
 from launcher.state import layout
+from launcher.state.loader import state_trader_key
 
 
 log = logging.getLogger("launcher.bootstrap")
@@ -70,8 +70,7 @@ PTTL_SLACK_MS = 20  # PTTL only ever falls unless renewed; more than this rise i
 
 def lease_key(settings: LauncherConfig) -> str:
     """``{trader_key}:launcher:lease`` for ``settings.trader_id`` (never per instance)."""
-    config = CacheConfig(use_trader_prefix=settings.cache.use_trader_prefix, use_instance_id=False)
-    return layout.full_key(layout.trader_key(settings.trader_id, None, config), layout.LEASE)
+    return layout.full_key(state_trader_key(settings), layout.LEASE)
 
 
 @dataclass(frozen=True)

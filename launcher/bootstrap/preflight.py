@@ -12,8 +12,9 @@ role               FAIL when the server is a replica (writes would be refused)
 eviction           FAIL with maxmemory set and a maxmemory-policy other than noeviction
                    (eviction silently deletes trading state); WARN when a noeviction server is
                    over 90 % full (writes will start failing)
-persistence        no AOF and no RDB save points: WARN (store=redis), FAIL (store=sentinel,
-                   unless bootstrap.allow_no_persistence); WARN for RDB-only or appendfsync no
+persistence        no AOF and no RDB save points: WARN (store=redis), FAIL (store=sentinel or
+                   cluster, unless bootstrap.allow_no_persistence); WARN for RDB-only or
+                   appendfsync no (on a cluster: the trader's shard's primary)
 msgbus-db          FAIL when the message bus uses the same database and flush_on_start is on
 flush-on-start     WARN (loudly) when on: the node deletes the persisted state at start; FAIL
                    when the database also holds keys that are not this trader's (NautilusTrader
@@ -30,6 +31,11 @@ sentinel-replicas  (sentinel) WARN when no replica is connected
 replica-acks       (sentinel) FAIL when cache.sentinel.min_replica_acks is below the number of
                    replicas Sentinel can promote (a lagging one may be promoted and acknowledged
                    writes lost; WARN with the native backend, which never waits); WARN above it
+cluster-state      (cluster) FAIL unless the shard's primary reports cluster_state:ok with all
+                   16384 slots covered; PASS names the shard (primary, slot) holding the trader
+cluster-replicas   (cluster) WARN when the trader's shard has no replica online
+replica-acks       (cluster) as for Sentinel, with cache.cluster.min_replica_acks and the
+                   replicas of the trader's shard (any of them may be promoted)
 acl-rights         FAIL when the Redis user may not run a command the launcher needs on the
                    trader's keys (write, delete, Lua, SCAN, WAIT with min_replica_acks), naming
                    each refused command and key; probed inside a discarded MULTI, so nothing runs
@@ -67,6 +73,7 @@ WARN = "WARN"
 FAIL = "FAIL"
 
 MIN_VERSION = (6, 2)
+CLUSTER_SLOTS = 16384  # every Redis Cluster has this many hash slots
 FULL_RATIO = 0.9
 
 
@@ -168,7 +175,7 @@ def check_eviction(client: redis.Redis) -> CheckResult:
 
 
 def check_persistence(client: redis.Redis, settings: LauncherConfig) -> CheckResult:
-    sentinel = settings.cache.store == Store.sentinel
+    sentinel = settings.cache.store in (Store.sentinel, Store.cluster)  # HA profiles: a missing AOF FAILs
     allow = settings.bootstrap.allow_no_persistence
     missing = WARN if (not sentinel or allow) else FAIL
     try:
@@ -384,6 +391,45 @@ def check_sentinels(client: redis.Redis, conn: ConnectionSettings, min_replica_a
     return results
 
 
+def _shard_replicas(client: redis.Redis) -> list[dict]:
+    """The replicas online at the primary `client` is connected to (INFO replication)."""
+    info = _info(client, "replication")
+    return [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"]
+
+
+def check_cluster(client: redis.Redis, conn: ConnectionSettings, min_replica_acks: int = 0) -> list[CheckResult]:
+    """The trader's shard: cluster health as its primary sees it, its replicas, and WAIT's coverage of them."""
+    info = client.cluster("info")
+    state = str(info.get("cluster_state"))
+    assigned = int(info.get("cluster_slots_assigned", 0))
+    ok_slots = int(info.get("cluster_slots_ok", 0))
+    pool = client.connection_pool
+    slot = pool.locator.slot
+    owner = pool.locator.last_owner
+    shard = f"slot {slot} of '{conn.slot_key}' on primary {owner[0]}:{owner[1]}" if owner else f"slot {slot}"
+    results: list[CheckResult] = []
+    if state != "ok" or assigned < CLUSTER_SLOTS or ok_slots < CLUSTER_SLOTS:
+        results.append(CheckResult(
+            "cluster-state", FAIL,
+            f"cluster_state {state}, {assigned} of {CLUSTER_SLOTS} slots assigned, {ok_slots} ok: the cluster refuses "
+            f"or may refuse writes ({shard})",
+        ))
+    else:
+        results.append(CheckResult("cluster-state", PASS, f"cluster ok, every slot covered; the trader is in {shard}"))
+    replicas = _shard_replicas(client)
+    if replicas:
+        listed = ", ".join(f"{r.get('ip')}:{r.get('port')}" for r in replicas)
+        results.append(CheckResult("cluster-replicas", PASS, f"{len(replicas)} replica(s) of the shard online: {listed}"))
+    else:
+        results.append(CheckResult(
+            "cluster-replicas", WARN,
+            "no replica of the trader's shard is online: losing its primary loses the trader's state",
+        ))
+    results.append(_check_replica_acks(replicas, min_replica_acks, "resilient", key="cache.cluster.min_replica_acks",
+                                       promoter="the cluster"))
+    return results
+
+
 def _promotable(replica: dict) -> bool:
     """Whether Sentinel may promote this replica: reachable and not excluded by replica-priority 0."""
     if replica.get("is_sdown") or replica.get("is_odown") or replica.get("is_disconnected"):
@@ -391,7 +437,8 @@ def _promotable(replica: dict) -> bool:
     return int(replica.get("slave-priority", replica.get("replica-priority", 100)) or 0) != 0
 
 
-def _check_replica_acks(replicas: list[dict], min_replica_acks: int, backend: str) -> CheckResult:
+def _check_replica_acks(replicas: list[dict], min_replica_acks: int, backend: str,
+                        key: str = "cache.sentinel.min_replica_acks", promoter: str = "Sentinel") -> CheckResult:
     """
     Sentinel may promote any reachable replica, also one that has not acknowledged the newest
     writes; only when every promotable replica must acknowledge a batch does an acknowledged
@@ -403,14 +450,14 @@ def _check_replica_acks(replicas: list[dict], min_replica_acks: int, backend: st
         status = WARN if backend != "resilient" else FAIL
         return CheckResult(
             "replica-acks", status,
-            f"cache.sentinel.min_replica_acks={min_replica_acks} but Sentinel can promote {n} replica(s) "
+            f"{key}={min_replica_acks} but {promoter} can promote {n} replica(s) "
             f"({', '.join(promotable)}): a failover to one that had not acknowledged loses acknowledged writes; "
-            f"set cache.sentinel.min_replica_acks={n} (or replica-priority 0 on the replicas that must never be promoted)",
+            f"set {key}={n} (or replica-priority 0 on the replicas that must never be promoted)",
         )
     if min_replica_acks > n:
         return CheckResult(
             "replica-acks", WARN,
-            f"cache.sentinel.min_replica_acks={min_replica_acks} but only {n} promotable replica(s) are up: writes "
+            f"{key}={min_replica_acks} but only {n} promotable replica(s) are up: writes "
             "are applied but not acknowledged (retained, then spilled) until enough replicas are connected",
         )
     return CheckResult("replica-acks", PASS, f"every promotable replica ({n}) must acknowledge a batch")
@@ -433,7 +480,7 @@ def _check_replicas(client: redis.Redis) -> CheckResult:
 
 def check_acl_rights(client: redis.Redis, settings: LauncherConfig, conn: ConnectionSettings) -> CheckResult:
     user = settings.cache.redis.username or "default"
-    wait = conn.is_sentinel and settings.cache.sentinel.min_replica_acks > 0
+    wait = settings.cache.replica_acks()[0] > 0
     try:
         refused = rights.probe_rights(client, state_trader_key(settings), wait=wait)
     except redis.exceptions.ResponseError as e:
@@ -477,7 +524,7 @@ def run_preflight(
     results: list[CheckResult] = []
     results += _guard("acl-rights", lambda: check_acl_rights(client, settings, conn))
     results += _guard("server-version", lambda: check_version(client))
-    results += _guard("role", lambda: check_role(client, conn.is_sentinel))
+    results += _guard("role", lambda: check_role(client, conn.is_sentinel or conn.is_cluster))
     results += _guard("eviction", lambda: check_eviction(client))
     results += _guard("persistence", lambda: check_persistence(client, settings))
     results += _guard("msgbus-db", lambda: check_msgbus_db(settings, msgbus_same_db))
@@ -489,6 +536,8 @@ def run_preflight(
         results += _guard("sentinel", lambda: check_sentinels(
             client, conn, settings.cache.sentinel.min_replica_acks, settings.cache.backend.value,
         ))
+    if conn.is_cluster:
+        results += _guard("cluster", lambda: check_cluster(client, conn, settings.cache.cluster.min_replica_acks))
     for result in results:
         level = {PASS: logging.INFO, WARN: logging.WARNING, FAIL: logging.ERROR}[result.status]
         log.log(level, "%s", result.line)

@@ -193,7 +193,13 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
     problems += check_manifest(state)
     record = acked_path(resolve_spill_dir(settings.cache.spill_dir), state.trader_key)
     problems += check_acknowledged(state, read_record(record), record)
-    problems += [Problem("spill file", str(spill.path), _pending_text(spill)) for spill in pending_spills]
+    # A file whose events are all in Redis only waits for replicas: the state here is complete.
+    problems += [Problem("spill file", str(spill.path), _pending_text(spill)) for spill in pending_spills
+                 if not spill.applied]
+    for spill in pending_spills:
+        if spill.applied:
+            log.warning("Spill file %s: its %d write(s) are in Redis, waiting for replicas to acknowledge them",
+                        spill.path, spill.records)
     integrity = nautilus_integrity_check(state)
     if integrity is False:
         problems.append(Problem("cache", state.trader_key, "NautilusTrader's Cache.check_integrity() failed on the loaded state"))
@@ -225,7 +231,7 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
 
 
 def _pending_text(spill: PendingSpill) -> str:
-    text = f"{spill.records} spilled write(s) not replayed into Redis yet"
+    text = f"{spill.records} spilled write(s), {spill.unapplied} event(s) of them not in Redis yet"
     if spill.stale:
         text += f"; STALE for {entities_text(spill.stale)}"
     return text
@@ -313,28 +319,36 @@ def check_index_states(state: PersistedState) -> list[Problem]:
     """Open/closed/in-flight indexes agree with each loaded order's and position's state."""
     problems: list[Problem] = []
     idx = state.indexes
-    for id_, order in sorted(state.orders.items()):
+    listed, opened, closed, flying = (idx.get(name, set()) for name in (
+        layout.INDEX_ORDERS, layout.INDEX_ORDERS_OPEN, layout.INDEX_ORDERS_CLOSED, layout.INDEX_ORDERS_INFLIGHT))
+    # Sorted only where something disagrees (problems in id order): most states have nothing to report.
+    for id_, order in state.orders.items():
+        is_open, is_closed, is_inflight = order.is_open, order.is_closed, order.is_inflight
+        if (id_ in listed and is_open == (id_ in opened) and is_closed == (id_ in closed)
+                and is_inflight == (id_ in flying)):
+            continue
         wrong: list[str] = []
-        if id_ not in idx.get(layout.INDEX_ORDERS, ()):
+        if id_ not in listed:
             wrong.append(f"not in {layout.INDEX_ORDERS}")
-        in_open = id_ in idx.get(layout.INDEX_ORDERS_OPEN, ())
-        in_closed = id_ in idx.get(layout.INDEX_ORDERS_CLOSED, ())
-        if order.is_open and not in_open:
+        in_open = id_ in opened
+        in_closed = id_ in closed
+        if is_open and not in_open:
             wrong.append(f"open but not in {layout.INDEX_ORDERS_OPEN}")
-        if not order.is_open and in_open:
+        if not is_open and in_open:
             wrong.append(f"not open but in {layout.INDEX_ORDERS_OPEN}")
-        if order.is_closed and not in_closed:
+        if is_closed and not in_closed:
             wrong.append(f"closed but not in {layout.INDEX_ORDERS_CLOSED}")
-        if not order.is_closed and in_closed:
+        if not is_closed and in_closed:
             wrong.append(f"not closed but in {layout.INDEX_ORDERS_CLOSED}")
-        in_flight = id_ in idx.get(layout.INDEX_ORDERS_INFLIGHT, ())
-        if order.is_inflight and not in_flight:
+        in_flight = id_ in flying
+        if is_inflight and not in_flight:
             wrong.append(f"in flight but not in {layout.INDEX_ORDERS_INFLIGHT}")
-        if not order.is_inflight and in_flight:
+        if not is_inflight and in_flight:
             wrong.append(f"not in flight but in {layout.INDEX_ORDERS_INFLIGHT}")
-        if wrong:
-            problems.append(Problem("order", id_, f"index disagrees with status {order.status_string()}: {'; '.join(wrong)}"))
-    for id_, position in sorted(state.positions.items()):
+        problems.append(Problem("order", id_, f"index disagrees with status {order.status_string()}: {'; '.join(wrong)}"))
+    problems.sort(key=lambda p: p.id)
+    position_problems: list[Problem] = []
+    for id_, position in state.positions.items():
         wrong = []
         if id_ not in idx.get(layout.INDEX_POSITIONS, ()):
             wrong.append(f"not in {layout.INDEX_POSITIONS}")
@@ -350,8 +364,8 @@ def check_index_states(state: PersistedState) -> list[Problem]:
             wrong.append(f"closed but in {layout.INDEX_POSITIONS_OPEN}")
         if wrong:
             state_text = "open" if position.is_open else "closed"
-            problems.append(Problem("position", id_, f"index disagrees with state {state_text}: {'; '.join(wrong)}"))
-    return problems
+            position_problems.append(Problem("position", id_, f"index disagrees with state {state_text}: {'; '.join(wrong)}"))
+    return problems + sorted(position_problems, key=lambda p: p.id)
 
 
 def check_position_fills(state: PersistedState) -> list[Problem]:
@@ -387,17 +401,19 @@ def check_manifest(state: PersistedState) -> list[Problem]:
     for collection, entity in _MANIFEST_ENTITIES:
         recorded: dict[str, int] = getattr(manifest, collection)
         persisted = state.events_persisted[collection]
-        for id_, expected in sorted(recorded.items()):
+        found: list[Problem] = []  # sorted by id below: only the few losses, not every entry
+        for id_, expected in recorded.items():
             have = persisted.get(id_)
             if have is None:
-                problems.append(Problem(
+                found.append(Problem(
                     entity, id_, f"LOST: the manifest records {expected} event(s) but {collection}:{id_} does not exist",
                 ))
             elif have < expected:
                 lost = expected - have
-                problems.append(Problem(
+                found.append(Problem(
                     entity, id_, f"LOST {lost} event(s): the manifest records {expected}, Redis holds {have}",
                 ))
+        problems += sorted(found, key=lambda p: p.id)
     return problems
 
 

@@ -83,8 +83,8 @@ def _speaks_plain_resp(host: str, port: int, timeout_s: float) -> bool:
 
 
 def _probe_address(conn: ConnectionSettings) -> tuple[str, int] | None:
-    if conn.is_sentinel:
-        return None  # the master's address is what the sentinels say; they answered, so TLS is not the issue
+    if conn.is_sentinel or conn.is_cluster:
+        return None  # the sentinels (the seeds) named the address; they answered, so TLS is not the issue
     return conn.host, conn.port
 
 
@@ -166,8 +166,8 @@ def _reason(error: BaseException, conn: ConnectionSettings) -> str:
 
 def _refuse_sentinel(client: redis.Redis, conn: ConnectionSettings) -> None:
     """A Sentinel answers PING like a server but refuses every data command: say so before anything else."""
-    if conn.is_sentinel:
-        return  # the client is the master the sentinels named
+    if conn.is_sentinel or conn.is_cluster:
+        return  # the client is the master the sentinels (the cluster) named
     try:
         mode = client.info("server").get("redis_mode")
     except redis.exceptions.NoPermissionError:

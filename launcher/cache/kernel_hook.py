@@ -19,9 +19,14 @@ import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from typing import Any
 
 import nautilus_trader.system.kernel as _kernel
+
+
+if TYPE_CHECKING:
+    from launcher.state.loader import Rebuilt
 
 
 CacheDatabaseFactory = Callable[..., Any]
@@ -40,35 +45,36 @@ def use_cache_database(factory: CacheDatabaseFactory) -> Iterator[CacheDatabaseF
             _kernel.CacheDatabaseAdapter = original
 
 
-class RebuiltOrders:
+class RebuiltState:
     """
-    Orders verify rebuilt, handed to the node's cache database so that its first load takes
-    them (wherever Redis still holds the very bytes they were rebuilt from) instead of decoding
-    them again. Taken once: a later database of the same factory decodes for itself.
+    The orders, positions and accounts verify rebuilt (``launcher.state.loader.Rebuilt``),
+    handed to the node's cache database so that its first loads take them (wherever Redis
+    still holds the very bytes they were rebuilt from) instead of decoding them again. Taken
+    once: a later database of the same factory decodes for itself.
     """
 
     def __init__(self) -> None:
-        self._orders: dict[str, tuple[list[bytes], Any]] | None = None
+        self._rebuilt: Rebuilt | None = None
         self._lock = threading.Lock()
 
-    def give(self, orders: dict[str, tuple[list[bytes], Any]]) -> None:
+    def give(self, rebuilt: Rebuilt) -> None:
         with self._lock:
-            self._orders = orders
+            self._rebuilt = rebuilt
 
-    def take(self) -> dict[str, tuple[list[bytes], Any]] | None:
+    def take(self) -> Rebuilt | None:
         with self._lock:
-            orders, self._orders = self._orders, None
-            return orders
+            rebuilt, self._rebuilt = self._rebuilt, None
+            return rebuilt
 
 
 class ResilientFactory:
     """
     A factory with the kernel's call signature that builds a `ResilientCacheDatabase` with
     fixed keyword `options` (``connection``, ``durability``, ``min_replica_acks``, ...), handing
-    it the orders in `rebuilt` (if any). The instances it built are listed in `instances`.
+    it what `rebuilt` holds (if anything). The instances it built are listed in `instances`.
     """
 
-    def __init__(self, rebuilt: RebuiltOrders | None = None, **options: Any) -> None:
+    def __init__(self, rebuilt: RebuiltState | None = None, **options: Any) -> None:
         self.options = dict(options)
         self.rebuilt = rebuilt
         self.instances: list[Any] = []
@@ -76,9 +82,10 @@ class ResilientFactory:
     def __call__(self, trader_id: Any, instance_id: Any, serializer: Any, config: Any = None) -> Any:
         from launcher.cache.resilient import ResilientCacheDatabase  # noqa: PLC0415 (import cost only when used)
 
-        orders = self.rebuilt.take() if self.rebuilt is not None else None
-        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, rebuilt_orders=orders,
-                                          **self.options)
+        rebuilt = self.rebuilt.take() if self.rebuilt is not None else None
+        handed = {} if rebuilt is None else {"rebuilt_orders": rebuilt.orders, "rebuilt_positions": rebuilt.positions,
+                                             "rebuilt_accounts": rebuilt.accounts}
+        database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, **handed, **self.options)
         self.instances.append(database)
         return database
 

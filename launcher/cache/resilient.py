@@ -108,6 +108,7 @@ from launcher.state.entities import decode_order
 from launcher.state.entities import describe
 from launcher.state.gc_pause import gc_paused
 from launcher.state.reader import BulkReader
+from launcher.store.cluster import slot_of
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import health_check
@@ -155,6 +156,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         ``{client order id: (stored events, order)}`` already rebuilt from those events (the
         launcher's verify step): the first `load_orders` takes such an order as it is when
         Redis still holds exactly the same bytes for it, and rebuilds every other one.
+    rebuilt_positions, rebuilt_accounts : dict, optional
+        The same for the first `load_positions` (``{position id: (fills then the instrument's
+        payload, position)}``) and `load_accounts` (``{account id: (events, account)}``).
     """
 
     def __init__(
@@ -175,6 +179,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         max_batch_ops: int = 1000,
         max_backoff_s: float = 1.0,
         rebuilt_orders: dict[str, tuple[list[bytes], Any]] | None = None,
+        rebuilt_positions: dict[str, tuple[list[bytes], Position]] | None = None,
+        rebuilt_accounts: dict[str, tuple[list[bytes], Any]] | None = None,
     ) -> None:
         if config is None:
             config = CacheConfig()
@@ -192,11 +198,16 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._trader_id = trader_id
         self._instance_id = instance_id
         self._rebuilt_orders = rebuilt_orders or None
-        self._trader_key = L.trader_key(trader_id.value, instance_id.value, config)
+        self._rebuilt_positions = rebuilt_positions or None
+        self._rebuilt_accounts = rebuilt_accounts or None
         if connection is None:
             connection = (
                 ConnectionSettings.from_database_config(config.database) if config.database is not None else ConnectionSettings()
             )
+        self._trader_key = L.trader_key(trader_id.value, instance_id.value, config, hash_tag=connection.is_cluster)
+        if connection.is_cluster and slot_of(self._trader_key) != slot_of(connection.slot_key or ""):
+            # Writes to a slot the pool does not follow would be refused (MOVED) forever.
+            raise ValueError(f"trader key '{self._trader_key}' is not in the slot of '{connection.slot_key}'")
         self._settings = connection
         self._durability = durability
         self.listener = listener or CacheListener()
@@ -298,8 +309,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         # A spill file left by an earlier process is at the head of the FIFO: it is replayed
         # before this instance's own writes and before anything is loaded.
         if leftover:
-            if self._writer.wait_drained(close_timeout_s):
-                self._log.info(f"Replayed the spilled writes of an earlier run from {self._spill.path}")
+            # Applied is what a load needs (it reads the master); replicas may acknowledge later.
+            if self._writer.wait_applied(close_timeout_s):
+                unreplicated = self._writer.unreplicated
+                note = (f"; {unreplicated} of them wait for replicas to acknowledge (kept in the file)"
+                        if unreplicated else "")
+                self._log.info(f"Replayed the spilled writes of an earlier run from {self._spill.path}{note}")
             else:
                 self._log.warning(
                     f"Redis not reachable yet: {self._writer.pending()} spilled write(s) from an earlier run "
@@ -646,10 +661,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     # -- queries ------------------------------------------------------------------------------
 
     def _before_read(self) -> None:
-        if not self._writer.wait_drained(self._close_timeout_s):
+        # A load reads the master: it needs every write applied there, not yet acknowledged by replicas.
+        if not self._writer.wait_applied(self._close_timeout_s):
             self._log.warning(
-                f"Loading while {self._writer.pending()} write(s) are not yet acknowledged by Redis: "
-                "the loaded state may not include them",
+                f"Loading while {self._writer.pending() - self._writer.unreplicated} write(s) are not yet "
+                "applied in Redis: the loaded state may not include them",
             )
 
     def _ids(self, collection: str) -> tuple[list[str], list[str]]:
@@ -764,7 +780,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_accounts(self) -> dict:
         self._before_read()
         t0 = time.monotonic()
-        keys, _ = self._ids(L.ACCOUNTS)
+        keys, ids = self._ids(L.ACCOUNTS)
+        rebuilt, self._rebuilt_accounts = self._rebuilt_accounts, None  # good for the first load only
         for attempt in self._reader.retrying():
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
@@ -772,8 +789,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 loaded: dict[str, Any] = {}
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys, chunk=100):
-                        for key, raw_events in zip(keys[start:], lists):
-                            account = build_account(key, _decode_all(key, raw_events, decoder))
+                        for key, id_, raw_events in zip(keys[start:], ids[start:], lists):
+                            # An account rebuilt earlier from exactly these bytes is that account.
+                            account = _same_events(rebuilt.get(id_), raw_events) if rebuilt else None
+                            if account is None:
+                                account = build_account(key, _decode_all(key, raw_events, decoder))
                             if account is not None:
                                 accounts[account.id] = account
                                 loaded[key] = account
@@ -824,27 +844,44 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_positions(self, instruments: dict | None = None) -> dict:
         self._before_read()
         t0 = time.monotonic()
-        keys, _ = self._ids(L.POSITIONS)
+        keys, ids = self._ids(L.POSITIONS)
+        rebuilt, self._rebuilt_positions = self._rebuilt_positions, None  # good for the first load only
         for attempt in self._reader.retrying():
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
+                # (key, raw fills, decoded fills or None, position verify rebuilt from these very fills or None)
                 fills = []
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
-                        fills += [(key, _decode_all(key, raw_events, decoder))
-                                  for key, raw_events in zip(keys[start:], lists) if raw_events]
+                        for key, id_, raw_events in zip(keys[start:], ids[start:], lists):
+                            if not raw_events:
+                                continue
+                            earlier = rebuilt.get(id_) if rebuilt else None
+                            if earlier is not None and earlier[0][:-1] == raw_events:
+                                fills.append((key, raw_events, None, earlier))
+                            else:
+                                fills.append((key, raw_events, _decode_all(key, raw_events, decoder), None))
         instruments = dict(instruments or {})
-        first_ids = {getattr(events[0], "instrument_id", None) for _, events in fills}
+        first_ids = {earlier[1].instrument_id if events is None else getattr(events[0], "instrument_id", None)
+                     for _, _, events, earlier in fills}
         missing = sorted(str(i) for i in first_ids if i is not None and i not in instruments)
+        read_now: dict[str, bytes] = {}  # instrument id -> the payload this load read
         if missing:
             raws = self._reader.mget([f"{self._k}{L.INSTRUMENTS}:{i}" for i in missing])
             for instrument_id, raw in zip(missing, raws):
                 if raw is not None:
                     instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
+                    read_now[instrument_id] = raw
         positions = {}
         loaded = {}
         with gc_paused():
-            for key, events in fills:
+            for key, raw_events, events, earlier in fills:
+                if earlier is not None:
+                    # Taken only if the instrument it was built with is what this load read too.
+                    if read_now.get(earlier[1].instrument_id.value) == earlier[0][-1]:
+                        positions[earlier[1].id] = earlier[1]
+                        continue
+                    events = _decode_all(key, raw_events, decoder)
                 position = self._build_position(key, events, instruments)
                 if position is not None:
                     positions[position.id] = position

@@ -69,12 +69,23 @@ class PendingSpill:
     records: int
     torn_bytes: int = 0
     stale: list[str] = field(default_factory=list)
+    unapplied: int = 0  # appends whose event Redis does not hold yet
+
+    @property
+    def applied(self) -> bool:
+        """
+        Every event of the file is in Redis already: it only waits for replicas to acknowledge
+        (a master without replicas keeps applied writes in the file until they do).
+        """
+        return not self.stale and self.unapplied == 0
 
     def describe(self) -> str:
         """``path (N records)``, plus the staleness when there is one."""
         text = f"{self.path} ({self.records} record{'' if self.records == 1 else 's'}"
         if self.stale:
             text += f", STALE for {entities_text(self.stale)}"
+        elif self.applied:
+            text += ", every event already in Redis: waiting for replicas to acknowledge"
         return text + ")"
 
 
@@ -87,7 +98,8 @@ def inspect_pending(client: redis.Redis, spill_dir: str | Path, trader_key: str)
     for path in spill_files(spill_dir, trader_key):
         records, torn, _ = read_records(path)
         if records:
-            pending.append(PendingSpill(path, records, torn, _stale_or_unavailable(client, trader_key, path)))
+            stale, unapplied = _stale_or_unavailable(client, trader_key, path)
+            pending.append(PendingSpill(path, records, torn, stale, unapplied))
     return pending
 
 
@@ -103,10 +115,7 @@ def stale_entities(client: redis.Redis, trader_key: str, path: str | Path) -> li
     The entities (list keys without ``{trader_key}:``, e.g. ``orders:O-1``) the spill file at
     `path` is stale for, in file order; [] when replaying it only adds what Redis lacks.
     """
-    appends = [
-        cmd for value in read_records(path)[2] for stored in Op.from_record(value).cmds
-        if type(cmd := view(stored)) is Append and cmd.payload is not None
-    ]
+    appends = _comparable_appends(path)
     suspects: list[Append] = []
     for start in range(0, len(appends), _CHUNK):
         chunk = appends[start:start + _CHUNK]
@@ -127,6 +136,53 @@ def stale_entities(client: redis.Redis, trader_key: str, path: str | Path) -> li
             if position is None:
                 stale.setdefault(cmd.list_key.removeprefix(f"{trader_key}:"))
     return list(stale)
+
+
+def unapplied_events(client: redis.Redis, path: str | Path) -> int:
+    """
+    How many of the file's appended events Redis does not hold (at their position, or near the
+    tail where the append script would find them). A list the file starts over is judged by its
+    last generation in the file, the one a replay leaves.
+    """
+    commands = [stored for value in read_records(path)[2] for stored in Op.from_record(value).cmds]
+    latest: dict[str, list[Append]] = {}
+    for stored in commands:
+        cmd = view(stored)
+        if type(cmd) is Append and cmd.payload is not None:
+            latest.setdefault(cmd.list_key, []).append(cmd)
+        elif cmd is None and stored[0] in (b"DEL", b"UNLINK"):
+            for key in stored[1:]:
+                latest[_text(key)] = []
+    appends = [cmd for cmds in latest.values() for cmd in cmds]
+    missing = 0
+    for start in range(0, len(appends), _CHUNK):
+        chunk = appends[start:start + _CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for cmd in chunk:
+            pipe.lindex(cmd.list_key, int(cmd.n) - 1)
+            pipe.execute_command("LPOS", cmd.list_key, cmd.payload, "RANK", -1, "MAXLEN", _NEAR_TAIL)
+        replies = pipe.execute()
+        missing += sum(1 for cmd, held, near in zip(chunk, replies[::2], replies[1::2])
+                       if held != cmd.payload and near is None)
+    return missing
+
+
+def _comparable_appends(path: str | Path) -> list[Append]:
+    """
+    The file's appends that Redis's current lists can be compared with, in file order. A list
+    the file deletes anywhere (a NETTING position id reopening starts its list over) ends up as
+    the replay rebuilds it, whether or not part of the file was already replayed, so none of
+    its appends say anything about staleness.
+    """
+    commands = [stored for value in read_records(path)[2] for stored in Op.from_record(value).cmds]
+    restarted = {_text(key) for stored in commands if view(stored) is None and stored[0] in (b"DEL", b"UNLINK")
+                 for key in stored[1:]}
+    return [cmd for stored in commands
+            if type(cmd := view(stored)) is Append and cmd.payload is not None and cmd.list_key not in restarted]
+
+
+def _text(key: str | bytes) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 def adopt_spill_files(client: redis.Redis, spill_dir: str | Path, trader_key: str,
@@ -179,19 +235,27 @@ def replay_spill_files(client: redis.Redis, *, connection: ConnectionSettings, t
         spill.unlock()
         raise
     count = writer.pending()
-    drained = writer.wait_drained(timeout_s)
+    applied = writer.wait_applied(timeout_s)
+    unreplicated = writer.unreplicated
     left = writer.close()
-    if not drained or left:
+    if not applied or left > unreplicated:
         raise RedisUnavailable(
             f"the replay of spill file {spill.path} did not finish within {timeout_s:g} s: {left} write(s) stay in it "
             "and are replayed by the next start",
         )
+    if left:
+        # Applied, so verify sees them; with too few replicas they stay in the file, and the node's
+        # backend, which takes the file over, resends them until replicas acknowledge.
+        log().warning(
+            f"{left} replayed write(s) are in Redis but not yet acknowledged by {min_replica_acks} replica(s): "
+            f"they stay in {spill.path} until replicas acknowledge them",
+        )
     return count
 
 
-def _stale_or_unavailable(client: redis.Redis, trader_key: str, path: Path) -> list[str]:
+def _stale_or_unavailable(client: redis.Redis, trader_key: str, path: Path) -> tuple[list[str], int]:
     try:
-        return stale_entities(client, trader_key, path)
+        return stale_entities(client, trader_key, path), unapplied_events(client, path)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
         raise RedisUnavailable(f"Redis stopped answering while checking spill file {path}: {e}") from None
 

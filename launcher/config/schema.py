@@ -31,6 +31,7 @@ class Mode(StrEnum):
     verify = "verify"  # bootstrap checks and recovery report only
     inspect = "inspect"  # print the persisted state in a logical view
     retention = "retention"  # one-shot retention pass
+    migrate = "migrate"  # copy the trader's state to the store `migrate.to` names
     check = "check"  # compose, validate and build the node offline; print a summary (no Redis, no venue)
 
 
@@ -38,6 +39,7 @@ class Store(StrEnum):
     memory = "memory"
     redis = "redis"
     sentinel = "sentinel"
+    cluster = "cluster"
 
 
 class Backend(StrEnum):
@@ -112,6 +114,14 @@ def _check_port(key: str, port: int) -> None:
         raise ConfigError(key, f"port {port} is out of range 1..65535")
 
 
+def _check_addresses(key: str, nodes: list[str]) -> None:
+    for node in nodes:
+        try:
+            parse_address(node)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+
+
 @dataclass
 class RedisSettings:
     """Connection to one Redis server (FR-001)."""
@@ -146,14 +156,24 @@ class SentinelSettings:
     replica_ack_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
-        for node in self.nodes:
-            try:
-                parse_address(node)
-            except ValueError as e:
-                raise ConfigError("cache.sentinel.nodes", str(e)) from None
+        _check_addresses("cache.sentinel.nodes", self.nodes)
         if not self.master_name:
             raise ConfigError("cache.sentinel.master_name", "must not be empty")
         _not_negative("cache.sentinel.min_replica_acks", self.min_replica_acks)
+
+
+@dataclass
+class ClusterSettings:
+    """Redis Cluster: seed nodes; the trader's keys live in one hash slot, on its shard's primary."""
+
+    nodes: list[str] = field(default_factory=list)  # "host:port" of any cluster nodes (seeds)
+    min_replica_acks: int = 0  # WAIT on the shard's primary for this many replicas per batch
+    replica_ack_timeout_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_addresses("cache.cluster.nodes", self.nodes)
+        _not_negative("cache.cluster.min_replica_acks", self.min_replica_acks)
+        _positive("cache.cluster.replica_ack_timeout_ms", self.replica_ack_timeout_ms, " milliseconds")
 
 
 @dataclass
@@ -181,6 +201,15 @@ class CacheSettings:
     spill_dir: str | None = None
     redis: RedisSettings = field(default_factory=RedisSettings)
     sentinel: SentinelSettings = field(default_factory=SentinelSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    def replica_acks(self) -> tuple[int, int]:
+        """(replicas a batch waits for, WAIT timeout in milliseconds) of the HA profile in use; 0 otherwise."""
+        if self.store == Store.sentinel:
+            return self.sentinel.min_replica_acks, self.sentinel.replica_ack_timeout_ms
+        if self.store == Store.cluster:
+            return self.cluster.min_replica_acks, self.cluster.replica_ack_timeout_ms
+        return 0, self.sentinel.replica_ack_timeout_ms
 
     def __post_init__(self) -> None:
         _not_negative("cache.buffer_interval_ms", self.buffer_interval_ms, " milliseconds")
@@ -214,6 +243,8 @@ class CacheSettings:
                 "the sentinel profile needs at least one sentinel "
                 "(cache.sentinel.nodes=[host:port,...] or REDIS_SENTINELS=host:port,...)",
             )
+        if self.store == Store.cluster:
+            self._check_cluster()
         if self.backend == Backend.native:
             if self.durability == Durability.sync:
                 raise ConfigError(
@@ -222,6 +253,23 @@ class CacheSettings:
                 )
             if redis.db != 0:
                 raise ConfigError("cache.redis.db", "NautilusTrader's native adapter only uses database 0")
+
+
+    def _check_cluster(self) -> None:
+        if not self.cluster.nodes:
+            raise ConfigError(
+                "cache.cluster.nodes",
+                "the cluster profile needs at least one cluster node "
+                "(cache.cluster.nodes=[host:port,...] or REDIS_CLUSTER_NODES=host:port,...)",
+            )
+        if self.backend == Backend.native:
+            raise ConfigError(
+                "cache.backend",
+                "native cannot be used with cache=redis_cluster: NautilusTrader's adapter cannot talk to a Redis "
+                "Cluster (use cache.backend=resilient)",
+            )
+        if self.redis.db != 0:
+            raise ConfigError("cache.redis.db", "a Redis Cluster has only database 0")
 
 
 @dataclass
@@ -414,6 +462,44 @@ class RetentionSettings:
         _positive("retention.stream_max_age_s", self.stream_max_age_s, " seconds")
 
 
+MIGRATE_TARGET_FORMS = "redis://host:port[/db], sentinel://host:port,...[/master_name] or cluster://host:port,..."
+
+
+def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str | None]:
+    """
+    ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
+    master name (sentinel). Raises ValueError with the reason.
+    """
+    scheme, sep, rest = str(text).partition("://")
+    stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
+    if not sep or scheme not in stores or not rest:
+        raise ValueError(f"'{text}' is not one of {MIGRATE_TARGET_FORMS}")
+    nodes, _, extra = rest.partition("/")
+    addresses = [parse_address(node) for node in nodes.split(",") if node]
+    store = stores[scheme]
+    if not addresses or (store == Store.redis and len(addresses) != 1):
+        raise ValueError(f"'{text}' names {len(addresses)} address(es); {MIGRATE_TARGET_FORMS}")
+    if store == Store.redis and extra and not extra.isdigit():
+        raise ValueError(f"'{text}': the database must be a number")
+    if store == Store.cluster and extra:
+        raise ValueError(f"'{text}': a cluster has database 0 only, no path")
+    return store, addresses, extra or None
+
+
+@dataclass
+class MigrateSettings:
+    """``mode=migrate``: where to copy the trader's state (credentials and TLS: those of cache.redis)."""
+
+    to: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.to is not None:
+            try:
+                parse_migrate_target(self.to)
+            except ValueError as e:
+                raise ConfigError("migrate.to", str(e)) from None
+
+
 @dataclass
 class LauncherConfig:
     trader_id: str = "TRADER-001"
@@ -431,6 +517,7 @@ class LauncherConfig:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    migrate: MigrateSettings = field(default_factory=MigrateSettings)
 
     def __post_init__(self) -> None:
         # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
@@ -442,10 +529,12 @@ class LauncherConfig:
                 "trader_id",
                 f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
             )
+        if self.mode == Mode.migrate and not self.migrate.to:
+            raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
 
 
 def _split_csv(value: Any) -> list[str]:
-    """``"h1:p1,h2:p2"`` -> ``["h1:p1", "h2:p2"]`` (for REDIS_SENTINELS)."""
+    """``"h1:p1,h2:p2"`` -> ``["h1:p1", "h2:p2"]`` (for REDIS_SENTINELS, REDIS_CLUSTER_NODES)."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):

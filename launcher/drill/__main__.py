@@ -1,5 +1,6 @@
 """
-``python -m launcher.drill drill=graceful|kill9|redis_restart|redis_outage|sentinel_failover [drill.key=value ...]``
+``python -m launcher.drill drill=graceful|kill9|redis_restart|redis_outage|outage_kill9|sentinel_failover|chaos|
+cluster_failover|cluster_reshard [drill.key=value ...]``
 
 Runs one restart drill (launcher/drill/runner.py) and exits:
     0  every node kept its promise

@@ -15,13 +15,19 @@ Timeline
     7. Load the state (``launcher.state.loader.load_state``: the replay a node does) and
        check every ledger event against it (``launcher.drill.compare``).
     8. ``restart_node``: start the node again, time it to RUNNING, and let it run briefly.
+       When the node was killed during a Redis outage or a failover (``outage_kill9``,
+       ``kill_node_after_failover``) this restart comes *before* the check (6, 7): the node
+       must replay what it retained or spilled, and only then is the state complete.
 
 Promises (a lane fails when its promise is broken; native's findings are shown, not failed)
     graceful                       no loss, either backend
     kill9, durability=sync         no loss (resilient)
     kill9, durability=buffered     lost events only from the last buffer interval (+ slack)
     redis_restart/_outage,
-    sentinel_failover              no loss (resilient)
+    sentinel_failover, chaos       no loss (resilient)
+    cluster_failover/_reshard      no loss (resilient; native cannot talk to a cluster)
+    outage_kill9, sentinel_failover
+    with kill_node_after_failover  sync: no loss; buffered: only the last buffer interval before the node's kill
 """
 
 from __future__ import annotations
@@ -46,20 +52,28 @@ from typing import Any
 
 from launcher.config.schema import Backend
 from launcher.config.schema import Durability
+from launcher.drill.chaos import Sampler
+from launcher.drill.chaos import run_chaos
+from launcher.drill.chaos import sample_summary
 from launcher.drill.compare import Comparison
 from launcher.drill.compare import compare
 from launcher.drill.compare import plant_loss
+from launcher.drill.config import CLUSTER_SCENARIOS
+from launcher.drill.config import TOPOLOGY_SCENARIOS
 from launcher.drill.config import DrillSettings
 from launcher.drill.config import FailoverStep
 from launcher.drill.config import Scenario
+from launcher.drill.config import Topology
 from launcher.drill.ledger import Entry
 from launcher.drill.ledger import LedgerWatcher
+from launcher.drill.servers import ClusterServers
 from launcher.drill.servers import SentinelServers
 from launcher.drill.servers import SingleServer
 from launcher.drill.servers import state_client
 from launcher.errors import LauncherError
 from launcher.retry import PollTimeout
 from launcher.retry import poll
+from launcher.servers.redis_process import free_port
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +117,8 @@ class Lane:
     node_log_facts: dict[str, Any] = field(default_factory=dict)
     promise: str = ""
     failures: list[str] = field(default_factory=list)
+    metrics_port: int | None = None  # chaos: the node's Prometheus endpoint
+    samples: list[dict[str, Any]] = field(default_factory=list)  # chaos: RSS and cache_writes_pending over time
 
     @property
     def ledger(self) -> Path:
@@ -166,12 +182,27 @@ class DrillReport:
         return EXIT_PASSED if self.passed else EXIT_FAILED
 
 
+def kills_node(d: DrillSettings) -> bool:
+    """Whether the drill SIGKILLs the node(s) (no shutdown: the buffered loss window applies)."""
+    return d.scenario in (Scenario.kill9, Scenario.outage_kill9) or (
+        d.scenario == Scenario.sentinel_failover and d.kill_node_after_failover)
+
+
+def recovers_before_check(d: DrillSettings) -> bool:
+    """Whether the killed node must run again before the check: it held writes Redis had not acknowledged."""
+    return d.scenario == Scenario.outage_kill9 or (d.scenario == Scenario.sentinel_failover and d.kill_node_after_failover)
+
+
+def uses_sentinel(d: DrillSettings) -> bool:
+    return d.scenario == Scenario.sentinel_failover or (d.scenario == Scenario.chaos and d.topology == Topology.sentinel)
+
+
 def _promise(d: DrillSettings, lane: Lane) -> str:
     if d.scenario == Scenario.graceful:
         return "none lost"
     if lane.backend == Backend.native:
         return "none (NautilusTrader's adapter promises nothing here; losses are shown)"
-    if d.scenario == Scenario.kill9 and lane.durability == Durability.buffered:
+    if kills_node(d) and lane.durability == Durability.buffered:
         return f"only events of the last buffer interval ({d.buffer_interval_ms} ms + {d.loss_window_slack_ms:.0f} ms slack)"
     return "none lost"
 
@@ -181,8 +212,10 @@ def _lease_ttl(d: DrillSettings) -> float:
         return d.lease_ttl_s
     if d.scenario == Scenario.kill9:
         return 3.0
-    if d.scenario == Scenario.redis_outage:
+    if d.scenario in (Scenario.redis_outage, Scenario.outage_kill9):
         return max(10.0, d.gap_s + 6.0)
+    if d.scenario == Scenario.chaos:
+        return 15.0  # outlives a 3 s Redis gap and a 3 s maxmemory hold (renewals refused) with room to spare
     return 10.0
 
 
@@ -217,10 +250,11 @@ def run_drill(d: DrillSettings) -> DrillReport:
                 f"strategy.params.actions_per_second={d.actions_per_second:g}",
                 f"bootstrap.lease_ttl_s={_lease_ttl(d):g}",
                 f"run.post_stop_s={d.post_stop_s:g}",
-                "monitoring.enabled=false",
+                *_monitoring_overrides(d),
                 *d.node_overrides,
             ]
             lane = Lane(backend, durability, trader_id, lane_dir, overrides)
+            lane.metrics_port = _metrics_port(overrides)
             lane.promise = _promise(d, lane)
             report.lanes.append(lane)
         try:
@@ -241,12 +275,27 @@ def run_drill(d: DrillSettings) -> DrillReport:
     return report
 
 
+def _monitoring_overrides(d: DrillSettings) -> list[str]:
+    # Only the chaos soak samples the nodes' metrics; elsewhere an endpoint would just be one more port to clash.
+    if d.scenario != Scenario.chaos:
+        return ["monitoring.enabled=false"]
+    return ["monitoring.enabled=true", "monitoring.host=127.0.0.1", f"monitoring.port={free_port()}"]
+
+
+def _metrics_port(overrides: list[str]) -> int | None:
+    if "monitoring.enabled=true" not in overrides:
+        return None
+    return int(next(o for o in reversed(overrides) if o.startswith("monitoring.port=")).split("=", 1)[1])
+
+
 def _start_servers(d: DrillSettings, workdir: Path):
     try:
-        if d.scenario == Scenario.sentinel_failover:
+        if d.scenario in CLUSTER_SCENARIOS:
+            return ClusterServers.start(workdir)
+        if uses_sentinel(d):
             if d.sentinel_nodes:
-                return SentinelServers.given(d.sentinel_nodes, d.master_name)
-            return SentinelServers.start(workdir, d.master_name, d.replicas)
+                return SentinelServers.given(d.sentinel_nodes, d.master_name, d.min_replica_acks)
+            return SentinelServers.start(workdir, d.master_name, d.replicas, d.min_replica_acks)
         if d.redis_address:
             return SingleServer.given(d.redis_address)
         return SingleServer.start(workdir)
@@ -256,6 +305,13 @@ def _start_servers(d: DrillSettings, workdir: Path):
 
 def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> None:
     lanes = report.lanes
+    if isinstance(servers, ClusterServers):
+        from launcher.config.compose import compose_config  # noqa: PLC0415
+        from launcher.config.compose import to_settings  # noqa: PLC0415
+        from launcher.state.loader import state_trader_key  # noqa: PLC0415
+
+        # The cluster's faults hit the shard of the (one, resilient) lane's trader.
+        servers.follow(state_trader_key(to_settings(compose_config(lanes[0].launcher_args()))))
     # 1. nodes
     for lane in lanes:
         lane.proc = _spawn(lane.launcher_args(f"strategy.params.ledger_path={lane.ledger}"), lane.dir, lane.log)
@@ -274,7 +330,7 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
     fault_at = _apply_fault(d, report, servers, lanes, rng)
 
     # 3. stop what still runs
-    killed = d.scenario == Scenario.kill9
+    killed = kills_node(d)
     for lane in lanes:
         if lane.proc.poll() is not None and not killed:
             lane.node_note = f"exited by itself ({lane.proc.returncode}) before the drill stopped it"
@@ -290,6 +346,11 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
         lane.entries = lane.watcher.stop()
         lane.node_log_facts = node_log_facts(lane.log)
     say(f"  nodes stopped: {', '.join(f'{lane.name} exit {lane.node_exit}' for lane in lanes)}")
+    if recovers_before_check(d):
+        _parallel([lambda lane=lane: _restart(d, lane) for lane in lanes])
+        say("  nodes restarted before the check: " + ", ".join(
+            f"{lane.name} exit {lane.recovery.get('restart_exit')}"
+            + (", spill replayed" if lane.recovery.get("spill_replayed") else "") for lane in lanes))
 
     # 4. planted loss, 5. verify, 6. compare
     from launcher.config.compose import compose_config  # noqa: PLC0415
@@ -320,7 +381,7 @@ def _run(d: DrillSettings, report: DrillReport, servers, rng: random.Random) -> 
         lane.comparison = compare(lane.entries, state, killed=killed, fault_at=fault_at)
 
     # 7. restart
-    if d.restart_node:
+    if d.restart_node and not recovers_before_check(d):
         _parallel([lambda lane=lane: _restart(d, lane) for lane in lanes])
     for lane in lanes:
         lane.failures = _judge(d, lane, killed)
@@ -363,7 +424,7 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
         say(f"  t+{entry['at_s']:.2f}s {what}")
 
     t_start = time.monotonic()
-    if d.scenario == Scenario.sentinel_failover:
+    if d.scenario in TOPOLOGY_SCENARIOS:
         first_fault = None
         for i, step in enumerate(d.failover_steps):
             if i:
@@ -375,15 +436,29 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
             at = time.monotonic()
             first_fault = first_fault or at
             events = {lane.name: lane.watcher.count() for lane in lanes}
-            what = servers.failover_command() if step == FailoverStep.command else servers.kill_master()
+            if step == FailoverStep.command:
+                what = servers.failover_command()
+            elif step == FailoverStep.kill_master:
+                what = servers.kill_master(restart=d.restart_old_master)
+            else:
+                what = servers.reshard()
             record(what, at, step=step.value, ledger_events=events, took_s=round(time.monotonic() - at, 3))
         ok, how = servers.settle(d.settle_timeout_s)
         record(("topology settled: " if ok else "topology NOT settled: ") + how, time.monotonic())
         _sleep_until(time.monotonic() + d.after_fault_s)
         events = {lane.name: lane.watcher.count() for lane in lanes}
+        if d.kill_node_after_failover:
+            at = time.monotonic()
+            for lane in lanes:
+                lane.proc.send_signal(signal.SIGKILL)
+            record(f"SIGKILL to the node(s) {d.after_fault_s:g}s after the topology settled", at, ledger_events=events)
+            return at  # the buffered loss window is counted back from the node's kill
         record(f"stopping the node(s) with SIGTERM ({d.after_fault_s:g}s after the topology settled)", time.monotonic(),
                ledger_events=events)
         return first_fault
+
+    if d.scenario == Scenario.chaos:
+        return _chaos(d, servers, lanes, rng, record)
 
     _sleep_until(time.monotonic() + rng.uniform(*d.fault_after_s))
     at = time.monotonic()
@@ -410,6 +485,33 @@ def _apply_fault(d: DrillSettings, report: DrillReport, servers, lanes: list[Lan
         servers.proc.start()
         record(f"Redis started again from its AOF after a {d.gap_s:g}s gap", time.monotonic(), wall=time.time())
         _run_on(d, lanes, record)
+    elif d.scenario == Scenario.outage_kill9:
+        servers.proc.kill()
+        record("SIGKILL to Redis", at, ledger_events=events)
+        _sleep_until(at + d.kill_node_after_s)
+        node_kill = time.monotonic()
+        events = {lane.name: lane.watcher.count() for lane in lanes}
+        for lane in lanes:
+            lane.proc.send_signal(signal.SIGKILL)
+        record(f"SIGKILL to the node(s), {d.kill_node_after_s:g}s into the outage", node_kill, ledger_events=events)
+        _sleep_until(at + d.gap_s)
+        servers.proc.start()
+        record(f"Redis started again from its AOF after a {d.gap_s:g}s gap; the node(s) restart next",
+               time.monotonic(), wall=time.time())
+        return node_kill  # the buffered loss window is counted back from the node's kill
+    return at
+
+
+def _chaos(d: DrillSettings, servers, lanes: list[Lane], rng: random.Random, record) -> float:
+    at = time.monotonic()
+    record(f"chaos for {d.duration_s:g}s: faults {', '.join(f.value for f in d.chaos_faults)}, "
+           f"every {d.fault_every_s[0]:g}-{d.fault_every_s[1]:g}s", at)
+    sampler = Sampler(lanes, d.sample_interval_s, at).start()
+    try:
+        run_chaos(d, servers, rng, record, lambda: {lane.name: lane.watcher.count() for lane in lanes})
+        _run_on(d, lanes, record)
+    finally:
+        sampler.stop()
     return at
 
 
@@ -445,6 +547,8 @@ def _verify(lane: Lane) -> None:
 
 
 _RUNNING = "TradingNode: RUNNING"
+# The backend's own replay at start, or the session's replay before verify (spill_restart branch).
+_SPILL_REPLAYED = re.compile(r"Replayed (?:the spilled writes of an earlier run|\d+ spilled write)")
 
 
 def _restart(d: DrillSettings, lane: Lane) -> None:
@@ -462,13 +566,21 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
             return True
         return proc.poll() is not None
 
+    note = ""
     try:
         with contextlib.suppress(PollTimeout):  # a node that never got there is reported by its exit code below
             poll(running_or_exited, d.node_start_timeout_s + _lease_ttl(d) + 5, f"{lane.name} node restarting")
-        code = proc.wait(timeout=d.restart_run_s + d.stop_timeout_s + 30)
+        if running_s is None and proc.poll() is None:
+            # Stuck before RUNNING (e.g. sync writes Redis never acknowledges): stopped as an operator would.
+            note = f"not RUNNING within {d.node_start_timeout_s + _lease_ttl(d) + 5:.0f}s; stopped with SIGTERM"
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=d.stop_timeout_s)
+        else:
+            code = proc.wait(timeout=d.restart_run_s + d.stop_timeout_s + 30)
     except subprocess.TimeoutExpired:
         proc.kill()
         code = proc.wait(timeout=10)
+        note = (note + "; " if note else "") + "did not stop in time; killed"
     text = _tail(log, 10**9)
     lease_wait = re.search(r"lease expired after ([0-9.]+)s", text)
     loaded = re.search(r"Node loaded exactly what the recovery report counted: (.*)", text)
@@ -479,12 +591,15 @@ def _restart(d: DrillSettings, lane: Lane) -> None:
         "lease_wait_s": float(lease_wait.group(1)) if lease_wait else 0.0,
         "node_loaded": loaded.group(1) if loaded else (differ.group(0) if differ else None),
         "counts_match_verify": bool(loaded) if (loaded or differ) else None,
+        "spill_replayed": bool(_SPILL_REPLAYED.search(text)),
+        "note": note,
         "log": str(log),
     }
 
 
 _RESUMED = re.compile(r"^(\S+Z) .*Redis writes resumed .* after a ([0-9.]+)s outage: (\d+) retained write", re.M)
 _FOLLOWED = re.compile(r"^(\S+Z) .*Cache writes now go to (\S+) \(was (\S+)\)", re.M)
+_SPILLED_AT_CLOSE = re.compile(r"unreachable at close .*?: (\d+) write\(s\) spilled to")
 _OUTAGE = re.compile(r"^(\S+Z) .*Redis (?:unreachable|not acknowledging) ", re.M)
 
 
@@ -506,6 +621,8 @@ def node_log_facts(log: Path) -> dict[str, Any]:
         "failovers_followed": [{"at": _epoch(ts), "to": to, "from": frm} for ts, to, frm in _FOLLOWED.findall(text)],
         "errors": len(re.findall(r"\[ERROR\]", text)),
         "lease_lost": "LOST:" in text and "Single-writer lease" in text,
+        # Writes the node could not get into Redis before it exited: only on local disk until the next start.
+        "spilled_at_close": sum(int(n) for n in _SPILLED_AT_CLOSE.findall(text)),
     }
 
 
@@ -536,10 +653,11 @@ def _judge(d: DrillSettings, lane: Lane, killed: bool) -> list[str]:
         failures.append(f"the node exited {lane.node_exit} ({lane.node_note or 'not a clean stop'})")
     if lane.verify.get("exit") != 0 and not planted_ids:
         failures.append(f"mode=verify exited {lane.verify.get('exit')} ({lane.verify.get('problems')} problem(s))")
-    if d.restart_node and not planted_ids:
+    if (d.restart_node or recovers_before_check(d)) and not planted_ids:
         rec = lane.recovery
         if rec.get("restart_exit") != 0 or rec.get("restart_to_running_s") is None:
-            failures.append(f"the restarted node did not come back (exit {rec.get('restart_exit')}, see {rec.get('log')})")
+            why = f"exit {rec.get('restart_exit')}" + (f", {rec['note']}" if rec.get("note") else "")
+            failures.append(f"the restarted node did not come back ({why}, see {rec.get('log')})")
     return failures
 
 
@@ -594,6 +712,9 @@ def render(report: DrillReport) -> str:
         c = lane.comparison
         lines.append("")
         lines.append(f"  [{lane.name}] trader {lane.trader_id}: promise: {lane.promise}")
+        spilled = lane.node_log_facts.get("spilled_at_close")
+        if spilled:
+            lines.append(f"    the node exited with {spilled} write(s) only in its spill file (not in Redis; replayed by its next start)")
         lines.append(f"    node exit {lane.node_exit}{' - ' + lane.node_note if lane.node_note else ''}; "
                      f"{c.orders} orders and {c.positions} position(s) in the ledger; "
                      f"{c.superseded} superseded position event(s) (NETTING reopen), {c.in_flight} in flight at the kill")
@@ -608,6 +729,8 @@ def render(report: DrillReport) -> str:
                 lines.append(f"      ... and {len(c.lost) - 12} more (JSON report)")
         for problem in (lane.verify.get("first_problems") or [])[:5]:
             lines.append(f"    verify: {problem}")
+        if lane.samples:
+            lines.append(f"    sampled every {d.sample_interval_s:g}s: {sample_summary(lane.samples)}")
         for failure in lane.failures:
             lines.append(f"    FAIL: {failure}")
     lines.append("")
@@ -649,6 +772,7 @@ def to_dict(report: DrillReport) -> dict[str, Any]:
                 "recovery": lane.recovery,
                 "node_log": lane.node_log_facts,
                 "workdir": str(lane.dir),
+                "samples": lane.samples,
             }
             for lane in report.lanes
         ],

@@ -1,6 +1,7 @@
 """
 The Redis servers a drill runs against: ones it starts on free loopback ports (AOF on,
-``appendfsync everysec``), or running ones it is given. Faults are applied here.
+``appendfsync everysec``), or running ones it is given; one server, Sentinel or a Redis
+Cluster. Faults are applied here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import redis
 from launcher.retry import PollTimeout
 from launcher.retry import poll
 from launcher.servers.redis_process import LOOPBACK
+from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
+from launcher.store.cluster import slot_of
 from launcher.store.connection import ConnectionSettings
 from launcher.store.connection import connect
 from launcher.store.connection import parse_address
@@ -24,6 +27,8 @@ from launcher.store.connection import parse_address
 # Servers the drill starts have no password, TLS or other database: the operator's REDIS_* environment
 # (meant for their own servers) must not leak into the nodes' settings.
 OWN_SERVER_OVERRIDES = ["cache.redis.username=null", "cache.redis.password=null", "cache.redis.ssl=false", "cache.redis.db=0"]
+# DEBUG SLEEP (the chaos drill's slow server) is refused unless enabled at start; local connections suffice.
+OWN_SERVER_OPTIONS = ["--enable-debug-command", "local"]
 
 
 @dataclass
@@ -36,7 +41,7 @@ class SingleServer:
 
     @classmethod
     def start(cls, workdir: Path) -> SingleServer:
-        proc = RedisProcess(Path(workdir) / "redis").start()
+        proc = RedisProcess(Path(workdir) / "redis", extra=list(OWN_SERVER_OPTIONS)).start()
         return cls(LOOPBACK, proc.port, proc)
 
     @classmethod
@@ -52,6 +57,11 @@ class SingleServer:
         base = ["cache=redis_dev", f"cache.redis.host={self.host}", f"cache.redis.port={self.port}", "cache.redis.embedded=never"]
         return base + (OWN_SERVER_OVERRIDES if self.proc is not None else [])
 
+    def master_proc(self) -> RedisProcess:
+        if self.proc is None:
+            raise RuntimeError("this fault needs a server the drill started")
+        return self.proc
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.kill()
@@ -64,20 +74,23 @@ class SentinelServers:
     master_name: str
     sentinels: list[tuple[str, int]]
     topology: SentinelTopology | None = None
+    min_replica_acks: int | None = None  # the nodes' cache.sentinel.min_replica_acks (None: the profile's)
 
     @classmethod
-    def start(cls, workdir: Path, master_name: str, replicas: int) -> SentinelServers:
-        topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas).start()
+    def start(cls, workdir: Path, master_name: str, replicas: int, min_replica_acks: int | None = None) -> SentinelServers:
+        topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas,
+                                    server_extra=list(OWN_SERVER_OPTIONS)).start()
         for proc in topology.servers:
             # A replica that (re)joins gets its full sync at once instead of after Redis' default 5 s
             # wait for more replicas: the drill's steps then follow each other sooner.
             proc.extra = [*proc.extra, "--repl-diskless-sync-delay", "0"]
             proc.client().config_set("repl-diskless-sync-delay", 0)
-        return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology)
+        return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology,
+                   replicas if min_replica_acks is None else min_replica_acks)
 
     @classmethod
-    def given(cls, nodes: list[str], master_name: str) -> SentinelServers:
-        return cls(master_name, [parse_address(n) for n in nodes])
+    def given(cls, nodes: list[str], master_name: str, min_replica_acks: int | None = None) -> SentinelServers:
+        return cls(master_name, [parse_address(n) for n in nodes], min_replica_acks=min_replica_acks)
 
     def describe(self) -> str:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
@@ -91,6 +104,8 @@ class SentinelServers:
     def node_overrides(self) -> list[str]:
         nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
         base = ["cache=redis_sentinel", f"cache.sentinel.nodes=[{nodes}]", f"cache.sentinel.master_name={self.master_name}"]
+        if self.min_replica_acks is not None:
+            base.append(f"cache.sentinel.min_replica_acks={self.min_replica_acks}")
         return base + (OWN_SERVER_OVERRIDES if self.topology is not None else [])
 
     def _sentinel(self, i: int = 0) -> redis.Redis:
@@ -116,9 +131,14 @@ class SentinelServers:
         new = self._wait_new_master(old, timeout_s)
         return f"SENTINEL FAILOVER: master {old[0]}:{old[1]} -> {new[0]}:{new[1]}"
 
-    def kill_master(self, timeout_s: float = 30.0) -> str:
-        """SIGKILL the current master, wait for the sentinels' new master, start the killed one again
-        (from its AOF; the sentinels turn it into a replica of the new master: see `rejoined`)."""
+    def master_proc(self) -> RedisProcess:
+        if self.topology is None:
+            raise RuntimeError("this fault needs servers the drill started")
+        return self.topology.server_on_port(self.master_port())
+
+    def kill_master(self, timeout_s: float = 30.0, restart: bool = True) -> str:
+        """SIGKILL the current master, wait for the sentinels' new master, and with `restart` start the
+        killed one again (from its AOF; the sentinels turn it into a replica of the new master)."""
         if self.topology is None:
             raise RuntimeError("kill_master needs servers the drill started")
         old = self.master_address()
@@ -127,6 +147,10 @@ class SentinelServers:
         t0 = time.monotonic()
         new = self._wait_new_master(old, timeout_s)
         elected_s = time.monotonic() - t0
+        if not restart:
+            left = sum(1 for p in self.topology.servers if p.running) - 1
+            return (f"SIGKILL master {old[0]}:{old[1]}; sentinels elected {new[0]}:{new[1]} after {elected_s:.1f}s; "
+                    f"killed server NOT started again (the new master has {left} replica(s))")
         # Brought back as an operator would: from its own AOF, as a replica of the new master.
         args = list(proc.extra)
         if "--replicaof" in args:
@@ -142,7 +166,8 @@ class SentinelServers:
     def settle(self, timeout_s: float = 60.0) -> tuple[bool, str]:
         """
         Wait until the topology is whole again: every server the drill started is a replica of
-        the current master with its link up and no replication lag (given sentinels: the
+        the current master with its link up and no replication lag (a server the drill killed and
+        left down, `restart_old_master=false`, is not waited for; given sentinels: the
         sentinels see at least one replica with its link up). Returns (settled, how).
         """
         t0 = time.monotonic()
@@ -172,7 +197,7 @@ class SentinelServers:
         if info.get("role") != "master":
             return False, f"{master[0]}:{master[1]} is not (yet) a master"
         offset = int(info.get("master_repl_offset", 0))
-        others = [p for p in self.topology.servers if p.port != master[1]]
+        others = [p for p in self.topology.servers if p.port != master[1] and p.running]
         for proc in others:
             r = proc.client(socket_timeout=1.0).info("replication")
             if r.get("role") != "slave" or int(r.get("master_port", 0)) != master[1] or r.get("master_link_status") != "up":
@@ -211,9 +236,85 @@ class SentinelServers:
             self.topology.stop()
 
 
+@dataclass
+class ClusterServers:
+    """
+    A Redis Cluster the drill starts (three primaries, one replica each). Its faults act on the
+    shard of one trader: `follow` names the trader key whose slot they target.
+    """
+
+    topology: ClusterTopology
+    slot: int | None = None
+
+    @classmethod
+    def start(cls, workdir: Path) -> ClusterServers:
+        return cls(ClusterTopology(Path(workdir) / "cluster").start())
+
+    def follow(self, trader_key: str) -> None:
+        self.slot = slot_of(trader_key)
+
+    def describe(self) -> str:
+        t = self.topology
+        return (f"redis cluster {','.join(t.seed_addresses)} ({t.primaries} primaries, {t.replicas_per_primary} "
+                "replica each; started by the drill, AOF appendfsync everysec)")
+
+    def node_overrides(self) -> list[str]:
+        nodes = ",".join(self.topology.seed_addresses)
+        return ["cache=redis_cluster", f"cache.cluster.nodes=[{nodes}]", "cache.cluster.min_replica_acks=1",
+                *OWN_SERVER_OVERRIDES]
+
+    def _owner(self) -> RedisProcess:
+        if self.slot is None:
+            raise RuntimeError("the cluster drill's servers follow no trader slot yet")
+        return self.topology.slot_owner(self.slot)
+
+    def failover_command(self, timeout_s: float = 30.0) -> str:
+        """CLUSTER FAILOVER on a replica of the trader's primary; return once it took over."""
+        old = self._owner()
+        replica = self.topology.replicas_of(old)[0]
+        self.topology.manual_failover(replica, timeout_s)
+        return f"CLUSTER FAILOVER (slot {self.slot}): primary {old.address} -> {replica.address}"
+
+    def kill_master(self, timeout_s: float = 30.0, *, restart: bool = True) -> str:
+        """
+        SIGKILL the trader's primary, wait for its replica's election, start the killed node again
+        (a replica now). `restart` must be true: the cluster drills refuse restart_old_master=false.
+        """
+        if not restart:
+            raise ValueError("the cluster drills always start a killed primary again")
+        old = self._owner()
+        old.kill()
+        t0 = time.monotonic()
+        new = self.topology.wait_owner_change(self.slot, old, timeout_s)
+        elected_s = time.monotonic() - t0
+        old.start()
+        return (f"SIGKILL primary {old.address} (slot {self.slot}); the cluster elected {new.address} after "
+                f"{elected_s:.1f}s; killed node started again from its AOF as a replica")
+
+    def reshard(self, timeout_s: float = 30.0) -> str:
+        """Migrate the trader's slot to another primary (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)."""
+        old = self._owner()
+        target = next(n for n in self.topology.nodes if n is not old and n.running
+                      and n.client(socket_timeout=1.0).info("replication").get("role") == "master")
+        moved = self.topology.migrate_slot(self.slot, target, timeout_s=timeout_s)
+        return f"slot {self.slot} migrated {old.address} -> {target.address} ({moved} keys)"
+
+    def settle(self, timeout_s: float = 60.0) -> tuple[bool, str]:
+        """Wait until every node sees cluster_state ok and every primary its replicas online. Returns (settled, how)."""
+        t0 = time.monotonic()
+        try:
+            self.topology.wait_healthy(timeout_s)
+        except PollTimeout:
+            return False, f"cluster not healthy after {time.monotonic() - t0:.1f}s"
+        return True, f"cluster ok, every primary's replica online after {time.monotonic() - t0:.1f}s"
+
+    def stop(self) -> None:
+        self.topology.stop()
+
+
 def state_client(settings) -> redis.Redis:
     """A client for the current master as the launcher would connect (Sentinel-aware)."""
-    from launcher.config.connection import connection_settings  # noqa: PLC0415
+    from launcher.state.loader import store_connection  # noqa: PLC0415
 
-    conn: ConnectionSettings = connection_settings(settings.cache)
+    conn: ConnectionSettings = store_connection(settings)
     return connect(conn, max_connections=4)

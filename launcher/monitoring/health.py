@@ -26,6 +26,11 @@ class RedisProbe:
         self.checked = False
         self._thread = threading.Thread(target=self._loop, name="redis-probe", daemon=True)
 
+    @property
+    def client(self) -> redis.Redis:
+        """The client probed (its pool tells which cluster shard it follows, if any)."""
+        return self._client
+
     def start(self) -> RedisProbe:
         self.check()
         self._thread.start()

@@ -179,6 +179,25 @@ class SnapshotCollector(Collector):
     def describe(self) -> list:
         return []  # collected lazily; names vary with the backend
 
+    def _cluster_shard(self, database: Any):
+        """On a Redis Cluster: the trader's shard (slot, primary now), owner changes and redirects seen."""
+        locators = _locators(getattr(self.probe, "client", None), getattr(database, "client", None))
+        if not locators:
+            return
+        current = next((loc for loc in reversed(locators) if loc.last_owner is not None), locators[0])
+        shard = GaugeMetricFamily("redis_cluster_shard", "1 for the shard holding the trader: its slot and primary now",
+                                  labels=["slot", "primary"])
+        owner = current.last_owner
+        shard.add_metric([str(current.slot), f"{owner[0]}:{owner[1]}" if owner else ""], 1)
+        yield shard
+        yield _counter("redis_cluster_owner_changes", "Re-discoveries that found the trader's slot on another primary",
+                       sum(loc.owner_changes for loc in locators))
+        redirects = CounterMetricFamily("redis_cluster_redirects", "Cluster redirects (MOVED, ASK, TRYAGAIN, "
+                                        "CLUSTERDOWN) answered to the launcher: nothing applied, resent", labels=["kind"])
+        for kind in ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"):
+            redirects.add_metric([kind], sum(loc.redirects[kind] for loc in locators))
+        yield redirects
+
     def collect(self):
         m = self._metrics
         info = GaugeMetricFamily("launcher_info", "The launcher answering this scrape", labels=sorted({
@@ -206,6 +225,7 @@ class SnapshotCollector(Collector):
             yield _gauge("redis_up", "1 when the cache store answered the launcher's last health check (PING) and "
                          "accepts the launcher's writes (resilient backend: no OOM or refusal), else 0",
                          1 if probe.up and accepting else 0)
+        yield from self._cluster_shard(database)
 
         lease = self.lease
         if lease is not None:
@@ -264,6 +284,12 @@ class SnapshotCollector(Collector):
 
         if database is not None:
             yield from _backend_families(database, stats)
+
+
+def _locators(*clients: Any) -> list[Any]:
+    """The slot locators (launcher.store.cluster) of the clients' pools: none unless on a Redis Cluster."""
+    pools = [getattr(client, "connection_pool", None) for client in clients if client is not None]
+    return [pool.locator for pool in pools if getattr(pool, "locator", None) is not None]
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -246,18 +246,19 @@ class SentinelTopology:
     down_after_ms: int = 1000
     failover_timeout_ms: int = 3000
     password: str | None = None
+    server_extra: list[str] = field(default_factory=list)  # more redis-server options for the master and replicas
     master: RedisProcess | None = None
     replica_procs: list[RedisProcess] = field(default_factory=list)
     sentinel_procs: list[RedisProcess] = field(default_factory=list)
 
     def start(self) -> SentinelTopology:
         workdir = Path(self.workdir)
-        self.master = RedisProcess(workdir / "master", password=self.password).start()
+        self.master = RedisProcess(workdir / "master", password=self.password, extra=list(self.server_extra)).start()
         for i in range(self.replicas):
             replica = RedisProcess(
                 workdir / f"replica{i}",
                 password=self.password,
-                extra=["--replicaof", LOOPBACK, str(self.master.port)],
+                extra=[*self.server_extra, "--replicaof", LOOPBACK, str(self.master.port)],
             ).start()
             self.replica_procs.append(replica)
         self._wait_replicas_online()
@@ -330,3 +331,192 @@ class SentinelTopology:
         for proc in [*self.sentinel_procs, *self.replica_procs, self.master]:
             if proc is not None:
                 proc.kill()
+
+
+class ClusterCliNotFound(RuntimeError):
+    """No redis-cli (or valkey-cli) binary to create a cluster with."""
+
+
+def find_cli_binary(server_binary: str | None = None) -> str:
+    """``$REDIS_CLI_BIN``, else redis-cli/valkey-cli beside the server binary, else on PATH."""
+    env = os.environ.get("REDIS_CLI_BIN")
+    if env:
+        return env
+    candidates = []
+    if server_binary:
+        folder = Path(server_binary).parent
+        candidates += [folder / "redis-cli", folder / "valkey-cli"]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    for name in ("redis-cli", "valkey-cli"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ClusterCliNotFound("no redis-cli found to create the cluster: install it or set REDIS_CLI_BIN")
+
+
+@dataclass
+class ClusterTopology:
+    """
+    A Redis Cluster of `primaries` primaries with `replicas_per_primary` replicas each, all on
+    free loopback ports, each node with its own directory, AOF and ``nodes.conf``.
+
+    ``cluster-node-timeout`` is short (`node_timeout_ms`) so a killed primary is failed over in
+    a few seconds. Created with ``redis-cli --cluster create ... --cluster-yes``.
+    """
+
+    workdir: Path
+    primaries: int = 3
+    replicas_per_primary: int = 1
+    node_timeout_ms: int = 1000
+    appendfsync: str = "everysec"
+    password: str | None = None
+    nodes: list[RedisProcess] = field(default_factory=list)
+
+    def start(self, timeout_s: float = 60.0) -> ClusterTopology:
+        workdir = Path(self.workdir)
+        cli = find_cli_binary(find_server_binary())  # before any node starts: nothing to clean up if missing
+        try:
+            count = self.primaries * (1 + self.replicas_per_primary)
+            for i in range(count):
+                node = RedisProcess(
+                    workdir / f"node{i}",
+                    appendfsync=self.appendfsync,
+                    password=self.password,
+                    extra=[
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", str(self.node_timeout_ms),
+                        # Its own free port for the cluster bus: the default (port + 10000) may be
+                        # taken or, for ports above 55535, impossible.
+                        "--cluster-port", str(free_port()),
+                        # A replica whose link to its primary was down for a while must still be
+                        # promotable: the tests kill primaries on purpose.
+                        "--cluster-replica-validity-factor", "0",
+                    ],
+                )
+                self.nodes.append(node.start())
+            args = [cli, "--cluster", "create", *(n.address for n in self.nodes),
+                    "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"]
+            env = dict(os.environ)
+            if self.password:
+                env["REDISCLI_AUTH"] = self.password  # never on the command line
+            result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)  # noqa: S603
+            if result.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {(result.stdout + result.stderr)[-500:]}")
+            self.wait_healthy(timeout_s)
+        except BaseException:
+            self.stop()  # no node of a half-made cluster is left behind
+            raise
+        return self
+
+    @property
+    def seed_addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    def node_on_port(self, port: int) -> RedisProcess:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise KeyError(port)
+
+    def _live(self) -> list[RedisProcess]:
+        return [n for n in self.nodes if n.running]
+
+    def slot_owner(self, slot: int) -> RedisProcess:
+        """The primary that owns `slot`, as the first live node that answers sees it."""
+        for node in self._live():
+            try:
+                for start, end, primary, *_ in _text(node).execute_command("CLUSTER", "SLOTS"):
+                    if int(start) <= slot <= int(end):
+                        return self.node_on_port(int(primary[1]))
+            except redis.exceptions.RedisError:
+                continue
+        raise RuntimeError(f"no live node names an owner of slot {slot}")
+
+    def replicas_of(self, primary: RedisProcess) -> list[RedisProcess]:
+        """The live replicas that replicate `primary` (per its INFO replication)."""
+        info = _text(primary).info("replication")
+        ports = {int(v["port"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)}
+        return [n for n in self._live() if n.port in ports]
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        """Until every live node reports cluster_state:ok, sees every live node, and every primary has its replicas online."""
+        live = self._live()
+
+        def healthy() -> bool:
+            for node in live:
+                client = _text(node)
+                if client.cluster("info").get("cluster_state") != "ok":
+                    return False
+                known = [line for line in client.execute_command("CLUSTER", "NODES").splitlines()
+                         if "fail" not in line.split()[2] and "handshake" not in line.split()[2]]
+                if len(known) < len(live):
+                    return False
+            primaries = [n for n in live if _text(n).info("replication").get("role") == "master"]
+            return all(self._online_replicas(p) >= min(self.replicas_per_primary, len(live) - len(primaries))
+                       for p in primaries)
+
+        poll(healthy, timeout_s, "the cluster becoming healthy", interval_s=0.1, ignore=(redis.exceptions.RedisError,))
+
+    @staticmethod
+    def _online_replicas(primary: RedisProcess) -> int:
+        info = _text(primary).info("replication")
+        return sum(1 for k, v in info.items()
+                   if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")
+
+    def manual_failover(self, replica: RedisProcess, timeout_s: float = 30.0) -> None:
+        """``CLUSTER FAILOVER`` on `replica` (coordinated: no acknowledged write is lost); returns once it is a primary."""
+        _text(replica, 5.0).execute_command("CLUSTER", "FAILOVER")
+        poll(lambda: _text(replica).info("replication").get("role") == "master", timeout_s,
+             f"replica {replica.address} taking over", interval_s=0.05, ignore=(redis.exceptions.RedisError,))
+
+    def wait_owner_change(self, slot: int, old: RedisProcess, timeout_s: float = 30.0) -> RedisProcess:
+        """Until a live primary other than `old` owns `slot` and says it is a master; that primary."""
+        def changed() -> RedisProcess | None:
+            owner = self.slot_owner(slot)
+            if owner is old or not owner.running:
+                return None
+            return owner if _text(owner).info("replication").get("role") == "master" else None
+
+        return poll(changed, timeout_s, f"slot {slot} moving away from {old.address}", interval_s=0.05,
+                    ignore=(redis.exceptions.RedisError, RuntimeError, KeyError))
+
+    def migrate_slot(self, slot: int, target: RedisProcess, batch: int = 10, timeout_s: float = 30.0) -> int:
+        """
+        Move `slot` to the primary `target` the way ``redis-cli --cluster reshard`` does:
+        SETSLOT IMPORTING/MIGRATING, MIGRATE the keys in batches, SETSLOT NODE on both and then
+        on every other primary. Returns the number of keys moved.
+        """
+        source = self.slot_owner(slot)
+        if source is target:
+            return 0
+        src, dst = _text(source, 5.0), _text(target, 5.0)
+        src_id = src.execute_command("CLUSTER", "MYID")
+        dst_id = dst.execute_command("CLUSTER", "MYID")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        moved = 0
+        while True:
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            auth = ["AUTH", self.password] if self.password else []
+            src.execute_command("MIGRATE", LOOPBACK, target.port, "", 0, int(timeout_s * 1000), *auth, "KEYS", *keys)
+            moved += len(keys)
+        for client in (dst, src):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        for node in self._live():
+            if node not in (source, target) and _text(node).info("replication").get("role") == "master":
+                _text(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return moved
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def _text(node: RedisProcess, timeout_s: float = 1.0) -> redis.Redis:
+    """A short-timeout client of `node` that decodes replies (the topology's own queries)."""
+    return node.client(socket_timeout=timeout_s, decode_responses=True)

@@ -31,6 +31,11 @@ index:order_position               hash    client order id -> position id
 index:order_client                 hash    client order id -> client id
 =================================  ======  ===========================================
 
+With the cluster profile (``cache=redis_cluster``) the trader part is a hash tag,
+``{trader-{trader_id}}`` (then ``:{instance_id}``), and the collections follow unchanged:
+NautilusTrader's own adapter cannot talk to a cluster, so byte-compatibility with it covers the
+payloads and the structure, not that prefix. Single server and Sentinel keep its exact keys.
+
 The launcher adds, under the same trader key (collections NautilusTrader never scans):
 
 =================================  ======  ===========================================
@@ -92,11 +97,24 @@ MANIFEST_META = "launcher:manifest:meta"
 LEASE = "launcher:lease"
 
 
-def trader_key(trader_id: str, instance_id: str | None = None, config: CacheConfig | None = None) -> str:
-    """The prefix of every key for `trader_id`, exactly as NautilusTrader builds it."""
+def trader_key(
+    trader_id: str,
+    instance_id: str | None = None,
+    config: CacheConfig | None = None,
+    *,
+    hash_tag: bool = False,
+) -> str:
+    """
+    The prefix of every key for `trader_id`, exactly as NautilusTrader builds it; with
+    `hash_tag` (the cluster profile only) the trader part is wrapped in braces, e.g.
+    ``{trader-TRADER-001}``, so every key of the trader hashes to one Redis Cluster slot:
+    batches stay single-slot (MULTI/EXEC, the Lua guards) and a reshard moves the trader whole.
+    """
     use_prefix = True if config is None else config.use_trader_prefix
     use_instance = False if config is None else config.use_instance_id
     key = f"trader-{trader_id}" if use_prefix else str(trader_id)
+    if hash_tag:
+        key = "{" + key + "}"
     if use_instance and instance_id:
         key = f"{key}{DELIMITER}{instance_id}"
     return key
@@ -136,19 +154,26 @@ def classify(trader_key: str, keys: list[str]) -> dict[str, dict[str, str]]:
     """
     out: dict[str, dict[str, str]] = {}
     base = trader_key + DELIMITER
-    heads = [(c, c + DELIMITER) for c in ENTITY_COLLECTIONS]
-    state_heads = [(c, c + DELIMITER) for c in STATE_COLLECTIONS]
+    skip = len(base)
+    # By the key's first segment after the trader key (no collection name holds the delimiter):
+    # one split and one dict lookup per key instead of a prefix test per collection.
+    entities = {c: out.setdefault(c, {}) for c in ENTITY_COLLECTIONS}
+    states = {c: out.setdefault(c, {}) for c in STATE_COLLECTIONS}
+    tail = len(_STATE_TAIL)
     for key in keys:
         if not key.startswith(base):
             continue
-        rest = key[len(base):]
-        for collection, head in heads:
-            if rest.startswith(head) and len(rest) > len(head):
-                out.setdefault(collection, {})[rest[len(head):]] = key
-                break
-        else:
-            for collection, head in state_heads:
-                if rest.startswith(head) and rest.endswith(_STATE_TAIL) and len(rest) > len(head) + len(_STATE_TAIL):
-                    out.setdefault(collection, {})[rest[len(head):-len(_STATE_TAIL)]] = key
-                    break
+        collection, _, id_ = key[skip:].partition(DELIMITER)
+        if not id_:
+            continue
+        named = entities.get(collection)
+        if named is not None:
+            named[id_] = key
+            continue
+        named = states.get(collection)
+        if named is not None and id_.endswith(_STATE_TAIL) and len(id_) > tail:
+            named[id_[:-tail]] = key
+    for collection in list(out):
+        if not out[collection]:
+            del out[collection]  # only collections with keys, as callers expect
     return out

@@ -24,7 +24,9 @@ from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.model.objects import Currency
 from nautilus_trader.model.position import Position
 
+from launcher.config.connection import connection_settings
 from launcher.config.schema import LauncherConfig
+from launcher.config.schema import Store
 from launcher.state import layout
 from launcher.state.codec import EventDecoder
 from launcher.state.entities import CorruptState
@@ -36,10 +38,13 @@ from launcher.state.entities import decode_order
 from launcher.state.entities import describe
 from launcher.state.entities import one_line
 from launcher.state.gc_pause import gc_paused
+from launcher.state.manifest import MANIFEST_PARTS
 from launcher.state.manifest import Manifest
-from launcher.state.manifest import read_manifest
+from launcher.state.manifest import manifest_from
+from launcher.state.manifest import manifest_keys
 from launcher.state.reader import BulkReader
 from launcher.state.serializer import serializer_for
+from launcher.store.connection import ConnectionSettings
 
 
 DEFAULT_BATCH = 1000
@@ -86,8 +91,12 @@ class PersistedState:
     indexes: dict[str, set[str]] = field(default_factory=dict)  # set index name -> members
     order_position: dict[str, str] = field(default_factory=dict)  # index:order_position
     order_client: dict[str, str] = field(default_factory=dict)  # index:order_client
-    # The stored events each order was rebuilt from: what a node's load may reuse (`rebuilt_orders`).
+    # The stored bytes each order, position and account was rebuilt from: what a node's first
+    # load may reuse (`rebuilt`); a position's list ends with its instrument's payload.
     order_events: dict[str, list[bytes]] = field(default_factory=dict)
+    position_events: dict[str, list[bytes]] = field(default_factory=dict)
+    account_events: dict[str, list[bytes]] = field(default_factory=dict)
+    instrument_payloads: dict[str, bytes] = field(default_factory=dict)
     manifest: Manifest | None = None
     problems: list[Problem] = field(default_factory=list)
     keys_scanned: int = 0
@@ -104,14 +113,43 @@ class PersistedState:
         """
         return {id_: (self.order_events[id_], order) for id_, order in self.orders.items() if id_ in self.order_events}
 
+    def rebuilt(self) -> Rebuilt:
+        """Every order, position and account with the stored bytes it was rebuilt from, for a node's first load."""
+        return Rebuilt(
+            orders=self.rebuilt_orders(),
+            positions={id_: (self.position_events[id_], p) for id_, p in self.positions.items()
+                       if id_ in self.position_events},
+            accounts={id_: (self.account_events[id_], a) for id_, a in self.accounts.items() if id_ in self.account_events},
+        )
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """
+    What verify rebuilt, by id, each with the stored bytes it was rebuilt from: ``orders``
+    (client order id -> (events, order)), ``positions`` (position id -> (fills followed by the
+    instrument's payload, position): a position also depends on its instrument) and
+    ``accounts`` (account id -> (events, account)). A node's first load takes an object only
+    where Redis still holds exactly those bytes.
+    """
+
+    orders: dict[str, tuple[list[bytes], Any]]
+    positions: dict[str, tuple[list[bytes], Position]]
+    accounts: dict[str, tuple[list[bytes], Any]]
+
 
 def state_trader_key(settings: LauncherConfig, instance_id: str | None = None) -> str:
-    """The key prefix this trader's state lives under (NautilusTrader's rule)."""
+    """The key prefix this trader's state lives under (NautilusTrader's rule; a hash tag on a cluster)."""
     config = CacheConfig(
         use_trader_prefix=settings.cache.use_trader_prefix,
         use_instance_id=settings.cache.use_instance_id,
     )
-    return layout.trader_key(str(settings.trader_id), instance_id, config)
+    return layout.trader_key(str(settings.trader_id), instance_id, config, hash_tag=settings.cache.store == Store.cluster)
+
+
+def store_connection(settings: LauncherConfig) -> ConnectionSettings | None:
+    """Where `settings` keep state (None for cache=memory); on a cluster, pinned to this trader's slot."""
+    return connection_settings(settings.cache, slot_key=state_trader_key(settings))
 
 
 _COMMANDS = {
@@ -151,14 +189,11 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
     state.keys_scanned = len(keys_found)
     by_collection = layout.classify(trader_key, keys_found)
 
-    # One pipelined pass over everything that is read whole.
+    # Read whole in one pipelined pass: everything but the event lists.
     plan: list[tuple[str, str, str, str]] = []  # (collection, id, command, key)
     for collection, command in (
         (layout.CURRENCIES, "get"),
         (layout.INSTRUMENTS, "get"),
-        (layout.ACCOUNTS, "lrange"),
-        (layout.ORDERS, "lrange"),
-        (layout.POSITIONS, "lrange"),
         (layout.STRATEGIES, "get"),
         (layout.ACTORS, "get"),
     ):
@@ -168,8 +203,40 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
         plan.append(("index", name, "smembers", layout.full_key(trader_key, name)))
     for name in _HASH_INDEXES:
         plan.append(("index", name, "hgetall", layout.full_key(trader_key, name)))
-    replies = bulk(reader, [(command, key) for _, _, command, key in plan])
+    manifest = manifest_keys(trader_key)
+    for part in MANIFEST_PARTS:
+        plan.append(("manifest", part, "hgetall", manifest[part]))
+    raw, _ = _sort_replies(state, plan, bulk(reader, [(command, key) for _, _, command, key in plan]))
 
+    with gc_paused():  # tens of thousands of long-lived objects, as in the node's own load
+        _decode_indexes(state, raw.get("index", {}))
+        _decode_currencies(state, decoder, raw.get(layout.CURRENCIES, {}))
+        _decode_instruments(state, decoder, raw.get(layout.INSTRUMENTS, {}))
+        _decode_states(state, decoder, raw.get(layout.STRATEGIES, {}), state.strategy_states, "strategy")
+        _decode_states(state, decoder, raw.get(layout.ACTORS, {}), state.actor_states, "actor")
+        # The event lists (the bulk of the state) stream: each chunk is decoded while Redis
+        # already produces the next one. Positions come last: they take the instruments above.
+        lists = [(collection, id_, "lrange", key)
+                 for collection in (layout.ACCOUNTS, layout.ORDERS, layout.POSITIONS)
+                 for id_, key in sorted(by_collection.get(collection, {}).items())]
+        decode = {layout.ACCOUNTS: _decode_accounts, layout.ORDERS: _decode_orders, layout.POSITIONS: _decode_positions}
+        commands = [_COMMANDS["lrange"](key) for _, _, _, key in lists]
+        for start, replies in reader.stream(commands, settings.cache.bulk_read_batch_size or DEFAULT_BATCH):
+            chunk, keys = _sort_replies(state, lists[start : start + len(replies)], replies)
+            for collection, events in chunk.items():
+                decode[collection](state, decoder, events, keys[collection])
+    parts = raw.get("manifest", {})
+    state.manifest = manifest_from(*(parts.get(part) or {} for part in MANIFEST_PARTS))
+    state.load_time_s = time.perf_counter() - started
+    return state
+
+
+def _sort_replies(state: PersistedState, plan: list[tuple[str, str, str, str]], replies: list[Any]
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """
+    The replies to `plan` by collection and id, and their keys; a reply that is an error
+    (e.g. WRONGTYPE) is a problem of that entity instead; a connection error is raised.
+    """
     raw: dict[str, dict[str, Any]] = {}
     keys: dict[str, dict[str, str]] = {}
     for (collection, id_, _command, key), reply in zip(plan, replies, strict=True):
@@ -182,19 +249,7 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
             continue
         raw.setdefault(collection, {})[id_] = reply
         keys.setdefault(collection, {})[id_] = key
-
-    with gc_paused():  # tens of thousands of long-lived objects, as in the node's own load
-        _decode_indexes(state, raw.get("index", {}))
-        _decode_currencies(state, decoder, raw.get(layout.CURRENCIES, {}))
-        _decode_instruments(state, decoder, raw.get(layout.INSTRUMENTS, {}))
-        _decode_accounts(state, decoder, raw.get(layout.ACCOUNTS, {}), keys.get(layout.ACCOUNTS, {}))
-        _decode_orders(state, decoder, raw.get(layout.ORDERS, {}), keys.get(layout.ORDERS, {}))
-        _decode_positions(state, decoder, raw.get(layout.POSITIONS, {}), keys.get(layout.POSITIONS, {}))
-        _decode_states(state, decoder, raw.get(layout.STRATEGIES, {}), state.strategy_states, "strategy")
-        _decode_states(state, decoder, raw.get(layout.ACTORS, {}), state.actor_states, "actor")
-    state.manifest = read_manifest(client, trader_key)
-    state.load_time_s = time.perf_counter() - started
-    return state
+    return raw, keys
 
 
 _ENTITY = {
@@ -208,15 +263,13 @@ _ENTITY = {
 }
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _decode_indexes(state: PersistedState, raw: dict[str, Any]) -> None:
+    # Members and fields come from hiredis as bytes.
     for name in _SET_INDEXES:
-        state.indexes[name] = {_text(m) for m in (raw.get(name) or ())}
-    state.order_position = {_text(k): _text(v) for k, v in (raw.get(layout.INDEX_ORDER_POSITION) or {}).items()}
-    state.order_client = {_text(k): _text(v) for k, v in (raw.get(layout.INDEX_ORDER_CLIENT) or {}).items()}
+        state.indexes[name] = set(map(bytes.decode, raw.get(name) or ()))
+    for name, into in ((layout.INDEX_ORDER_POSITION, state.order_position), (layout.INDEX_ORDER_CLIENT, state.order_client)):
+        pairs = raw.get(name) or {}
+        into.update(zip(map(bytes.decode, pairs), map(bytes.decode, pairs.values())))
 
 
 def _decode_currencies(state: PersistedState, decoder: EventDecoder, raw: dict[str, bytes]) -> None:
@@ -245,6 +298,7 @@ def _decode_instruments(state: PersistedState, decoder: EventDecoder, raw: dict[
             state.problem("instrument", id_, f"does not load: {describe(e)}")
             continue
         state.instruments[id_] = instrument
+        state.instrument_payloads[id_] = value
 
 
 def _event_lists(state: PersistedState, collection: str, raw: dict[str, list[bytes]],
@@ -271,6 +325,7 @@ def _decode_accounts(state: PersistedState, decoder: EventDecoder, raw: dict[str
             state.problem("account", id_, f"events do not replay: {describe(e)}")
             continue
         state.accounts[id_] = account
+        state.account_events[id_] = events
 
 
 def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
@@ -314,6 +369,8 @@ def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[st
             state.problem("position", id_, f"fills do not replay: {describe(e)}")
             continue
         state.positions[id_] = position
+        if instrument is not None:
+            state.position_events[id_] = [*events, state.instrument_payloads[instrument.id.value]]
 
 
 def _decode_states(

@@ -51,13 +51,20 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+MANIFEST_PARTS = ("orders", "positions", "accounts", "meta")  # the order `manifest_from` takes the hashes in
+
+
 def read_manifest(client: redis.Redis, trader_key: str) -> Manifest:
     """Read the four manifest hashes in one round trip."""
     keys = manifest_keys(trader_key)
     pipe = client.pipeline(transaction=False)
-    for name in ("orders", "positions", "accounts", "meta"):
+    for name in MANIFEST_PARTS:
         pipe.hgetall(keys[name])
-    orders, positions, accounts, meta = pipe.execute()
+    return manifest_from(*pipe.execute())
+
+
+def manifest_from(orders: dict, positions: dict, accounts: dict, meta: dict) -> Manifest:
+    """The manifest from its four hashes as read (field -> value, bytes or str)."""
     manifest = Manifest(
         orders={_text(k): int(v) for k, v in orders.items()},
         positions={_text(k): int(v) for k, v in positions.items()},

@@ -17,6 +17,7 @@ import tenacity
 
 from launcher.retry import read_retry
 from launcher.state.entities import CorruptState
+from launcher.store.cluster import is_redirect
 from launcher.store.resp import RawPipeline
 from launcher.store.resp import exchange
 from launcher.store.resp import pack_command
@@ -102,11 +103,16 @@ class BulkReader:
             while True:
                 reply = exchange(conn, pack_command((b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)), 1)[0]
                 if isinstance(reply, redis.exceptions.ResponseError):
-                    raise reply
+                    raise _read_error((b"SCAN",), reply)
                 cursor, batch = reply
                 keys.extend(k.decode() for k in batch)
                 if cursor in (b"0", 0):
                     break
+            confirm = getattr(conn, "confirm_owner", None)
+            if confirm is not None:
+                # Cluster: SCAN is not slot-checked, so a node that lost (or is handing over)
+                # the trader's slot would answer with too few keys; ask it once more, after.
+                confirm()
             self._on_round_trip("load_scan", time.monotonic() - t0)
             return list(dict.fromkeys(keys))  # SCAN may return a key more than once
 
@@ -136,28 +142,37 @@ class BulkReader:
         wire while the caller decodes the current one. Not retried: the caller retries the
         whole load (`retrying`).
         """
-        if not keys:
+        commands = [(b"LRANGE", k, b"0", b"-1") for k in keys]
+        for start, replies in self.stream(commands, chunk):
+            for command, value in zip(commands[start:], replies):
+                if isinstance(value, redis.exceptions.ResponseError):
+                    raise _read_error(command, value)
+            yield start, replies
+
+    def stream(self, commands: list[tuple], chunk: int = 1000) -> Iterator[tuple[int, list]]:
+        """
+        Yield (offset, replies) for `commands` in chunks of `chunk`, error replies as their
+        ``ResponseError`` in place; the next chunk is already on the wire while the caller
+        works on the current one, so Redis produces it meanwhile. Not retried.
+        """
+        if not commands:
             return
         pool = self._client.connection_pool
         conn = pool.get_connection()
         complete = False
         try:
             pipe = RawPipeline(conn)
-            starts = list(range(0, len(keys), chunk))
+            starts = list(range(0, len(commands), chunk))
 
             def request(start: int) -> bytes:
-                return b"".join(pack_command((b"LRANGE", k, b"0", b"-1")) for k in keys[start : start + chunk])
+                return b"".join([pack_command(c) for c in commands[start : start + chunk]])
 
             t0 = time.monotonic()
             pipe.send(request(starts[0]))
             for i, start in enumerate(starts):
                 if i + 1 < len(starts):
                     pipe.send(request(starts[i + 1]))
-                replies = pipe.read(min(chunk, len(keys) - start))
-                for key, value in zip(keys[start:], replies):
-                    if isinstance(value, redis.exceptions.ResponseError):
-                        raise _read_error((b"LRANGE", key), value)
-                yield start, replies
+                yield start, pipe.read(min(chunk, len(commands) - start))
             self._on_round_trip("load_read", time.monotonic() - t0)
             complete = True
         finally:
@@ -178,7 +193,13 @@ class BulkReader:
 
 
 def _read_error(command: tuple, error: redis.exceptions.ResponseError) -> Exception:
-    """A WRONGTYPE reply to a read of one key is corrupt state at that key; other errors as they are."""
+    """
+    A WRONGTYPE reply to a read of one key is corrupt state at that key; a cluster redirect
+    (the slot moved) a ConnectionError, so the read is retried on the slot's owner; other
+    errors as they are.
+    """
+    if is_redirect(error):
+        return redis.exceptions.ConnectionError(f"cluster redirect while reading {command[0]!r}: {error}")
     if str(error).startswith("WRONGTYPE") and len(command) > 1:
         key = command[1].decode() if isinstance(command[1], bytes) else str(command[1])
         return CorruptState(key, f"cannot be read: {error}")

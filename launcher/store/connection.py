@@ -1,6 +1,7 @@
 """
-Connections to the Redis that holds trading state: one server directly, or the current
-master behind Sentinel. Built on redis-py's pools and Sentinel support (NFR-002).
+Connections to the Redis that holds trading state: one server directly, the current master
+behind Sentinel, or the primary that owns the trader's slot in a Redis Cluster. Built on
+redis-py's pools and Sentinel support (NFR-002); the cluster pool is `launcher.store.cluster`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from launcher.store.cluster import SlotLocator
+from launcher.store.cluster import SlotOwnerPool
+from launcher.store.cluster import slot_of
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,11 @@ class ConnectionSettings:
     sentinels : tuple[tuple[str, int], ...]
         Sentinel addresses; when non-empty the master named `master_name` is discovered
         through them and followed across failovers.
+    cluster_nodes : tuple[tuple[str, int], ...]
+        Redis Cluster seed nodes; when non-empty the connections go to the primary that owns
+        the hash slot of `slot_key`, followed across failovers and reshards.
+    slot_key : str, optional
+        With a cluster: the trader key (its hash tag) whose slot the connections are pinned to.
     """
 
     host: str = "127.0.0.1"
@@ -44,10 +54,16 @@ class ConnectionSettings:
     master_name: str = "mymaster"
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+    slot_key: str | None = None
 
     @property
     def is_sentinel(self) -> bool:
         return bool(self.sentinels)
+
+    @property
+    def is_cluster(self) -> bool:
+        return bool(self.cluster_nodes)
 
     def describe(self) -> str:
         """A log-safe description (never contains the password)."""
@@ -56,6 +72,10 @@ class ConnectionSettings:
         if self.is_sentinel:
             nodes = ",".join(f"{h}:{p}" for h, p in self.sentinels)
             return f"sentinel://{nodes}/{self.master_name} (db {self.db}, {scheme})"
+        if self.is_cluster:
+            nodes = ",".join(f"{h}:{p}" for h, p in self.cluster_nodes)
+            slot = f"slot {slot_of(self.slot_key)} of '{self.slot_key}'" if self.slot_key else "no slot"
+            return f"cluster://{auth}{nodes} ({slot}, {scheme})"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
     @classmethod
@@ -123,6 +143,8 @@ def connect(settings: ConnectionSettings, *, max_connections: int | None = None)
     failover is followed without restarting anything.
     """
     pool_size = max_connections or settings.max_connections
+    if settings.is_cluster:
+        return redis.Redis(connection_pool=_slot_owner_pool(settings, pool_size))
     if settings.is_sentinel:
         return sentinel_client(settings).master_for(
             settings.master_name,
@@ -144,8 +166,24 @@ def connect(settings: ConnectionSettings, *, max_connections: int | None = None)
     return redis.Redis(connection_pool=pool)
 
 
+def _slot_owner_pool(settings: ConnectionSettings, pool_size: int) -> SlotOwnerPool:
+    if not settings.slot_key:
+        raise ValueError("a cluster connection needs slot_key (the trader key whose slot it is pinned to)")
+    kwargs = _common_kwargs(settings)
+    kwargs.pop("db")  # a cluster has database 0 only, and refuses SELECT
+    ssl = kwargs.pop("ssl", False)
+    seed_kwargs = dict(kwargs)
+    if ssl:
+        seed_kwargs["ssl"] = True
+    locator = SlotLocator(settings.cluster_nodes, slot_of(settings.slot_key), seed_kwargs)
+    return SlotOwnerPool(locator, settings.slot_key, ssl=ssl, max_connections=pool_size, timeout=settings.timeout_s,
+                         **kwargs)
+
+
 def master_address(settings: ConnectionSettings) -> tuple[str, int]:
-    """The address of the server that takes writes now (asks the sentinels when configured)."""
+    """The address of the server that takes writes now (asks the sentinels, or the cluster for the slot's owner)."""
+    if settings.is_cluster:
+        return _slot_owner_pool(settings, 1).locator.owner()
     if settings.is_sentinel:
         return sentinel_client(settings).discover_master(settings.master_name)
     return settings.host, settings.port

@@ -159,6 +159,8 @@ from launcher.cache.write.commands import Stage
 from launcher.cache.write.commands import list_counts
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
+from launcher.store.cluster import is_redirect
+from launcher.store.cluster import note_redirect
 from launcher.store.resp import exchange
 from launcher.store.resp import pack_command
 
@@ -477,9 +479,25 @@ class Writer:
 
     def wait_drained(self, timeout_s: float) -> bool:
         """Wait until nothing is retained (memory and spill file); False on timeout."""
+        return self._wait_until(lambda: self._pending_locked() == 0, timeout_s)
+
+    def wait_applied(self, timeout_s: float) -> bool:
+        """
+        Wait until every write is APPLIED in Redis; False on timeout. Writes the replicas have not
+        acknowledged may remain: they stay in the spill file, resent and tracked by whoever owns it next.
+        """
+        return self._wait_until(lambda: self._pending_locked() == self._unreplicated, timeout_s)
+
+    @property
+    def unreplicated(self) -> int:
+        """Writes APPLIED but not yet acknowledged by ``min_replica_acks`` replicas (kept in the spill file)."""
+        with self._lock:
+            return self._unreplicated
+
+    def _wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._pending_locked() > 0:
+            while not done():
                 self._urgent = True
                 if self._idle:
                     self._work.notify()
@@ -606,6 +624,8 @@ class Writer:
                         if not self._queue:
                             self._urgent = False
                         self._inflight = _Batch(ops)
+                        if self._unreplicated_records:
+                            self._write_ahead_locked(self._inflight)
                         return self._inflight
                     self._idle = True
                     self._work.wait(wait_s)
@@ -622,6 +642,26 @@ class Writer:
                 self._idle = True
                 self._work.wait(_UNREPLICATED_PROBE_S if self._unreplicated_records else 1.0)
                 self._idle = False
+
+    def _write_ahead_locked(self, batch: _Batch) -> None:
+        """
+        While writes are unreplicated the file must hold everything the master applied since:
+        a batch goes to the file (fsync'd) before it is sent. Otherwise a process dying between
+        a batch's EXEC and its spill would leave Redis with writes newer than the file, and the
+        next start's replay of the file's older assignments (index moves) would undo them.
+        """
+        self._materialize(batch.ops)
+        records = [op.record(self._serializer) for op in batch.ops if op.cmds and op.kind not in self._unspilled]
+        if not records:
+            return
+        start = self._spill.append(records)
+        self.stats.spilled_total += len(records)
+        batch.from_spill = True
+        batch.spill_start, batch.spill_end, batch.spill_records = start, start + sum(map(len, records)), len(records)
+        for op in batch.ops:
+            if op.stage < Stage.SPILLED:
+                op.stage = Stage.SPILLED
+        self._refresh_pending_locked()
 
     def _deliver(self, batch: _Batch) -> None:
         for attempt in self._retrying:
@@ -930,8 +970,7 @@ class Writer:
         self.stats.last_wait_replicas = int(wait)
         return int(wait) >= self._min_acks
 
-    @staticmethod
-    def _refusals(replies: Replies) -> list[tuple[int, Exception]]:
+    def _refusals(self, replies: Replies) -> list[tuple[int, Exception]]:
         """
         (queued command index, error) of every command Redis refused: when queued (then EXEC
         applied nothing) or inside EXEC (then it applied the rest); -1: EXEC itself. Raises
@@ -944,6 +983,12 @@ class Writer:
                 errors.append((-1, results))
         elif any(issubclass(t, Exception) for t in set(map(type, results))):  # one C pass
             errors += [(k, r) for k, r in enumerate(results) if isinstance(r, Exception)]
+        redirect = next((e for _, e in errors if is_redirect(e)), None)
+        if redirect is not None:
+            # A cluster redirect (MOVED/ASK: the slot moved or is moving) is not a refusal of
+            # the batch: nothing was applied; resend after reconnecting to the slot's owner.
+            note_redirect(self._client.connection_pool, redirect)
+            raise ServerUnavailable(str(redirect))
         for _, e in errors:
             if isinstance(e, redis.exceptions.ReadOnlyError) or str(e).startswith(_SERVER_STATE_ERRORS):
                 raise ServerUnavailable(str(e))
@@ -996,8 +1041,9 @@ class Writer:
             before = self._unreplicated
             pending, spilled = self._release_locked(batch, sent.replicated)
             unreplicated = self._unreplicated
-            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed.
-            self._spill_due = math.inf
+            # Under the lock: a spilling caller re-arms `_spill_due` only while it is armed. While
+            # writes are unreplicated, memory is spilled every buffer interval as in an outage.
+            self._spill_due = now + self._interval if self._unreplicated_records else math.inf
         if unreplicated != before or self._replicated_again:
             self._on_unreplicated(before, unreplicated)
         if self._outage_start is not None:
