@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
+from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.bootstrap.verify import verify_state
 from launcher.cache.resilient import ResilientCacheDatabase
@@ -72,6 +74,8 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
         db._log = LogRecorder()
         cache = new_cache(db)
         early = write_orders(cache, 5, events=2)
+        account = TestExecStubs.cash_account(AccountId("SIM-001"))
+        cache.add_account(account)
         assert db.wait_until_persisted(10)
         master = topology.master.client()
         poll(lambda: _offset(lagging.client()) >= _offset(master), 10, "the lagging replica catching up first")
@@ -87,6 +91,8 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
             order.apply(TestEventStubs.order_accepted(order))
             cache.update_order(order)
         late = write_orders(cache, 5, events=3, prefix="late", start_ns=1_800_000_000_000_000_000)
+        account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+        cache.update_account(account)
         assert db.wait_until_persisted(10)
         assert db.stats().unreplicated_writes == 0  # every write acknowledged (WAIT 1)
 
@@ -104,6 +110,8 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
              "the writer following the failover")
         db.close()
         assert_exactly_once(new_master, db.trader_key, [*early, *late])
+        serializer = make_serializer()
+        assert new_master.lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1) == [serializer.serialize(e) for e in account.events]
         assert db._log.count("WARN", "were behind the node's memory") == 1
     finally:
         topology.stop()
