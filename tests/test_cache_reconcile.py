@@ -18,6 +18,7 @@ from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.bootstrap.verify import verify_state
 from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.write import acked
 from launcher.cache.write.acked import read_record
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
@@ -214,3 +215,19 @@ def test_list_counts_follow_the_ops_in_order():
     assert list_counts(ops) == (False, {"k:orders:A": 2, "k:orders:B": 3, "k:orders:C": 0})
     flushed = [ops[0], Op("flush", [(b"FLUSHDB",)]), ops[1]]
     assert list_counts(flushed) == (True, {"k:orders:A": 2})
+
+
+def test_the_record_stays_bounded_and_ignores_a_torn_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(acked, "_COMPACT_MIN_BYTES", 200)
+    path = tmp_path / "t.acked"
+    record = acked.AckedRecord(path, {"k:orders:": "orders"})
+    for n in range(1, 501):  # one order's 500 acknowledged batches
+        record.note([Op("update_order", (Append.stored("k:orders:A", "m", "A", n, b"e", 0),))])
+    assert path.stat().st_size < 4 * 200
+    assert read_record(path) == {"orders:A": 500}
+    with open(path, "ab") as f:
+        f.write(b'{"orders:A":50')  # a crash mid-append: never fsync'd, never claimed
+    assert read_record(path) == {"orders:A": 500}
+    record = acked.AckedRecord(path, {"k:orders:": "orders"})  # the next run
+    record.note([Op("update_order", (Append.stored("k:orders:A", "m", "A", 501, b"e", 0),))])
+    assert read_record(path) == {"orders:A": 501}

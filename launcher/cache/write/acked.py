@@ -74,6 +74,12 @@ def _apply(entries: dict[str, int], update: dict[str, int]) -> None:
             entries.pop(name, None)
 
 
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
 def _append(path: Path, update: dict[str, int]) -> int:
     line = json.dumps(update, separators=(",", ":")).encode() + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -98,6 +104,8 @@ class AckedRecord:
         self._entries = read_record(path)
         self._size = path.stat().st_size if path.exists() else 0
         self._compacted = self._size
+        if self._size and not _ends_a_line(path):
+            self.compact()  # a torn last line would swallow the next one appended after it
 
     def note(self, ops: list[Any]) -> None:
         """The event counts `ops` (one acknowledged batch, in order) leave, appended and fsync'd."""
