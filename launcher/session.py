@@ -279,12 +279,15 @@ class NodeSession:
         """
         from launcher.bootstrap.verify import enforce as enforce_report  # noqa: PLC0415
         from launcher.bootstrap.verify import verify_state  # noqa: PLC0415
+        from launcher.cache.write.acked import acked_path  # noqa: PLC0415
+        from launcher.cache.write.acked import forget_record  # noqa: PLC0415
 
         settings = self.settings
         if enforce and settings.cache.flush_on_start:
             # Flushed here, before the node is built, so nothing is loaded and then deleted, and
             # the lease survives the FLUSHDB (NautilusTrader's own flush would delete it too).
             deleted = self.writer_lease.flush_database()
+            forget_record(acked_path(self._spill_dir(), self._spill_key()))  # flushed on purpose: nothing went back
             log.warning("cache.flush_on_start=true: FLUSHED the Redis database (%d keys deleted); "
                         "verification skipped", deleted)
             return None

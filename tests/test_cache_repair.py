@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.model.identifiers import PositionId
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
@@ -93,3 +95,25 @@ def test_a_purged_account_keeps_appending(redis_server, tmp_path):
     stored = redis_server.client().lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1)
     assert len(stored) == 5 and stored[-1] == make_serializer().serialize(account.last_event)
     assert db.stats().repairs == 0 and db.stats().misplaced_appends == 1
+
+
+def test_a_repaired_order_gets_its_index_entries_back(redis_server, tmp_path):
+    """The server lost an order's list and its index entries: the repair restores both."""
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    order = write_orders(cache, 1, events=3)[0]  # initialized, submitted, accepted (open, has a venue order id)
+    assert db.wait_until_persisted(10)
+    client = redis_server.client()
+    coid = order.client_order_id.value
+    client.delete(f"{db.trader_key}:orders:{coid}")
+    for name in L.ORDER_SET_INDEXES:
+        client.srem(f"{db.trader_key}:{name}", coid)
+    order.apply(TestEventStubs.order_filled(order, TestInstrumentProvider.default_fx_ccy("AUD/USD"), position_id=PositionId("P-1")))
+    cache.update_order(order)
+    assert db.wait_until_persisted(10)
+    db.close()
+    assert db.stats().repairs == 1
+    assert_exactly_once(client, db.trader_key, [order])
+    for name in (L.INDEX_ORDERS, L.INDEX_ORDER_IDS, L.INDEX_ORDERS_CLOSED):
+        assert client.sismember(f"{db.trader_key}:{name}", coid), name
+    assert client.hget(f"{db.trader_key}:{L.INDEX_ORDER_POSITION}", coid) == b"P-1"

@@ -17,6 +17,10 @@ checks, naming every finding by entity and id:
 * NautilusTrader's own ``Cache.check_integrity()`` passes on the loaded objects (loaded
   through the same ``cache_*`` + ``build_index`` route the execution engine uses);
 * nothing the state manifest records is missing or shorter in Redis (a loss, by id);
+* no order or position holds fewer events than this machine saw Redis acknowledge (its local
+  record beside the spill file, ``launcher.cache.write.acked``): the manifest rolls back with
+  the data when Redis goes back in time (an older AOF restored, a failover to a replica that
+  lagged), this record does not. A machine without the record checks the manifest only;
 * no spill file of the trader holds writes not replayed into Redis yet (``mode=verify`` only
   reads, so it reports them: path, records, and the entities a stale one is stale for).
 
@@ -43,6 +47,9 @@ from nautilus_trader.cache.facade import CacheDatabaseFacade
 
 from launcher.cache.spilled import PendingSpill
 from launcher.cache.spilled import entities_text
+from launcher.cache.write.acked import acked_path
+from launcher.cache.write.acked import read_record
+from launcher.cache.write.spill import resolve_spill_dir
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
@@ -184,6 +191,8 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
     problems += check_index_states(state)
     problems += check_position_fills(state)
     problems += check_manifest(state)
+    record = acked_path(resolve_spill_dir(settings.cache.spill_dir), state.trader_key)
+    problems += check_acknowledged(state, read_record(record), record)
     # A file whose events are all in Redis only waits for replicas: the state here is complete.
     problems += [Problem("spill file", str(spill.path), _pending_text(spill)) for spill in pending_spills
                  if not spill.applied]
@@ -405,6 +414,28 @@ def check_manifest(state: PersistedState) -> list[Problem]:
                     entity, id_, f"LOST {lost} event(s): the manifest records {expected}, Redis holds {have}",
                 ))
         problems += sorted(found, key=lambda p: p.id)
+    return problems
+
+
+def check_acknowledged(state: PersistedState, acknowledged: dict[str, int], record: Path) -> list[Problem]:
+    """
+    Every order/position Redis holds fewer events of than this machine saw it acknowledge
+    (`acknowledged`, read from `record`): Redis went back in time.
+    """
+    problems: list[Problem] = []
+    for name, seen in sorted(acknowledged.items()):
+        collection, _, id_ = name.partition(":")
+        entity = dict(_MANIFEST_ENTITIES).get(collection)
+        if entity is None:
+            continue
+        have = state.events_persisted[collection].get(id_)
+        if have is None:
+            problems.append(Problem(entity, id_, (
+                f"WENT BACK: Redis holds no {collection}:{id_}, this machine saw {seen} event(s) acknowledged "
+                f"(if retention on another machine deleted it, that machine's record is the current one: remove {record})"
+            )))
+        elif have < seen:
+            problems.append(Problem(entity, id_, f"WENT BACK: Redis holds {have} event(s), this machine saw {seen} acknowledged"))
     return problems
 
 

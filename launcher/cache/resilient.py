@@ -82,6 +82,8 @@ from nautilus_trader.model.position import Position
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.spilled import adopt_spill_files
+from launcher.cache.write.acked import AckedRecord
+from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
@@ -90,6 +92,7 @@ from launcher.cache.write.commands import Snapshot
 from launcher.cache.write.spill import SpillFileDamaged
 from launcher.cache.write.spill import resolve_spill_dir
 from launcher.cache.write.spill import spill_path as _primary_spill_path
+from launcher.cache.write.writer import LiveEntities
 from launcher.cache.write.writer import Writer
 from launcher.retry import write_backoff
 from launcher.state import layout as L
@@ -226,6 +229,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             L.INDEX_POSITIONS, L.INDEX_POSITIONS_OPEN, L.INDEX_POSITIONS_CLOSED,
         )}
         self._order_prefix = f"{k}{L.ORDERS}:"
+        self._position_prefix = f"{k}{L.POSITIONS}:"
+        self._account_prefix = f"{k}{L.ACCOUNTS}:"
+        # List key -> the newest order/position/account object written or loaded: what the
+        # writer reconciles a new master against after a failover (one entry per live entity).
+        self._latest: dict[str, Any] = {}
         self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
         self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
         self._idx_open = self._idx[L.INDEX_ORDERS_OPEN]
@@ -257,6 +265,12 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 f"Another live instance holds the spill file of trader key '{self._trader_key}': "
                 f"this one spills to {self._spill.path}",
             )
+        # What Redis acknowledged, kept on this machine (verify names a Redis that went back in
+        # time against it); only the instance owning the trader's spill file keeps it.
+        acked = None
+        if self._spill.path == _primary_spill_path(spill_dir, self._trader_key):
+            acked = AckedRecord(acked_path(spill_dir, self._trader_key),
+                                {self._order_prefix: L.ORDERS, self._position_prefix: L.POSITIONS})
         self._reader = BulkReader(
             self._client,
             chunk=config.bulk_read_batch_size or 5000,
@@ -283,6 +297,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             name=f"cache-{self._trader_key}",
             on_refused=self._refused,
             unspilled_kinds=(KIND_META_FINAL,),  # a clean stop is recorded only if Redis has it before close ends
+            live=LiveEntities(self._latest, self._locate, self._index_commands),
+            acked=acked,
         )
         leftover = self._spill.exists
         try:
@@ -431,6 +447,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             pass
 
     def flush(self) -> None:
+        self._latest.clear()  # FLUSHDB drops the persisted state on purpose: nothing to reconcile it against
         seq = self._writer.submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
                                                               self._instance_id.value, b"updated_ns", time.time_ns())]),
                                   wait=False)
@@ -466,21 +483,27 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def add_account(self, account: Any) -> None:
         aid = account.id.value
+        key = self._account_prefix + aid
+        self._latest[key] = account
         self._submit(Op("add_account", (
-            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 1),
+            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 1),
         ), account, event=account.last_event))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
+        key = self._account_prefix + aid
+        self._latest[key] = account
         self._submit(Op("update_account", (
-            Append.stored(f"{self._k}{L.ACCOUNTS}:{aid}", self._mf_accounts, aid, account.event_count, None, 0),
+            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 0),
         ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
         coid = order.client_order_id.value
         idx = self._idx
+        key = self._order_prefix + coid
+        self._latest[key] = order
         cmds = [
-            Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 1),
+            Append.stored(key, self._mf_orders, coid, order.event_count, None, 1),
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -494,24 +517,57 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_order(self, order: Any) -> None:
         # The hot path of every order event: one tuple built in place (no intermediate list).
         coid = order.client_order_id.value
-        append = Append.stored(self._order_prefix + coid, self._mf_orders, coid, order.event_count, None, 0)
+        key = self._order_prefix + coid
+        self._latest[key] = order
+        append = Append.stored(key, self._mf_orders, coid, order.event_count, None, 0)
+        if order.venue_order_id is not None:
+            cmds = (append, (b"SADD", self._idx_order_ids, coid), *self._order_states(order, coid))
+        else:
+            cmds = (append, *self._order_states(order, coid))
+        self._submit(Op("update_order", cmds, order, event=order.last_event))
+
+    def _order_states(self, order: Any, coid: str) -> tuple:
+        """The in-flight, open/closed and emulated index entries of `order` as its state says."""
         inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
         emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
         if order.is_open:
-            status = ((b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid))
-        elif order.is_closed:
-            status = ((b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid))
-        else:
-            status = ()
-        if order.venue_order_id is not None:
-            cmds = (append, (b"SADD", self._idx_order_ids, coid), inflight, *status, emulated)
-        else:
-            cmds = (append, inflight, *status, emulated)
-        self._submit(Op("update_order", cmds, order, event=order.last_event))
+            return inflight, (b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid), emulated
+        if order.is_closed:
+            return inflight, (b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid), emulated
+        return inflight, emulated
+
+    def _locate(self, list_key: str) -> tuple[str, str]:
+        """The manifest hash and field recording the event count of the list at `list_key`."""
+        for prefix, manifest in ((self._order_prefix, self._mf_orders), (self._position_prefix, self._mf_positions),
+                                 (self._account_prefix, self._mf_accounts)):
+            if list_key.startswith(prefix):
+                return manifest, list_key[len(prefix):]
+        raise KeyError(list_key)
+
+    def _index_commands(self, list_key: str, entity: Any) -> tuple:
+        """
+        Every index entry of the order or position whose list is `list_key`, as its state in
+        memory says (a rewritten list gets them back; accounts have none). The order's client
+        id is not held by the order, so ``index:order_client`` is left as it is.
+        """
+        idx = self._idx
+        if list_key.startswith(self._order_prefix):
+            coid = entity.client_order_id.value
+            cmds = [(b"SADD", idx[L.INDEX_ORDERS], coid), *self._order_states(entity, coid)]
+            if entity.venue_order_id is not None:
+                cmds.append((b"SADD", self._idx_order_ids, coid))
+            if entity.position_id is not None:
+                cmds.append((b"HSET", idx[L.INDEX_ORDER_POSITION], coid, entity.position_id.value))
+            return tuple(cmds)
+        if list_key.startswith(self._position_prefix):
+            pid = entity.id.value
+            return ((b"SADD", idx[L.INDEX_POSITIONS], pid), *self._position_states(entity, pid))
+        return ()
 
     def add_position(self, position: Any) -> None:
         pid = position.id.value
-        key = f"{self._k}{L.POSITIONS}:{pid}"
+        key = self._position_prefix + pid
+        self._latest[key] = position
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", (
             (b"DEL", key),
@@ -522,14 +578,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def update_position(self, position: Any) -> None:
         pid = position.id.value
-        cmds = [Append.stored(f"{self._k}{L.POSITIONS}:{pid}", self._mf_positions, pid, position.event_count, None, 0)]
+        key = self._position_prefix + pid
+        self._latest[key] = position
+        append = Append.stored(key, self._mf_positions, pid, position.event_count, None, 0)
+        self._submit(Op("update_position", (append, *self._position_states(position, pid)), position,
+                        event=position.last_event))
+
+    def _position_states(self, position: Any, pid: str) -> tuple:
+        """The open/closed index entries of `position` as its state says."""
         if position.is_open:
-            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
-        elif position.is_closed:
-            cmds.append((b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid))
-            cmds.append((b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid))
-        self._submit(Op("update_position", tuple(cmds), position, event=position.last_event))
+            return (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid), (b"SREM", self._idx[L.INDEX_POSITIONS_CLOSED], pid)
+        if position.is_closed:
+            return (b"SADD", self._idx[L.INDEX_POSITIONS_CLOSED], pid), (b"SREM", self._idx[L.INDEX_POSITIONS_OPEN], pid)
+        return ()
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
         self._submit(Op("index_venue_order_id", [(b"SADD", self._idx[L.INDEX_ORDER_IDS], client_order_id.value)]))
@@ -568,7 +629,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def delete_order(self, client_order_id: ClientOrderId) -> None:
         coid = client_order_id.value
-        cmds: list = [(b"DEL", f"{self._k}{L.ORDERS}:{coid}")]
+        key = self._order_prefix + coid
+        self._latest.pop(key, None)
+        cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], coid) for name in L.ORDER_SET_INDEXES]
         cmds += [(b"HDEL", self._idx[name], coid) for name in L.ORDER_HASH_INDEXES]
         cmds.append((b"HDEL", self._mf_orders, coid))
@@ -576,7 +639,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def delete_position(self, position_id: PositionId) -> None:
         pid = position_id.value
-        cmds: list = [(b"DEL", f"{self._k}{L.POSITIONS}:{pid}")]
+        key = self._position_prefix + pid
+        self._latest.pop(key, None)
+        cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], pid) for name in L.POSITION_SET_INDEXES]
         cmds.append((b"HDEL", self._mf_positions, pid))
         self._submit(Op("delete_position", cmds))
@@ -645,6 +710,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             return int(keys), int(info[at + len(marker) : end if end >= 0 else None])
         except ValueError:
             return None
+
+    def _live_loaded(self, loaded: dict[str, Any]) -> None:
+        """The entities a load built are live: a failover is reconciled against them too."""
+        self._latest.update(loaded)
+        self._writer.note_loaded({key: entity.event_count for key, entity in loaded.items()})
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:
@@ -716,6 +786,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 accounts = {}
+                loaded: dict[str, Any] = {}
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys, chunk=100):
                         for key, id_, raw_events in zip(keys[start:], ids[start:], lists):
@@ -725,6 +796,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                                 account = build_account(key, _decode_all(key, raw_events, decoder))
                             if account is not None:
                                 accounts[account.id] = account
+                                loaded[key] = account
+        self._live_loaded(loaded)
         self._loaded("accounts", len(accounts), t0)
         return accounts
 
@@ -737,6 +810,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
+                loaded = {}
                 reused = 0
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
@@ -757,11 +831,13 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                                 order = build_order(key, events)
                             if order is not None:
                                 orders[order.client_order_id] = order
+                                loaded[key] = order
         if rebuilt:
             self._log.info(
                 f"Orders: {reused} of {len(orders)} taken as verify rebuilt them (their events in Redis unchanged), "
                 f"{len(orders) - reused} rebuilt",
             )
+        self._live_loaded(loaded)
         self._loaded("orders", len(orders), t0)
         return orders
 
@@ -797,6 +873,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                     instruments[InstrumentId.from_str(instrument_id)] = self._instrument(instrument_id, raw)
                     read_now[instrument_id] = raw
         positions = {}
+        loaded = {}
         with gc_paused():
             for key, raw_events, events, earlier in fills:
                 if earlier is not None:
@@ -808,6 +885,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 position = self._build_position(key, events, instruments)
                 if position is not None:
                     positions[position.id] = position
+                    loaded[key] = position
+        self._live_loaded(loaded)
         self._loaded("positions", len(positions), t0)
         return positions
 

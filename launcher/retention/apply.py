@@ -39,6 +39,9 @@ from datetime import datetime
 import redis
 from nautilus_trader.serialization.serializer import MsgSpecSerializer
 
+from launcher.cache.write.acked import acked_path
+from launcher.cache.write.acked import remove_entities
+from launcher.cache.write.spill import resolve_spill_dir
 from launcher.config.schema import LauncherConfig
 from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
@@ -133,7 +136,14 @@ def retention_pass(
         )
         removed = {"orders": 0, "positions": 0, "account_events": 0}
         if not dry_run and not plan.empty:
-            removed = apply_plan(client, state, plan, serializer_for(settings.cache), check_lease=check_lease)
+            try:
+                removed = apply_plan(client, state, plan, serializer_for(settings.cache), check_lease=check_lease)
+            finally:
+                # Deleted on purpose: this machine's acknowledged-writes record forgets them
+                # (else verify would name them as lost); a partial pass forgets a few more.
+                remove_entities(acked_path(resolve_spill_dir(settings.cache.spill_dir), state.trader_key),
+                                [f"{layout.POSITIONS}:{pid}" for pid in plan.positions]
+                                + [f"{layout.ORDERS}:{coid}" for coid in plan.orders])
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
         raise RedisUnavailable(f"Redis stopped answering during retention: {e}") from None
     return RetentionResult(plan=plan, removed=removed, dry_run=dry_run, seconds=time.perf_counter() - started)

@@ -207,3 +207,27 @@ def _with_payload(cmds: tuple | list, payload: bytes) -> tuple:
         if cmd[0] == APPEND and cmd[_PAYLOAD] is None:
             return (*cmds[:j], cmd[:_PAYLOAD] + (payload,) + cmd[_PAYLOAD + 1:], *cmds[j + 1:])
     return tuple(cmds)
+
+
+def list_counts(ops: list[Op]) -> tuple[bool, dict[str, int]]:
+    """
+    The event count each list is left with once `ops` applied, in order: from their appends,
+    rewrites (``DEL`` then ``RPUSH`` of all events) and deletes (0). The flag says a ``FLUSHDB``
+    came first (the counts are those after the last one).
+    """
+    flushed = False
+    counts: dict[str, int] = {}
+    for op in ops:
+        for cmd in op.cmds:
+            name = cmd[0]
+            if name == APPEND:
+                counts[cmd[1]] = int(cmd[4])
+            elif name == b"DEL":
+                for key in cmd[1:]:
+                    counts[key] = 0
+            elif name == b"RPUSH":
+                counts[cmd[1]] = len(cmd) - 2
+            elif name == b"FLUSHDB":
+                flushed, counts = True, {}
+    return flushed, counts
+

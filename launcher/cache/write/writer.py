@@ -47,8 +47,29 @@ never duplicated and never dropped.
 When a list does not hold what memory says (Redis lost acknowledged events - a failover without
 ``min_replica_acks``, a restart without persistence, FLUSHDB - or an update was written twice),
 the list is rewritten from the entity's events in memory (``DEL`` + ``RPUSH`` of its first N
-events + manifest, one transaction), with one WARN per batch. Accounts are only rebuilt when
-their list is gone altogether (NautilusTrader may purge account events from memory).
+events + manifest + the entity's index entries as its state says, one transaction), with one
+WARN per batch. Accounts are only rebuilt when their list is gone altogether (NautilusTrader may
+purge account events from memory).
+
+Failover reconciliation
+-----------------------
+A repair needs an append to reveal the gap; a failover to a replica that lagged leaves gaps in
+entities nobody writes again. So when the master's address changes (`_note_address`) the writer
+reconciles the new master against `LiveEntities` - the newest object of every live order,
+position and account, kept by the facade - before anything newer: one pipelined ``LLEN`` round
+per `_LLEN_CHUNK` lists (once the spill file's older writes were sent), then every entity
+whose list holds fewer events than the writes applied before had left it with
+(`_applied_counts`, seeded by the facade's loads) is rewritten from memory up to that count
+(list, manifest, index entries) through guarded batches, with one WARN naming how many were
+behind. Writes retained from before are then sent guarded too (the rewrite may hold
+their events already). Accounts whose events were purged in memory are rewritten only when their
+list is shorter than memory: Redis is never shortened.
+
+Acknowledged-writes record
+--------------------------
+Every acknowledged batch's event counts per order and position are appended to the local
+record (`launcher.cache.write.acked`, fsync'd, on this thread, outside the lock), compacted at a
+clean close: verify compares Redis with it to name a store that went back in time.
 
 Memory bound and spill file
 ---------------------------
@@ -124,6 +145,7 @@ import tenacity
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
 from launcher.cache.write import scripts
+from launcher.cache.write.acked import AckedRecord
 from launcher.cache.write.batch import Packed
 from launcher.cache.write.batch import Replies
 from launcher.cache.write.batch import appends_by_op
@@ -134,11 +156,13 @@ from launcher.cache.write.commands import ACCOUNT_KINDS
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
+from launcher.cache.write.commands import list_counts
 from launcher.cache.write.commands import view
 from launcher.cache.write.spill import SpillFile
 from launcher.store.cluster import is_redirect
 from launcher.store.cluster import note_redirect
 from launcher.store.resp import exchange
+from launcher.store.resp import pack_command
 
 
 # Refusals of the server's state, which ends without the launcher (retried; MISCONF: a failing
@@ -182,6 +206,9 @@ _REFUSING_SUMMARY_S = 60.0
 # Seconds between WAITs for unreplicated writes while no new write comes to carry one.
 _UNREPLICATED_PROBE_S = 1.0
 
+# LLENs per pipelined round of a failover reconciliation.
+_LLEN_CHUNK = 10_000
+
 
 _RETRIABLE = (
     redis.exceptions.ConnectionError,
@@ -190,6 +217,21 @@ _RETRIABLE = (
     ServerUnavailable,
     OSError,
 )
+
+
+@dataclass(frozen=True)
+class LiveEntities:
+    """
+    The entities the node holds in memory (the authority while it lives), as the facade
+    tells the writer: `latest` maps the list key of every live order, position and account
+    to the newest object written or loaded (the facade's deletes remove it); `locate` gives a
+    list key's manifest hash and field; `index_commands` an entity's index entries as its
+    state says (none for accounts).
+    """
+
+    latest: dict[str, Any]
+    locate: Callable[[str], tuple[str, str]]
+    index_commands: Callable[[str, Any], tuple]
 
 
 @dataclass
@@ -251,6 +293,12 @@ class Writer:
     on_refused : callable, optional
         ``(reason, message)``, called (writer thread) when writes cannot be written and
         retrying cannot fix it (see `Refused`): trading must stop.
+    live : LiveEntities, optional
+        The entities the node holds in memory: a rewritten list gets its index entries back,
+        and a new master is reconciled against them after a failover.
+    acked : AckedRecord, optional
+        The local high-water record: every acknowledged batch's event counts are appended to
+        it (fsync'd, writer thread); compacted at a clean close.
     """
 
     def __init__(
@@ -276,6 +324,8 @@ class Writer:
         on_refused: Callable[[str, str], None] | None = None,
         unspilled_kinds: tuple[str, ...] = (),
         wait_marker_key: str | None = None,
+        live: LiveEntities | None = None,
+        acked: AckedRecord | None = None,
     ) -> None:
         self._client = client
         self._describe = describe
@@ -295,6 +345,14 @@ class Writer:
         self._log = log
         self._on_refused = on_refused
         self._unspilled = unspilled_kinds
+        self._live = live
+        self._acked_record = acked
+        self._acked_record_failed = False  # one ERROR when the record cannot be written
+        self._reconcile_due = False  # a failover was noticed: reconcile the new master (writer thread)
+        # List key -> the event count the last applied write left it with (writer thread; the
+        # facade seeds what it loaded): what a new master must hold at least.
+        self._applied_counts: dict[str, int] = {}
+        self._guard_through = 0  # writes up to this seq are sent guarded (retained across a reconciliation)
         # A hash field every resend of unreplicated writes sets, so that its WAIT has a write of
         # this connection to wait for (WAIT waits for the connection's last propagated write).
         self._wait_marker = (b"HSET", wait_marker_key, b"updated_ns") if wait_marker_key else None
@@ -502,6 +560,11 @@ class Writer:
             if self._thread.is_alive() or self._pending_locked():
                 self._spill_all_locked(drop_kinds)
             left = self._spill.unread + self._unreplicated  # unreplicated: kept in the file, replayed too
+            if not left and self._acked_record is not None and not self._thread.is_alive():
+                try:
+                    self._acked_record.compact()
+                except OSError as e:
+                    self._log().error(f"Cannot compact the acknowledged-writes record {self._acked_record.path}: {e}")
             self._spill.close()
             self._spill.unlock()  # a file left behind now belongs to the next instance
         self._release_connection()
@@ -517,6 +580,9 @@ class Writer:
                     break
                 try:
                     self._deliver(batch)
+                    # After the spill file's older writes: what they hold is already applied then.
+                    while self._reconcile_due and not self._spill.unread:
+                        self._reconcile()
                 except _RETRIABLE:
                     # Closing and the bounded wait is over: keep everything in the spill file.
                     with self._lock:
@@ -610,7 +676,8 @@ class Writer:
                 # First send of writes made by this process: nothing of them can be in Redis
                 # yet, so plain RPUSH/RPUSHX (as the native adapter) and check the new length.
                 # A resend, or a replay of spilled writes, uses the idempotent script.
-                guarded = batch.guarded or batch.replay or batch.attempts > 1
+                guarded = (batch.guarded or batch.replay or batch.attempts > 1
+                           or bool(batch.ops) and batch.ops[0].seq <= self._guard_through)
                 ops = batch.ops
                 if guarded and self._wait is not None and self._wait_marker is not None:
                     ops = [*ops, Op("wait_marker", [(*self._wait_marker, time.time_ns())])]
@@ -618,6 +685,35 @@ class Writer:
                 if sent.refused:
                     raise self._refused(sent.refused)
         self._acknowledge(batch, ops, sent)
+
+    def note_loaded(self, counts: dict[str, int]) -> None:
+        """Event counts of lists the node loaded (unless a write of this process already set them)."""
+        applied = self._applied_counts
+        for key, n in counts.items():
+            applied.setdefault(key, n)
+
+    def _note_applied(self, ops: list[Op]) -> None:
+        flushed, counts = list_counts(ops)
+        applied = self._applied_counts
+        if flushed:
+            applied.clear()
+        for key, n in counts.items():
+            if n:
+                applied[key] = n
+            else:
+                applied.pop(key, None)  # deleted: no entry left behind per deleted entity
+
+    def _note_acked(self, ops: list[Op]) -> None:
+        """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
+        try:
+            self._acked_record.note(ops)
+        except OSError as e:
+            if not self._acked_record_failed:
+                self._acked_record_failed = True
+                self._log().error(
+                    f"Cannot write the acknowledged-writes record {self._acked_record.path}: {e}; verify on this machine "
+                    "may under-report a Redis that went back in time",
+                )
 
     def _rewind_unreplicated(self, batch: _Batch) -> bool:
         """
@@ -926,6 +1022,7 @@ class Writer:
             self.stats.server_address = address
             if old is not None:
                 self.stats.failovers_followed += 1
+                self._reconcile_due = True
                 self._log().warning(f"Cache writes now go to {address[0]}:{address[1]} (was {old[0]}:{old[1]})")
                 self._notify("on_failover", old, address)
             self._notify("on_reconnect", address)
@@ -937,6 +1034,7 @@ class Writer:
     # -- after acknowledgement ------------------------------------------------------------------
 
     def _acknowledge(self, batch: _Batch, ops: list[Op], sent: _Sent) -> None:
+        self._note_applied(ops)
         repairs = self._inspect(ops, sent)
         now = time.monotonic()
         with self._lock:
@@ -957,6 +1055,8 @@ class Writer:
                          self.stats.last_batch_round_trip_s)
             self._latency(batch.ops, now)
         self._notify("on_pending", pending)
+        if sent.replicated and self._acked_record is not None:
+            self._note_acked(ops)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
 
@@ -1123,8 +1223,7 @@ class Writer:
             if key in replaced or len(events) < want:
                 unrepairable.append(key)
                 continue
-            payloads = [self._serializer.serialize(e) for e in events[:want]]
-            repairs.append(Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", cmd.manifest_key, cmd.field, want)]))
+            repairs.append(self._rewrite(key, cmd.manifest_key, cmd.field, entity, events[:want]))
             self.stats.repairs += 1
             self._notify("on_repair", key, want)
         if repairs:
@@ -1138,6 +1237,82 @@ class Writer:
                 f"Redis lost events of {len(unrepairable)} list(s) that cannot be rebuilt from memory: {unrepairable[:5]}",
             )
         return repairs
+
+    def _rewrite(self, key: str, manifest_key: str, field: str, entity: Any, events: list) -> Op:
+        """An op replacing the list at `key` by `events`, with its manifest count and index entries."""
+        payloads = [self._serializer.serialize(e) for e in events]
+        index = self._live.index_commands(key, entity) if self._live is not None else ()
+        return Op("repair", [(b"DEL", key), (b"RPUSH", key, *payloads), (b"HSET", manifest_key, field, len(events)),
+                             *index])
+
+    # -- failover reconciliation ------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """
+        The master changed: every live entity whose list on it holds fewer events than were
+        applied before (a promoted replica that had not received them) is rewritten from
+        memory - its events up to that count, manifest and index entries - through guarded
+        batches, before any newer write. Writes retained from before go guarded too.
+        """
+        self._reconcile_due = False
+        if self._live is None or not self._live.latest:
+            return
+        entities = self._live.latest.copy()  # one C call: the facade's thread may add entries meanwhile
+        with self._lock:
+            self._guard_through = self._seq
+        applied = self._applied_counts
+        keys = [key for key in entities if applied.get(key)]  # else none of its writes applied yet
+        for attempt in self._retrying:
+            with attempt:
+                lengths = self._lengths(keys)
+        repairs: list[Op] = []
+        behind: collections.Counter[str] = collections.Counter()
+        for key, length in zip(keys, lengths):
+            # Compared with what was applied, not with memory: newer events are still retained.
+            if length >= applied[key]:
+                continue
+            entity = entities[key]
+            events = list(entity.events)
+            if len(events) >= applied[key]:
+                # The events applied: newer ones follow through their own retained writes.
+                events = events[:applied[key]]
+            elif length >= len(events):
+                continue  # an account whose events were purged in memory: never shorten Redis
+            manifest_key, field = self._live.locate(key)
+            repairs.append(self._rewrite(key, manifest_key, field, entity, events))
+            behind[manifest_key.rsplit(":", 1)[-1]] += 1
+            self._notify("on_repair", key, len(events))
+        address = f"{self._address[0]}:{self._address[1]}" if self._address else self._describe
+        if not repairs:
+            self._log().info(f"Failover to {address}: it holds every event of the node's {len(keys)} live entities")
+            return
+        self.stats.repairs += len(repairs)
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(behind.items()))
+        self._log().warning(
+            f"Failover to {address}: {len(repairs)} of {len(keys)} live entities were behind the node's memory "
+            f"({counts}; e.g. {repairs[0].cmds[0][1]}): the promoted server had not received their last events; "
+            "re-written from memory (list, manifest and index entries)",
+        )
+        for i in range(0, len(repairs), self._max_batch):
+            self._deliver(_Batch(repairs[i:i + self._max_batch], guarded=True))
+
+    def _lengths(self, keys: list[str]) -> list[float]:
+        """The length of each list in `keys` on the current master, in pipelined rounds (inf: not a list)."""
+        conn = self._connection()
+        lengths: list[float] = []
+        for i in range(0, len(keys), _LLEN_CHUNK):
+            chunk = keys[i:i + _LLEN_CHUNK]
+            replies = exchange(conn, b"".join([pack_command((b"LLEN", key)) for key in chunk]), len(chunk),
+                               self._socket_timeout_s)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    if str(reply).startswith(_SERVER_STATE_ERRORS):
+                        raise ServerUnavailable(str(reply))
+                    lengths.append(math.inf)  # WRONGTYPE: not the launcher's list, left as it is
+                else:
+                    lengths.append(reply)
+        self._note_address(conn)  # a retry may have reached yet another master
+        return lengths
 
     # -- retention helpers (call with the lock held) --------------------------------------------
 

@@ -1,0 +1,233 @@
+"""
+After a failover the writer reconciles the new master against the node's own memory: a
+promotion of a replica that lagged (it never acknowledged the last writes) loses nothing
+while the node lives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+
+from launcher.bootstrap.verify import verify_state
+from launcher.cache.resilient import ResilientCacheDatabase
+from launcher.cache.write import acked
+from launcher.cache.write.acked import read_record
+from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import Op
+from launcher.cache.write.commands import list_counts
+from launcher.retention.apply import run_retention_once
+from launcher.retry import poll
+from launcher.servers.redis_process import SentinelTopology
+from launcher.state import layout
+from launcher.store.connection import ConnectionSettings
+from launcher.store.connection import parse_address
+from tests.support.launcher_cli import run_launcher
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import assert_exactly_once
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
+from tests.test_bootstrap_verify import settings_for
+from tests.test_retention import write_aged_state
+from tests.test_retention_policy import NOW
+
+
+pytestmark = pytest.mark.slow
+
+# Sentinel refreshes a replica's INFO (its replica-priority) every 10 s; a forced failover then
+# takes a few seconds (failover-timeout 3 s); budgets are generous for a loaded machine.
+SENTINEL_SEES_S = 30.0
+FAILOVER_S = 60.0
+
+
+def _offset(client: redis.Redis) -> int:
+    info = client.info("replication")
+    return int(info.get("slave_repl_offset", info.get("master_repl_offset", 0)))
+
+
+def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
+    topology = SentinelTopology(tmp_path / "sentinel", replicas=2).start()
+    try:
+        never, lagging = topology.replica_procs
+        # Only the lagging replica may be promoted (what replica-priority or a native backend allows).
+        never.client().config_set("replica-priority", 0)
+        for sentinel in topology.sentinel_procs:
+            poll(lambda s=sentinel: any(int(r["slave-priority"]) == 0 and int(r["port"]) == never.port
+                                        for r in s.client().sentinel_slaves(topology.master_name)),
+                 SENTINEL_SEES_S, "the sentinels seeing replica-priority 0")
+        settings = ConnectionSettings(sentinels=tuple(parse_address(a) for a in topology.sentinel_addresses),
+                                      master_name=topology.master_name, timeout_s=1.0)
+        db = ResilientCacheDatabase(
+            TRADER_ID, UUID4(), make_serializer(), cache_config(topology.master.port, buffer_interval_ms=10),
+            connection=settings, spill_dir=str(tmp_path / "spill"), max_backoff_s=0.2, close_timeout_s=30,
+            min_replica_acks=1, replica_ack_timeout_ms=500,
+        )
+        db._log = LogRecorder()
+        cache = new_cache(db)
+        early = write_orders(cache, 5, events=2)
+        account = TestExecStubs.cash_account(AccountId("SIM-001"))
+        cache.add_account(account)
+        assert db.wait_until_persisted(10)
+        master = topology.master.client()
+        poll(lambda: _offset(lagging.client()) >= _offset(master), 10, "the lagging replica catching up first")
+        # Cut the lagging replica off (a partition): it cannot authenticate to reconnect, while
+        # the other replica resumes at once. Sentinel still promotes a replica whose link has
+        # been down for less than 10 x down-after-milliseconds.
+        lag = lagging.client()
+        lag.config_set("masteruser", "partitioned")
+        lag.config_set("masterauth", "partitioned")
+        master.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        poll(lambda: lag.info("replication")["master_link_status"] == "down", 10, "the lagging replica cut off")
+        for order in early:  # acknowledged by the other replica only
+            order.apply(TestEventStubs.order_accepted(order))
+            cache.update_order(order)
+        late = write_orders(cache, 5, events=3, prefix="late", start_ns=1_800_000_000_000_000_000)
+        account.apply(TestEventStubs.cash_account_state(AccountId("SIM-001")))
+        cache.update_account(account)
+        assert db.wait_until_persisted(10)
+        assert db.stats().unreplicated_writes == 0  # every write acknowledged (WAIT 1)
+
+        topology.sentinel_procs[0].client().execute_command("SENTINEL", "FAILOVER", topology.master_name)
+        assert topology.wait_new_master(topology.master.port, FAILOVER_S) == lagging.port
+        poll(lambda: master.info("replication")["role"] == "slave", FAILOVER_S, "the old master demoted")
+        new_master = lagging.client()
+        assert len(new_master.lrange(f"{db.trader_key}:orders:{early[0].client_order_id.value}", 0, -1)) == 2  # lagged
+
+        # The node goes on: its next write reaches the new master, which the writer reconciles.
+        order = early[0]
+        order.apply(TestEventStubs.order_filled(order, TestInstrumentProvider.default_fx_ccy("AUD/USD")))
+        cache.update_order(order)
+        poll(lambda: db.stats().failovers_followed >= 1 and db.pending_writes() == 0, FAILOVER_S,
+             "the writer following the failover")
+        db.close()
+        assert_exactly_once(new_master, db.trader_key, [*early, *late])
+        serializer = make_serializer()
+        assert new_master.lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1) == [serializer.serialize(e) for e in account.events]
+        assert db._log.count("WARN", "were behind the node's memory") == 1
+    finally:
+        topology.stop()
+
+
+def _verify_args(port: int, spill_dir: Path) -> list[str]:
+    return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={TRADER_ID.value}",
+            f"cache.spill_dir={spill_dir}", "mode=verify"]
+
+
+def _orders_written(server, spill_dir: Path) -> tuple[ResilientCacheDatabase, object, list]:
+    """A backend spilling (and recording) in `spill_dir`, its cache, and 3 orders of 2 events acknowledged."""
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port), spill_dir=str(spill_dir))
+    cache = new_cache(db)
+    orders = write_orders(cache, 3, events=2)
+    assert db.wait_until_persisted(10)
+    return db, cache, orders
+
+
+def test_verify_names_the_entities_an_older_backup_took_back(redis_server, tmp_path):
+    """Redis restored from an older backup (manifest included): this machine's record names every entity that went back."""
+    spill_dir = tmp_path / "spill"
+    db, cache, early = _orders_written(redis_server, spill_dir)
+    client = redis_server.client()
+    backup = {key: client.dump(key) for key in client.scan_iter(f"{db.trader_key}:*")}
+    for order in early:
+        order.apply(TestEventStubs.order_accepted(order))
+        cache.update_order(order)
+    late = write_orders(cache, 2, events=3, prefix="late", start_ns=1_800_000_000_000_000_000)
+    db.close()
+    assert (spill_dir / f"{db.trader_key}.acked").exists()
+
+    client.flushdb()  # ... and the older backup restored
+    for key, value in backup.items():
+        client.restore(key, 0, value)
+    result = run_launcher(_verify_args(redis_server.port, spill_dir), cwd=tmp_path)
+    assert result.returncode == 4, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for order in early:
+        coid = order.client_order_id.value
+        assert f"order {coid}: WENT BACK: Redis holds 2 event(s), this machine saw 3 acknowledged" in result.stdout
+    for order in late:
+        coid = order.client_order_id.value
+        assert f"order {coid}: WENT BACK: Redis holds no orders:{coid}, this machine saw 3 event(s) acknowledged" \
+            in result.stdout
+    assert result.stdout.count("WENT BACK") == len(early) + len(late)
+
+    fresh = run_launcher(_verify_args(redis_server.port, tmp_path / "another-machine"), cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert "WENT BACK" not in fresh.stdout
+
+
+def test_deleted_entities_leave_the_record(redis_server, tmp_path):
+    """The facade's deletes (retention inside the node) remove entities from the record; a clean close compacts it."""
+    spill_dir = tmp_path / "spill"
+    db, _, orders = _orders_written(redis_server, spill_dir)
+    db.delete_order(orders[0].client_order_id)
+    db.close()
+    record = spill_dir / f"{db.trader_key}.acked"
+    assert read_record(record) == {f"orders:{o.client_order_id.value}": 2 for o in orders[1:]}
+    assert len(record.read_bytes().splitlines()) == 1  # compacted at the clean close
+
+
+def test_offline_retention_removes_entities_from_the_record(redis_server, tmp_path, capsys):
+    s = write_aged_state(redis_server.port, "resilient", tmp_path)
+    client = redis_server.client()
+    settings = settings_for(redis_server.port, s.trader_id, spill_dir=str(tmp_path / "spill"))
+    record = tmp_path / "spill" / f"{layout.trader_key(s.trader_id)}.acked"
+    removed = {f"orders:{o}" for o in s.remove_orders} | {f"positions:{p}" for p in s.remove_positions}
+    assert removed <= set(read_record(record))
+    assert run_retention_once(client, settings, now_ns=NOW) == 0  # verify before and after it: no new problem
+    assert not removed & set(read_record(record))
+    report = verify_state(client, settings)
+    assert report.problems == [], report.render()
+
+
+def test_a_flush_on_start_forgets_the_record(redis_server, tmp_path):
+    """cache.flush_on_start deletes the state on purpose: the next verify does not call it gone back."""
+    spill_dir = tmp_path / "spill"
+    db, _, orders = _orders_written(redis_server, spill_dir)
+    db.close()
+    record = spill_dir / f"{db.trader_key}.acked"
+    assert read_record(record)
+    run = run_launcher([*_verify_args(redis_server.port, spill_dir)[:-1], "mode=run", "run.duration_s=1",
+                        "cache.flush_on_start=true"], cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not {f"orders:{o.client_order_id.value}" for o in orders} & set(read_record(record))
+    verify = run_launcher(_verify_args(redis_server.port, spill_dir), cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
+
+
+def test_list_counts_follow_the_ops_in_order():
+    """What a batch leaves each list with: appends, a rewrite (DEL + RPUSH), a delete, and nothing before a FLUSHDB."""
+    ops = [
+        Op("add_order", (Append.stored("k:orders:A", "m", "A", 1, b"e1", 1), (b"SADD", "k:index:orders", "A"))),
+        Op("update_order", (Append.stored("k:orders:A", "m", "A", 2, b"e2", 0),)),
+        Op("repair", [(b"DEL", "k:orders:B"), (b"RPUSH", "k:orders:B", b"e1", b"e2", b"e3"), (b"HSET", "m", "B", 3)]),
+        Op("delete_order", [(b"DEL", "k:orders:C")]),
+    ]
+    assert list_counts(ops) == (False, {"k:orders:A": 2, "k:orders:B": 3, "k:orders:C": 0})
+    flushed = [ops[0], Op("flush", [(b"FLUSHDB",)]), ops[1]]
+    assert list_counts(flushed) == (True, {"k:orders:A": 2})
+
+
+def test_the_record_stays_bounded_and_ignores_a_torn_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(acked, "_COMPACT_MIN_BYTES", 200)
+    path = tmp_path / "t.acked"
+    record = acked.AckedRecord(path, {"k:orders:": "orders"})
+    for n in range(1, 501):  # one order's 500 acknowledged batches
+        record.note([Op("update_order", (Append.stored("k:orders:A", "m", "A", n, b"e", 0),))])
+    assert path.stat().st_size < 4 * 200
+    assert read_record(path) == {"orders:A": 500}
+    with open(path, "ab") as f:
+        f.write(b'{"orders:A":50')  # a crash mid-append: never fsync'd, never claimed
+    assert read_record(path) == {"orders:A": 500}
+    record = acked.AckedRecord(path, {"k:orders:": "orders"})  # the next run
+    record.note([Op("update_order", (Append.stored("k:orders:A", "m", "A", 501, b"e", 0),))])
+    assert read_record(path) == {"orders:A": 501}
