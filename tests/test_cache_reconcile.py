@@ -231,3 +231,16 @@ def test_the_record_stays_bounded_and_ignores_a_torn_line(tmp_path, monkeypatch)
     record = acked.AckedRecord(path, {"k:orders:": "orders"})  # the next run
     record.note([Op("update_order", (Append.stored("k:orders:A", "m", "A", 501, b"e", 0),))])
     assert read_record(path) == {"orders:A": 501}
+
+
+def test_an_unreplicated_batch_records_only_the_lists_it_shortened(tmp_path):
+    """A NETTING position reopening on a master without replicas: verify must not expect the old, longer list back."""
+    path = tmp_path / "t.acked"
+    record = acked.AckedRecord(path, {"k:positions:": "positions"})
+    record.note([Op("update_position", [Append.stored("k:positions:P", "m", "P", 2, b"f2", 0)])])
+    assert read_record(path) == {"positions:P": 2}
+    reopen = Op("add_position", [(b"DEL", "k:positions:P"), Append.stored("k:positions:P", "m", "P", 1, b"g1", 1)])
+    record.note([reopen], lowered_only=True)
+    assert read_record(path) == {"positions:P": 1}
+    record.note([Op("update_position", [Append.stored("k:positions:P", "m", "P", 2, b"g2", 0)])], lowered_only=True)
+    assert read_record(path) == {"positions:P": 1}  # a longer list is recorded only once replicas acknowledge it

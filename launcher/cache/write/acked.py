@@ -107,8 +107,13 @@ class AckedRecord:
         if self._size and not _ends_a_line(path):
             self.compact()  # a torn last line would swallow the next one appended after it
 
-    def note(self, ops: list[Any]) -> None:
-        """The event counts `ops` (one acknowledged batch, in order) leave, appended and fsync'd."""
+    def note(self, ops: list[Any], lowered_only: bool = False) -> None:
+        """
+        The event counts `ops` (one acknowledged batch, in order) leave, appended and fsync'd.
+        `lowered_only`: a batch the master applied but replicas did not acknowledge; only the lists
+        it shortened on purpose (a delete, a NETTING position reopening) are recorded, or verify
+        would expect the old, longer history back.
+        """
         flushed, counts = list_counts(ops)
         update: dict[str, int] = {entity: 0 for entity in self._entries} if flushed else {}
         for key, n in counts.items():
@@ -117,6 +122,8 @@ class AckedRecord:
                 if key.startswith(prefix):
                     update[f"{collection}:{key[len(prefix):]}"] = n
                     break
+        if lowered_only:
+            update = {name: n for name, n in update.items() if n < self._entries.get(name, 0)}
         if not update:
             return
         _apply(self._entries, update)

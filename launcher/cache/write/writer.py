@@ -703,10 +703,10 @@ class Writer:
             else:
                 applied.pop(key, None)  # deleted: no entry left behind per deleted entity
 
-    def _note_acked(self, ops: list[Op]) -> None:
+    def _note_acked(self, ops: list[Op], lowered_only: bool) -> None:
         """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
         try:
-            self._acked_record.note(ops)
+            self._acked_record.note(ops, lowered_only)
         except OSError as e:
             if not self._acked_record_failed:
                 self._acked_record_failed = True
@@ -1055,8 +1055,8 @@ class Writer:
                          self.stats.last_batch_round_trip_s)
             self._latency(batch.ops, now)
         self._notify("on_pending", pending)
-        if sent.replicated and self._acked_record is not None:
-            self._note_acked(ops)
+        if self._acked_record is not None:
+            self._note_acked(ops, lowered_only=not sent.replicated)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
 
