@@ -37,6 +37,8 @@ import redis
 
 from launcher.cache.listener import CacheListener
 from launcher.cache.listener import CacheStats
+from launcher.cache.write.acked import AckedRecord
+from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import view
@@ -48,6 +50,7 @@ from launcher.cache.write.writer import Writer
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
 from launcher.retry import write_backoff
+from launcher.state import layout
 from launcher.state.codec import EventEncoder
 from launcher.store.connection import ConnectionSettings
 
@@ -228,6 +231,10 @@ def replay_spill_files(client: redis.Redis, *, connection: ConnectionSettings, t
         socket_timeout_s=connection.timeout_s, close_timeout_s=connection.timeout_s, max_batch_ops=1000,
         backoff=write_backoff(1.0), serializer=EventEncoder(serializer), listener=CacheListener(),
         stats=CacheStats(), log=log, name=f"replay-{trader_key}",
+        # The replayed writes count in this machine's record of what Redis acknowledged (a list
+        # they start over must not be expected back at its old length).
+        acked=AckedRecord(acked_path(spill_dir, trader_key),
+                          {f"{trader_key}:{layout.ORDERS}:": layout.ORDERS, f"{trader_key}:{layout.POSITIONS}:": layout.POSITIONS}),
     )
     try:
         writer.start()
