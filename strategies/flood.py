@@ -181,6 +181,9 @@ class FloodStrategy(Strategy):
             "orders_per_s": round(self._filled / elapsed, 1) if elapsed > 0 else 0.0,
             # The last entry is a part second (cut by the stop); the rate can fall as trades accumulate.
             "events_per_second": list(self._per_second),
+            # What the node's cache holds at the stop (a restart's recovered state included).
+            "cache": {"orders": self.cache.orders_total_count(), "orders_closed": self.cache.orders_closed_count(),
+                      "positions": self.cache.positions_total_count()},
         }
 
     def on_stop(self) -> None:

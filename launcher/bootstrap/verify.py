@@ -56,6 +56,7 @@ from launcher.config.schema import VerifyMode
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
 from launcher.state import layout
+from launcher.state.loader import DeferClosed
 from launcher.state.loader import PersistedState
 from launcher.state.loader import Problem
 from launcher.state.loader import load_state
@@ -128,7 +129,9 @@ class RecoveryReport:
         lines += [
             f"  loaded {self.keys_scanned} keys in {self.load_time_s:.3f} s (checks {self.verify_time_s:.3f} s)",
             f"  orders:      {c.get('orders', 0):>6}  (open {c.get('orders_open', 0)}, "
-            f"closed {c.get('orders_closed', 0)}, in flight {c.get('orders_inflight', 0)})",
+            f"closed {c.get('orders_closed', 0)}, in flight {c.get('orders_inflight', 0)})"
+            + (f"; {c['orders_deferred']} closed ones checked now, built after the node starts"
+               if c.get("orders_deferred") else ""),
             f"  positions:   {c.get('positions', 0):>6}  (open {c.get('positions_open', 0)}, "
             f"closed {c.get('positions_closed', 0)})",
             f"  accounts:    {c.get('accounts', 0):>6}",
@@ -166,13 +169,15 @@ def _n(count: int, noun: str) -> str:
 
 
 def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None,
-                 pending_spills: Sequence[PendingSpill] = ()) -> RecoveryReport:
+                 pending_spills: Sequence[PendingSpill] = (), defer: DeferClosed | None = None) -> RecoveryReport:
     """
     Load and check everything persisted for ``settings.trader_id``; return the report (and
     write it as JSON to ``settings.bootstrap.report_path`` when set). `pending_spills` (spill
     files not replayed, `launcher.cache.spilled.inspect_pending`) are problems too. Never raises
     for problems in the state: :func:`enforce` decides. Raises RedisUnavailable when Redis
-    stops answering mid-way.
+    stops answering mid-way. With `defer`, plainly closed orders are checked from their events
+    (closed, this order's own, no duplicate, their fills those of the positions) but not built:
+    the node builds them after it started trading (``launcher.cache.history``).
     """
     trader_id = str(settings.trader_id)
     if settings.mode == Mode.run and settings.cache.flush_on_start:
@@ -182,7 +187,7 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
         _write_report(report, settings)
         return report
     try:
-        state = load_state(client, settings, instance_id=instance_id)
+        state = load_state(client, settings, instance_id=instance_id, defer=defer)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
         raise RedisUnavailable(f"Redis stopped answering while loading the state to verify: {e}") from None
     started = time.perf_counter()
@@ -268,10 +273,11 @@ def enforce(report: RecoveryReport, mode: VerifyMode) -> None:
 def count_state(state: PersistedState) -> dict[str, int]:
     orders = state.orders.values()
     positions = state.positions.values()
-    return {
-        "orders": len(state.orders),
+    deferred = len(state.deferred_orders)  # closed, all of them
+    counts = {
+        "orders": len(state.orders) + deferred,
         "orders_open": sum(1 for o in orders if o.is_open),
-        "orders_closed": sum(1 for o in orders if o.is_closed),
+        "orders_closed": sum(1 for o in orders if o.is_closed) + deferred,
         "orders_inflight": sum(1 for o in orders if o.is_inflight),
         "positions": len(state.positions),
         "positions_open": sum(1 for p in positions if p.is_open),
@@ -281,6 +287,9 @@ def count_state(state: PersistedState) -> dict[str, int]:
         "currencies": len(state.currencies),
         "strategies": len(state.strategy_states),
     }
+    if deferred:
+        counts["orders_deferred"] = deferred
+    return counts
 
 
 def check_index_references(state: PersistedState) -> list[Problem]:
@@ -346,6 +355,13 @@ def check_index_states(state: PersistedState) -> list[Problem]:
         if not is_inflight and in_flight:
             wrong.append(f"not in flight but in {layout.INDEX_ORDERS_INFLIGHT}")
         problems.append(Problem("order", id_, f"index disagrees with status {order.status_string()}: {'; '.join(wrong)}"))
+    for id_, deferred in state.deferred_orders.items():
+        wrong = [text for text, bad in (
+            (f"not in {layout.INDEX_ORDERS}", id_ not in listed), (f"not open but in {layout.INDEX_ORDERS_OPEN}", id_ in opened),
+            (f"closed but not in {layout.INDEX_ORDERS_CLOSED}", id_ not in closed),
+            (f"not in flight but in {layout.INDEX_ORDERS_INFLIGHT}", id_ in flying)) if bad]
+        if wrong:
+            problems.append(Problem("order", id_, f"index disagrees with status {deferred.closed.status}: {'; '.join(wrong)}"))
     problems.sort(key=lambda p: p.id)
     position_problems: list[Problem] = []
     for id_, position in state.positions.items():
@@ -380,9 +396,10 @@ def check_position_fills(state: PersistedState) -> list[Problem]:
                 ))
                 continue
             order = state.orders.get(order_id)
-            if order is None:
+            deferred = state.deferred_orders.get(order_id)
+            if order is None and deferred is None:
                 continue  # the order itself is reported as not loading
-            if fill.trade_id not in order.trade_ids:
+            if (fill.trade_id.value not in deferred.closed.trade_ids) if order is None else (fill.trade_id not in order.trade_ids):
                 problems.append(Problem(
                     "position", id_, f"fill {fill.trade_id} is not among the fills of order {order_id}",
                 ))
@@ -471,13 +488,16 @@ class _LoadedDatabase(CacheDatabaseFacade):
         from nautilus_trader.model.identifiers import ClientOrderId  # noqa: PLC0415
         from nautilus_trader.model.identifiers import PositionId  # noqa: PLC0415
 
-        return {ClientOrderId(k): PositionId(v) for k, v in self._state.order_position.items()}
+        # Deferred (unbuilt) closed orders are not in this cache: their index entries wait for them too.
+        return {ClientOrderId(k): PositionId(v) for k, v in self._state.order_position.items()
+                if k not in self._state.deferred_orders}
 
     def load_index_order_client(self) -> dict:
         from nautilus_trader.model.identifiers import ClientId  # noqa: PLC0415
         from nautilus_trader.model.identifiers import ClientOrderId  # noqa: PLC0415
 
-        return {ClientOrderId(k): ClientId(v) for k, v in self._state.order_client.items()}
+        return {ClientOrderId(k): ClientId(v) for k, v in self._state.order_client.items()
+                if k not in self._state.deferred_orders}
 
     def index_order_position(self, client_order_id, position_id) -> None:
         return None  # read-only: Cache calls this while linking contingent orders

@@ -59,8 +59,10 @@ Outages
 from __future__ import annotations
 
 import atexit
+import contextlib
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -159,6 +161,11 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     rebuilt_positions, rebuilt_accounts : dict, optional
         The same for the first `load_positions` (``{position id: (fills then the instrument's
         payload, position)}``) and `load_accounts` (``{account id: (events, account)}``).
+    deferred_orders : dict, optional
+        ``{client order id: stored events}`` of closed orders verify checked but did not build:
+        the first `load_orders` leaves each out (in `closed_history`) when Redis still holds
+        exactly those bytes, and the index loads leave out their entries, for
+        ``launcher.cache.history`` to add after the node started trading.
     """
 
     def __init__(
@@ -181,6 +188,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         rebuilt_orders: dict[str, tuple[list[bytes], Any]] | None = None,
         rebuilt_positions: dict[str, tuple[list[bytes], Position]] | None = None,
         rebuilt_accounts: dict[str, tuple[list[bytes], Any]] | None = None,
+        deferred_orders: dict[str, list[bytes]] | None = None,
     ) -> None:
         if config is None:
             config = CacheConfig()
@@ -200,6 +208,13 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._rebuilt_orders = rebuilt_orders or None
         self._rebuilt_positions = rebuilt_positions or None
         self._rebuilt_accounts = rebuilt_accounts or None
+        self._deferred_orders = deferred_orders or None
+        # The closed orders the first load left unbuilt, for `launcher.cache.history` to add to the
+        # node's cache after it started trading: (order key, stored events), and their index entries.
+        self.closed_history: list[tuple[str, list[bytes]]] = []
+        self.closed_history_links: dict[str, tuple[str | None, str | None]] = {}
+        self._history_ids: set[str] = set()
+        self._quiet = False  # True while the node's cache takes in history Redis already holds
         if connection is None:
             connection = (
                 ConnectionSettings.from_database_config(config.database) if config.database is not None else ConnectionSettings()
@@ -498,6 +513,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
+        if self._quiet:
+            return  # history Redis already holds (`quiet`)
         coid = order.client_order_id.value
         idx = self._idx
         key = self._order_prefix + coid
@@ -515,6 +532,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("add_order", tuple(cmds), order, event=order.last_event))
 
     def update_order(self, order: Any) -> None:
+        if self._quiet:
+            return  # history Redis already holds (`quiet`)
         # The hot path of every order event: one tuple built in place (no intermediate list).
         coid = order.client_order_id.value
         key = self._order_prefix + coid
@@ -593,9 +612,13 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         return ()
 
     def index_venue_order_id(self, client_order_id: ClientOrderId, venue_order_id: Any) -> None:
+        if self._quiet:
+            return  # history Redis already holds (`quiet`)
         self._submit(Op("index_venue_order_id", [(b"SADD", self._idx[L.INDEX_ORDER_IDS], client_order_id.value)]))
 
     def index_order_position(self, client_order_id: ClientOrderId, position_id: PositionId) -> None:
+        if self._quiet:
+            return  # history Redis already holds (`quiet`)
         self._submit(Op("index_order_position", [
             (b"HSET", self._idx[L.INDEX_ORDER_POSITION], client_order_id.value, position_id.value),
         ]))
@@ -609,6 +632,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._submit(Op("update_strategy", [(b"SET", f"{self._k}{L.STRATEGIES}:{strategy.id.value}:state", payload)]))
 
     def snapshot_order_state(self, order: Any) -> None:
+        if self._quiet:
+            return  # history Redis already holds (`quiet`)
         payload = self._serializer.serialize(order.to_dict())
         self._submit(Op("snapshot_order_state", [
             Snapshot.stored(f"{self._k}{L.SNAPSHOTS_ORDERS}:{order.client_order_id.value}", payload),
@@ -806,16 +831,26 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         t0 = time.monotonic()
         keys, ids = self._ids(L.ORDERS)
         rebuilt, self._rebuilt_orders = self._rebuilt_orders, None  # good for the first load only
+        deferred, self._deferred_orders = self._deferred_orders, None
         for attempt in self._reader.retrying():
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
                 loaded = {}
                 reused = 0
+                history: list[tuple[str, list[bytes]]] = []
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
                         chunk_keys = keys[start : start + len(lists)]
                         chunk_ids = ids[start : start + len(lists)]
+                        if deferred:
+                            # A closed order verify checked and left unbuilt waits, if its events are unchanged.
+                            kept = [i for i, (coid, raw) in enumerate(zip(chunk_ids, lists)) if deferred.get(coid) != raw]
+                            if len(kept) < len(lists):
+                                history += [(chunk_keys[i], lists[i]) for i in range(len(lists)) if deferred.get(chunk_ids[i]) == lists[i]]
+                                chunk_keys = [chunk_keys[i] for i in kept]
+                                chunk_ids = [chunk_ids[i] for i in kept]
+                                lists = [lists[i] for i in kept]
                         # An order rebuilt earlier from exactly these bytes is that order.
                         ready = [_same_events(rebuilt.get(coid), raw) for coid, raw in zip(chunk_ids, lists)] \
                             if rebuilt else [None] * len(lists)
@@ -837,6 +872,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
                 f"Orders: {reused} of {len(orders)} taken as verify rebuilt them (their events in Redis unchanged), "
                 f"{len(orders) - reused} rebuilt",
             )
+        self.closed_history = history
+        self._history_ids = {key[len(self._order_prefix):] for key, _ in history}
+        if history:
+            self._log.info(f"Orders: {len(history)} closed ones are built after the node started trading")
         self._live_loaded(loaded)
         self._loaded("orders", len(orders), t0)
         return orders
@@ -900,12 +939,53 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_index_order_position(self) -> dict:
         self._before_read()
         raw = self._reader.command(b"HGETALL", self._idx[L.INDEX_ORDER_POSITION])
-        return {ClientOrderId(k.decode()): PositionId(v.decode()) for k, v in _pairs(raw)}
+        return {ClientOrderId(k): PositionId(v) for k, v in self._links(raw, 0)}
 
     def load_index_order_client(self) -> dict:
         self._before_read()
         raw = self._reader.command(b"HGETALL", self._idx[L.INDEX_ORDER_CLIENT])
-        return {ClientOrderId(k.decode()): ClientId(v.decode()) for k, v in _pairs(raw)}
+        return {ClientOrderId(k): ClientId(v) for k, v in self._links(raw, 1)}
+
+    def _links(self, raw: Any, slot: int) -> list[tuple[str, str]]:
+        """An index hash's entries; those of orders in `closed_history` are kept aside for it (`slot` 0 position, 1 client)."""
+        pairs = [(k.decode(), v.decode()) for k, v in _pairs(raw)]
+        if not self._history_ids:
+            return pairs
+        kept = []
+        for order_id, value in pairs:
+            if order_id in self._history_ids:
+                links = self.closed_history_links.get(order_id, (None, None))
+                self.closed_history_links[order_id] = (value, links[1]) if slot == 0 else (links[0], value)
+            else:
+                kept.append((order_id, value))
+        return kept
+
+    @property
+    def serializer(self) -> Any:
+        return self._serializer
+
+    @property
+    def order_prefix(self) -> str:
+        """The key prefix of every order's event list (``<trader key>:orders:``)."""
+        return self._order_prefix
+
+    def history_loaded(self, loaded: dict[str, Any]) -> None:
+        """Closed orders added to the node's cache after start (`closed_history`) are live like loaded ones."""
+        if loaded:
+            self._live_loaded(loaded)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """
+        Within the block the node's cache calls into this database write nothing: it is taking
+        in closed orders that Redis already holds (``launcher.cache.history``). Only for the
+        node's own thread, which makes every other cache write too.
+        """
+        self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     def load_currency(self, code: str) -> Currency | None:
         self._before_read()

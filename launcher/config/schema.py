@@ -89,6 +89,11 @@ class Execution(StrEnum):
     none = "none"  # data only: no execution client (strategies cannot trade)
 
 
+class ClosedOrders(StrEnum):
+    deferred = "deferred"  # plainly closed orders are built after the node reached RUNNING (see docs/design.md)
+    eager = "eager"  # every order is built before trading, as NautilusTrader's own adapter does
+
+
 class OmsType(StrEnum):
     NETTING = "NETTING"
     HEDGING = "HEDGING"
@@ -187,6 +192,8 @@ class CacheSettings:
     timestamps_as_iso8601: bool = True
     buffer_interval_ms: int = 100
     bulk_read_batch_size: int | None = None
+    # When closed orders join the node's cache on a restart (resilient backend with verify on).
+    closed_orders: ClosedOrders = ClosedOrders.deferred
     use_trader_prefix: bool = True
     use_instance_id: bool = False
     flush_on_start: bool = False

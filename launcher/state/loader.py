@@ -13,6 +13,7 @@ use this module.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from launcher.config.connection import connection_settings
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Store
 from launcher.state import layout
+from launcher.state.codec import ClosedOrder
 from launcher.state.codec import EventDecoder
 from launcher.state.entities import CorruptState
 from launcher.state.entities import build_account
@@ -68,6 +70,25 @@ class Problem:
         return f"{self.entity} {self.id}: {self.problem}"
 
 
+@dataclass(frozen=True)
+class DeferClosed:
+    """
+    Which orders a load may leave unbuilt: plainly closed ones (``EventDecoder.closed_order``)
+    whose last event is older than `closed_before_ns` (UNIX nanoseconds), except one order per
+    position (NautilusTrader's integrity check wants every loaded position to have an order).
+    """
+
+    closed_before_ns: int
+
+
+@dataclass(frozen=True)
+class DeferredOrder:
+    """A closed order left unbuilt: its stored events and what they say."""
+
+    events: list[bytes]
+    closed: ClosedOrder
+
+
 @dataclass
 class PersistedState:
     """What a node for this trader would load, plus the raw facts needed to check it."""
@@ -97,6 +118,8 @@ class PersistedState:
     position_events: dict[str, list[bytes]] = field(default_factory=dict)
     account_events: dict[str, list[bytes]] = field(default_factory=dict)
     instrument_payloads: dict[str, bytes] = field(default_factory=dict)
+    # Closed orders checked from their events but not built (`DeferClosed`): client order id -> order.
+    deferred_orders: dict[str, DeferredOrder] = field(default_factory=dict)
     manifest: Manifest | None = None
     problems: list[Problem] = field(default_factory=list)
     keys_scanned: int = 0
@@ -120,6 +143,7 @@ class PersistedState:
             positions={id_: (self.position_events[id_], p) for id_, p in self.positions.items()
                        if id_ in self.position_events},
             accounts={id_: (self.account_events[id_], a) for id_, a in self.accounts.items() if id_ in self.account_events},
+            deferred_orders={id_: deferred.events for id_, deferred in self.deferred_orders.items()},
         )
 
 
@@ -130,12 +154,15 @@ class Rebuilt:
     (client order id -> (events, order)), ``positions`` (position id -> (fills followed by the
     instrument's payload, position): a position also depends on its instrument) and
     ``accounts`` (account id -> (events, account)). A node's first load takes an object only
-    where Redis still holds exactly those bytes.
+    where Redis still holds exactly those bytes. ``deferred_orders`` (client order id ->
+    events) are the closed orders verify checked but did not build: the node's first load
+    leaves them to be built after it started trading, again only where the bytes are the same.
     """
 
     orders: dict[str, tuple[list[bytes], Any]]
     positions: dict[str, tuple[list[bytes], Position]]
     accounts: dict[str, tuple[list[bytes], Any]]
+    deferred_orders: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 def state_trader_key(settings: LauncherConfig, instance_id: str | None = None) -> str:
@@ -176,8 +203,9 @@ def bulk(reader: BulkReader, commands: list[tuple[str, str]]) -> list[Any]:
     return replies
 
 
-def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None) -> PersistedState:
-    """Load (and decode) everything persisted for ``settings.trader_id``."""
+def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: str | None = None,
+               defer: DeferClosed | None = None) -> PersistedState:
+    """Load (and decode) everything persisted for ``settings.trader_id``; with `defer`, closed orders are checked, not built."""
     started = time.perf_counter()
     trader_key = state_trader_key(settings, instance_id)
     state = PersistedState(trader_key=trader_key)
@@ -219,7 +247,10 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
         lists = [(collection, id_, "lrange", key)
                  for collection in (layout.ACCOUNTS, layout.ORDERS, layout.POSITIONS)
                  for id_, key in sorted(by_collection.get(collection, {}).items())]
-        decode = {layout.ACCOUNTS: _decode_accounts, layout.ORDERS: _decode_orders, layout.POSITIONS: _decode_positions}
+        orders = _decode_orders
+        if defer is not None:
+            orders = functools.partial(_decode_orders, defer=defer, keep=_one_order_per_position(state.order_position))
+        decode = {layout.ACCOUNTS: _decode_accounts, layout.ORDERS: orders, layout.POSITIONS: _decode_positions}
         commands = [_COMMANDS["lrange"](key) for _, _, _, key in lists]
         for start, replies in reader.stream(commands, settings.cache.bulk_read_batch_size or DEFAULT_BATCH):
             chunk, keys = _sort_replies(state, lists[start : start + len(replies)], replies)
@@ -328,9 +359,23 @@ def _decode_accounts(state: PersistedState, decoder: EventDecoder, raw: dict[str
         state.account_events[id_] = events
 
 
+def _one_order_per_position(order_position: dict[str, str]) -> set[str]:
+    """The order ids kept built for `DeferClosed`: the greatest order id mapped to each position."""
+    chosen: dict[str, str] = {}
+    for order_id, position_id in order_position.items():
+        if order_id > chosen.get(position_id, ""):
+            chosen[position_id] = order_id
+    return set(chosen.values())
+
+
 def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
-                   keys: dict[str, str]) -> None:
+                   keys: dict[str, str], defer: DeferClosed | None = None, keep: set[str] | None = None) -> None:
     for id_, events in _event_lists(state, "orders", raw, state.order_keys):
+        if defer is not None and id_ not in keep:
+            closed = decoder.closed_order(id_, events)
+            if closed is not None and closed.ts_last < defer.closed_before_ns:
+                state.deferred_orders[id_] = DeferredOrder(events, closed)
+                continue
         try:
             order = build_order(keys[id_], decode_order(keys[id_], events, decoder))
         except CorruptState as e:

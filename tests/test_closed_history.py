@@ -1,0 +1,147 @@
+"""
+Closed orders after the start (``cache.closed_orders=deferred``): verify checks plainly closed
+orders from their events without building them, the node starts without them, and they join
+its cache once it trades, writing nothing. Real servers; the node tests run the launcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+
+import pytest
+from nautilus_trader.model.enums import OmsType
+from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.model.position import Position
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.test_kit.stubs.events import TestEventStubs
+
+from launcher.bench import measure as M
+from launcher.bootstrap.verify import check_index_states
+from launcher.bootstrap.verify import check_position_fills
+from launcher.bootstrap.verify import count_state
+from launcher.bootstrap.verify import nautilus_integrity_check
+from launcher.config.schema import LauncherConfig
+from launcher.state import layout
+from launcher.state.loader import DeferClosed
+from launcher.state.loader import load_state
+from tests.support.launcher_cli import run_launcher
+from tests.support.trading_state import TRADER_ID
+from tests.support.trading_state import cache_config
+from tests.support.trading_state import make_serializer
+from tests.support.trading_state import new_cache
+from tests.support.trading_state import write_orders
+from tests.test_bootstrap_e2e import output
+from tests.test_bootstrap_e2e import redis_args
+
+
+def _settings(port: int) -> LauncherConfig:
+    settings = LauncherConfig(trader_id=TRADER_ID.value)
+    settings.cache.redis.host = "127.0.0.1"
+    settings.cache.redis.port = port
+    settings.cache.timestamps_as_iso8601 = False
+    return settings
+
+
+def _write(redis_server, tmp_path):
+    from nautilus_trader.core.uuid import UUID4
+
+    from launcher.cache.resilient import ResilientCacheDatabase
+
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(tmp_path / "spill"))
+    cache = new_cache(db)
+    cache.add_instrument(TestInstrumentProvider.default_fx_ccy("AUD/USD"))
+    filled = write_orders(cache, 20, events=4)  # closed: filled (each opens its own position P-i)
+    accepted = write_orders(cache, 5, events=3, prefix="open", strategy_id="S-002")  # open
+    canceled = write_orders(cache, 5, events=3, prefix="cxl", strategy_id="S-003")
+    for order in canceled:
+        order.apply(TestEventStubs.order_canceled(order, account_id=AccountId("SIM-001")))
+        cache.update_order(order)
+    for order in filled[:4]:  # four orders opened positions
+        cache.add_position(Position(cache.instrument(order.instrument_id), order.last_event), OmsType.HEDGING)
+    assert db.wait_until_persisted(10)
+    db.close()
+    return filled, accepted, canceled
+
+
+def test_verify_checks_plainly_closed_orders_without_building_them(redis_server, tmp_path):
+    filled, accepted, canceled = _write(redis_server, tmp_path)
+    settings = _settings(redis_server.port)
+    eager = load_state(redis_server.client(), settings)
+    state = load_state(redis_server.client(), settings, defer=DeferClosed(time.time_ns()))
+
+    kept_for_positions = {o.client_order_id.value for o in filled[:4]}  # one order per position stays built
+    closed = {o.client_order_id.value for o in [*filled, *canceled]}
+    assert set(state.deferred_orders) == closed - kept_for_positions
+    assert set(state.orders) == kept_for_positions | {o.client_order_id.value for o in accepted}
+    assert {state.deferred_orders[o.client_order_id.value].closed.status for o in canceled} == {"CANCELED"}
+    # The report counts the same state either way; NautilusTrader's integrity check passes on the built part.
+    counts = count_state(state)
+    assert {k: v for k, v in counts.items() if k != "orders_deferred"} == count_state(eager)
+    assert counts["orders_deferred"] == len(closed - kept_for_positions)
+    assert nautilus_integrity_check(state) is True
+    assert check_index_states(state) == [] and check_position_fills(state) == []
+    # Not old enough: nothing waits.
+    assert load_state(redis_server.client(), settings, defer=DeferClosed(0)).deferred_orders == {}
+
+
+def test_a_damaged_or_misindexed_closed_order_is_still_found_before_trading(redis_server, tmp_path):
+    filled, _, canceled = _write(redis_server, tmp_path)
+    client = redis_server.client()
+    key = f"{layout.trader_key(TRADER_ID.value)}:{layout.ORDERS}:{filled[10].client_order_id.value}"
+    client.rpush(key, client.lindex(key, -1))  # the fill again: a duplicate event
+    index = f"{layout.trader_key(TRADER_ID.value)}:{layout.INDEX_ORDERS_OPEN}"
+    client.sadd(index, canceled[0].client_order_id.value)  # a canceled order listed as open
+
+    state = load_state(client, _settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    assert filled[10].client_order_id.value not in state.deferred_orders  # not plainly closed: replayed, and refused
+    assert any(p.id == filled[10].client_order_id.value and "duplicate" in p.problem for p in state.problems)
+    problems = check_index_states(state)
+    assert [p.id for p in problems] == [canceled[0].client_order_id.value]
+    assert "CANCELED" in problems[0].problem and layout.INDEX_ORDERS_OPEN in problems[0].problem
+
+
+def _digest(client, trader_key: str) -> str:
+    """Every order list's bytes and every index, hashed: what a restart must not change."""
+    h = hashlib.sha256()
+    for key in sorted(client.scan_iter(f"{trader_key}:{layout.ORDERS}:*", count=1000)):
+        h.update(key)
+        for item in client.lrange(key, 0, -1):
+            h.update(item)
+    for name in (*layout.ORDER_SET_INDEXES,):
+        h.update(repr(sorted(client.smembers(f"{trader_key}:{name}"))).encode())
+    for name in layout.ORDER_HASH_INDEXES:
+        h.update(repr(sorted(client.hgetall(f"{trader_key}:{name}").items())).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["deferred", "eager"])
+def test_a_restarted_node_trades_first_and_then_holds_every_closed_order(redis_server, tmp_path, mode):
+    trader = f"HIST-{mode.upper()}"
+    dbs = M.Databases(M.Server("127.0.0.1", redis_server.port), 20)
+    written = M.write_state(dbs, trader, 600, 4, 0.1)  # 600 filled orders, 60 open positions
+    client = redis_server.client()
+    before = _digest(client, f"trader-{trader}")
+    result = tmp_path / "flood.json"
+    args = redis_args(redis_server.port, trader, "strategy=flood", "strategy.params.max_orders=0",
+                      f"strategy.params.result_path={result}", "venue.account_type=CASH", "venue.base_currency=USD",
+                      "venue.instruments=[AUD/USD]", "run.duration_s=6", f"cache.closed_orders={mode}",
+                      f"cache.spill_dir={tmp_path / 'spill'}", "monitoring.enabled=false")
+    run = run_launcher(args, cwd=tmp_path)
+    log = output(run)
+    assert run.returncode == 0, log[-3000:]
+    cache = json.loads(result.read_text())["cache"]
+    assert cache == {"orders": 600, "orders_closed": 600, "positions": written["positions"]}, log[-3000:]
+    later = re.search(r"(\d+) closed ones are built after the node started trading", log)
+    if mode == "deferred":
+        assert later is not None and int(later[1]) == 600 - written["positions"], log[-3000:]
+        running = log.index("TradingNode: RUNNING")
+        assert log.index(f"Closed orders: all {int(later[1])} added to the node's cache") > running
+    else:
+        assert later is None and "Closed orders:" not in log
+    assert "differ from the recovery report" not in log
+    assert _digest(client, f"trader-{trader}") == before  # taking them in wrote nothing
