@@ -158,7 +158,7 @@ def test_bench_node_and_startup_sections_smoke(tmp_path):
     for backend in ("resilient_buffered", "resilient_sync"):  # a clean stop persisted every order submitted
         assert node["backends"][backend]["persisted_orders"] == node["backends"][backend]["orders_submitted"], backend
     startup = data["startup"]
-    assert set(startup["empty"]) == {"resilient", "resilient_verify_off", "native"}
+    assert set(startup["empty"]) == {"resilient", "resilient_eager", "resilient_verify_off", "native"}
     assert all(startup["empty"][b]["to_running_s"] > startup["empty"][b]["in_process_s"] > 0 for b in startup["empty"])
     [case] = startup["cases"]
     assert case["orders"] == 300 and case["positions"] == 30
@@ -166,6 +166,9 @@ def test_bench_node_and_startup_sections_smoke(tmp_path):
         assert case[backend]["to_running_s"] > 0
         assert case[backend]["added_s"] == pytest.approx(case[backend]["to_running_s"] - startup["empty"][backend]["to_running_s"],
                                                          abs=0.002)
+    # The default start adds 270 closed orders to the node's cache after RUNNING; eager adds none later.
+    assert case["resilient"]["closed_orders_after_running_s"] is not None
+    assert case["resilient_eager"]["closed_orders_after_running_s"] is None
     assert any(t["target"].startswith("node throughput resilient_buffered >= 0.90") for t in data["targets"])
     assert "Node throughput: flood strategy" in result.stdout and "Start-up: process start to" in result.stdout
     assert "| metric" not in result.stdout  # no empty facade-level table

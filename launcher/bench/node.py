@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -52,11 +53,16 @@ NODE_BACKENDS: dict[str, list[str]] = {
     RESILIENT_SYNC: [*_REDIS, "cache.backend=resilient", "cache.durability=sync"],
     M.NATIVE: [*_REDIS, "cache.backend=native"],
 }
+RESILIENT_EAGER = "resilient_eager"
 STARTUP_BACKENDS: dict[str, list[str]] = {
     M.RESILIENT: [*_REDIS, "cache.backend=resilient"],
+    RESILIENT_EAGER: [*_REDIS, "cache.backend=resilient", "cache.closed_orders=eager"],
     RESILIENT_VERIFY_OFF: [*_REDIS, "cache.backend=resilient", "bootstrap.verify=off"],
     M.NATIVE: [*_REDIS, "cache.backend=native"],
 }
+# The resilient node's log lines about closed orders joining its cache after RUNNING (launcher/cache/history.py).
+_LATER = "closed ones are built after the node started trading"
+_HISTORY_DONE = re.compile(r"Closed orders: (?:all \d+ added to the node's cache in ([\d.]+) s|.*could not be|the node stopped)")
 # measure.write_state's account (SIM-001, cash, USD) and instrument (AUD/USD.SIM): the venue must match.
 _STATE_VENUE = ["venue.account_type=CASH", "venue.base_currency=USD", "venue.instruments=[AUD/USD]"]
 # Seconds a node gets to stop and flush once asked (beyond its run).
@@ -211,6 +217,15 @@ def start_to_running(server: M.Server, backend: str, trader_id: str, workdir: Pa
                   f"{backend} node reaching RUNNING", interval_s=0.05)
     except PollTimeout:
         at = None
+    history_s = None
+    if isinstance(at, float) and _LATER in node.text():
+        # Closed orders join the cache after RUNNING: how long until all are in (the node trades meanwhile).
+        try:
+            done = poll(lambda: _HISTORY_DONE.search(node.text()) or node.proc.poll() is not None, timeout_s,
+                        f"{backend} node adding its closed orders", interval_s=0.05)
+            history_s = float(done[1]) if isinstance(done, re.Match) else None
+        except PollTimeout:
+            pass
     if node.proc.poll() is None:
         node.proc.send_signal(signal.SIGTERM)
     code = node.wait(STOP_TIMEOUT_S)
@@ -218,7 +233,8 @@ def start_to_running(server: M.Server, backend: str, trader_id: str, workdir: Pa
         raise RuntimeError(f"{backend} node exited {code} before RUNNING:\n{node.tail()}")
     launched = launcher_started_at(node.text())
     return {"to_running_s": None if at is None else round(at - node.spawned_at, 3),
-            "in_process_s": None if at is None or launched is None else round(at - launched, 3), "exit_code": code}
+            "in_process_s": None if at is None or launched is None else round(at - launched, 3), "exit_code": code,
+            "closed_orders_after_running_s": history_s}
 
 
 def _startup_case(server: M.Server, backend: str, trader_id: str, workdir: Path, timeout_s: float, repeats: int,
@@ -238,6 +254,9 @@ def _startup_case(server: M.Server, backend: str, trader_id: str, workdir: Path,
         # From the launcher's first log line (imports done) to RUNNING: less noisy on a loaded machine.
         "in_process_s": statistics.median_low(in_process) if in_process and len(done) == len(runs) else None,
         "timed_out_after_s": timeout_s if len(done) < len(runs) else None,
+        # cache.closed_orders=deferred: seconds after RUNNING until every closed order was in the node's cache.
+        "closed_orders_after_running_s": statistics.median_low(later) if (later := [
+            r["closed_orders_after_running_s"] for r in runs if r.get("closed_orders_after_running_s") is not None]) else None,
     }
 
 
@@ -377,4 +396,9 @@ def render_node(r: dict[str, Any]) -> list[str]:
             label = f"  in process, {case['orders']:,}"
             lines.append(f"| {label:<28} | " + " | ".join(f"{in_process(case[b], True):>24}" for b in STARTUP_BACKENDS))
         lines.append("  (in process: from the launcher's first log line, imports done, to RUNNING; less noisy)")
+        for case in startup["cases"]:
+            after = case[M.RESILIENT].get("closed_orders_after_running_s")
+            if after is not None:
+                lines.append(f"  {case['orders']:,} orders, resilient (closed orders deferred): all closed orders in the "
+                             f"node's cache {after:.2f}s after RUNNING (the node trading meanwhile)")
     return lines
