@@ -357,7 +357,9 @@ class NodeSession:
         later = 0
         for database in self._databases():
             later += len(database.closed_history)
-            ClosedHistory(self.node_run.node, database).start()
+            history = ClosedHistory(self.node_run.node, database)
+            self.monitoring.watch_closed_orders(history)
+            history.start()
         if self.report is not None:
             _compare_counts(self.report.counts, self.node_run.loaded_counts, closed_later=later)
         self._install_retention()

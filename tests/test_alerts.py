@@ -96,6 +96,7 @@ def exported_names() -> set[str]:
     snapshot.set_recovery(SimpleNamespace(load_time_s=0.1, verify_time_s=0.1, counts={"orders_open": 1},
                                           problems=[], skipped=None))
     snapshot.database = lambda: SimpleNamespace(stats=CacheStats, client=None)
+    snapshot.closed_history.append(SimpleNamespace(done=False, total=3, loaded=1, failed=[("O-1", "why")]))
     names = set()
     for family in metrics.registry.collect():
         names.add(family.name)
@@ -113,6 +114,6 @@ def test_every_metric_the_rules_use_is_exported_by_the_launcher():
     used = set().union(*(metric_names(rule["expr"]) for rule in rules()))
     assert used == {
         "launcher_lease_held", "redis_up", "cache_writes_pending", "cache_writes_in_spill_file",
-        "launcher_verify_ok", "cache_write_errors_total", "cache_writes_unreplicated",
+        "launcher_verify_ok", "cache_write_errors_total", "cache_writes_unreplicated", "launcher_closed_orders_failed",
     }
     assert used <= exported_names(), used - exported_names()

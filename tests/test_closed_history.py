@@ -145,3 +145,76 @@ def test_a_restarted_node_trades_first_and_then_holds_every_closed_order(redis_s
         assert later is None and "Closed orders:" not in log
     assert "differ from the recovery report" not in log
     assert _digest(client, f"trader-{trader}") == before  # taking them in wrote nothing
+
+
+def _events(order, *later) -> tuple[str, list[bytes]]:
+    """The stored payloads of `order` after applying `later` (NautilusTrader's serializer, as the backend writes)."""
+    for event in later:
+        order.apply(event)
+    serializer = make_serializer()
+    return order.client_order_id.value, [serializer.serialize(e) for e in order.events]
+
+
+def _limit(qty: int = 100_000, **options):
+    from nautilus_trader.common.component import TestClock
+    from nautilus_trader.common.factories import OrderFactory
+    from nautilus_trader.model.enums import OrderSide
+    from nautilus_trader.model.identifiers import StrategyId
+    from nautilus_trader.model.objects import Price
+    from nautilus_trader.model.objects import Quantity
+
+    factory = OrderFactory(trader_id=TRADER_ID, strategy_id=StrategyId("S-001"), clock=TestClock())
+    return factory.limit(TestInstrumentProvider.default_fx_ccy("AUD/USD").id, OrderSide.BUY, Quantity.from_int(qty),
+                         Price.from_str("0.70000"), **options)
+
+
+def _fill(order, qty: int, trade: str):
+    from nautilus_trader.model.identifiers import TradeId
+    from nautilus_trader.model.objects import Quantity
+
+    return TestEventStubs.order_filled(order, TestInstrumentProvider.default_fx_ccy("AUD/USD"), trade_id=TradeId(trade),
+                                       last_qty=Quantity.from_int(qty))
+
+
+def _working(order):
+    order.apply(TestEventStubs.order_submitted(order, account_id=AccountId("SIM-001")))
+    order.apply(TestEventStubs.order_accepted(order, account_id=AccountId("SIM-001")))
+    return order
+
+
+def test_only_plainly_closed_orders_are_recognised_from_their_events():
+    from nautilus_trader.model.objects import Quantity
+
+    from launcher.state.codec import EventDecoder
+
+    decoder = EventDecoder(make_serializer())
+    closed = decoder.closed_order
+
+    # Partly filled, then canceled: closed, with its fill's trade id.
+    order = _working(_limit())
+    found = closed(*_events(order, _fill(order, 40_000, "T-1"), TestEventStubs.order_canceled(order)))
+    assert found is not None and found.status == "CANCELED" and found.trade_ids == {"T-1"}
+    # Filled in two parts to exactly the quantity: FILLED.
+    order = _working(_limit())
+    found = closed(*_events(order, _fill(order, 40_000, "T-1"), _fill(order, 60_000, "T-2")))
+    assert found is not None and found.status == "FILLED" and found.trade_ids == {"T-1", "T-2"}
+    # Still open, partly filled, or amended: built before trading.
+    assert closed(*_events(_working(_limit()))) is None
+    order = _working(_limit())
+    assert closed(*_events(order, _fill(order, 40_000, "T-1"))) is None
+    order = _working(_limit())
+    order.apply(TestEventStubs.order_updated(order, quantity=Quantity.from_int(50_000)))
+    assert closed(*_events(order, _fill(order, 50_000, "T-1"))) is None
+    # Events that do not belong together: a repeated trade id, a foreign order's id, a payload that is not one.
+    order = _working(_limit())
+    coid, raw = _events(order, _fill(order, 40_000, "T-1"), _fill(order, 60_000, "T-2"))
+    assert closed(coid, [*raw[:-1], raw[-2]]) is None  # the first fill twice (same event id)
+    assert closed("O-OTHER", raw) is None
+    assert closed(coid, [*raw[:-1], b"\x00garbage"]) is None
+    assert closed(coid, raw[1:]) is None  # no OrderInitialized first
+    assert closed(coid, [*raw, raw[-1]]) is None  # something after the completing fill
+    # Orders that depend on others or on the emulator stay built (here: emulated).
+    from nautilus_trader.model.enums import TriggerType
+
+    emulated = _working(_limit(emulation_trigger=TriggerType.DEFAULT))
+    assert closed(*_events(emulated, TestEventStubs.order_canceled(emulated))) is None

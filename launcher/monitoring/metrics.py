@@ -168,6 +168,7 @@ class SnapshotCollector(Collector):
         self.info: dict[str, str] = {}
         self.database: Callable[[], Any] | None = None  # -> ResilientCacheDatabase or None
         self.lease: Any = None
+        self.closed_history: list[Any] = []  # launcher.cache.history.ClosedHistory, one per database
         self.probe: Any = None  # launcher.monitoring.health.RedisProbe
         self.streams: Any = None  # launcher.retention.streams.StreamWriter
         self._recovery: Any = None
@@ -262,6 +263,13 @@ class SnapshotCollector(Collector):
             )
             duration.add_metric(["node_build"], self.values["node_build_s"])
             yield duration
+
+        if self.closed_history:
+            yield _gauge("launcher_closed_orders_waiting",
+                         "Closed orders recovered but not yet in the node's cache (cache.closed_orders=deferred)",
+                         sum(0 if h.done else h.total - h.loaded - len(h.failed) for h in self.closed_history))
+            yield _gauge("launcher_closed_orders_failed", "Closed orders that could not be added to the node's cache",
+                         sum(len(h.failed) for h in self.closed_history))
 
         if "retention_last_ts" in self.values:
             yield _gauge("launcher_retention_last_pass_timestamp_seconds", "When the last retention pass ran (UNIX s)",

@@ -82,6 +82,11 @@ class Monitoring:
         if instances is not None:
             self.metrics.snapshot.database = lambda: instances[-1] if instances else None
 
+    def watch_closed_orders(self, history: Any) -> None:
+        """A ``launcher.cache.history.ClosedHistory``: closed orders still to join the node's cache."""
+        if self.metrics is not None:
+            self.metrics.snapshot.closed_history.append(history)
+
     def watch_redis(self, client: Any) -> None:
         if self.metrics is None or self._probe is not None:
             return
