@@ -14,6 +14,7 @@ import time
 import pytest
 from nautilus_trader.model.enums import OmsType
 from nautilus_trader.model.identifiers import AccountId
+from nautilus_trader.model.identifiers import ClientOrderId
 from nautilus_trader.model.position import Position
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
@@ -218,3 +219,31 @@ def test_only_plainly_closed_orders_are_recognised_from_their_events():
 
     emulated = _working(_limit(emulation_trigger=TriggerType.DEFAULT))
     assert closed(*_events(emulated, TestEventStubs.order_canceled(emulated))) is None
+
+
+def test_the_node_builds_now_a_waiting_order_whose_list_changed_since_verify(redis_server, tmp_path):
+    from nautilus_trader.core.uuid import UUID4
+
+    from launcher.cache.resilient import ResilientCacheDatabase
+
+    filled, _, _ = _write(redis_server, tmp_path)
+    state = load_state(redis_server.client(), _settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    rebuilt = state.rebuilt()
+    changed = filled[10].client_order_id
+    assert changed.value in rebuilt.deferred_orders
+    # Since verify, the list lost its fill (the order is open again as Redis holds it).
+    redis_server.client().ltrim(f"{layout.trader_key(TRADER_ID.value)}:{layout.ORDERS}:{changed.value}", 0, 2)
+
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(tmp_path / "spill"), rebuilt_orders=rebuilt.orders,
+                                deferred_orders=rebuilt.deferred_orders)
+    try:
+        loaded = db.load_orders()
+        links = db.load_index_order_position()
+    finally:
+        db.close()
+    waiting = {key.rsplit(":", 1)[1] for key, _ in db.closed_history}
+    assert waiting == set(rebuilt.deferred_orders) - {changed.value}
+    assert changed in loaded and loaded[changed].is_open  # built from what Redis holds now
+    assert set(loaded) | {ClientOrderId(i) for i in waiting} == {ClientOrderId(i) for i in state.order_keys}
+    assert not {k.value for k in links} & waiting  # their index entries wait with them

@@ -832,25 +832,19 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         keys, ids = self._ids(L.ORDERS)
         rebuilt, self._rebuilt_orders = self._rebuilt_orders, None  # good for the first load only
         deferred, self._deferred_orders = self._deferred_orders, None
+        history: list[tuple[str, list[bytes]]] = []
+        if deferred:
+            keys, ids, history = self._closed_history(keys, ids, deferred)
         for attempt in self._reader.retrying():
             with attempt:
                 decoder = EventDecoder(self._serializer, self._encoding)
                 orders = {}
                 loaded = {}
                 reused = 0
-                history: list[tuple[str, list[bytes]]] = []
                 with gc_paused():
                     for start, lists in self._reader.lrange_chunks(keys):
                         chunk_keys = keys[start : start + len(lists)]
                         chunk_ids = ids[start : start + len(lists)]
-                        if deferred:
-                            # A closed order verify checked and left unbuilt waits, if its events are unchanged.
-                            kept = [i for i, (coid, raw) in enumerate(zip(chunk_ids, lists)) if deferred.get(coid) != raw]
-                            if len(kept) < len(lists):
-                                history += [(chunk_keys[i], lists[i]) for i in range(len(lists)) if deferred.get(chunk_ids[i]) == lists[i]]
-                                chunk_keys = [chunk_keys[i] for i in kept]
-                                chunk_ids = [chunk_ids[i] for i in kept]
-                                lists = [lists[i] for i in kept]
                         # An order rebuilt earlier from exactly these bytes is that order.
                         ready = [_same_events(rebuilt.get(coid), raw) for coid, raw in zip(chunk_ids, lists)] \
                             if rebuilt else [None] * len(lists)
@@ -879,6 +873,27 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._live_loaded(loaded)
         self._loaded("orders", len(orders), t0)
         return orders
+
+    def _closed_history(self, keys: list[str], ids: list[str], deferred: dict[str, list[bytes]]
+                        ) -> tuple[list[str], list[str], list[tuple[str, list[bytes]]]]:
+        """
+        Split off the closed orders verify checked and left unbuilt: each waits for
+        ``launcher.cache.history`` with the events verify read, if Redis still holds as many
+        (one pipelined LLEN each, not their bytes again: under the lease nothing else writes
+        here, and an order written since has more). Returns the keys and ids still to load now,
+        and the waiting ``(key, events)``.
+        """
+        waiting = [i for i, coid in enumerate(ids) if coid in deferred]
+        lengths: list[Any] = []
+        for attempt in self._reader.retrying():
+            with attempt:
+                lengths = []
+                for start in range(0, len(waiting), _LLEN_CHUNK):
+                    lengths += self._reader.replies([(b"LLEN", keys[i]) for i in waiting[start : start + _LLEN_CHUNK]])
+        later = {i for i, n in zip(waiting, lengths) if n == len(deferred[ids[i]])}
+        history = [(keys[i], deferred[ids[i]]) for i in waiting if i in later]
+        now = [i for i in range(len(keys)) if i not in later]
+        return [keys[i] for i in now], [ids[i] for i in now], history
 
     def load_positions(self, instruments: dict | None = None) -> dict:
         self._before_read()
@@ -1048,6 +1063,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.STRATEGIES}:{strategy_id.value}:state")
         return self._serializer.deserialize(raw) if raw else {}
+
+
+# Closed orders whose length one pipeline checks (`_closed_history`).
+_LLEN_CHUNK = 10_000
 
 
 def _exit_hook(ref: weakref.ref) -> Any:
