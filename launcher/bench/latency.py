@@ -100,7 +100,7 @@ class FloodReader(threading.Thread):
         self.samples: dict[str, list[tuple[float, float]]] = {op: [] for op in READ_OPS}
         # The Redis round trips within each read (resilient reads only): what is left of a slow read is CPU.
         self.round_trips: list[tuple[float, float]] = []
-        self.missing = 0  # reads that found nothing under an id the index named
+        self.missing = {op: 0 for op in READ_OPS}  # reads that found nothing under an id the index named
         self.skipped_slots = 0
         self.error: BaseException | None = None
 
@@ -142,7 +142,7 @@ class FloodReader(threading.Thread):
         if counted:
             self.round_trips.append((started, self.facade.round_trips_s * 1000))
         if found is None:
-            self.missing += 1
+            self.missing[op] += 1
 
 
 def write_samples(path: Path, window: list[float] | None) -> dict[str, list[float]]:
@@ -185,7 +185,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "write_ms_by_kind": {kind: M.percentiles(values) for kind, values in sorted(writes.items())},
         "read_ms": {op: M.percentiles(values) for op, values in reads.items() if values},
         "read_round_trips_ms": M.percentiles(round_trips) or None,
-        "read_missing": sum(run["read_missing"] for run in runs),
+        "read_missing": {op: sum(run["read_missing"][op] for run in runs) for op in READ_OPS},
         "read_skipped_slots": sum(run["skipped_slots"] for run in runs),
         "runs_write_p99_ms": [_p99([ms for values in run["writes"].values() for ms in values]) for run in runs],
         "runs_read_p99_ms": {op: [_p99(run["reads"].get(op, [])) for run in runs] for op in READ_OPS},

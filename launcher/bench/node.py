@@ -509,4 +509,8 @@ def _render_latency(node: dict[str, Any]) -> list[str]:
     if trips:
         lines.append(f"  of a read, its Redis round trips (p50 / p99 / max): {'; '.join(trips)}; the rest is the "
                      "reader's CPU (decoding, building the object) and waiting for a core")
+    missing = [f"{backend} {op} {count:,}" for backend, lat in measured.items()
+               for op, count in lat["read_missing"].items() if count]
+    if missing:
+        lines.append(f"  reads that found nothing under an id the trader's index named: {', '.join(missing)}")
     return lines
