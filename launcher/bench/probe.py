@@ -11,7 +11,8 @@ window is in) and how long the caller was inside it. With ``cache.durability=syn
 time from the call to Redis' acknowledgement (the call returns only then); buffered, it is what
 the node's thread waits before going on. The samples are written as JSON to the path in
 `$LAUNCHER_BENCH_WRITE_TIMES` when the process exits (after the cache database was closed).
-Cost per write: one extra Python call and two clock reads (well under a microsecond).
+Cost per write: one extra Python call, two clock reads and three appends (about 1.3 µs on the
+bench VM, against 13 µs and more for the write itself; the flood makes a few thousand writes a second).
 """
 
 from __future__ import annotations
