@@ -178,6 +178,9 @@ class FloodStrategy(Strategy):
             "events": dict(self._counts, total=events),
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(events / elapsed, 1) if elapsed > 0 else 0.0,
+            # time.monotonic() (system-wide) of the first order and the stop: the bench keeps the latencies
+            # measured inside this window, in this process and in its own.
+            "window_monotonic_s": [self._t_first, end] if self._t_first is not None else None,
             "orders_per_s": round(self._filled / elapsed, 1) if elapsed > 0 else 0.0,
             # The last entry is a part second (cut by the stop); the rate can fall as trades accumulate.
             "events_per_second": list(self._per_second),

@@ -46,6 +46,9 @@ class BenchSettings:
     sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))  # which of SECTIONS to run
     node_seconds: float = 15.0  # each flood run of the node section, seconds
     node_repeats: int = 3  # flood runs per backend (alternating); the median is reported, every run listed
+    # Write and read latency under the flood (launcher/bench/latency.py): every cache write of the node timed,
+    # and a second process reading at this rate (reads/s); 0 measures neither (throughput alone).
+    node_read_rate: float = 200.0
     startup_orders: list[int] = field(default_factory=lambda: [10_000, 100_000])  # orders in each start-up state
     startup_repeats: int = 5  # starts per case up to 10k orders (the median is reported); larger states start once
     startup_timeout_s: float = 300.0  # a start not RUNNING by then is stopped and reported as such
@@ -103,6 +106,8 @@ def validate_bench(b: BenchSettings) -> BenchSettings:
                 "node_seconds", "node_repeats", "startup_repeats", "startup_timeout_s", "cluster_k", "cluster_seconds"):
         if getattr(b, key) <= 0:
             raise ConfigError(f"bench.{key}", "must be positive")
+    if b.node_read_rate < 0:
+        raise ConfigError("bench.node_read_rate", "must be zero (no latency measured) or a positive rate, reads/s")
     if b.buffer_interval_ms <= 0:
         raise ConfigError("bench.buffer_interval_ms", "must be positive (the buffered mode's interval)")
     if b.redis_address:

@@ -34,7 +34,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from launcher.bench import latency as L
 from launcher.bench import measure as M
+from launcher.bench import probe
 from launcher.retry import PollTimeout
 from launcher.retry import poll
 from launcher.state import layout
@@ -82,14 +84,19 @@ class Node:
     spawned_at: float  # time.time() just before the spawn
 
     @classmethod
-    def spawn(cls, args: list[str], workdir: Path, log: Path) -> Node:
+    def spawn(cls, args: list[str], workdir: Path, log: Path, write_times: Path | None = None) -> Node:
+        """`write_times`: run the node under launcher.bench.probe, which writes its facade writes' times there."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        env = {k: v for k, v in env.items() if not k.startswith("REDIS_") and k != "TRADER_ID"}
+        env = {k: v for k, v in env.items() if not k.startswith("REDIS_") and k != "TRADER_ID" and k != probe.ENV}
+        module = "launcher"
+        if write_times is not None:
+            env[probe.ENV] = str(write_times)
+            module = "launcher.bench.probe"
         with open(log, "w") as out:
             spawned_at = time.time()
             proc = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                [sys.executable, "-m", "launcher", *args], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", module, *args], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         return cls(proc, log, spawned_at)
 
@@ -150,15 +157,35 @@ def persisted_orders(server: M.Server, trader_id: str) -> int:
 # -- node throughput ------------------------------------------------------------------------------
 
 
-def flood_run(server: M.Server, backend: str, seconds: float, trader_id: str, workdir: Path) -> dict[str, Any]:
-    """One flood run of `seconds` on `backend`; the strategy's result plus what Redis holds after."""
+def flood_run(server: M.Server, backend: str, seconds: float, trader_id: str, workdir: Path,
+              read_rate_per_s: float | None = None, dbs: M.Databases | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """
+    One flood run of `seconds` on `backend`; the strategy's result plus what Redis holds after, and
+    (with `read_rate_per_s`, for a backend with Redis) the raw latency samples of launcher/bench/latency.py.
+    """
     run_dir = workdir / trader_id
     run_dir.mkdir(parents=True, exist_ok=True)
     result_path = run_dir / "flood.json"
     args = [*NODE_BACKENDS[backend], *_common(server, trader_id), f"run.duration_s={seconds:g}",
             f"strategy.params.result_path={result_path}", f"cache.spill_dir={run_dir / 'spill'}"]
-    node = Node.spawn(args, run_dir, run_dir / "node.log")
-    code = node.wait(seconds + STOP_TIMEOUT_S + 60)
+    probed = read_rate_per_s is not None and backend != MEMORY
+    times_path = run_dir / "write_times.json" if probed else None
+    node = Node.spawn(args, run_dir, run_dir / "node.log", write_times=times_path)
+    reader = None
+    if probed:
+        reader = L.FloodReader(L.read_facade(backend, server, trader_id, dbs), server, trader_id, read_rate_per_s)
+        reader.start()
+    try:
+        code = node.wait(seconds + STOP_TIMEOUT_S + 60)
+    finally:
+        if reader is not None:
+            reader.stop.set()
+            reader.join(timeout=30)
+            if dbs is not None and backend == M.NATIVE:
+                dbs.close(reader.facade)
+            elif hasattr(reader.facade, "close"):
+                reader.facade.close()
     if code != 0 or not result_path.exists():
         raise RuntimeError(f"flood node ({backend}) exited {code}, result {'written' if result_path.exists() else 'missing'}:\n"
                            f"{node.tail()}")
@@ -166,7 +193,23 @@ def flood_run(server: M.Server, backend: str, seconds: float, trader_id: str, wo
     result["exit_code"] = code
     result["persisted_orders"] = None if backend == MEMORY else persisted_orders(server, trader_id)
     result["wall_s"] = round(time.time() - node.spawned_at, 2)
-    return result
+    if reader is None:
+        return result, None
+    if reader.error is not None:
+        raise RuntimeError(f"the reader beside the {backend} flood failed: {reader.error!r}")
+    if times_path is None or not times_path.exists():
+        raise RuntimeError(f"flood node ({backend}) wrote no write times:\n{node.tail()}")
+    window = result.get("window_monotonic_s")
+    raw = {"writes": L.write_samples(times_path, window),
+           "reads": {op: L.in_window(samples, window) for op, samples in reader.samples.items()},
+           "round_trips": L.in_window(reader.round_trips, window),
+           "read_missing": reader.missing, "skipped_slots": reader.skipped_slots}
+    one = L.summarise([raw])  # this run's own numbers, beside the pooled ones of its backend
+    result["latency"] = {"write_p99_ms": one["runs_write_p99_ms"][0],
+                         "writes": one["write_ms"]["n"] if one["write_ms"] else 0,
+                         "read_p99_ms": {op: values[0] for op, values in one["runs_read_p99_ms"].items()},
+                         "reads": sum(len(values) for values in raw["reads"].values())}
+    return result, raw
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -175,29 +218,52 @@ def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
-def node_section(server: M.Server, seconds: float, repeats: int, name, cleanup, workdir: Path) -> dict[str, Any]:
+def node_section(server: M.Server, seconds: float, repeats: int, name, cleanup, workdir: Path,
+                 read_rate_per_s: float | None = None, dbs: M.Databases | None = None) -> dict[str, Any]:
     """
     Flood runs per backend, alternating; `name(label)` gives a trader id (and remembers it for
-    `cleanup()`, called after each round). Rates are node events per second.
+    `cleanup()`, called after each round). Rates are node events per second. With
+    `read_rate_per_s`, each round then runs every backend with Redis once more with its writes
+    timed and a reader beside it (launcher/bench/latency.py), giving it ``latency``: apart from
+    the throughput runs, because the reader's CPU and the probe would slow those and not memory's.
     """
     runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in NODE_BACKENDS}
+    probed: dict[str, list[dict[str, Any]]] = {backend: [] for backend in NODE_BACKENDS if backend != MEMORY}
+    raws: dict[str, list[dict[str, Any]]] = {backend: [] for backend in probed}
     for n in range(repeats):  # alternating, so every backend sees the machine alike
         for i, backend in enumerate(NODE_BACKENDS):
-            run = flood_run(server, backend, seconds, name(f"FLOOD{n}B{i}"), workdir)
+            run, _ = flood_run(server, backend, seconds, name(f"FLOOD{n}B{i}"), workdir)
             runs[backend].append(run)
             say(f"  run {n + 1}/{repeats} {backend:<19} {run['events_per_s']:>9,.0f} events/s "
                 f"({run['orders_filled']:,} orders filled, {run['orders_denied']} denied, "
                 f"persisted {run['persisted_orders'] if run['persisted_orders'] is not None else '-'})")
+        for i, backend in enumerate(probed if read_rate_per_s else ()):
+            run, raw = flood_run(server, backend, seconds, name(f"FLOOD{n}L{i}"), workdir, read_rate_per_s, dbs)
+            probed[backend].append(run)
+            raws[backend].append(raw)
+            lat = run["latency"]
+            say(f"  run {n + 1}/{repeats} {backend:<19} {run['events_per_s']:>9,.0f} events/s with latency measured: "
+                f"write p99 {_ms(lat['write_p99_ms'])} ms over {lat['writes']:,}, read p99 "
+                f"{' / '.join(_ms(v) for v in lat['read_p99_ms'].values())} ms over {lat['reads']:,}")
         cleanup()
-    out: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "backends": {}}
+    out: dict[str, Any] = {"seconds": seconds, "repeats": repeats, "read_rate_per_s": read_rate_per_s, "backends": {}}
     for backend, backend_runs in runs.items():
         median = _median(backend_runs, "events_per_s")
         out["backends"][backend] = {**median, "runs_events_per_s": [run["events_per_s"] for run in backend_runs],
-                                    "runs": backend_runs}
+                                    "runs": backend_runs, "latency": None}
+        if raws.get(backend):
+            out["backends"][backend]["latency"] = {
+                **L.summarise(raws[backend]),
+                "runs_events_per_s": [run["events_per_s"] for run in probed[backend]], "runs": probed[backend],
+            }
     memory = out["backends"][MEMORY]["events_per_s"]
     for data in out["backends"].values():
         data["ratio_to_memory"] = round(data["events_per_s"] / memory, 3) if memory else None
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 # -- start-up -------------------------------------------------------------------------------------
@@ -312,6 +378,7 @@ def node_targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((f"node throughput {backend} >= {bound:.2f} of cache=memory",
                         f"{ratio:.2f} ({b[backend]['events_per_s']:,.0f} vs {b[MEMORY]['events_per_s']:,.0f} events/s; "
                         f"native {b[M.NATIVE]['ratio_to_memory']:.2f})", ratio >= bound))
+        out += _latency_targets(b)
     startup = r.get("startup")
     if startup:
         empty = startup["empty"][M.RESILIENT]["to_running_s"]
@@ -326,6 +393,38 @@ def node_targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((f"start-up with {n:,} orders: resilient adds <= 1/10 of what the state adds to native",
                          *_versus_native(added, native, case[M.NATIVE]["timed_out_after_s"],
                                          startup["empty"][M.NATIVE]["to_running_s"])))
+    return out
+
+
+def _latency_targets(b: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The spec's p99s judged on the flood's latencies (launcher/bench/latency.py), when measured."""
+    lat = {backend: data.get("latency") for backend, data in b.items()}
+    if not any(lat.values()):
+        return []
+    out: list[tuple[str, str, bool | None]] = []
+    native = (lat.get(M.NATIVE) or {}).get("write_ms")
+    beside = f"; native {native['p99']:.3f} ms" if native else ""
+    for backend, what in ((RESILIENT_BUFFERED, "the node's time inside each cache write"),
+                          (RESILIENT_SYNC, "each cache write from the call to Redis' acknowledgement")):
+        writes = (lat.get(backend) or {}).get("write_ms")
+        target = f"write latency p99 < 5 ms under the flood: {what} ({backend})"
+        if not writes:
+            out.append((target, "no write measured in the flood window", None))
+            continue
+        kinds = lat[backend]["write_ms_by_kind"]
+        slowest = max(kinds, key=lambda kind: kinds[kind]["p99"])
+        out.append((target, f"{writes['p99']:.3f} ms over {writes['n']:,} writes (slowest kind {slowest} p99 "
+                            f"{kinds[slowest]['p99']:.3f} ms over {kinds[slowest]['n']:,}){beside}", writes["p99"] < 5))
+    parts, worst = [], None
+    for backend in (RESILIENT_BUFFERED, RESILIENT_SYNC, M.NATIVE):
+        reads = (lat.get(backend) or {}).get("read_ms") or {}
+        if reads:
+            parts.append(f"{backend}: " + ", ".join(f"{op} {d['p99']:.3f}" for op, d in reads.items()))
+            if backend != M.NATIVE:
+                worst = max([worst or 0.0, *(d["p99"] for d in reads.values())])
+    out.append(("read latency p99 < 2 ms under the flood (load_order, load_position from a second process; resilient)",
+                "; ".join(parts) + " ms" if parts else "no read measured in the flood window",
+                None if worst is None else worst < 2))
     return out
 
 
@@ -367,6 +466,7 @@ def render_node(r: dict[str, Any]) -> list[str]:
             trend = f"{seconds[0]:,} -> {seconds[-2]:,}" if len(seconds) > 2 else "-"  # the last one is a part second
             lines.append(f"| {backend:<20} | {d['events_per_s']:>17,.0f} | {d['ratio_to_memory']:>9.2f} | "
                          f"{d['orders_per_s']:>9,.0f} | {persisted:>19} | {trend:>20} | {runs}")
+        lines += _render_latency(node)
     startup = r.get("startup")
     if startup:
         lines += ["", "Start-up: process start to 'TradingNode: RUNNING' (s); the state's cost is a start with it "
@@ -401,4 +501,40 @@ def render_node(r: dict[str, Any]) -> list[str]:
             if after is not None:
                 lines.append(f"  {case['orders']:,} orders, resilient (closed orders deferred): all closed orders in the "
                              f"node's cache {after:.2f}s after RUNNING (the node trading meanwhile)")
+    return lines
+
+
+def _render_latency(node: dict[str, Any]) -> list[str]:
+    measured = {backend: d["latency"] for backend, d in node["backends"].items() if d.get("latency")}
+    if not measured:
+        return []
+
+    def trio(d: dict[str, float] | None) -> str:
+        return "-" if not d else f"{d['p50']:.3f} / {d['p99']:.3f} / {d['max']:.1f}"
+
+    lines = ["", "Latency under the flood, in runs of their own (ms; p50 / p99 / max over every run's samples in the "
+                 "flood window): write = the node's time inside each cache write (sync: call to Redis' acknowledgement); "
+                 f"read = load_order / load_position from a second process, {node['read_rate_per_s']:g} reads/s",
+             f"| {'backend':<20} | {'writes':>7} | {'write p50/p99/max':>22} | {'slowest kind (p99)':>30} | "
+             f"{'reads':>5} | {'load_order p50/p99/max':>22} | {'load_position p50/p99/max':>25} | "
+             "every run: events/s, write p99",
+             f"|{'-' * 22}|{'-' * 9}|{'-' * 24}|{'-' * 32}|{'-' * 7}|{'-' * 24}|{'-' * 27}|{'-' * 30}"]
+    for backend, lat in measured.items():
+        kinds = lat["write_ms_by_kind"]
+        slowest = max(kinds, key=lambda kind: kinds[kind]["p99"]) if kinds else None
+        kind_text = f"{slowest} {kinds[slowest]['p99']:.3f}" if slowest else "-"
+        writes = lat["write_ms"]["n"] if lat["write_ms"] else 0
+        reads = sum(d["n"] for d in lat["read_ms"].values())
+        runs = ", ".join(f"{rate:,.0f} {_ms(p99)}" for rate, p99 in zip(lat["runs_events_per_s"], lat["runs_write_p99_ms"]))
+        lines.append(f"| {backend:<20} | {writes:>7,} | {trio(lat['write_ms']):>22} | {kind_text:>30} | {reads:>5,} | "
+                     f"{trio(lat['read_ms'].get('load_order')):>22} | {trio(lat['read_ms'].get('load_position')):>25} | {runs}")
+    trips = [f"{backend} {trio(lat['read_round_trips_ms'])}" for backend, lat in measured.items()
+             if lat.get("read_round_trips_ms")]
+    if trips:
+        lines.append(f"  of a read, its Redis round trips (p50 / p99 / max): {'; '.join(trips)}; the rest is the "
+                     "reader's CPU (decoding, building the object) and waiting for a core")
+    missing = [f"{backend} {op} {count:,}" for backend, lat in measured.items()
+               for op, count in lat["read_missing"].items() if count]
+    if missing:
+        lines.append(f"  reads that found nothing under an id the trader's index named: {', '.join(missing)}")
     return lines

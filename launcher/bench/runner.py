@@ -93,7 +93,8 @@ def run_bench(b: BenchSettings) -> dict[str, Any]:
         if "node" in b.sections:
             say("- node throughput (flood strategy, one launcher process per run)")
             result["node"] = node_section(server, b.node_seconds, b.node_repeats, trader,
-                                          lambda: _cleanup(server, traders), workdir / "nodes")
+                                          lambda: _cleanup(server, traders), workdir / "nodes",
+                                          read_rate_per_s=b.node_read_rate or None, dbs=dbs)
         if "startup" in b.sections:
             say("- start-up to RUNNING, empty store vs a recovered state")
             result["startup"] = startup_section(dbs, b.startup_orders, b.startup_repeats, b.startup_timeout_s, trader,
