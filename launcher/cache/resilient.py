@@ -233,6 +233,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._account_prefix = f"{k}{L.ACCOUNTS}:"
         # List key -> the newest order/position/account object written or loaded: what the
         # writer reconciles a new master against after a failover (one entry per live entity).
+        # The writer keeps it (`Writer.note_loaded`, and as writes leave its memory FIFO), so a
+        # facade write does not pay for it on the caller's thread.
         self._latest: dict[str, Any] = {}
         self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
         self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
@@ -452,7 +454,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             pass
 
     def flush(self) -> None:
-        self._latest.clear()  # FLUSHDB drops the persisted state on purpose: nothing to reconcile it against
         seq = self._writer.submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
                                                               self._instance_id.value, b"updated_ns", time.time_ns())]),
                                   wait=False)
@@ -489,7 +490,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def add_account(self, account: Any) -> None:
         aid = account.id.value
         key = self._account_prefix + aid
-        self._latest[key] = account
         self._submit(Op("add_account", (
             (APPEND, key, self._mf_accounts, aid, account.event_count, None, 1),  # Append.stored, inlined
         ), account, event=account.last_event))
@@ -497,7 +497,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_account(self, account: Any) -> None:
         aid = account.id.value
         key = self._account_prefix + aid
-        self._latest[key] = account
         self._submit(Op("update_account", (
             (APPEND, key, self._mf_accounts, aid, account.event_count, None, 0),  # Append.stored, inlined
         ), account, event=account.last_event))
@@ -506,7 +505,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         coid = order.client_order_id.value
         idx = self._idx
         key = self._order_prefix + coid
-        self._latest[key] = order
         cmds = [
             (APPEND, key, self._mf_orders, coid, order.event_count, None, 1),  # Append.stored, inlined
             (b"SADD", idx[L.INDEX_ORDERS], coid),
@@ -524,7 +522,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         # index entries are `_order_states` inlined; a test holds the two equal).
         coid = order.client_order_id.value
         key = self._order_prefix + coid
-        self._latest[key] = order
         append = (APPEND, key, self._mf_orders, coid, order.event_count, None, 0)  # Append.stored, inlined
         inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
         emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
@@ -581,7 +578,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def add_position(self, position: Any) -> None:
         pid = position.id.value
         key = self._position_prefix + pid
-        self._latest[key] = position
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", (
             (b"DEL", key),
@@ -593,7 +589,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_position(self, position: Any) -> None:
         pid = position.id.value
         key = self._position_prefix + pid
-        self._latest[key] = position
         append = (APPEND, key, self._mf_positions, pid, position.event_count, None, 0)  # Append.stored, inlined
         # `_position_states` inlined (a test holds the two equal): no helper call per fill.
         if position.is_open:
@@ -650,7 +645,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def delete_order(self, client_order_id: ClientOrderId) -> None:
         coid = client_order_id.value
         key = self._order_prefix + coid
-        self._latest.pop(key, None)
         cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], coid) for name in L.ORDER_SET_INDEXES]
         cmds += [(b"HDEL", self._idx[name], coid) for name in L.ORDER_HASH_INDEXES]
@@ -660,7 +654,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def delete_position(self, position_id: PositionId) -> None:
         pid = position_id.value
         key = self._position_prefix + pid
-        self._latest.pop(key, None)
         cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], pid) for name in L.POSITION_SET_INDEXES]
         cmds.append((b"HDEL", self._mf_positions, pid))
@@ -733,8 +726,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def _live_loaded(self, loaded: dict[str, Any]) -> None:
         """The entities a load built are live: a failover is reconciled against them too."""
-        self._latest.update(loaded)
-        self._writer.note_loaded({key: entity.event_count for key, entity in loaded.items()})
+        self._writer.note_loaded(loaded)
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:
