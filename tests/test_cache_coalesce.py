@@ -159,7 +159,7 @@ def test_a_bench_like_batch_sends_one_command_per_index_set(two_backends):
 
     objs = M.Objects("BENCH-COALESCE")
     captured: list[Op] = []
-    submit, db._writer.submit = db._writer.submit, lambda op, wait=None: captured.append(op) or 0
+    submit, db._submit = db._submit, lambda op: captured.append(op) or 0  # the facade's writes, not sent
     orders = []
     for i in range(50):
         order = objs.limit()
@@ -168,7 +168,7 @@ def test_a_bench_like_batch_sends_one_command_per_index_set(two_backends):
         for event in (objs.submitted(order), objs.accepted(order), objs.filled(order, PositionId(f"P-{i}"))):
             order.apply(event)
             db.update_order(order)
-    db._writer.submit = submit
+    db._submit = submit
     client = server.client()
     client.config_resetstat()
     db._writer._send(captured, False)  # serializes the payloads too

@@ -244,3 +244,33 @@ def test_an_unreplicated_batch_records_only_the_lists_it_shortened(tmp_path):
     assert read_record(path) == {"positions:P": 1}
     record.note([Op("update_position", [Append.stored("k:positions:P", "m", "P", 2, b"g2", 0)])], lowered_only=True)
     assert read_record(path) == {"positions:P": 1}  # a longer list is recorded only once replicas acknowledge it
+
+
+def test_the_writer_keeps_the_live_entities(redis_server, tmp_path):
+    """
+    The registry reconciliation rewrites from is kept by the writer as writes leave its memory
+    FIFO (not by the caller's write): written and spilled entities are in it, a delete and a
+    FLUSHDB take them out, a load puts them back.
+    """
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(tmp_path / "spill"), max_pending_writes=2)  # the FIFO spills every 2nd write
+    live = db._latest
+    key = lambda order: f"{db.trader_key}:{layout.ORDERS}:{order.client_order_id.value}"  # noqa: E731
+    cache = new_cache(db)
+    orders = write_orders(cache, 3, events=2)
+    assert db.wait_until_persisted(10)
+    assert db.stats().spilled_total > 0  # some of them went through the spill file, whose replay has no entities
+    assert live == {key(o): o for o in orders}
+    account = TestExecStubs.cash_account(AccountId("SIM-001"))
+    cache.add_account(account)
+    db.delete_order(orders[0].client_order_id)
+    assert db.wait_until_persisted(10)
+    assert live == {key(o): o for o in orders[1:]} | {f"{db.trader_key}:{layout.ACCOUNTS}:SIM-001": account}
+    db.flush()
+    assert live == {}
+    write_orders(new_cache(db), 2, events=1, prefix="again")
+    assert db.wait_until_persisted(10)
+    live.clear()
+    loaded = db.load_orders()
+    assert {key(o) for o in loaded.values()} == set(live) and len(live) == 2
+    db.close()

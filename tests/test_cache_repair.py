@@ -6,9 +6,19 @@ rebuilt is reported, never papered over.
 
 from __future__ import annotations
 
+from nautilus_trader.common.component import TestClock
+from nautilus_trader.common.factories import OrderFactory
 from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.enums import OmsType
+from nautilus_trader.model.enums import OrderSide
+from nautilus_trader.model.enums import TriggerType
 from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import PositionId
+from nautilus_trader.model.identifiers import StrategyId
+from nautilus_trader.model.identifiers import TradeId
+from nautilus_trader.model.objects import Price
+from nautilus_trader.model.objects import Quantity
+from nautilus_trader.model.position import Position
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 from nautilus_trader.test_kit.stubs.execution import TestExecStubs
@@ -117,3 +127,48 @@ def test_a_repaired_order_gets_its_index_entries_back(redis_server, tmp_path):
     for name in (L.INDEX_ORDERS, L.INDEX_ORDER_IDS, L.INDEX_ORDERS_CLOSED):
         assert client.sismember(f"{db.trader_key}:{name}", coid), name
     assert client.hget(f"{db.trader_key}:{L.INDEX_ORDER_POSITION}", coid) == b"P-1"
+
+
+
+def test_updates_write_the_index_entries_a_repair_restores(redis_server, tmp_path):
+    """
+    update_order / update_position build their index entries inline (hot path), a repair with
+    `_index_commands`: in every state both say the same (the repair adds the entity's
+    membership of index:orders / index:positions and its order -> position entry).
+    """
+    db = _db(redis_server, tmp_path)
+    cache = new_cache(db)
+    compared: list[tuple[str, set, set]] = []
+    send = db._submit
+
+    def compare_then_send(op):
+        if op.kind in ("update_order", "update_position"):  # as the entity is now, at submission
+            key = op.cmds[0][1]
+            compared.append((op.kind, set(op.cmds[1:]), set(db._index_commands(key, op.entity))))
+        return send(op)
+
+    db._submit = compare_then_send
+    instrument = TestInstrumentProvider.default_fx_ccy("AUD/USD")
+    order = write_orders(cache, 1, events=4)[0]  # submitted (in flight), accepted (open, venue id), filled (closed)
+    factory = OrderFactory(trader_id=TRADER_ID, strategy_id=StrategyId("S-001"), clock=TestClock())
+    emulated = factory.limit(instrument.id, OrderSide.BUY, Quantity.from_int(1000), Price.from_str("0.70000"),
+                             emulation_trigger=TriggerType.BID_ASK)
+    cache.add_order(emulated)
+    db.update_order(emulated)  # initialized and emulated: neither open nor closed
+    position = Position(instrument, order.last_event)
+    cache.add_position(position, OmsType.NETTING)
+    closer = factory.limit(instrument.id, OrderSide.SELL, Quantity.from_int(100_000), Price.from_str("0.70000"))
+    closer.apply(TestEventStubs.order_submitted(closer))
+    closer.apply(TestEventStubs.order_accepted(closer))
+    for n, qty in enumerate((40_000, 60_000)):  # part of it back (open), then the rest (closed)
+        position.apply(TestEventStubs.order_filled(closer, instrument, position_id=position.id,
+                                                   trade_id=TradeId(f"T-CLOSE-{n}"), last_qty=Quantity.from_int(qty)))
+        cache.update_position(position)
+    assert db.wait_until_persisted(10)
+    db.close()
+    assert position.is_closed
+    assert [kind for kind, _, _ in compared] == ["update_order"] * 4 + ["update_position"] * 2
+    for kind, written, restored in compared:
+        only_repair = {cmd for cmd in restored if cmd[0] == b"HSET" or cmd[1] in (
+            db._idx[L.INDEX_ORDERS], db._idx[L.INDEX_POSITIONS])}
+        assert written == restored - only_repair, kind

@@ -86,7 +86,7 @@ from launcher.cache.listener import CacheStats
 from launcher.cache.spilled import adopt_spill_files
 from launcher.cache.write.acked import AckedRecord
 from launcher.cache.write.acked import acked_path
-from launcher.cache.write.commands import Append
+from launcher.cache.write.commands import APPEND
 from launcher.cache.write.commands import DeleteEvent
 from launcher.cache.write.commands import Lazy
 from launcher.cache.write.commands import Op
@@ -248,12 +248,16 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._account_prefix = f"{k}{L.ACCOUNTS}:"
         # List key -> the newest order/position/account object written or loaded: what the
         # writer reconciles a new master against after a failover (one entry per live entity).
+        # The writer keeps it (`Writer.note_loaded`, and as writes leave its memory FIFO), so a
+        # facade write does not pay for it on the caller's thread.
         self._latest: dict[str, Any] = {}
         self._idx_order_ids = self._idx[L.INDEX_ORDER_IDS]
         self._idx_inflight = self._idx[L.INDEX_ORDERS_INFLIGHT]
         self._idx_open = self._idx[L.INDEX_ORDERS_OPEN]
         self._idx_closed = self._idx[L.INDEX_ORDERS_CLOSED]
         self._idx_emulated = self._idx[L.INDEX_ORDERS_EMULATED]
+        self._idx_pos_open = self._idx[L.INDEX_POSITIONS_OPEN]
+        self._idx_pos_closed = self._idx[L.INDEX_POSITIONS_CLOSED]
         self._mf_orders = k + L.MANIFEST_ORDERS
         self._mf_positions = k + L.MANIFEST_POSITIONS
         self._mf_accounts = k + L.MANIFEST_ACCOUNTS
@@ -315,6 +319,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             live=LiveEntities(self._latest, self._locate, self._index_commands),
             acked=acked,
         )
+        # Every facade write goes straight to the writer (no frame of the facade's own on the
+        # hot path); close() swaps in `_submit_after_close`, which says a write came too late.
+        self._submit = self._writer.submit
         leftover = self._spill.exists
         try:
             self._writer.start()
@@ -414,9 +421,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     # -- commands -----------------------------------------------------------------------------
 
-    def _submit(self, op: Op) -> int:
-        if self._closed:
-            self._log.error(f"Cache write {op.kind} after close(): spilled to {self._spill.path}")
+    def _submit_after_close(self, op: Op) -> int:
+        self._log.error(f"Cache write {op.kind} after close(): spilled to {self._spill.path}")
         return self._writer.submit(op)
 
     def close_at_exit(self) -> None:
@@ -432,6 +438,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         if self._closed:
             return
         self._closed = True
+        self._submit = self._submit_after_close
         atexit.unregister(self._atexit_hook)
         self._log.debug("Closing: flushing retained writes")
         refusal = self._writer.refusal
@@ -462,7 +469,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             pass
 
     def flush(self) -> None:
-        self._latest.clear()  # FLUSHDB drops the persisted state on purpose: nothing to reconcile it against
         seq = self._writer.submit(Op("flush", [(b"FLUSHDB",), (b"HSET", self._mf_meta, b"final", b"0", b"instance_id",
                                                               self._instance_id.value, b"updated_ns", time.time_ns())]),
                                   wait=False)
@@ -499,17 +505,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def add_account(self, account: Any) -> None:
         aid = account.id.value
         key = self._account_prefix + aid
-        self._latest[key] = account
         self._submit(Op("add_account", (
-            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 1),
+            (APPEND, key, self._mf_accounts, aid, account.event_count, None, 1),  # Append.stored, inlined
         ), account, event=account.last_event))
 
     def update_account(self, account: Any) -> None:
         aid = account.id.value
         key = self._account_prefix + aid
-        self._latest[key] = account
         self._submit(Op("update_account", (
-            Append.stored(key, self._mf_accounts, aid, account.event_count, None, 0),
+            (APPEND, key, self._mf_accounts, aid, account.event_count, None, 0),  # Append.stored, inlined
         ), account, event=account.last_event))
 
     def add_order(self, order: Any, position_id: PositionId | None = None, client_id: ClientId | None = None) -> None:
@@ -518,9 +522,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         coid = order.client_order_id.value
         idx = self._idx
         key = self._order_prefix + coid
-        self._latest[key] = order
         cmds = [
-            Append.stored(key, self._mf_orders, coid, order.event_count, None, 1),
+            (APPEND, key, self._mf_orders, coid, order.event_count, None, 1),  # Append.stored, inlined
             (b"SADD", idx[L.INDEX_ORDERS], coid),
         ]
         if order.emulation_trigger != _NO_TRIGGER:
@@ -534,15 +537,23 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_order(self, order: Any) -> None:
         if self._quiet:
             return  # history Redis already holds (`quiet`)
-        # The hot path of every order event: one tuple built in place (no intermediate list).
+        # The hot path of every order event: one tuple built in place, no helper call (the
+        # index entries are `_order_states` inlined; a test holds the two equal).
         coid = order.client_order_id.value
         key = self._order_prefix + coid
-        self._latest[key] = order
-        append = Append.stored(key, self._mf_orders, coid, order.event_count, None, 0)
-        if order.venue_order_id is not None:
-            cmds = (append, (b"SADD", self._idx_order_ids, coid), *self._order_states(order, coid))
+        append = (APPEND, key, self._mf_orders, coid, order.event_count, None, 0)  # Append.stored, inlined
+        inflight = (b"SADD" if order.is_inflight else b"SREM", self._idx_inflight, coid)
+        emulated = (b"SREM" if order.emulation_trigger == _NO_TRIGGER else b"SADD", self._idx_emulated, coid)
+        if order.is_open:
+            states = (inflight, (b"SREM", self._idx_closed, coid), (b"SADD", self._idx_open, coid), emulated)
+        elif order.is_closed:
+            states = (inflight, (b"SREM", self._idx_open, coid), (b"SADD", self._idx_closed, coid), emulated)
         else:
-            cmds = (append, *self._order_states(order, coid))
+            states = (inflight, emulated)
+        if order.venue_order_id is not None:
+            cmds = (append, (b"SADD", self._idx_order_ids, coid), *states)
+        else:
+            cmds = (append, *states)
         self._submit(Op("update_order", cmds, order, event=order.last_event))
 
     def _order_states(self, order: Any, coid: str) -> tuple:
@@ -586,11 +597,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def add_position(self, position: Any) -> None:
         pid = position.id.value
         key = self._position_prefix + pid
-        self._latest[key] = position
         # NETTING flips reuse the position id: the list starts over (as the native adapter does).
         self._submit(Op("add_position", (
             (b"DEL", key),
-            Append.stored(key, self._mf_positions, pid, position.event_count, None, 1),
+            (APPEND, key, self._mf_positions, pid, position.event_count, None, 1),  # Append.stored, inlined
             (b"SADD", self._idx[L.INDEX_POSITIONS], pid),
             (b"SADD", self._idx[L.INDEX_POSITIONS_OPEN], pid),
         ), position, event=position.last_event))
@@ -598,10 +608,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def update_position(self, position: Any) -> None:
         pid = position.id.value
         key = self._position_prefix + pid
-        self._latest[key] = position
-        append = Append.stored(key, self._mf_positions, pid, position.event_count, None, 0)
-        self._submit(Op("update_position", (append, *self._position_states(position, pid)), position,
-                        event=position.last_event))
+        append = (APPEND, key, self._mf_positions, pid, position.event_count, None, 0)  # Append.stored, inlined
+        # `_position_states` inlined (a test holds the two equal): no helper call per fill.
+        if position.is_open:
+            cmds = (append, (b"SADD", self._idx_pos_open, pid), (b"SREM", self._idx_pos_closed, pid))
+        elif position.is_closed:
+            cmds = (append, (b"SADD", self._idx_pos_closed, pid), (b"SREM", self._idx_pos_open, pid))
+        else:
+            cmds = (append,)
+        self._submit(Op("update_position", cmds, position, event=position.last_event))
 
     def _position_states(self, position: Any, pid: str) -> tuple:
         """The open/closed index entries of `position` as its state says."""
@@ -655,7 +670,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def delete_order(self, client_order_id: ClientOrderId) -> None:
         coid = client_order_id.value
         key = self._order_prefix + coid
-        self._latest.pop(key, None)
         cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], coid) for name in L.ORDER_SET_INDEXES]
         cmds += [(b"HDEL", self._idx[name], coid) for name in L.ORDER_HASH_INDEXES]
@@ -665,7 +679,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def delete_position(self, position_id: PositionId) -> None:
         pid = position_id.value
         key = self._position_prefix + pid
-        self._latest.pop(key, None)
         cmds: list = [(b"DEL", key)]
         cmds += [(b"SREM", self._idx[name], pid) for name in L.POSITION_SET_INDEXES]
         cmds.append((b"HDEL", self._mf_positions, pid))
@@ -738,8 +751,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
 
     def _live_loaded(self, loaded: dict[str, Any]) -> None:
         """The entities a load built are live: a failover is reconciled against them too."""
-        self._latest.update(loaded)
-        self._writer.note_loaded({key: entity.event_count for key, entity in loaded.items()})
+        self._writer.note_loaded(loaded)
 
     def _loaded(self, what: str, count: int, t0: float) -> None:
         if type(self.listener) is not CacheListener:

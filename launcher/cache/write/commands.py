@@ -78,7 +78,7 @@ class Append(NamedTuple):
 
     @staticmethod
     def stored(list_key: str, manifest_key: str, field: str, n: int, payload: bytes | None, create: int) -> tuple:
-        """The command at rest (hot path: no view object is built)."""
+        """The command at rest (no view object is built; the facade's event writes inline this tuple)."""
         return (APPEND, list_key, manifest_key, field, n, payload, create)
 
 

@@ -56,8 +56,9 @@ Failover reconciliation
 A repair needs an append to reveal the gap; a failover to a replica that lagged leaves gaps in
 entities nobody writes again. So when the master's address changes (`_note_address`) the writer
 reconciles the new master against `LiveEntities` - the newest object of every live order,
-position and account, kept by the facade - before anything newer: one pipelined ``LLEN`` round
-per `_LLEN_CHUNK` lists (once the spill file's older writes were sent), then every entity
+position and account, recorded as writes leave the memory FIFO and by the facade's loads -
+before anything newer: one pipelined ``LLEN`` round per `_LLEN_CHUNK` lists (once the spill
+file's older writes were sent), then every entity
 whose list holds fewer events than the writes applied before had left it with
 (`_applied_counts`, seeded by the facade's loads) is rewritten from memory up to that count
 (list, manifest, index entries) through guarded batches, with one WARN naming how many were
@@ -135,6 +136,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -153,6 +155,7 @@ from launcher.cache.write.batch import build
 from launcher.cache.write.batch import queued_commands
 from launcher.cache.write.batch import split
 from launcher.cache.write.commands import ACCOUNT_KINDS
+from launcher.cache.write.commands import APPEND
 from launcher.cache.write.commands import Append
 from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import Stage
@@ -222,11 +225,11 @@ _RETRIABLE = (
 @dataclass(frozen=True)
 class LiveEntities:
     """
-    The entities the node holds in memory (the authority while it lives), as the facade
-    tells the writer: `latest` maps the list key of every live order, position and account
-    to the newest object written or loaded (the facade's deletes remove it); `locate` gives a
-    list key's manifest hash and field; `index_commands` an entity's index entries as its
-    state says (none for accounts).
+    The entities the node holds in memory (the authority while it lives): `latest` maps the
+    list key of every live order, position and account to the newest object written or
+    loaded (the writer keeps it: see `Writer._note_live_locked` and `Writer.note_loaded`;
+    a delete or FLUSHDB removes it); `locate` gives a list key's manifest hash and field;
+    `index_commands` an entity's index entries as its state says (none for accounts).
     """
 
     latest: dict[str, Any]
@@ -621,6 +624,7 @@ class Writer:
                     if wait_s <= 0:
                         n = min(len(self._queue), self._max_batch)
                         ops = [self._queue.popleft() for _ in range(n)]
+                        self._note_live_locked(ops)
                         if not self._queue:
                             self._urgent = False
                         self._inflight = _Batch(ops)
@@ -686,11 +690,44 @@ class Writer:
                     raise self._refused(sent.refused)
         self._acknowledge(batch, ops, sent)
 
-    def note_loaded(self, counts: dict[str, int]) -> None:
-        """Event counts of lists the node loaded (unless a write of this process already set them)."""
+    def note_loaded(self, loaded: dict[str, Any]) -> None:
+        """
+        The entities a load built (list key -> order/position/account) are live, and their event
+        counts applied (unless a write of this process already set them).
+        """
+        if self._live is not None:
+            with self._lock:  # ordered with the writes leaving the FIFO (`_note_live_locked`)
+                self._live.latest.update(loaded)
         applied = self._applied_counts
-        for key, n in counts.items():
-            applied.setdefault(key, n)
+        for key, entity in loaded.items():
+            applied.setdefault(key, entity.event_count)
+
+    def _note_live_locked(self, ops: Iterable[Op]) -> None:
+        """
+        `ops` leave the memory FIFO (taken for a send, or spilled), oldest first: each write's
+        entity becomes the live object of its list; a ``DEL`` of an entity-less write (the
+        facade's deletes) or a ``FLUSHDB`` forgets it. Kept here rather than per facade write,
+        which is on the caller's thread; under the lock, so a spill never records an older
+        object over a newer one (a NETTING flip's new position).
+        """
+        latest = self._live.latest if self._live is not None else None
+        if latest is None:
+            return
+        for op in ops:
+            entity = op.entity
+            if entity is not None:
+                for cmd in op.cmds:
+                    if cmd[0] == APPEND:
+                        latest[cmd[1]] = entity
+                        break
+                continue
+            for cmd in op.cmds:
+                name = cmd[0]
+                if name == b"DEL":
+                    for key in cmd[1:]:
+                        latest.pop(key, None)
+                elif name == b"FLUSHDB":
+                    latest.clear()
 
     def _note_applied(self, ops: list[Op]) -> None:
         flushed, counts = list_counts(ops)
@@ -1257,7 +1294,7 @@ class Writer:
         self._reconcile_due = False
         if self._live is None or not self._live.latest:
             return
-        entities = self._live.latest.copy()  # one C call: the facade's thread may add entries meanwhile
+        entities = self._live.latest.copy()  # one C call: a spilling caller or a load may change it meanwhile
         with self._lock:
             self._guard_through = self._seq
         applied = self._applied_counts
@@ -1344,6 +1381,7 @@ class Writer:
         inflight_bytes = sum(len(r) for r in records)
         inflight_records = len(records)
         self._materialize(self._queue)
+        self._note_live_locked(self._queue)
         queued = [op for op in self._queue if op.kind not in skip and op.cmds]
         records += [op.record(self._serializer) for op in queued]
         # Unspilled kinds stay in memory, unless this is the close's last spill (`drop_kinds`).
