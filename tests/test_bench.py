@@ -128,7 +128,6 @@ def test_throughput_reports_the_median_run_and_lists_every_run():
     assert _median_run(runs[:2])["durable_ops_per_s"] == 24_000  # even count: the lower middle, never an average
 
 
-@pytest.mark.slow
 def _quick_bench(tmp_path, *overrides: str, timeout_s: float = 240):
     """Run ``python -m launcher.bench bench.quick=true`` with `overrides`; (process, bench.json, output dir)."""
     out = tmp_path / "out"
@@ -139,6 +138,7 @@ def _quick_bench(tmp_path, *overrides: str, timeout_s: float = 240):
     return result, json.loads((out / "bench.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_bench_node_and_startup_sections_smoke(tmp_path):
     result, data, out = _quick_bench(tmp_path, "bench.sections=[node,startup]", "bench.node_seconds=2",
                                      "bench.startup_orders=[300]")
