@@ -215,7 +215,7 @@ def test_flood_strategy_counts_every_event_of_a_fixed_number_of_orders(tmp_path)
     result_path = tmp_path / "flood.json"
     result = run_launcher(
         ["cache=memory", "strategy=flood", "strategy.params.max_orders=50", "strategy.params.orders_per_list=20",
-         "run.duration_s=2", f"strategy.params.result_path={result_path}"],
+         "run.duration_s=2", "run.post_stop_s=0.2", f"strategy.params.result_path={result_path}"],
         cwd=tmp_path, timeout_s=120,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
