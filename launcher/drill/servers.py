@@ -78,13 +78,11 @@ class SentinelServers:
 
     @classmethod
     def start(cls, workdir: Path, master_name: str, replicas: int, min_replica_acks: int | None = None) -> SentinelServers:
+        # Sentinel's own INFO period (10 s), as in production: after SENTINEL FAILOVER the old master
+        # stays writable that long, the window the node's lease renewals must get through (docs/drill.md).
         topology = SentinelTopology(Path(workdir) / "sentinel", master_name=master_name, replicas=replicas,
-                                    server_extra=list(OWN_SERVER_OPTIONS)).start()
-        for proc in topology.servers:
-            # A replica that (re)joins gets its full sync at once instead of after Redis' default 5 s
-            # wait for more replicas: the drill's steps then follow each other sooner.
-            proc.extra = [*proc.extra, "--repl-diskless-sync-delay", "0"]
-            proc.client().config_set("repl-diskless-sync-delay", 0)
+                                    server_extra=list(OWN_SERVER_OPTIONS), info_period_ms=None).start()
+        # (Its servers sync a (re)joining replica at once: NO_SYNC_DELAY, so the drill's steps follow each other sooner.)
         return cls(master_name, [parse_address(a) for a in topology.sentinel_addresses], topology,
                    replicas if min_replica_acks is None else min_replica_acks)
 
