@@ -128,7 +128,6 @@ def test_throughput_reports_the_median_run_and_lists_every_run():
     assert _median_run(runs[:2])["durable_ops_per_s"] == 24_000  # even count: the lower middle, never an average
 
 
-@pytest.mark.slow
 def _quick_bench(tmp_path, *overrides: str, timeout_s: float = 240):
     """Run ``python -m launcher.bench bench.quick=true`` with `overrides`; (process, bench.json, output dir)."""
     out = tmp_path / "out"
@@ -139,6 +138,7 @@ def _quick_bench(tmp_path, *overrides: str, timeout_s: float = 240):
     return result, json.loads((out / "bench.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_bench_node_and_startup_sections_smoke(tmp_path):
     result, data, out = _quick_bench(tmp_path, "bench.sections=[node,startup]", "bench.node_seconds=2",
                                      "bench.startup_orders=[300]")
@@ -297,7 +297,7 @@ def test_flood_strategy_counts_every_event_of_a_fixed_number_of_orders(tmp_path)
     result_path = tmp_path / "flood.json"
     result = run_launcher(
         ["cache=memory", "strategy=flood", "strategy.params.max_orders=50", "strategy.params.orders_per_list=20",
-         "run.duration_s=2", f"strategy.params.result_path={result_path}"],
+         "run.duration_s=2", "run.post_stop_s=0.2", f"strategy.params.result_path={result_path}"],
         cwd=tmp_path, timeout_s=120,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

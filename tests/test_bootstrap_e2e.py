@@ -82,7 +82,7 @@ def test_verify_mode_exit_codes(tmp_path, redis_server):
 
 def test_clean_stop_is_verified_and_a_second_trader_leaves_it_untouched(tmp_path, redis_server):
     client = redis_server.client()
-    first = run_launcher(redis_args(redis_server.port, "SIDE-A", "run.duration_s=3"), cwd=tmp_path)
+    first = run_launcher(redis_args(redis_server.port, "SIDE-A", "run.duration_s=3", "run.post_stop_s=0.2"), cwd=tmp_path)
     assert first.returncode == 0, output(first)[-3000:]
     assert "Node stopped cleanly" in first.stdout
 
@@ -99,7 +99,7 @@ def test_clean_stop_is_verified_and_a_second_trader_leaves_it_untouched(tmp_path
     assert report["counts"]["accounts"] == report["manifest"]["accounts"] == 1, report
 
     before = snapshot(client, "trader-SIDE-A")
-    second = run_launcher(redis_args(redis_server.port, "SIDE-B", "run.duration_s=3"), cwd=tmp_path)
+    second = run_launcher(redis_args(redis_server.port, "SIDE-B", "run.duration_s=3", "run.post_stop_s=0.2"), cwd=tmp_path)
     assert second.returncode == 0, output(second)[-3000:]
     assert snapshot(client, "trader-SIDE-A") == before
     assert client.exists("trader-SIDE-B:index:orders")
@@ -116,14 +116,14 @@ def test_one_launcher_per_trader_and_a_successor_after_a_crash(tmp_path, redis_s
     with killed_on_exit(first):
         wait_for_line(log_path, "RUNNING", timeout_s=60, proc=first)
 
-        second = run_launcher([*args, "run.duration_s=1"], cwd=tmp_path)
+        second = run_launcher([*args, "run.duration_s=1", "run.post_stop_s=0.2"], cwd=tmp_path)
         assert second.returncode == 5, output(second)[-3000:]
         assert f"pid {first.pid}" in second.stderr
         assert "is already running" in second.stderr
 
         first.send_signal(signal.SIGKILL)  # a crash: the lease is neither released nor renewed any more
         first.wait(timeout=10)
-        third = run_launcher([*args, "run.duration_s=1"], cwd=tmp_path)
+        third = run_launcher([*args, "run.duration_s=1", "run.post_stop_s=0.2"], cwd=tmp_path)
         assert third.returncode == 0, output(third)[-3000:]
         # Either it started while the crashed holder's lease was still running and waited for it to
         # expire (the module tests pin that path down), or its own start-up outlasted the TTL.

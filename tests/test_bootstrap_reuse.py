@@ -79,7 +79,7 @@ def test_a_restart_loads_the_orders_once(tmp_path, redis_server):
     from tests.test_bootstrap_e2e import output
     from tests.test_bootstrap_e2e import redis_args
 
-    args = redis_args(redis_server.port, "REUSE-001", "strategy=churn", "run.duration_s=3")
+    args = redis_args(redis_server.port, "REUSE-001", "strategy=churn", "run.duration_s=3", "run.post_stop_s=0.2")
     first = run_launcher(args, cwd=tmp_path)
     assert first.returncode == 0, output(first)[-3000:]
     again = run_launcher(args, cwd=tmp_path)

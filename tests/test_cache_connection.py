@@ -21,6 +21,7 @@ from launcher.cache.listener import CacheListener
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.commands import Stage
 from launcher.servers.redis_process import LOOPBACK
+from launcher.servers.redis_process import NO_SYNC_DELAY
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import free_port
 from launcher.state import layout as L
@@ -257,7 +258,7 @@ def test_an_acl_user_without_info_still_loads_everything(redis_server, tmp_path)
 
 def test_a_batch_that_waits_for_replicas_reports_the_wait_replicas_round_trip(tmp_path):
     """``redis_latency_seconds{operation="wait_replicas"}``: emitted for every batch that ran WAIT, and only then."""
-    master = RedisProcess(tmp_path / "master", appendonly=False).start()
+    master = RedisProcess(tmp_path / "master", appendonly=False, extra=list(NO_SYNC_DELAY)).start()
     replica = RedisProcess(tmp_path / "replica", appendonly=False, extra=["--replicaof", LOOPBACK, str(master.port)]).start()
     try:
         retry.poll(lambda: master.client().info("replication").get("slave0", {}).get("state") == "online", 15,

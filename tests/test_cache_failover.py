@@ -60,7 +60,8 @@ TIMEOUT_S = 1.0  # connect / reply timeout
 MAX_BACKOFF_S = 0.2
 ACK_TIMEOUT_MS = 500  # WAIT
 
-# Redis Sentinel's fixed periods (sentinel.c), which bound how long an old master that comes
+# Redis Sentinel's default periods (sentinel.c; SentinelTopology shortens the INFO and hello
+# periods, so these stay upper bounds), which bound how long an old master that comes
 # back takes to become a replica of the new one: Sentinel sends INFO to a replica every
 # SENTINEL_INFO_PERIOD (10 s), reconfigures an instance that reports the wrong role only once
 # that role was reported for 4 * SENTINEL_PUBLISH_PERIOD (2 s); a sentinel whose timer stalls

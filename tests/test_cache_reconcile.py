@@ -44,7 +44,8 @@ from tests.test_retention_policy import NOW
 
 pytestmark = pytest.mark.slow
 
-# Sentinel refreshes a replica's INFO (its replica-priority) every 10 s; a forced failover then
+# Sentinel refreshes a replica's INFO (its replica-priority) every 10 s by default (1 s in
+# SentinelTopology); a forced failover then
 # takes a few seconds (failover-timeout 3 s); budgets are generous for a loaded machine.
 SENTINEL_SEES_S = 30.0
 FAILOVER_S = 60.0
@@ -196,7 +197,7 @@ def test_a_flush_on_start_forgets_the_record(redis_server, tmp_path):
     db.close()
     record = spill_dir / f"{db.trader_key}.acked"
     assert read_record(record)
-    run = run_launcher([*_verify_args(redis_server.port, spill_dir)[:-1], "mode=run", "run.duration_s=1",
+    run = run_launcher([*_verify_args(redis_server.port, spill_dir)[:-1], "mode=run", "run.duration_s=1", "run.post_stop_s=0.2",
                         "cache.flush_on_start=true"], cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert not {f"orders:{o.client_order_id.value}" for o in orders} & set(read_record(record))

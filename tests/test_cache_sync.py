@@ -157,9 +157,10 @@ def test_without_a_replica_sync_writes_return_once_applied_and_a_replica_later_a
     as pending and unreplicated) until a replica acknowledges them, then one INFO.
     """
     from launcher.servers.redis_process import LOOPBACK
+    from launcher.servers.redis_process import NO_SYNC_DELAY
     from launcher.servers.redis_process import RedisProcess
 
-    master = RedisProcess(tmp_path / "master", appendonly=False).start()
+    master = RedisProcess(tmp_path / "master", appendonly=False, extra=list(NO_SYNC_DELAY)).start()
     replica = None
     db = ResilientCacheDatabase(
         TRADER_ID, UUID4(), make_serializer(), cache_config(master.port), spill_dir=str(tmp_path / "spill"),

@@ -254,7 +254,7 @@ def test_whole_shard_down_retains_writes_and_loses_nothing(redis_cluster, tmp_pa
 def test_node_run_on_the_cluster_persists_and_recovers(redis_cluster, tmp_path):
     nodes = ",".join(redis_cluster.seed_addresses[:2])
     common = ["cache=redis_cluster", f"cache.cluster.nodes=[{nodes}]", "trader_id=CLNODE-001"]
-    first = run_launcher([*common, "run.duration_s=6", "strategy=churn", "strategy.params.actions_per_second=20",
+    first = run_launcher([*common, "run.duration_s=3", "run.post_stop_s=0.2", "strategy=churn", "strategy.params.actions_per_second=20",
                           "monitoring.enabled=false"], cwd=tmp_path)
     log = first.stdout + first.stderr
     assert first.returncode == 0, log[-3000:]
@@ -277,7 +277,7 @@ def test_node_run_on_the_cluster_persists_and_recovers(redis_cluster, tmp_path):
     retention = run_launcher([*common, "mode=retention", "retention.dry_run=true"], cwd=tmp_path)
     assert retention.returncode == 0, (retention.stdout + retention.stderr)[-3000:]
 
-    second = run_launcher([*common, "run.duration_s=4", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
+    second = run_launcher([*common, "run.duration_s=2", "run.post_stop_s=0.2", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
     log2 = second.stdout + second.stderr
     assert second.returncode == 0, log2[-3000:]
     assert "Node loaded exactly what the recovery report counted" in log2, log2[-3000:]
@@ -306,7 +306,7 @@ def test_migrate_single_server_to_cluster_and_back_verified_source_untouched(red
     try:
         single = ["cache=redis_dev", f"cache.redis.port={source.port}", "cache.redis.embedded=never",
                   "trader_id=MIGRATE-001"]
-        run = run_launcher([*single, "run.duration_s=4", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
+        run = run_launcher([*single, "run.duration_s=2", "run.post_stop_s=0.2", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
         assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
         before = _dump_all(source.client(), "trader-MIGRATE-001:*")
         assert any(b":orders:" in k for k in before)

@@ -398,7 +398,8 @@ def test_two_replicas_repeated_sentinel_failover_loses_nothing(tmp_path):
 @pytest.mark.slow
 def test_chaos_soak_short_loses_nothing_and_samples_the_node(tmp_path):
     result, out, report = run_drill(
-        tmp_path, "drill=chaos", "drill.duration_s=20", "drill.fault_every_s=[3,5]", "drill.seed=5", timeout_s=200,
+        tmp_path, "drill=chaos", "drill.duration_s=12", "drill.fault_every_s=[2,2.5]", "drill.sample_interval_s=0.5",
+        "drill.seed=5", timeout_s=200,
     )
     faults = [f for f in report["fault"] if "fault" in f]
     assert 3 <= len(faults) <= 6, report["fault"]

@@ -15,6 +15,7 @@ real redis-server, scraped over HTTP while the churn strategy trades.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import time
 import urllib.error
@@ -84,7 +85,7 @@ def scrape_until(port: int, proc, condition, timeout_s: float, log_path) -> dict
 def launcher_args(redis_port: int, metrics_port: int, trader_id: str, *more: str) -> list[str]:
     return [
         "cache=redis_dev", f"cache.redis.port={redis_port}", "cache.redis.embedded=never", f"trader_id={trader_id}",
-        f"monitoring.port={metrics_port}", "strategy=churn", *more,
+        f"monitoring.port={metrics_port}", "strategy=churn", "run.post_stop_s=0.2", *more,
     ]
 
 
@@ -117,6 +118,8 @@ def test_resilient_run_metrics_move_retention_removes_streams_stay_capped(redis_
             12, log_path,
         )
         openmetrics = scrape(metrics_port, accept=OPENMETRICS)
+        # Everything to see has been seen: a clean stop now (run.duration_s only bounds a run that fails).
+        proc.send_signal(signal.SIGTERM)
     finally:
         proc.wait(timeout=60)
     log = log_path.read_text()
@@ -176,6 +179,7 @@ def test_native_run_declares_what_it_cannot_measure(redis_server, tmp_path):
             metrics_port, proc,
             lambda s: (value(s, "launcher_retention_removed_total", kind="account_events") or 0) > 0, 25, log_path,
         )
+        proc.send_signal(signal.SIGTERM)  # seen: a clean stop now
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == 0, log_path.read_text()[-4000:]

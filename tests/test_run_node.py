@@ -12,9 +12,12 @@ from tests.support.launcher_cli import run_launcher
 
 pytestmark = pytest.mark.slow
 
+# The sim venue has nothing to cancel: no need for the default 2 s settling wait at every stop.
+QUICK_STOP = "run.post_stop_s=0.2"
+
 
 def test_memory_profile_trades_and_exits_0(tmp_path: Path):
-    result = run_launcher(["cache=memory", "run.duration_s=6"], cwd=tmp_path)
+    result = run_launcher(["cache=memory", "run.duration_s=4", QUICK_STOP], cwd=tmp_path)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert "OrderFilled" in log
@@ -27,7 +30,7 @@ def test_redis_dev_run_persists_orders_under_the_trader_keys(tmp_path: Path, red
     result = run_launcher(
         [
             "cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
-            f"cache.backend={backend}", "trader_id=DRILL-001", "run.duration_s=6",
+            f"cache.backend={backend}", "trader_id=DRILL-001", "run.duration_s=3", QUICK_STOP,
             "strategy=churn", "strategy.params.actions_per_second=20",
         ],
         cwd=tmp_path,
@@ -45,7 +48,7 @@ def test_redis_dev_run_persists_orders_under_the_trader_keys(tmp_path: Path, red
 def test_embedded_server_starts_when_nothing_answers_on_loopback(tmp_path: Path):
     port = free_port()
     result = run_launcher(
-        ["cache=redis_dev", f"cache.redis.port={port}", "trader_id=EMBED-001", "run.duration_s=4"],
+        ["cache=redis_dev", f"cache.redis.port={port}", "trader_id=EMBED-001", "run.duration_s=2", QUICK_STOP],
         cwd=tmp_path,
     )
     log = result.stdout + result.stderr
@@ -57,7 +60,7 @@ def test_embedded_server_starts_when_nothing_answers_on_loopback(tmp_path: Path)
 
 def test_native_backend_writes_a_final_manifest_of_what_it_held(tmp_path: Path, redis_server):
     args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
-            "cache.backend=native", "trader_id=NATIVE-001", "strategy=churn", "run.duration_s=4"]
+            "cache.backend=native", "trader_id=NATIVE-001", "strategy=churn", "run.duration_s=3", QUICK_STOP]
     result = run_launcher(args, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     client = redis_server.client()
@@ -74,7 +77,7 @@ def test_flush_on_start_flushes_before_loading_and_keeps_the_lease(tmp_path: Pat
     client.set("trader-FLUSH-001:general:marker", b"old state")
     result = run_launcher(
         ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
-         "trader_id=FLUSH-001", "cache.flush_on_start=true", "run.duration_s=3"],
+         "trader_id=FLUSH-001", "cache.flush_on_start=true", "run.duration_s=2", QUICK_STOP],
         cwd=tmp_path,
     )
     log = result.stdout + result.stderr
@@ -90,7 +93,7 @@ def test_a_venue_account_that_contradicts_the_recovered_one_is_a_config_error(tm
     from tests.test_bootstrap_e2e import snapshot
 
     args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
-            f"cache.backend={backend}", "trader_id=ACCOUNT-001", "run.duration_s=1"]
+            f"cache.backend={backend}", "trader_id=ACCOUNT-001", "run.duration_s=1", QUICK_STOP]
     first = run_launcher([*args, "venue.account_type=CASH"], cwd=tmp_path)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     client = redis_server.client()

@@ -40,7 +40,7 @@ SPILL_NAME = f"{TRADER_KEY}.spill"
 
 def _args(port: int, spill_dir: Path, *more: str, trader_id: str = TRADER_ID.value) -> list[str]:
     return ["cache=redis_dev", f"cache.redis.port={port}", "cache.redis.embedded=never", f"trader_id={trader_id}",
-            f"cache.spill_dir={spill_dir}", "run.duration_s=1", *more]
+            f"cache.spill_dir={spill_dir}", "run.duration_s=1", "run.post_stop_s=0.2", *more]
 
 
 def _changes(client) -> int:
@@ -71,7 +71,7 @@ def dead_node(tmp_path):
     """A node that died with a spill file while Redis was down; Redis is up again. (server, spill file, in_file)."""
     server = RedisProcess(tmp_path / "redis")
     spill_dir = tmp_path / "spill"
-    in_file, _ = _die_with_a_spill_file(tmp_path, server, str(spill_dir))
+    in_file, _ = _die_with_a_spill_file(tmp_path, server, str(spill_dir), spill_dir / SPILL_NAME)
     server.start()
     try:
         yield server, spill_dir / SPILL_NAME, in_file

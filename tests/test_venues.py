@@ -260,7 +260,7 @@ def test_two_strategies_on_sim_persist_their_orders_and_both_are_recovered(tmp_p
     args = ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
             "trader_id=MULTI-001", "strategies=[ema_cross,churn]", "+strategy_params.ema_cross.fast_ema_period=2",
             "+strategy_params.ema_cross.slow_ema_period=4", "+strategy_params.churn.actions_per_second=10"]
-    first = run_launcher([*args, "run.duration_s=6"], cwd=tmp_path)
+    first = run_launcher([*args, "run.duration_s=4", "run.post_stop_s=0.2"], cwd=tmp_path)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     client = redis_server.client()
     orders = {key.decode().rsplit(":", 1)[1] for key in client.scan_iter(match="trader-MULTI-001:orders:*")}
@@ -269,7 +269,7 @@ def test_two_strategies_on_sim_persist_their_orders_and_both_are_recovered(tmp_p
     assert by_tag["001"] and by_tag["002"], sorted(orders)[:10]
     assert client.scard("trader-MULTI-001:index:orders") == len(orders)
 
-    second = run_launcher([*args, "run.duration_s=2"], cwd=tmp_path)
+    second = run_launcher([*args, "run.duration_s=2", "run.post_stop_s=0.2"], cwd=tmp_path)
     log = second.stdout + second.stderr
     assert second.returncode == 0, log[-3000:]
     assert "Node loaded exactly what the recovery report counted" in log
