@@ -388,8 +388,14 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         return ok
 
     def wait_until_persisted(self, timeout_s: float = 10.0) -> bool:
-        """Block until every write so far is acknowledged by Redis (False on timeout)."""
-        return self._writer.wait_drained(timeout_s)
+        """
+        Block until every write so far is acknowledged by Redis (False on timeout), and what it
+        acknowledged is in this machine's acknowledged-writes record.
+        """
+        if not self._writer.wait_drained(timeout_s):
+            return False
+        self._writer.flush_record()
+        return True
 
     def _load_round_trip(self, operation: str, seconds: float) -> None:
         self._stats.round_trip_s[operation] = seconds

@@ -484,6 +484,14 @@ class Writer:
         """Wait until nothing is retained (memory and spill file); False on timeout."""
         return self._wait_until(lambda: self._pending_locked() == 0, timeout_s)
 
+    def flush_record(self) -> None:
+        """Every acknowledged batch noted so far is written to the acknowledged-writes record (fsync'd)."""
+        if self._acked_record is not None:
+            try:
+                self._acked_record.flush()
+            except OSError:
+                pass  # reported once by `_note_acked` through the record's `failed`
+
     def wait_applied(self, timeout_s: float) -> bool:
         """
         Wait until every write is APPLIED in Redis; False on timeout. Writes the replicas have not
@@ -563,6 +571,11 @@ class Writer:
             if self._thread.is_alive() or self._pending_locked():
                 self._spill_all_locked(drop_kinds)
             left = self._spill.unread + self._unreplicated  # unreplicated: kept in the file, replayed too
+            if self._acked_record is not None:
+                try:
+                    self._acked_record.flush()  # what its thread had not written yet
+                except OSError as e:
+                    self._log().error(f"Cannot write the acknowledged-writes record {self._acked_record.path}: {e}")
             if not left and self._acked_record is not None and not self._thread.is_alive():
                 try:
                     self._acked_record.compact()
@@ -742,15 +755,18 @@ class Writer:
 
     def _note_acked(self, ops: list[Op], lowered_only: bool) -> None:
         """Append what Redis acknowledged to the local record; a disk error is one ERROR, never a lost write."""
+        failure: OSError | None = None
         try:
             self._acked_record.note(ops, lowered_only)
         except OSError as e:
-            if not self._acked_record_failed:
-                self._acked_record_failed = True
-                self._log().error(
-                    f"Cannot write the acknowledged-writes record {self._acked_record.path}: {e}; verify on this machine "
-                    "may under-report a Redis that went back in time",
-                )
+            failure = e
+        failure = failure or self._acked_record.failed  # the record's own thread writes the file
+        if failure is not None and not self._acked_record_failed:
+            self._acked_record_failed = True
+            self._log().error(
+                f"Cannot write the acknowledged-writes record {self._acked_record.path}: {failure}; verify on this machine "
+                "may under-report a Redis that went back in time",
+            )
 
     def _rewind_unreplicated(self, batch: _Batch) -> bool:
         """
@@ -1073,6 +1089,10 @@ class Writer:
     def _acknowledge(self, batch: _Batch, ops: list[Op], sent: _Sent) -> None:
         self._note_applied(ops)
         repairs = self._inspect(ops, sent)
+        if self._acked_record is not None:
+            # Noted (in memory; its own thread writes the file) before any waiter is released, so a
+            # caller of `wait_until_persisted` can have it on disk with `flush`.
+            self._note_acked(ops, lowered_only=not sent.replicated)
         now = time.monotonic()
         with self._lock:
             before = self._unreplicated
@@ -1092,8 +1112,6 @@ class Writer:
                          self.stats.last_batch_round_trip_s)
             self._latency(batch.ops, now)
         self._notify("on_pending", pending)
-        if self._acked_record is not None:
-            self._note_acked(ops, lowered_only=not sent.replicated)
         if repairs:
             self._deliver(_Batch(repairs, guarded=True))
 
