@@ -11,22 +11,14 @@ from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
 from launcher.cache.resilient import ResilientCacheDatabase
-from launcher.config.schema import LauncherConfig
 from launcher.state.loader import load_state
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config
+from tests.support.trading_state import launcher_settings
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import order_fingerprint
 from tests.support.trading_state import write_orders
-
-
-def _settings(port: int) -> LauncherConfig:
-    settings = LauncherConfig(trader_id=TRADER_ID.value)
-    settings.cache.redis.host = "127.0.0.1"
-    settings.cache.redis.port = port
-    settings.cache.timestamps_as_iso8601 = False
-    return settings
 
 
 def _database(port: int, tmp_path, **options) -> ResilientCacheDatabase:
@@ -40,7 +32,7 @@ def test_the_first_load_reuses_only_orders_whose_events_are_unchanged(redis_serv
     orders = write_orders(cache, 30, events=3)
     assert writer.wait_until_persisted(10)
 
-    state = load_state(redis_server.client(), _settings(redis_server.port))  # what verify rebuilt
+    state = load_state(redis_server.client(), launcher_settings(redis_server.port))  # what verify rebuilt
     rebuilt = state.rebuilt_orders()
     assert len(rebuilt) == 30
 
@@ -119,7 +111,7 @@ def test_the_first_load_reuses_positions_and_accounts_only_while_their_bytes_are
         writer.add_position(positions[-1])
     assert writer.wait_until_persisted(10)
 
-    state = load_state(redis_server.client(), _settings(redis_server.port))  # what verify rebuilt
+    state = load_state(redis_server.client(), launcher_settings(redis_server.port))  # what verify rebuilt
     assert not state.problems, state.problems
     rebuilt = state.rebuilt()
     assert set(rebuilt.positions) == {f"P-{i}" for i in range(4)} and set(rebuilt.accounts) == {"SIM-001"}

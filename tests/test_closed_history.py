@@ -24,26 +24,18 @@ from launcher.bootstrap.verify import check_index_states
 from launcher.bootstrap.verify import check_position_fills
 from launcher.bootstrap.verify import count_state
 from launcher.bootstrap.verify import nautilus_integrity_check
-from launcher.config.schema import LauncherConfig
 from launcher.state import layout
 from launcher.state.loader import DeferClosed
 from launcher.state.loader import load_state
 from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import cache_config
+from tests.support.trading_state import launcher_settings
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import write_orders
 from tests.test_bootstrap_e2e import output
 from tests.test_bootstrap_e2e import redis_args
-
-
-def _settings(port: int) -> LauncherConfig:
-    settings = LauncherConfig(trader_id=TRADER_ID.value)
-    settings.cache.redis.host = "127.0.0.1"
-    settings.cache.redis.port = port
-    settings.cache.timestamps_as_iso8601 = False
-    return settings
 
 
 def _write(redis_server, tmp_path):
@@ -70,7 +62,7 @@ def _write(redis_server, tmp_path):
 
 def test_verify_checks_plainly_closed_orders_without_building_them(redis_server, tmp_path):
     filled, accepted, canceled = _write(redis_server, tmp_path)
-    settings = _settings(redis_server.port)
+    settings = launcher_settings(redis_server.port)
     eager = load_state(redis_server.client(), settings)
     state = load_state(redis_server.client(), settings, defer=DeferClosed(time.time_ns()))
 
@@ -97,7 +89,7 @@ def test_a_damaged_or_misindexed_closed_order_is_still_found_before_trading(redi
     index = f"{layout.trader_key(TRADER_ID.value)}:{layout.INDEX_ORDERS_OPEN}"
     client.sadd(index, canceled[0].client_order_id.value)  # a canceled order listed as open
 
-    state = load_state(client, _settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    state = load_state(client, launcher_settings(redis_server.port), defer=DeferClosed(time.time_ns()))
     assert filled[10].client_order_id.value not in state.deferred_orders  # not plainly closed: replayed, and refused
     assert any(p.id == filled[10].client_order_id.value and "duplicate" in p.problem for p in state.problems)
     problems = check_index_states(state)
@@ -227,7 +219,7 @@ def test_the_node_builds_now_a_waiting_order_whose_list_changed_since_verify(red
     from launcher.cache.resilient import ResilientCacheDatabase
 
     filled, _, _ = _write(redis_server, tmp_path)
-    state = load_state(redis_server.client(), _settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    state = load_state(redis_server.client(), launcher_settings(redis_server.port), defer=DeferClosed(time.time_ns()))
     rebuilt = state.rebuilt()
     changed = filled[10].client_order_id
     assert changed.value in rebuilt.deferred_orders

@@ -359,6 +359,15 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         return self._durability
 
     @property
+    def serializer(self) -> Any:
+        return self._serializer
+
+    @property
+    def order_prefix(self) -> str:
+        """The key prefix of every order's event list (``<trader key>:orders:``)."""
+        return self._order_prefix
+
+    @property
     def spill_path(self) -> str:
         return str(self._spill.path)
 
@@ -992,15 +1001,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             else:
                 kept.append((order_id, value))
         return kept
-
-    @property
-    def serializer(self) -> Any:
-        return self._serializer
-
-    @property
-    def order_prefix(self) -> str:
-        """The key prefix of every order's event list (``<trader key>:orders:``)."""
-        return self._order_prefix
 
     def history_loaded(self, loaded: dict[str, Any]) -> None:
         """Closed orders added to the node's cache after start (`closed_history`) are live like loaded ones."""

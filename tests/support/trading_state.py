@@ -92,6 +92,17 @@ def cache_config(port: int, encoding: str = "msgpack", timestamps_as_iso8601: bo
     )
 
 
+def launcher_settings(port: int) -> Any:
+    """The launcher's settings for TRADER_ID on the Redis at `port`, matching `cache_config`'s defaults (epoch ns timestamps)."""
+    from launcher.config.schema import LauncherConfig
+
+    settings = LauncherConfig(trader_id=TRADER_ID.value)
+    settings.cache.redis.host = "127.0.0.1"
+    settings.cache.redis.port = port
+    settings.cache.timestamps_as_iso8601 = False
+    return settings
+
+
 def native_adapter(config: CacheConfig, instance_id: UUID4 | None = None, trader_id: TraderId = TRADER_ID) -> Any:
     """NautilusTrader's own Redis adapter, configured as the kernel would."""
     from nautilus_trader.cache.database import CacheDatabaseAdapter
