@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from nautilus_trader.model.identifiers import ClientId
@@ -43,11 +42,11 @@ class ClosedHistory:
     """
     Adds the closed orders a resilient cache database left out of the node's first load to the
     node's cache, after the node reached RUNNING. `start` schedules it on the node's event loop
-    (before or while the loop runs); `done`, `loaded` and `failed` say how far it got, and
-    `on_done(loaded, failed, seconds)` is called once at the end.
+    (before or while the loop runs); `done`, `loaded` and `failed` say how far it got (the
+    monitoring's ``launcher_closed_orders_*`` gauges read them).
     """
 
-    def __init__(self, node: Any, database: Any, on_done: Callable[[int, int, float], None] | None = None) -> None:
+    def __init__(self, node: Any, database: Any) -> None:
         self._node = node
         self._database = database
         self._pending: list[tuple[str, list[bytes]]] = database.closed_history
@@ -56,7 +55,6 @@ class ClosedHistory:
         self._prefix_len = len(database.order_prefix)
         self._decoder = EventDecoder(database.serializer)
         self._next = 0
-        self._on_done = on_done
         self._started_at: float | None = None
         self.loaded = 0
         self.failed: list[tuple[str, str]] = []
@@ -134,5 +132,3 @@ class ClosedHistory:
             log.info("Closed orders: all %d added to the node's cache in %.2f s after it started trading",
                      self.loaded, seconds)
         self._pending = []
-        if self._on_done is not None:
-            self._on_done(self.loaded, len(self.failed), seconds)
