@@ -163,8 +163,8 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         payload, position)}``) and `load_accounts` (``{account id: (events, account)}``).
     deferred_orders : dict, optional
         ``{client order id: stored events}`` of closed orders verify checked but did not build:
-        the first `load_orders` leaves each out (in `closed_history`) when Redis still holds
-        exactly those bytes, and the index loads leave out their entries, for
+        the first `load_orders` leaves each out (in `closed_history`) when Redis still holds as
+        many events (`_closed_history`), and the index loads leave out their entries, for
         ``launcher.cache.history`` to add after the node started trading.
     """
 
@@ -911,12 +911,10 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         and the waiting ``(key, events)``.
         """
         waiting = [i for i, coid in enumerate(ids) if coid in deferred]
-        lengths: list[Any] = []
+        lengths: list[Any] = []  # an error reply in place never equals a length: that order is loaded now
         for attempt in self._reader.retrying():
             with attempt:
-                lengths = []
-                for start in range(0, len(waiting), _LLEN_CHUNK):
-                    lengths += self._reader.replies([(b"LLEN", keys[i]) for i in waiting[start : start + _LLEN_CHUNK]])
+                lengths = self._reader.replies([(b"LLEN", keys[i]) for i in waiting])  # pipelined in chunks
         later = {i for i, n in zip(waiting, lengths) if n == len(deferred[ids[i]])}
         history = [(keys[i], deferred[ids[i]]) for i in waiting if i in later]
         now = [i for i in range(len(keys)) if i not in later]
@@ -1081,10 +1079,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.STRATEGIES}:{strategy_id.value}:state")
         return self._serializer.deserialize(raw) if raw else {}
-
-
-# Closed orders whose length one pipeline checks (`_closed_history`).
-_LLEN_CHUNK = 10_000
 
 
 def _exit_hook(ref: weakref.ref) -> Any:

@@ -469,8 +469,8 @@ class EventDecoder:
 
     def closed_order(self, client_order_id: str, raw_events: list[bytes]) -> ClosedOrder | None:
         """
-        What the events of a *plainly closed* order say without building it (one typed decode
-        per payload, no NautilusTrader objects): None unless every payload takes the fast path
+        What the events of a *plainly closed* order say without building it (one light decode
+        per payload into `_LightEvent` structs, no NautilusTrader objects): None unless every payload takes the fast path
         and the order is certainly closed and stands alone - a single ``OrderInitialized``
         first, no ``OrderUpdated`` (quantity unchanged), no contingency, order list, parent,
         exec algorithm or emulation, every event of this order with a distinct id, and the last

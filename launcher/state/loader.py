@@ -156,7 +156,7 @@ class Rebuilt:
     ``accounts`` (account id -> (events, account)). A node's first load takes an object only
     where Redis still holds exactly those bytes. ``deferred_orders`` (client order id ->
     events) are the closed orders verify checked but did not build: the node's first load
-    leaves them to be built after it started trading, again only where the bytes are the same.
+    leaves them to be built after it started trading where Redis still holds as many events.
     """
 
     orders: dict[str, tuple[list[bytes], Any]]
