@@ -34,6 +34,7 @@ from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder
 from tests.support.trading_state import assert_exactly_once
 from tests.support.trading_state import cache_config
+from tests.support.trading_state import launcher_settings
 from tests.support.trading_state import make_serializer
 from tests.support.trading_state import new_cache
 from tests.support.trading_state import write_orders
@@ -292,3 +293,45 @@ def test_the_record_is_written_by_its_own_thread_merging_batches(tmp_path):
     record.flush()
     assert read_record(path) == {f"orders:{i}": max(n for n in range(1, 201) if n % 7 == i) for i in range(7) if i != 3}
     assert len(path.read_bytes().splitlines()) < 201  # group-committed
+
+
+def test_wait_until_persisted_leaves_the_acknowledged_counts_on_disk(redis_server, tmp_path):
+    """The record's own thread writes it; a caller of wait_until_persisted still finds it on disk, before any close."""
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(tmp_path / "spill"))
+    try:
+        orders = write_orders(new_cache(db), 20, events=3)
+        assert db.wait_until_persisted(10)
+        record = read_record(acked.acked_path(tmp_path / "spill", db.trader_key))
+        assert record == {f"{layout.ORDERS}:{o.client_order_id.value}": 3 for o in orders}
+    finally:
+        db.close()
+
+
+def test_an_unusable_record_file_costs_one_error_and_no_write(redis_server, tmp_path):
+    """A directory where the record should be (a damaged state dir): writes are still acknowledged, one ERROR says so."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    probe = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                   spill_dir=str(spill))
+    path = acked.acked_path(spill, probe.trader_key)
+    probe.close()
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(spill))
+    db._log = LogRecorder()
+    try:
+        orders = write_orders(new_cache(db), 5, events=2)
+        assert db.wait_until_persisted(10)
+        client = redis_server.client()
+        for order in orders:
+            assert client.llen(f"{db.trader_key}:{layout.ORDERS}:{order.client_order_id.value}") == 2
+    finally:
+        db.close()
+    assert db._log.count("ERROR", "acknowledged-writes record") == 1
+    assert path.is_dir()  # left as it was
+    settings = launcher_settings(redis_server.port)
+    settings.cache.spill_dir = str(spill)
+    report = verify_state(redis_server.client(), settings)  # verify reads the record too: no crash, the state is sound
+    assert report.problems == [] and report.counts["orders"] == 5

@@ -197,7 +197,13 @@ def verify_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: 
     problems += check_position_fills(state)
     problems += check_manifest(state)
     record = acked_path(resolve_spill_dir(settings.cache.spill_dir), state.trader_key)
-    problems += check_acknowledged(state, read_record(record), record)
+    try:
+        acknowledged = read_record(record)
+    except OSError as e:  # a damaged state dir must not stop verify: the manifest check still runs
+        log.warning("Cannot read the acknowledged-writes record %s (%s): Redis is checked against its manifest only",
+                    record, e)
+        acknowledged = {}
+    problems += check_acknowledged(state, acknowledged, record)
     # A file whose events are all in Redis only waits for replicas: the state here is complete.
     problems += [Problem("spill file", str(spill.path), _pending_text(spill)) for spill in pending_spills
                  if not spill.applied]

@@ -106,16 +106,21 @@ class AckedRecord:
     def __init__(self, path: Path, prefixes: dict[str, str]) -> None:
         self.path = path
         self._prefixes = tuple(prefixes.items())
-        self._entries = read_record(path)
-        self._size = path.stat().st_size if path.exists() else 0
+        self.failed: OSError | None = None
+        try:
+            self._entries = read_record(path)
+            self._size = path.stat().st_size if path.exists() else 0
+            torn = bool(self._size) and not _ends_a_line(path)
+        except OSError as e:  # unreadable (a directory, no permission): kept as it is, reported by the writer
+            self._entries, self._size, torn = {}, 0, False
+            self.failed = e
         self._compacted = self._size
         self._lock = threading.Lock()  # entries and the updates not yet written
         self._io = threading.Lock()  # one writer of the file at a time, in the order updates were taken
         self._wake = threading.Condition(self._lock)
         self._pending: list[dict[str, int]] = []
         self._thread: threading.Thread | None = None
-        self.failed: OSError | None = None
-        if self._size and not _ends_a_line(path):
+        if torn:
             self.compact()  # a torn last line would swallow the next one appended after it
 
     def note(self, ops: list[Any], lowered_only: bool = False) -> None:
@@ -173,7 +178,12 @@ class AckedRecord:
                 self.failed = e
 
     def compact(self) -> None:
-        """Rewrite the record as one line of its live entries (atomically: temp file, fsync, rename)."""
+        """
+        Rewrite the record as one line of its live entries (atomically: temp file, fsync, rename);
+        a record that could not be read or written is left as it is.
+        """
+        if self.failed is not None:
+            return
         with self._io:
             self._compact_io()
 
