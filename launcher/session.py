@@ -57,6 +57,7 @@ from launcher.errors import WritesRefused
 from launcher.node.runner import CacheCounts
 from launcher.node.runner import NodeRun
 from launcher.servers.embedded import maybe_start_embedded
+from launcher.state.gc_pause import StartupHeap
 from launcher.state.loader import DeferClosed
 from launcher.state.loader import state_trader_key
 from launcher.state.loader import store_connection
@@ -74,6 +75,8 @@ if TYPE_CHECKING:  # imported by the steps that use them: a mode loads only what
 log = logging.getLogger("launcher")
 # Minutes added to reconciliation.lookback_mins before a closed order may wait (venue clocks and delays).
 _LOOKBACK_MARGIN_MINS = 10
+# How often the session looks whether the start is over, to freeze the start-up heap (seconds).
+_HEAP_POLL_S = 0.05
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -132,6 +135,9 @@ class NodeSession:
         self.final_counts: dict | None = None
         self._retention_closer: Callable[[], None] | None = None
         self._stack = ExitStack()
+        # The collector is off from the state's load until the start is over (launcher.state.gc_pause).
+        self.heap = StartupHeap()
+        self._stack.callback(self.heap.resume)
 
     def __enter__(self) -> NodeSession:
         return self
@@ -156,6 +162,7 @@ class NodeSession:
                 raise ConfigError("mode", f"mode={mode.value} needs a Redis cache profile "
                                           "(cache=redis_dev, cache=redis_sentinel or cache=redis_cluster)")
             log.info("cache=memory: nothing is persisted; state is lost when the node stops")
+            self.heap.pause()
             self.build()
             self.run()
             return self.stop()
@@ -188,6 +195,7 @@ class NodeSession:
         self.spill_check()
         self.lease()
         self.replay()
+        self.heap.pause()
         self.verify(enforce=True)
         self.build()
         self.run()
@@ -355,17 +363,37 @@ class NodeSession:
             database.on_refused(self._on_writes_refused)
         # Closed orders verify left unbuilt join the node's cache once it trades (launcher/cache/history.py).
         later = 0
+        histories = []
         for database in self._databases():
             later += len(database.closed_history)
             history = ClosedHistory(self.node_run.node, database)
             self.monitoring.watch_closed_orders(history)
             history.start()
+            histories.append(history)
+        self._settle_heap_when_started(histories)
         if self.report is not None:
             _compare_counts(self.report.counts, self.node_run.loaded_counts, closed_later=later)
         self._install_retention()
         if self.native:
             # Read before dispose: disposing resets the node's cache.
             self.node_run.on_stopped = self._keep_final_counts
+
+    def _settle_heap_when_started(self, histories: list[ClosedHistory]) -> None:
+        """Once the node is RUNNING and its closed orders are in its cache, freeze the start-up heap."""
+        node = self.node_run.node
+        if not self.heap.paused:
+            return
+
+        def check() -> None:
+            if not self.heap.paused:
+                return
+            if node.trader.is_running and all(h.done for h in histories):
+                frozen = self.heap.settle()
+                log.info("Start-up over: %d objects it built set aside from garbage collection", frozen)
+            else:  # a loop that stops runs this no more; dispose turns the collector back on
+                node.get_event_loop().call_later(_HEAP_POLL_S, check)
+
+        node.get_event_loop().call_soon(check)
 
     def _databases(self) -> list:
         """The resilient backend's databases the kernel built (none with the native adapter)."""

@@ -23,6 +23,7 @@ from nautilus_trader.model.identifiers import AccountId
 from nautilus_trader.model.identifiers import ComponentId
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.identifiers import TraderId
+from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.write.commands import Append
@@ -532,6 +533,59 @@ def test_loads_leave_the_garbage_collector_as_they_found_it(redis_server, tmp_pa
     finally:
         gc.unfreeze()
         ours.close()
+
+
+def test_the_start_up_heap_is_frozen_once_and_the_collector_comes_back():
+    """StartupHeap: collector off from pause, on again after settle (with what was alive frozen) or resume (nothing frozen)."""
+    import gc
+
+    from launcher.state.gc_pause import StartupHeap
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    try:
+        heap = StartupHeap().pause()
+        assert not gc.isenabled() and heap.paused
+        built = [[i] for i in range(10_000)]  # what a start builds and keeps
+        frozen = heap.settle()
+        assert gc.isenabled() and not heap.paused and frozen == gc.get_freeze_count() >= len(built)
+        assert heap.settle() == frozen and gc.isenabled()  # once
+        gc.unfreeze()
+
+        heap = StartupHeap().pause()
+        heap.resume()
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        gc.disable()  # a process that runs without the collector keeps it off
+        heap = StartupHeap().pause()
+        heap.settle()
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_dropped_event_decoder_is_freed_without_the_collector():
+    """
+    The start-up heap is frozen with whatever cyclic garbage it holds: verify's EventDecoder (and
+    the caches it filled) must go when its last reference does, not wait for a collection.
+    """
+    import gc
+    import weakref
+
+    serializer = make_serializer()
+    order = TestExecStubs.limit_order()
+    payloads = [serializer.serialize(e) for e in order.events]
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        decoder = EventDecoder(serializer)
+        assert decoder.decode(payloads[0]) == order.init_event
+        assert decoder.order(payloads[0]).client_order_id == order.client_order_id
+        gone = weakref.ref(decoder)
+        del decoder
+        assert gone() is None, "EventDecoder is held by a reference cycle"
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def test_a_retained_write_is_one_object_the_garbage_collector_tracks(redis_server, tmp_path):

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from typing import ClassVar
 from typing import Union
 
 import msgspec
@@ -413,26 +414,6 @@ class EventDecoder:
         self._last_voi_text: str | None = None
         self._last_voi: VenueOrderId | None = None
         self._last_coid: ClientOrderId | None = None
-        self._builders: dict[type, Callable[[Any], Any]] = {
-            _OrderInitialized: self._order_initialized,
-            _OrderDenied: self._order_denied,
-            _OrderEmulated: self._order_emulated,
-            _OrderReleased: self._order_released,
-            _OrderSubmitted: self._order_submitted,
-            _OrderAccepted: self._order_accepted,
-            _OrderRejected: self._order_rejected,
-            _OrderCanceled: self._venue_event(OrderCanceled),
-            _OrderExpired: self._venue_event(OrderExpired),
-            _OrderTriggered: self._venue_event(OrderTriggered),
-            _OrderPendingUpdate: self._venue_event(OrderPendingUpdate),
-            _OrderPendingCancel: self._venue_event(OrderPendingCancel),
-            _OrderModifyRejected: self._venue_rejection(OrderModifyRejected),
-            _OrderCancelRejected: self._venue_rejection(OrderCancelRejected),
-            _OrderUpdated: self._order_updated,
-            _OrderFilled: self._order_filled,
-            _AccountState: self._account_state,
-        }
-        self._order_makers: dict[str, Callable[[Any], Any]] = {"LIMIT": self._limit_order, "MARKET": self._market_order}
         self.fallbacks = 0  # payloads that took the serializer's path
 
     # -- public -----------------------------------------------------------------------------
@@ -441,7 +422,7 @@ class EventDecoder:
         """The object `serializer.deserialize(raw)` returns (an equal one)."""
         try:
             values = self._typed(raw)
-            return self._builders[type(values)](values)
+            return self._BUILDERS[type(values)](self, values)
         except (_Fallback, KeyError, TypeError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
             self.fallbacks += 1
             return self._serializer.deserialize(raw)
@@ -456,9 +437,9 @@ class EventDecoder:
         """
         try:
             values = self._typed(raw_init)
-            make = self._order_makers.get(values.order_type) if type(values) is _OrderInitialized else None
+            make = self._ORDER_MAKERS.get(values.order_type) if type(values) is _OrderInitialized else None
             if make is not None:
-                return make(values)
+                return make(self, values)
         except (_Fallback, KeyError, TypeError, ValueError, AttributeError, msgspec.DecodeError,
                 msgspec.ValidationError):
             self.fallbacks += 1
@@ -757,8 +738,9 @@ class EventDecoder:
             v.due_post_only,
         )
 
-    def _venue_event(self, cls: type) -> Callable[[Any], Any]:
-        def build(v: _VenueEvent) -> Any:
+    @staticmethod
+    def _venue_event(cls: type) -> Callable[[Any, Any], Any]:
+        def build(self: EventDecoder, v: _VenueEvent) -> Any:
             return cls(
                 *self._ids(v),
                 self._venue_order_id(v.venue_order_id),
@@ -771,8 +753,9 @@ class EventDecoder:
 
         return build
 
-    def _venue_rejection(self, cls: type) -> Callable[[Any], Any]:
-        def build(v: _VenueRejection) -> Any:
+    @staticmethod
+    def _venue_rejection(cls: type) -> Callable[[Any, Any], Any]:
+        def build(self: EventDecoder, v: _VenueRejection) -> Any:
             return cls(
                 *self._ids(v),
                 self._venue_order_id(v.venue_order_id),
@@ -851,6 +834,33 @@ class EventDecoder:
             self._ts(v.ts_event),
             self._ts(v.ts_init),
         )
+
+    # The builder per payload schema, as functions of (decoder, values): bound methods kept on the
+    # instance would tie it in a reference cycle, and its caches would then outlive it until a full
+    # garbage collection.
+    _BUILDERS: ClassVar[dict[type, Callable[[EventDecoder, Any], Any]]] = {
+        _OrderInitialized: _order_initialized,
+        _OrderDenied: _order_denied,
+        _OrderEmulated: _order_emulated,
+        _OrderReleased: _order_released,
+        _OrderSubmitted: _order_submitted,
+        _OrderAccepted: _order_accepted,
+        _OrderRejected: _order_rejected,
+        _OrderCanceled: _venue_event(OrderCanceled),
+        _OrderExpired: _venue_event(OrderExpired),
+        _OrderTriggered: _venue_event(OrderTriggered),
+        _OrderPendingUpdate: _venue_event(OrderPendingUpdate),
+        _OrderPendingCancel: _venue_event(OrderPendingCancel),
+        _OrderModifyRejected: _venue_rejection(OrderModifyRejected),
+        _OrderCancelRejected: _venue_rejection(OrderCancelRejected),
+        _OrderUpdated: _order_updated,
+        _OrderFilled: _order_filled,
+        _AccountState: _account_state,
+    }
+    _ORDER_MAKERS: ClassVar[dict[str, Callable[[EventDecoder, Any], Any]]] = {
+        "LIMIT": _limit_order,
+        "MARKET": _market_order,
+    }
 
 
 _FAST_ENCODE_TYPES = frozenset({

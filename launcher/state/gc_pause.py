@@ -37,3 +37,48 @@ def gc_paused() -> Iterator[None]:
                 gc.freeze()
                 gc.unfreeze()
             gc.enable()
+
+
+class StartupHeap:
+    """
+    The cyclic garbage collector off while a start builds the node's state, then everything
+    alive frozen (``gc.freeze``: moved where no later collection walks it).
+
+    A start with a large state builds hundreds of thousands of long-lived objects (the decoded
+    events, the node's orders and positions); each full collection meanwhile walks all of them
+    (0.3-0.5 s at 100k orders, two before RUNNING), and each one later walks them again while
+    the node trades. `pause` before the load; `settle` once the start is over (RUNNING, closed
+    orders added): the collector comes back on for what trading allocates only. Frozen objects
+    are still freed when their last reference goes; only garbage in a reference cycle at that
+    moment is kept for good (measured: ~1,500 objects, ~160 kB, from composing the config), so
+    start-up code must not leave large cycles (``EventDecoder`` keeps none).
+    """
+
+    def __init__(self) -> None:
+        self._paused = False
+        self._was_enabled = True
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> StartupHeap:
+        if not self._paused:
+            self._was_enabled = gc.isenabled()
+            gc.disable()
+            self._paused = True
+        return self
+
+    def settle(self) -> int:
+        """Freeze what the start built and turn the collector back on (once; O(1), no collection); how many are frozen."""
+        if self._paused:
+            gc.freeze()
+            self.resume()
+        return gc.get_freeze_count()
+
+    def resume(self) -> None:
+        """Collector back on, nothing frozen (a start that failed or stopped early)."""
+        if self._paused:
+            self._paused = False
+            if self._was_enabled:
+                gc.enable()
