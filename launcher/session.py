@@ -363,14 +363,12 @@ class NodeSession:
             database.on_refused(self._on_writes_refused)
         # Closed orders verify left unbuilt join the node's cache once it trades (launcher/cache/history.py).
         later = 0
-        histories = []
         for database in self._databases():
             later += len(database.closed_history)
             history = ClosedHistory(self.node_run.node, database)
             self.monitoring.watch_closed_orders(history)
             history.start()
-            histories.append(history)
-        self._settle_heap_when_started(histories)
+        self._settle_heap_when_started()
         if self.report is not None:
             _compare_counts(self.report.counts, self.node_run.loaded_counts, closed_later=later)
         self._install_retention()
@@ -378,8 +376,12 @@ class NodeSession:
             # Read before dispose: disposing resets the node's cache.
             self.node_run.on_stopped = self._keep_final_counts
 
-    def _settle_heap_when_started(self, histories: list[ClosedHistory]) -> None:
-        """Once the node is RUNNING and its closed orders are in its cache, freeze the start-up heap."""
+    def _settle_heap_when_started(self) -> None:
+        """
+        Once the node is RUNNING, freeze the start-up heap. Not later: closed orders still joining
+        the cache then (a few seconds at 100k) are built with the collector on, so cyclic garbage
+        that trading makes meanwhile is collected, never frozen.
+        """
         node = self.node_run.node
         if not self.heap.paused:
             return
@@ -387,7 +389,7 @@ class NodeSession:
         def check() -> None:
             if not self.heap.paused:
                 return
-            if node.trader.is_running and all(h.done for h in histories):
+            if node.trader.is_running:
                 frozen = self.heap.settle()
                 log.info("Start-up over: %d objects it built set aside from garbage collection", frozen)
             else:  # a loop that stops runs this no more; dispose turns the collector back on

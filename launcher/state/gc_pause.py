@@ -47,8 +47,8 @@ class StartupHeap:
     A start with a large state builds hundreds of thousands of long-lived objects (the decoded
     events, the node's orders and positions); each full collection meanwhile walks all of them
     (0.3-0.5 s at 100k orders, two before RUNNING), and each one later walks them again while
-    the node trades. `pause` before the load; `settle` once the start is over (RUNNING, closed
-    orders added): the collector comes back on for what trading allocates only. Frozen objects
+    the node trades. `pause` before the load; `settle` once the node is RUNNING: the collector
+    comes back on for what trading allocates only. Frozen objects
     are still freed when their last reference goes; only garbage in a reference cycle at that
     moment is kept for good (measured: ~1,500 objects, ~160 kB, from composing the config), so
     start-up code must not leave large cycles (``EventDecoder`` keeps none).
