@@ -51,6 +51,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _counts(fields: dict) -> dict[str, int]:
+    """Entity id -> count, from a hash as read (one entry per order: a large state has 100k)."""
+    try:
+        names = list(map(bytes.decode, fields))  # as hiredis reads them
+    except TypeError:
+        names = list(map(_text, fields))
+    return dict(zip(names, map(int, fields.values()), strict=True))
+
+
 MANIFEST_PARTS = ("orders", "positions", "accounts", "meta")  # the order `manifest_from` takes the hashes in
 
 
@@ -66,9 +75,9 @@ def read_manifest(client: redis.Redis, trader_key: str) -> Manifest:
 def manifest_from(orders: dict, positions: dict, accounts: dict, meta: dict) -> Manifest:
     """The manifest from its four hashes as read (field -> value, bytes or str)."""
     manifest = Manifest(
-        orders={_text(k): int(v) for k, v in orders.items()},
-        positions={_text(k): int(v) for k, v in positions.items()},
-        accounts={_text(k): int(v) for k, v in accounts.items()},
+        orders=_counts(orders),
+        positions=_counts(positions),
+        accounts=_counts(accounts),
         present=bool(orders or positions or accounts or meta),
     )
     meta = {_text(k): _text(v) for k, v in meta.items()}
