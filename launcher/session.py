@@ -173,7 +173,7 @@ class NodeSession:
             report = self.verify(enforce=False)
             unreplayed = [spill for spill in self.pending_spills if not spill.applied]
             if unreplayed:
-                raise VerifyFailed(_pending_message(unreplayed, self.settings.trader_id))
+                raise VerifyFailed(_pending_message(unreplayed, self.settings.trader_id, "verify"))
             return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
@@ -183,6 +183,11 @@ class NodeSession:
         if mode == Mode.retention:
             from launcher.retention.apply import run_retention_once  # noqa: PLC0415
 
+            self.spill_check()
+            if self.pending_spills and not self.settings.retention.dry_run:
+                # A dead process's writes are not in Redis yet: deleting what they complete would
+                # leave the replay a fragment (an order without its first event) and refuse the next start.
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id, "retention"))
             return run_retention_once(self.client, self.settings)
         if mode == Mode.migrate:
             from launcher.bootstrap.migrate import migrate  # noqa: PLC0415
@@ -190,7 +195,7 @@ class NodeSession:
             self.spill_check()
             if self.pending_spills:
                 # Writes of a dead process are not in the source yet: a copy now would miss them.
-                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id))
+                raise VerifyFailed(_pending_message(self.pending_spills, self.settings.trader_id, "migrate"))
             return migrate(self.client, self.settings, self.instance_id.value)
         self.spill_check()
         self.lease()
@@ -502,13 +507,15 @@ class NodeSession:
             close()
 
 
-def _pending_message(pending: list[PendingSpill], trader_id: object) -> str:
-    """One line: the pending spill files, and what to do (mode=verify only reads)."""
+def _pending_message(pending: list[PendingSpill], trader_id: object, mode: str) -> str:
+    """One line: the pending spill files, and what to do (only mode=run replays them)."""
     files = "; ".join(spill.describe() for spill in pending)
+    why = {"verify": "mode=verify only reads", "migrate": "a copy now would miss them",
+           "retention": "retention now could delete what they complete"}[mode]
     return (
         f"{len(pending)} spill file(s) of trader {trader_id} hold writes not replayed into Redis yet: {files}; "
-        "mode=verify only reads: start the node (mode=run) to replay them - a stale one is refused and must be "
-        "moved out of the spill directory first - then verify again"
+        f"{why}: start the node (mode=run) to replay them - a stale one is refused and must be "
+        f"moved out of the spill directory first - then run mode={mode} again"
     )
 
 

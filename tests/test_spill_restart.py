@@ -94,6 +94,26 @@ def test_mode_verify_reports_a_pending_spill_file_fails_and_writes_nothing(dead_
     assert _changes(client) == before  # only read: no lease, no replay
 
 
+def test_mode_retention_refuses_while_a_spill_file_is_pending_and_deletes_nothing(dead_node, tmp_path):
+    """Retention must not delete what a dead process's unreplayed writes complete (the replay would leave fragments)."""
+    server, path, _ = dead_node
+    data = path.read_bytes()
+    client = server.client()
+    before = _changes(client)
+    keys = sorted(client.keys(f"{TRADER_KEY}:*"))
+    # Windows of zero: every closed order and position would go.
+    result = run_launcher(_args(server.port, path.parent, "mode=retention", "retention.orders_days=0",
+                                "retention.positions_closed_hours=0", "retention.account_events_days=0"), cwd=tmp_path)
+    assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+    line = _one_error_line(result)
+    assert str(path) in line and "mode=retention again" in line
+    assert sorted(client.keys(f"{TRADER_KEY}:*")) == keys and _changes(client) == before
+    assert path.read_bytes() == data
+    dry = run_launcher(_args(server.port, path.parent, "mode=retention", "retention.dry_run=true"), cwd=tmp_path)
+    assert dry.returncode == 0 and "Pending spill file" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+    assert _changes(client) == before
+
+
 def test_run_replays_the_spill_file_before_verifying(dead_node, tmp_path):
     server, path, in_file = dead_node
     kept = tmp_path / "kept.spill"
