@@ -177,7 +177,12 @@ class NodeSession:
             return 0 if not report.problems else 4
         if mode == Mode.inspect:
             from launcher.bootstrap.inspect import render_inspection  # noqa: PLC0415
+            from launcher.cache.write.spill import SpillFileDamaged  # noqa: PLC0415
 
+            try:
+                self.spill_check()  # read only: pending files are logged beside the inspection
+            except SpillFileDamaged as e:
+                log.warning("%s", e)
             print(render_inspection(self.client, self.settings))
             return 0
         if mode == Mode.retention:

@@ -109,6 +109,9 @@ def test_mode_retention_refuses_while_a_spill_file_is_pending_and_deletes_nothin
     assert str(path) in line and "mode=retention again" in line
     assert sorted(client.keys(f"{TRADER_KEY}:*")) == keys and _changes(client) == before
     assert path.read_bytes() == data
+    inspected = run_launcher(_args(server.port, path.parent, "mode=inspect"), cwd=tmp_path)
+    assert inspected.returncode == 0 and f"Pending spill file (writes of a process that died during an outage): {path}" \
+        in inspected.stdout + inspected.stderr, (inspected.stdout + inspected.stderr)[-3000:]
     dry = run_launcher(_args(server.port, path.parent, "mode=retention", "retention.dry_run=true"), cwd=tmp_path)
     assert dry.returncode == 0 and "Pending spill file" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
     assert _changes(client) == before
