@@ -25,6 +25,7 @@ from launcher.cache.write.commands import Op
 from launcher.cache.write.commands import list_counts
 from launcher.retention.apply import run_retention_once
 from launcher.retry import poll
+from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
 from launcher.state import layout
 from launcher.store.connection import ConnectionSettings
@@ -118,6 +119,47 @@ def test_a_failover_to_a_lagging_replica_loses_nothing(tmp_path):
         assert db._log.count("WARN", "were behind the node's memory") == 1
     finally:
         topology.stop()
+
+
+def test_a_redis_restart_that_lost_acknowledged_writes_is_reconciled_from_memory(tmp_path):
+    """
+    Redis restarts at the same address without what it had acknowledged (no persistence here;
+    appendfsync everysec loses up to a second the same way): the node's next write finds a new
+    run id, and every live entity - including those never written again - is rewritten from memory.
+    """
+    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
+    try:
+        db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(server.port, buffer_interval_ms=10),
+                                    spill_dir=str(tmp_path / "spill"), max_backoff_s=0.2, close_timeout_s=30)
+        db._log = LogRecorder()
+        cache = new_cache(db)
+        orders = write_orders(cache, 5, events=3)
+        account = TestExecStubs.cash_account(AccountId("SIM-001"))
+        cache.add_account(account)
+        assert db.wait_until_persisted(10)
+        server.kill()
+        server.start()  # same port, empty
+        client = server.client()
+        assert client.dbsize() == 0
+
+        order = orders[0]
+        order.apply(TestEventStubs.order_filled(order, TestInstrumentProvider.default_fx_ccy("AUD/USD")))
+        cache.update_order(order)
+        poll(lambda: db.stats().server_restarts_seen >= 1 and db.pending_writes() == 0, 30,
+             "the writer noticing the restart and catching up")
+        db.close()
+        assert_exactly_once(client, db.trader_key, orders)
+        serializer = make_serializer()
+        assert client.lrange(f"{db.trader_key}:accounts:SIM-001", 0, -1) == [serializer.serialize(e) for e in account.events]
+        assert db._log.count("INFO", "restarted (new run id)") == 1
+        assert db._log.count("WARN", "Restart of 127.0.0.1") == 1  # naming how many were behind
+        assert db.stats().failovers_followed == 0
+        from launcher.monitoring.metrics import _backend_families
+
+        families = {m.name: m for m in _backend_families(db, db.stats())}
+        assert families["redis_server_restarts"].samples[0].value == 1  # the operator's counter
+    finally:
+        server.kill()
 
 
 def _verify_args(port: int, spill_dir: Path) -> list[str]:

@@ -90,6 +90,7 @@ class CacheStats:
     resent_batches: int = 0  # batches sent again after a failure (idempotent)
     reconnects: int = 0
     failovers_followed: int = 0
+    server_restarts_seen: int = 0  # the master answered with a new run id at the same address (it restarted)
     outages: int = 0
     outage_active: bool = False
     last_outage_s: float = 0.0

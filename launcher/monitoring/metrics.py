@@ -66,6 +66,7 @@ BACKEND_METRICS = (
     "cache_write_ack_delay_max_seconds",
     "redis_reconnects_total",
     "redis_failovers_followed_total",
+    "redis_server_restarts_total",
     "redis_outages_total",
     "redis_outage_active",
     "redis_outage_seconds_total",
@@ -330,6 +331,8 @@ def _backend_families(database: Any, s: CacheStats):
     yield _counter("cache_repairs", "Events re-written because Redis had lost them", s.repairs)
     yield _counter("redis_reconnects", "Reconnections after Redis was unreachable for writes", s.reconnects)
     yield _counter("redis_failovers_followed", "Sentinel failovers followed to a new master", s.failovers_followed)
+    yield _counter("redis_server_restarts", "Restarts of the master at the same address (a new run id), reconciled",
+                   s.server_restarts_seen)
     yield _counter("redis_outages", "Times Redis became unreachable (or stopped acknowledging) for writes", s.outages)
     yield _gauge("redis_outage_active", "1 while cache writes cannot reach Redis", 1 if s.outage_active else 0)
     pool = getattr(getattr(database, "client", None), "connection_pool", None)

@@ -352,6 +352,11 @@ class Writer:
         self._acked_record = acked
         self._acked_record_failed = False  # one ERROR when the record cannot be written
         self._reconcile_due = False  # a failover was noticed: reconcile the new master (writer thread)
+        # The server behind the connection: its run id, read once per new socket. A new run id at
+        # the same address is a restart, which may have lost acknowledged writes (appendfsync).
+        self._identified_sock: Any = None
+        self._reconcile_cause = "Failover to"  # how the reconciliation's log lines name the event
+        self._run_id: str | None = None
         # List key -> the event count the last applied write left it with (writer thread; the
         # facade seeds what it loaded): what a new master must hold at least.
         self._applied_counts: dict[str, int] = {}
@@ -1070,15 +1075,46 @@ class Writer:
 
     def _note_address(self, conn: Any) -> None:
         address = (getattr(conn, "host", None), getattr(conn, "port", None))
-        if address != self._address:
+        moved = address != self._address
+        if moved:
             old, self._address = self._address, address
             self.stats.server_address = address
             if old is not None:
                 self.stats.failovers_followed += 1
                 self._reconcile_due = True
+                self._reconcile_cause = "Failover to"
                 self._log().warning(f"Cache writes now go to {address[0]}:{address[1]} (was {old[0]}:{old[1]})")
                 self._notify("on_failover", old, address)
             self._notify("on_reconnect", address)
+        self._note_run_id(conn, moved)
+
+    def _note_run_id(self, conn: Any, moved: bool) -> None:
+        """
+        Once per new socket: the server's run id. A new one at the same address means Redis
+        restarted, and with ``appendfsync everysec`` (or no persistence) it may have lost writes
+        it had acknowledged: reconciled against the node's memory like a failover. A server that
+        refuses INFO is not identified (restarts then show only through the repairs of later appends).
+        """
+        sock = getattr(conn, "_sock", None)
+        if sock is None or sock is self._identified_sock:
+            return
+        try:
+            reply = exchange(conn, pack_command((b"INFO", b"server")), 1, self._socket_timeout_s)[0]
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return  # the next round reconnects and asks again
+        self._identified_sock = sock
+        run_id = _run_id(reply)
+        previous, self._run_id = self._run_id, run_id if run_id is not None else self._run_id
+        if moved or run_id is None or previous is None or run_id == previous:
+            return
+        self.stats.server_restarts_seen += 1
+        self._reconcile_due = True
+        self._reconcile_cause = "Restart of"
+        # INFO: the check that follows says WARN, naming them, if entities were behind.
+        self._log().info(
+            f"Redis at {self._address[0]}:{self._address[1]} restarted (new run id): it may have lost writes it had "
+            "acknowledged; checking the node's live entities against it",
+        )
 
     def _round_trip(self, operation: str, seconds: float) -> None:
         self.stats.round_trip_s[operation] = seconds
@@ -1339,13 +1375,13 @@ class Writer:
             self._notify("on_repair", key, len(events))
         address = f"{self._address[0]}:{self._address[1]}" if self._address else self._describe
         if not repairs:
-            self._log().info(f"Failover to {address}: it holds every event of the node's {len(keys)} live entities")
+            self._log().info(f"{self._reconcile_cause} {address}: it holds every event of the node's {len(keys)} live entities")
             return
         self.stats.repairs += len(repairs)
         counts = ", ".join(f"{kind} {n}" for kind, n in sorted(behind.items()))
         self._log().warning(
-            f"Failover to {address}: {len(repairs)} of {len(keys)} live entities were behind the node's memory "
-            f"({counts}; e.g. {repairs[0].cmds[0][1]}): the promoted server had not received their last events; "
+            f"{self._reconcile_cause} {address}: {len(repairs)} of {len(keys)} live entities were behind the node's "
+            f"memory ({counts}; e.g. {repairs[0].cmds[0][1]}): the server did not hold their last events; "
             "re-written from memory (list, manifest and index entries)",
         )
         for i in range(0, len(repairs), self._max_batch):
@@ -1483,3 +1519,13 @@ def _describe_refused(ops: list[Op], packed: Packed, refused: list[tuple[int, Ex
         key = cmd[3] if name == "EVALSHA" and len(cmd) > 3 else cmd[1] if len(cmd) > 1 else b""
         out.append((f"cache write {ops[packed.index[k][0]].kind} ({name} {key.decode(errors='replace')})", error))
     return out
+
+
+def _run_id(info: Any) -> str | None:
+    """The ``run_id`` field of an ``INFO server`` reply (None: refused or absent)."""
+    if not isinstance(info, bytes):
+        return None
+    at = info.find(b"run_id:")
+    if at < 0:
+        return None
+    return info[at + 7 : info.find(b"\r\n", at)].decode(errors="replace") or None
