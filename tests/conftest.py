@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from launcher.servers import redis_process
 from launcher.servers.redis_process import ClusterTopology
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import SentinelTopology
+from tests.support import ports
 from tests.support.fake_credentials import FAKE
 
 
@@ -25,6 +27,16 @@ if str(REPO_ROOT) not in sys.path:
 for _name in ("REDIS_HOST", "REDIS_PORT", "REDIS_USER", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_DB",
               "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER_NODES", "TRADER_ID"):
     os.environ.pop(_name, None)
+
+
+# Every port the tests' servers take (RedisProcess, the topologies, the tests' own `free_port()`) is
+# claimed for the session, so that pytest-xdist workers never share one (tests/support/ports.py).
+# Set before any test module imports `free_port` from there.
+redis_process.free_port = ports.free_port
+
+
+def pytest_unconfigure(config):
+    ports.release_ports()
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_long_outage_spills_to_disk_and_replays_on_reconnect(redis_server_always
 
 CHILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, signal, sys, time
     from nautilus_trader.core.uuid import UUID4
     from launcher.cache.resilient import ResilientCacheDatabase
     from tests.support.trading_state import TRADER_ID, cache_config, make_serializer, new_cache, write_orders
@@ -90,17 +90,25 @@ CHILD = textwrap.dedent(
         connection=ConnectionSettings(host="127.0.0.1", port=port, timeout_s=0.5), max_pending_writes=40,
     )
     cache = new_cache(db)
+    writer = db._writer  # its thread spills only while it holds writer._lock
     written = []
     i = 0
     while True:
         order = write_orders(cache, 1, prefix=str(i), start_ns=1_700_000_000_000_000_000 + i * 1_000_000_000)[0]
         written.append([order.client_order_id.value, db.stats().writes_enqueued])
         i += 1
-        stats = db.stats()
+        writer._lock.acquire()
+        writer._refresh_pending_locked()
+        stats = writer.stats
         if i >= 60 and stats.pending_writes - stats.spilled_writes >= 8:  # some writes only in memory
             break
+        writer._lock.release()
+    # The lock kept, the report out, then frozen and killed: a crash with a spill file and writes
+    # still in memory. Left to run, the writer thread spills them within one buffer interval (10 ms),
+    # sooner than a loaded machine may let the test send SIGKILL.
     print(json.dumps({"spilled": stats.spilled_total, "written": written}), flush=True)
-    time.sleep(600)  # killed here: a crash with a spill file and writes still in memory
+    os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(600)
     """,
 )
 
@@ -125,8 +133,7 @@ def _die_with_a_spill_file(tmp_path, server: RedisProcess, spill_dir: str, spill
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-    # The child's writer thread may spill more between its report and the kill (a loaded machine):
-    # what the file holds after the kill decides which writes are in it.
+    # What the file holds after the kill decides which writes are in it.
     assert spill_file.exists(), spill_file  # (opening it would create it)
     probe = SpillFile(spill_file)
     spilled = probe.open()

@@ -277,7 +277,7 @@ def test_node_run_on_the_cluster_persists_and_recovers(redis_cluster, tmp_path):
     retention = run_launcher([*common, "mode=retention", "retention.dry_run=true"], cwd=tmp_path)
     assert retention.returncode == 0, (retention.stdout + retention.stderr)[-3000:]
 
-    second = run_launcher([*common, "run.duration_s=2", "run.post_stop_s=0.2", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
+    second = run_launcher([*common, "run.duration_s=1", "run.post_stop_s=0.2", "strategy=churn", "monitoring.enabled=false"], cwd=tmp_path)
     log2 = second.stdout + second.stderr
     assert second.returncode == 0, log2[-3000:]
     assert "Node loaded exactly what the recovery report counted" in log2, log2[-3000:]

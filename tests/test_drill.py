@@ -328,11 +328,16 @@ def test_a_stop_signal_ends_the_drill_with_one_line_and_leaves_no_server_behind(
 
 # -- drills that attack the promises: an outage or a failover with no replica left, then SIGKILL of the node --
 
+# The scenario's lease TTL (10 s) made the restart wait ~5 s for the killed node's lease. 6 s still
+# outlives the node's 1.5 s into the 2.5 s outage (renewals every 2 s: the lease runs out >= 4 s into
+# it, so the node is SIGKILLed holding it), and the restart still waits the rest out (~1 s).
+OUTAGE_KILL9_LEASE = "drill.lease_ttl_s=6"
+
 
 @pytest.mark.slow
 def test_outage_kill9_sync_loses_nothing_and_the_node_comes_back(tmp_path):
     result, out, report = run_drill(tmp_path, "drill=outage_kill9", "drill.gap_s=2.5", "drill.kill_node_after_s=1.5",
-                                    "drill.restart_run_s=1")
+                                    "drill.restart_run_s=1", OUTAGE_KILL9_LEASE)
     assert result.returncode == 0, out[-4000:]
     resilient = lane(report, "resilient")
     assert resilient["node_exit"] == -9 and resilient["check"]["events_lost"] == 0, resilient["check"]
@@ -346,7 +351,7 @@ def test_outage_kill9_sync_loses_nothing_and_the_node_comes_back(tmp_path):
 @pytest.mark.slow
 def test_outage_kill9_buffered_loses_at_most_the_last_buffer_interval(tmp_path):
     result, out, report = run_drill(tmp_path, "drill=outage_kill9", "drill.durability=buffered", "drill.gap_s=2.5",
-                                    "drill.kill_node_after_s=1.5", "drill.restart_run_s=1")
+                                    "drill.kill_node_after_s=1.5", "drill.restart_run_s=1", OUTAGE_KILL9_LEASE)
     resilient = lane(report, "resilient")
     # Whatever is lost is named, with its age relative to the node's kill.
     assert all(x["id"] in out for x in resilient["check"]["lost"][:12])

@@ -48,7 +48,7 @@ def test_redis_dev_run_persists_orders_under_the_trader_keys(tmp_path: Path, red
 def test_embedded_server_starts_when_nothing_answers_on_loopback(tmp_path: Path):
     port = free_port()
     result = run_launcher(
-        ["cache=redis_dev", f"cache.redis.port={port}", "trader_id=EMBED-001", "run.duration_s=2", QUICK_STOP],
+        ["cache=redis_dev", f"cache.redis.port={port}", "trader_id=EMBED-001", "run.duration_s=1", QUICK_STOP],
         cwd=tmp_path,
     )
     log = result.stdout + result.stderr
@@ -77,7 +77,7 @@ def test_flush_on_start_flushes_before_loading_and_keeps_the_lease(tmp_path: Pat
     client.set("trader-FLUSH-001:general:marker", b"old state")
     result = run_launcher(
         ["cache=redis_dev", f"cache.redis.port={redis_server.port}", "cache.redis.embedded=never",
-         "trader_id=FLUSH-001", "cache.flush_on_start=true", "run.duration_s=2", QUICK_STOP],
+         "trader_id=FLUSH-001", "cache.flush_on_start=true", "run.duration_s=1", QUICK_STOP],
         cwd=tmp_path,
     )
     log = result.stdout + result.stderr

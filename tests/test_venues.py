@@ -269,7 +269,7 @@ def test_two_strategies_on_sim_persist_their_orders_and_both_are_recovered(tmp_p
     assert by_tag["001"] and by_tag["002"], sorted(orders)[:10]
     assert client.scard("trader-MULTI-001:index:orders") == len(orders)
 
-    second = run_launcher([*args, "run.duration_s=2", "run.post_stop_s=0.2"], cwd=tmp_path)
+    second = run_launcher([*args, "run.duration_s=1", "run.post_stop_s=0.2"], cwd=tmp_path)
     log = second.stdout + second.stderr
     assert second.returncode == 0, log[-3000:]
     assert "Node loaded exactly what the recovery report counted" in log
