@@ -231,8 +231,12 @@ def node_section(server: M.Server, seconds: float, repeats: int, name, cleanup, 
     runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in NODE_BACKENDS}
     probed: dict[str, list[dict[str, Any]]] = {backend: [] for backend in NODE_BACKENDS if backend != MEMORY}
     raws: dict[str, list[dict[str, Any]]] = {backend: [] for backend in probed}
-    for n in range(repeats):  # alternating, so every backend sees the machine alike
-        for i, backend in enumerate(NODE_BACKENDS):
+    backends = list(NODE_BACKENDS)
+    for n in range(repeats):
+        # Alternating, and each round starts one backend further on, so no backend always runs
+        # first after a round's cleanup (a fixed order measured memory first in every round).
+        for backend in backends[n % len(backends):] + backends[: n % len(backends)]:
+            i = backends.index(backend)
             run, _ = flood_run(server, backend, seconds, name(f"FLOOD{n}B{i}"), workdir)
             runs[backend].append(run)
             say(f"  run {n + 1}/{repeats} {backend:<19} {run['events_per_s']:>9,.0f} events/s "
