@@ -21,7 +21,7 @@ def test_bench_config_defaults_and_quick_mode():
     full = to_bench_settings(compose_bench_config([]))
     assert full.sizes == [1000, 10000, 100000] and not full.quick
     assert full.sections == ["micro", "node", "startup"]
-    assert full.node_seconds == 15 and full.node_repeats == 3 and full.startup_orders == [10_000, 100_000]
+    assert full.node_seconds == 15 and full.node_repeats == 5 and full.startup_orders == [10_000, 100_000]
     quick = to_bench_settings(compose_bench_config(["bench.quick=true"]))
     assert max(quick.sizes) <= 1000 and quick.samples <= 200
     assert quick.node_seconds <= 3 and quick.node_repeats == 1 and max(quick.startup_orders) <= 500

@@ -75,8 +75,11 @@ class ReplyDroppingProxy:
         try:
             while data := client.recv(65536):
                 window = tail + data
+                # The tail carries a split EXEC into the next read; once seen it is dropped, or the
+                # command after it (the writer's INFO on a new connection) would count as an EXEC.
                 if b"\r\nEXEC\r\n" in window:
                     state["exec_sent"] = True
+                    window = b""
                 tail = window[-16:]
                 server.sendall(data)
         except OSError:

@@ -45,7 +45,8 @@ class BenchSettings:
     redis_benchmark: bool = True  # run redis-benchmark when the binary exists (else a raw redis-py pipeline only)
     sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))  # which of SECTIONS to run
     node_seconds: float = 15.0  # each flood run of the node section, seconds
-    node_repeats: int = 3  # flood runs per backend (alternating); the median is reported, every run listed
+    node_repeats: int = 5  # flood runs per backend (rotated each round); the median is reported, every run listed
+    # (5, not 3: one backend's single runs spread by up to 35% on a quiet 2-core VM)
     # Write and read latency under the flood (launcher/bench/latency.py): every cache write of the node timed,
     # and a second process reading at this rate (reads/s); 0 measures neither (throughput alone).
     node_read_rate: float = 200.0

@@ -4,8 +4,8 @@ against the bench's Redis server, measured from outside.
 
 node       the flood strategy (strategies/flood.py: market orders as fast as the node takes them,
            each opening or closing a position) for ``node_seconds`` per run, per backend
-           (cache=memory, resilient buffered, resilient sync, native), alternating, ``node_repeats``
-           runs each; the rate is the node events (order, position, account) the strategy received
+           (cache=memory, resilient buffered, resilient sync, native), alternating (each round led by
+           the next backend), ``node_repeats`` runs each; the rate is the node events (order, position, account) the strategy received
            per second. After each run the orders persisted in Redis are counted: a backend that
            ran fast by not writing would show here.
 startup    seconds from process start (just before the spawn) to the ``TradingNode: RUNNING`` log
