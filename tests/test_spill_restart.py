@@ -19,9 +19,11 @@ from nautilus_trader.core.uuid import UUID4
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.spilled import inspect_pending
 from launcher.cache.spilled import stale_entities
+from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
 from launcher.cache.write.spill import encode_record
+from launcher.cache.write.spill import spill_path
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from tests.support.launcher_cli import run_launcher
@@ -244,3 +246,23 @@ def test_a_file_whose_events_are_all_in_redis_only_waits_for_replicas(redis_serv
     spill.close()
     [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
     assert not pending.applied and pending.unapplied == 1
+
+
+def test_traders_whose_ids_differ_only_in_unsafe_characters_never_share_a_spill_file(redis_server, tmp_path):
+    """
+    A/B-001 and A_B-001 got one file name ('_' for every unsafe character): A/B-001's pending
+    writes blocked A_B-001's retention, and a run of A_B-001 would have replayed them.
+    """
+    other = "trader-A/B-001"
+    assert spill_path(tmp_path, other) != spill_path(tmp_path, "trader-A_B-001")
+    assert acked_path(tmp_path, other) != acked_path(tmp_path, "trader-A_B-001")
+    assert spill_path(tmp_path, TRADER_KEY).name == SPILL_NAME  # safe names are unchanged
+    spill_dir = tmp_path / "spill"
+    spill = SpillFile(spill_path(spill_dir, other))
+    spill.append([encode_record([b"epoch-01", 0, "update_order", [
+        Append.stored(f"{other}:orders:O-1", f"{other}:launcher:manifest:orders", "O-1", 1, b"O-1-1", 0)]])])
+    spill.close()
+    result = run_launcher(_args(redis_server.port, spill_dir, "mode=retention", trader_id="A_B-001"), cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Pending spill file" not in result.stdout + result.stderr
+

@@ -94,7 +94,9 @@ def spill_path(spill_dir: str | os.PathLike, trader_key: str) -> Path:
 
 
 def _safe(trader_key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
+    # Any other character is %XX, not one '_' for all: trader ids A/B-001 and A_B-001 shared a spill
+    # file (and record), blocking or replaying each other's writes. Names made of these stay as they were.
+    return re.sub(r"[^A-Za-z0-9._-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), trader_key)
 
 
 def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[SpillFile, list[Path]]:
