@@ -266,3 +266,37 @@ def test_traders_whose_ids_differ_only_in_unsafe_characters_never_share_a_spill_
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Pending spill file" not in result.stdout + result.stderr
 
+
+@pytest.mark.parametrize("mode", ["retention", "inspect"])
+@pytest.mark.parametrize("damage", ["bad_byte", "directory"])
+def test_a_damaged_or_unreadable_spill_file_stops_retention_but_not_inspect(redis_server, tmp_path, damage, mode):
+    """Retention: exit 4, one line naming the file, nothing deleted; inspect: a warning, then its inspection (exit 0)."""
+    spill_dir = tmp_path / "spill"
+    path = spill_dir / SPILL_NAME
+    if damage == "directory":  # unreadable (tests run as root: chmod would not stop them)
+        path.mkdir(parents=True)
+    else:
+        spill = SpillFile(path)
+        spill.append([encode_record([b"epoch-01", n, "update_order", [
+            Append.stored(f"{TRADER_KEY}:orders:O-1", f"{TRADER_KEY}:launcher:manifest:orders", "O-1", n + 1,
+                          f"O-1-{n + 1}".encode(), 0)]]) for n in range(3)])
+        spill.close()
+        data = bytearray(path.read_bytes())
+        data[20] ^= 0x01  # inside the first record, two whole ones after it
+        path.write_bytes(data)
+    kept = path.is_dir() or path.read_bytes()
+    client = redis_server.client()
+    client.rpush(f"{TRADER_KEY}:orders:O-1", b"O-1-1")
+    before = _changes(client)
+    args = ["retention.orders_days=0", "retention.positions_closed_hours=0"] if mode == "retention" else []
+    result = run_launcher(_args(redis_server.port, spill_dir, f"mode={mode}", *args), cwd=tmp_path)
+    if mode == "retention":
+        assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+        line = _one_error_line(result)
+        assert str(path) in line and ("cannot be read" if damage == "directory" else "damaged at bytes 8-") in line
+    else:
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert "Traceback" not in result.stderr and f"WARNING] launcher: spill file {path}" in result.stdout
+        assert "Persisted state of trader" in result.stdout.split("WARNING")[-1]  # the inspection follows the warning
+    assert _changes(client) == before
+    assert (path.is_dir() or path.read_bytes()) == kept

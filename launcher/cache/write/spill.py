@@ -357,6 +357,11 @@ def read_records(path: str | os.PathLike) -> tuple[int, int, Iterator[object]]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return 0, 0, iter(())
+    except OSError as e:  # a directory or an unreadable file at its name: refused like damage, not a bug
+        raise SpillFileDamaged(
+            f"spill file {path} cannot be read ({e.strerror}); it was kept untouched and none of its writes were "
+            "replayed: make it a readable spill file again, or move it out of the spill directory",
+        ) from None
     if len(data) <= len(MAGIC) and MAGIC.startswith(data):
         return 0, 0, iter(())
     count, end = _scan(Path(path), memoryview(data))
