@@ -300,3 +300,14 @@ def test_a_damaged_or_unreadable_spill_file_stops_retention_but_not_inspect(redi
         assert "Persisted state of trader" in result.stdout.split("WARNING")[-1]  # the inspection follows the warning
     assert _changes(client) == before
     assert (path.is_dir() or path.read_bytes()) == kept
+
+
+@pytest.mark.parametrize("mode", ["retention", "inspect"])
+def test_a_spill_dir_that_is_a_regular_file_holds_no_pending_writes(redis_server, tmp_path, mode):
+    """Nothing can be spilled there: retention and inspect go on (exit 0), without a traceback."""
+    spill_dir = tmp_path / "spill"
+    spill_dir.write_text("not a directory")
+    result = run_launcher(_args(redis_server.port, spill_dir, f"mode={mode}"), cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Traceback" not in result.stderr and "Pending spill file" not in result.stdout
+    assert spill_dir.read_text() == "not a directory"
