@@ -33,6 +33,7 @@ from launcher.store.connection import parse_address
 from tests.support.launcher_cli import run_launcher
 from tests.support.trading_state import TRADER_ID
 from tests.support.trading_state import LogRecorder
+from tests.support.trading_state import OrderStream
 from tests.support.trading_state import assert_exactly_once
 from tests.support.trading_state import cache_config
 from tests.support.trading_state import launcher_settings
@@ -158,6 +159,104 @@ def test_a_redis_restart_that_lost_acknowledged_writes_is_reconciled_from_memory
 
         families = {m.name: m for m in _backend_families(db, db.stats())}
         assert families["redis_server_restarts"].samples[0].value == 1  # the operator's counter
+    finally:
+        server.kill()
+
+
+
+def _restart_db(port: int, tmp_path: Path, **kwargs) -> ResilientCacheDatabase:
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(port, buffer_interval_ms=10),
+                                spill_dir=str(tmp_path / "spill"), max_backoff_s=0.2, close_timeout_s=30, **kwargs)
+    db._log = LogRecorder()
+    return db
+
+
+def test_a_clean_restart_that_kept_everything_is_counted_once_and_rewrites_nothing(tmp_path):
+    """SIGTERM with AOF: the server keeps every write; one restart, one INFO line, no repair and no WARN of the check."""
+    server = RedisProcess(tmp_path / "redis").start()
+    try:
+        db = _restart_db(server.port, tmp_path)
+        cache = new_cache(db)
+        orders = write_orders(cache, 5, events=3)
+        assert db.wait_until_persisted(10)
+        server.restart()
+        order = orders[0]
+        order.apply(TestEventStubs.order_filled(order, TestInstrumentProvider.default_fx_ccy("AUD/USD")))
+        cache.update_order(order)
+        poll(lambda: db.stats().server_restarts_seen >= 1 and db.pending_writes() == 0, 30, "the restart noticed")
+        db.close()
+        assert_exactly_once(server.client(), db.trader_key, orders)
+        assert db.stats().server_restarts_seen == 1 and db.stats().repairs == 0
+        assert db._log.count("INFO", "Restart of 127.0.0.1") == 1 and db._log.count("WARN", "Restart of") == 0
+        assert db._log.count("WARN", "did not hold the expected events") == 0
+    finally:
+        server.kill()
+
+
+def test_two_lossy_restarts_in_a_row_are_each_reconciled(tmp_path):
+    """The run id is remembered per restart: the second restart is noticed against the first one's id."""
+    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
+    try:
+        db = _restart_db(server.port, tmp_path)
+        cache = new_cache(db)
+        orders = write_orders(cache, 5, events=2)
+        assert db.wait_until_persisted(10)
+        for restarts, order in enumerate(orders[:2], start=1):
+            server.kill()
+            server.start()  # empty
+            order.apply(TestEventStubs.order_accepted(order))
+            cache.update_order(order)
+            poll(lambda n=restarts: db.stats().server_restarts_seen >= n and db.pending_writes() == 0, 30,
+                 "the restart noticed")
+        db.close()
+        assert_exactly_once(server.client(), db.trader_key, orders)
+        assert db.stats().server_restarts_seen == 2
+        assert db._log.count("WARN", "Restart of 127.0.0.1") == 2
+    finally:
+        server.kill()
+
+
+def test_a_lossy_restart_under_sync_writes_in_flight_loses_nothing(tmp_path):
+    """durability=sync, orders streaming while Redis is killed and comes back empty: every event of every order is there once."""
+    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
+    try:
+        db = _restart_db(server.port, tmp_path, durability="sync")
+        with OrderStream(new_cache(db)) as stream:
+            poll(lambda: len(stream.orders) >= 20, 30, "orders written")
+            server.kill()
+            server.start()
+            written = len(stream.orders)
+            poll(lambda: len(stream.orders) >= written + 20, 30, "orders written after the restart")
+        assert stream.error is None
+        assert db.wait_until_persisted(30)
+        db.close()
+        assert_exactly_once(server.client(), db.trader_key, stream.orders)
+        assert db.stats().server_restarts_seen == 1
+    finally:
+        server.kill()
+
+
+def test_a_user_denied_info_keeps_writing_across_a_restart_without_errors(tmp_path):
+    """No run id to compare (INFO refused): no restart counted, no ERROR or WARN beyond the outage's own, no password logged."""
+    password = "noinfo-secret-4"
+    server = RedisProcess(tmp_path / "redis",
+                          extra=["--user", "noinfo", "on", f">{password}", "~*", "&*", "+@all", "-info"]).start()
+    try:
+        settings = ConnectionSettings(host="127.0.0.1", port=server.port, username="noinfo", password=password, timeout_s=1.0)
+        db = _restart_db(server.port, tmp_path, connection=settings)
+        cache = new_cache(db)
+        orders = write_orders(cache, 5, events=2)
+        assert db.wait_until_persisted(10)
+        server.restart()  # AOF: keeps everything, the ACL user comes from the command line again
+        for order in orders:
+            order.apply(TestEventStubs.order_accepted(order))
+            cache.update_order(order)
+        assert db.wait_until_persisted(30)
+        db.close()
+        assert_exactly_once(server.client(), db.trader_key, orders)
+        assert db.stats().server_restarts_seen == 0 and db.stats().command_errors == 0
+        assert [line for line in db._log.lines if line[0] in ("WARN", "ERROR") and "Redis unreachable" not in line[1]] == []
+        assert not any(password in message for _, message in db._log.lines)
     finally:
         server.kill()
 

@@ -19,9 +19,11 @@ from nautilus_trader.core.uuid import UUID4
 from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.cache.spilled import inspect_pending
 from launcher.cache.spilled import stale_entities
+from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
 from launcher.cache.write.spill import encode_record
+from launcher.cache.write.spill import spill_path
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
 from tests.support.launcher_cli import run_launcher
@@ -244,3 +246,68 @@ def test_a_file_whose_events_are_all_in_redis_only_waits_for_replicas(redis_serv
     spill.close()
     [pending] = inspect_pending(client, tmp_path, TRADER_KEY)
     assert not pending.applied and pending.unapplied == 1
+
+
+def test_traders_whose_ids_differ_only_in_unsafe_characters_never_share_a_spill_file(redis_server, tmp_path):
+    """
+    A/B-001 and A_B-001 got one file name ('_' for every unsafe character): A/B-001's pending
+    writes blocked A_B-001's retention, and a run of A_B-001 would have replayed them.
+    """
+    other = "trader-A/B-001"
+    assert spill_path(tmp_path, other) != spill_path(tmp_path, "trader-A_B-001")
+    assert acked_path(tmp_path, other) != acked_path(tmp_path, "trader-A_B-001")
+    assert spill_path(tmp_path, TRADER_KEY).name == SPILL_NAME  # safe names are unchanged
+    spill_dir = tmp_path / "spill"
+    spill = SpillFile(spill_path(spill_dir, other))
+    spill.append([encode_record([b"epoch-01", 0, "update_order", [
+        Append.stored(f"{other}:orders:O-1", f"{other}:launcher:manifest:orders", "O-1", 1, b"O-1-1", 0)]])])
+    spill.close()
+    result = run_launcher(_args(redis_server.port, spill_dir, "mode=retention", trader_id="A_B-001"), cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Pending spill file" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mode", ["retention", "inspect"])
+@pytest.mark.parametrize("damage", ["bad_byte", "directory"])
+def test_a_damaged_or_unreadable_spill_file_stops_retention_but_not_inspect(redis_server, tmp_path, damage, mode):
+    """Retention: exit 4, one line naming the file, nothing deleted; inspect: a warning, then its inspection (exit 0)."""
+    spill_dir = tmp_path / "spill"
+    path = spill_dir / SPILL_NAME
+    if damage == "directory":  # unreadable (tests run as root: chmod would not stop them)
+        path.mkdir(parents=True)
+    else:
+        spill = SpillFile(path)
+        spill.append([encode_record([b"epoch-01", n, "update_order", [
+            Append.stored(f"{TRADER_KEY}:orders:O-1", f"{TRADER_KEY}:launcher:manifest:orders", "O-1", n + 1,
+                          f"O-1-{n + 1}".encode(), 0)]]) for n in range(3)])
+        spill.close()
+        data = bytearray(path.read_bytes())
+        data[20] ^= 0x01  # inside the first record, two whole ones after it
+        path.write_bytes(data)
+    kept = path.is_dir() or path.read_bytes()
+    client = redis_server.client()
+    client.rpush(f"{TRADER_KEY}:orders:O-1", b"O-1-1")
+    before = _changes(client)
+    args = ["retention.orders_days=0", "retention.positions_closed_hours=0"] if mode == "retention" else []
+    result = run_launcher(_args(redis_server.port, spill_dir, f"mode={mode}", *args), cwd=tmp_path)
+    if mode == "retention":
+        assert result.returncode == 4, (result.stdout + result.stderr)[-3000:]
+        line = _one_error_line(result)
+        assert str(path) in line and ("cannot be read" if damage == "directory" else "damaged at bytes 8-") in line
+    else:
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert "Traceback" not in result.stderr and f"WARNING] launcher: spill file {path}" in result.stdout
+        assert "Persisted state of trader" in result.stdout.split("WARNING")[-1]  # the inspection follows the warning
+    assert _changes(client) == before
+    assert (path.is_dir() or path.read_bytes()) == kept
+
+
+@pytest.mark.parametrize("mode", ["retention", "inspect"])
+def test_a_spill_dir_that_is_a_regular_file_holds_no_pending_writes(redis_server, tmp_path, mode):
+    """Nothing can be spilled there: retention and inspect go on (exit 0), without a traceback."""
+    spill_dir = tmp_path / "spill"
+    spill_dir.write_text("not a directory")
+    result = run_launcher(_args(redis_server.port, spill_dir, f"mode={mode}"), cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Traceback" not in result.stderr and "Pending spill file" not in result.stdout
+    assert spill_dir.read_text() == "not a directory"

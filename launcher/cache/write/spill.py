@@ -94,7 +94,9 @@ def spill_path(spill_dir: str | os.PathLike, trader_key: str) -> Path:
 
 
 def _safe(trader_key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
+    # Any other character is %XX, not one '_' for all: trader ids A/B-001 and A_B-001 shared a spill
+    # file (and record), blocking or replaying each other's writes. Names made of these stay as they were.
+    return re.sub(r"[^A-Za-z0-9._-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), trader_key)
 
 
 def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[SpillFile, list[Path]]:
@@ -355,6 +357,11 @@ def read_records(path: str | os.PathLike) -> tuple[int, int, Iterator[object]]:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return 0, 0, iter(())
+    except OSError as e:  # a directory or an unreadable file at its name: refused like damage, not a bug
+        raise SpillFileDamaged(
+            f"spill file {path} cannot be read ({e.strerror}); it was kept untouched and none of its writes were "
+            "replayed: make it a readable spill file again, or move it out of the spill directory",
+        ) from None
     if len(data) <= len(MAGIC) and MAGIC.startswith(data):
         return 0, 0, iter(())
     count, end = _scan(Path(path), memoryview(data))
