@@ -22,7 +22,10 @@ from launcher.cache.spilled import stale_entities
 from launcher.cache.write.acked import acked_path
 from launcher.cache.write.commands import Append
 from launcher.cache.write.spill import SpillFile
+from launcher.cache.write.spill import claim_spill_file
 from launcher.cache.write.spill import encode_record
+from launcher.cache.write.spill import legacy_spill_files
+from launcher.cache.write.spill import spill_files
 from launcher.cache.write.spill import spill_path
 from launcher.servers.redis_process import RedisProcess
 from launcher.store.connection import ConnectionSettings
@@ -265,6 +268,32 @@ def test_traders_whose_ids_differ_only_in_unsafe_characters_never_share_a_spill_
     result = run_launcher(_args(redis_server.port, spill_dir, "mode=retention", trader_id="A_B-001"), cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Pending spill file" not in result.stdout + result.stderr
+
+
+def test_a_spill_file_left_under_the_old_shared_name_is_found_by_its_own_trader_only(redis_server, tmp_path):
+    """
+    An older version named A/B-001's file trader-A_B-001.spill: after the upgrade its pending
+    writes must still stop A/B-001's retention and be replayed by A/B-001's start, not skipped
+    as nobody's. (To A_B-001 that name is still its own file, as before the upgrade.)
+    """
+    owner, other = "trader-A/B-001", "trader-A_B-001"
+    spill_dir = tmp_path / "spill"
+    legacy = spill_dir / "trader-A_B-001.spill"
+    assert spill_path(spill_dir, other) == legacy != spill_path(spill_dir, owner)
+    spill = SpillFile(legacy)
+    spill.append([encode_record([b"epoch-01", 0, "add_order", [
+        Append.stored(f"{owner}:orders:O-1", f"{owner}:launcher:manifest:orders", "O-1", 1, b"O-1-1", 1)]])])
+    spill.close()
+    assert spill_files(spill_dir, owner) == [legacy]
+    assert legacy_spill_files(spill_dir, other) == []
+    assert legacy_spill_files(spill_dir, "trader-A+B-001") == []  # same old name, none of its writes
+    refused = run_launcher(_args(redis_server.port, spill_dir, "mode=retention", trader_id="A/B-001"), cwd=tmp_path)
+    assert refused.returncode == 4 and legacy.name in refused.stdout + refused.stderr, (refused.stdout + refused.stderr)[-3000:]
+    mine, orphans = claim_spill_file(spill_dir, owner)
+    try:
+        assert orphans == [legacy] and mine.path == spill_path(spill_dir, owner)
+    finally:
+        mine.unlock()
 
 
 @pytest.mark.parametrize("mode", ["retention", "inspect"])

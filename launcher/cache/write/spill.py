@@ -32,6 +32,7 @@ acknowledged by Redis.
 from __future__ import annotations
 
 import fcntl
+import glob
 import mmap
 import os
 import re
@@ -120,7 +121,7 @@ def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[Spi
         mine = SpillFile(directory / f"{_safe(trader_key)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.spill")
         mine.lock()
     orphans = []
-    for path in _private_files(directory, trader_key):
+    for path in _private_files(directory, trader_key) + legacy_spill_files(directory, trader_key):
         if path == mine.path:
             continue
         probe = SpillFile(path)
@@ -137,7 +138,44 @@ def spill_files(spill_dir: str | os.PathLike, trader_key: str) -> list[Path]:
     taken): the usual ``{key}.spill`` first, then the private files, oldest first.
     """
     primary = spill_path(spill_dir, trader_key)
-    return ([primary] if primary.exists() else []) + _private_files(Path(spill_dir), trader_key)
+    return (([primary] if primary.exists() else []) + _private_files(Path(spill_dir), trader_key)
+            + legacy_spill_files(spill_dir, trader_key))
+
+
+def legacy_spill_files(spill_dir: str | os.PathLike, trader_key: str) -> list[Path]:
+    """
+    Spill files an older version left for `trader_key` under its old name (one ``_`` for every
+    character now written ``%XX``), when that name differs: traders whose ids differ only in such
+    characters shared it, so a file is this trader's when its records write keys under
+    `trader_key`. One that cannot be read is listed too: refused later like any damaged file
+    (loudly, kept), never skipped - it may hold this trader's unreplayed writes.
+    """
+    old = _legacy_safe(trader_key)
+    if old == _safe(trader_key):
+        return []
+    directory = Path(spill_dir)
+    private = re.compile(re.escape(old) + r"\.\d+-[0-9a-f]{8}\.spill")
+    try:
+        found = [p for p in directory.glob(f"{glob.escape(old)}.*.spill") if private.fullmatch(p.name)]
+    except OSError:
+        found = []
+    candidates = ([directory / f"{old}.spill"] if (directory / f"{old}.spill").exists() else []) + sorted(
+        found, key=lambda p: p.stat().st_mtime)
+    return [p for p in candidates if _written_for(p, trader_key + ":")]
+
+
+def _legacy_safe(trader_key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
+
+
+def _written_for(path: Path, prefix: str) -> bool:
+    """Whether the spill file at `path` writes keys starting with `prefix` (True when it cannot be read)."""
+    try:
+        _, _, records = read_records(path)
+        return any(len(cmd) > 1 and isinstance(cmd[1], str) and cmd[1].startswith(prefix)
+                   for _, _, _, cmds in records for cmd in cmds)
+    except (SpillFileDamaged, ValueError, TypeError):
+        return True
 
 
 def _private_files(directory: Path, trader_key: str) -> list[Path]:
