@@ -241,3 +241,109 @@ def test_the_node_builds_now_a_waiting_order_whose_list_changed_since_verify(red
     assert changed in loaded and loaded[changed].is_open  # built from what Redis holds now
     assert set(loaded) | {ClientOrderId(i) for i in waiting} == {ClientOrderId(i) for i in state.order_keys}
     assert not {k.value for k in links} & waiting  # their index entries wait with them
+
+
+def test_a_closed_order_whose_payload_would_not_build_is_found_before_trading(redis_server, tmp_path):
+    # Well-formed payloads with a value the node's build refuses (a fill's price that is no number,
+    # a fill without its venue order id) passed the light check, so the damage surfaced only after
+    # the node traded (an ERROR), not before it (exit 4).
+    import msgspec
+
+    filled, _, _ = _write(redis_server, tmp_path)
+    client = redis_server.client()
+    damaged = {}
+    for order, change in ((filled[10], {"last_px": "garbage"}), (filled[11], {"venue_order_id": None})):
+        key = f"{layout.trader_key(TRADER_ID.value)}:{layout.ORDERS}:{order.client_order_id.value}"
+        fill = msgspec.msgpack.decode(client.lindex(key, -1))
+        for name, value in change.items():
+            fill.pop(name) if value is None else fill.__setitem__(name, value)
+        client.lset(key, -1, msgspec.msgpack.encode(fill))
+        damaged[order.client_order_id.value] = key
+
+    state = load_state(client, launcher_settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    assert not set(damaged) & set(state.deferred_orders)
+    assert {p.id for p in state.problems} == set(damaged), state.problems
+    assert len(state.deferred_orders) == 16 - 2 + 5  # the other closed orders still wait
+
+
+def test_a_waiting_order_rewritten_to_the_same_length_since_verify_is_built_from_what_verify_checked(
+        redis_server, tmp_path):
+    # Another process breaking the lease rewrites a closed order's fill in place (same number of
+    # events): the node's load compares only lengths, so the order waits, and it must then be
+    # built from the bytes verify checked, never from bytes nobody checked.
+    import msgspec
+    from nautilus_trader.core.uuid import UUID4
+
+    from launcher.cache.resilient import ResilientCacheDatabase
+
+    filled, _, _ = _write(redis_server, tmp_path)
+    state = load_state(redis_server.client(), launcher_settings(redis_server.port), defer=DeferClosed(time.time_ns()))
+    rebuilt = state.rebuilt()
+    changed = filled[10].client_order_id.value
+    checked = rebuilt.deferred_orders[changed]
+    key = f"{layout.trader_key(TRADER_ID.value)}:{layout.ORDERS}:{changed}"
+    fill = msgspec.msgpack.decode(checked[-1])
+    fill["last_px"] = "garbage"
+    redis_server.client().lset(key, -1, msgspec.msgpack.encode(fill))
+
+    db = ResilientCacheDatabase(TRADER_ID, UUID4(), make_serializer(), cache_config(redis_server.port),
+                                spill_dir=str(tmp_path / "spill"), rebuilt_orders=rebuilt.orders,
+                                deferred_orders=rebuilt.deferred_orders)
+    try:
+        db.load_orders()
+    finally:
+        db.close()
+    waiting = dict(db.closed_history)
+    assert waiting[key] == checked  # verify's bytes, which build
+
+
+def test_an_order_left_to_wait_always_builds_with_the_status_its_events_say():
+    # The light reading alone took event sequences NautilusTrader's order refuses (events out of
+    # order, one missing, a request rejected twice) for plainly closed orders: random sequences,
+    # valid and not, must never be left to wait unless the node's build takes them, with that status.
+    import random
+
+    from nautilus_trader.core.uuid import UUID4
+    from nautilus_trader.model.events import OrderCancelRejected
+    from nautilus_trader.model.events import OrderDenied
+    from nautilus_trader.model.events import OrderModifyRejected
+
+    from launcher.state.codec import EventDecoder
+    from launcher.state.entities import build_order
+    from launcher.state.entities import decode_order
+    from launcher.state.loader import deferrable_order
+
+    serializer = make_serializer()
+    decoder = EventDecoder(serializer)
+    order = _working(_limit())
+    ids = (order.trader_id, order.strategy_id, order.instrument_id, order.client_order_id)
+    makers = {
+        "submitted": lambda: TestEventStubs.order_submitted(order, account_id=AccountId("SIM-001")),
+        "accepted": lambda: TestEventStubs.order_accepted(order, account_id=AccountId("SIM-001")),
+        "rejected": lambda: TestEventStubs.order_rejected(order, account_id=AccountId("SIM-001")),
+        "denied": lambda: OrderDenied(*ids, "no", UUID4(), 0),
+        "pending_update": lambda: TestEventStubs.order_pending_update(order),
+        "pending_cancel": lambda: TestEventStubs.order_pending_cancel(order),
+        "modify_rejected": lambda: OrderModifyRejected(*ids, order.venue_order_id, order.account_id, "no", UUID4(), 0, 0),
+        "cancel_rejected": lambda: OrderCancelRejected(*ids, order.venue_order_id, order.account_id, "no", UUID4(), 0, 0),
+        "canceled": lambda: TestEventStubs.order_canceled(order, account_id=AccountId("SIM-001")),
+        "expired": lambda: TestEventStubs.order_expired(order),
+        "part": lambda: _fill(order, 40_000, f"T-{next(trades)}"),
+        "rest": lambda: _fill(order, 60_000, f"T-{next(trades)}"),
+        "all": lambda: _fill(order, 100_000, f"T-{next(trades)}"),
+    }
+    init = serializer.serialize(order.init_event)
+    rng = random.Random(7)
+    trades = iter(range(1, 10**6))
+    recognised = 0
+    for _ in range(3000):
+        names = rng.choices(list(makers), k=rng.randint(1, 6))
+        raw = [init, *(serializer.serialize(makers[name]()) for name in names)]
+        key = f"orders:{order.client_order_id.value}"
+        deferred = deferrable_order(key, order.client_order_id.value, raw, decoder, 2**63)
+        if deferred is None:
+            continue
+        recognised += 1
+        built = build_order(key, decode_order(key, raw, EventDecoder(serializer)))  # raises if it does not build
+        assert built.is_closed and built.status_string() == deferred.closed.status, names
+    assert recognised > 100  # the common lifecycles are still recognised

@@ -372,9 +372,9 @@ def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, 
                    keys: dict[str, str], defer: DeferClosed | None = None, keep: set[str] | None = None) -> None:
     for id_, events in _event_lists(state, "orders", raw, state.order_keys):
         if defer is not None and id_ not in keep:
-            closed = decoder.closed_order(id_, events)
-            if closed is not None and closed.ts_last < defer.closed_before_ns:
-                state.deferred_orders[id_] = DeferredOrder(events, closed)
+            deferred = deferrable_order(keys[id_], id_, events, decoder, defer.closed_before_ns)
+            if deferred is not None:
+                state.deferred_orders[id_] = deferred
                 continue
         try:
             order = build_order(keys[id_], decode_order(keys[id_], events, decoder))
@@ -389,6 +389,27 @@ def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, 
             continue
         state.orders[id_] = order
         state.order_events[id_] = events
+
+
+def deferrable_order(key: str, id_: str, events: list[bytes], decoder: EventDecoder,
+                     closed_before_ns: int) -> DeferredOrder | None:
+    """
+    The order at `key` as one that may wait until the node trades: plainly closed before
+    `closed_before_ns` by its events (`EventDecoder.closed_order`), and built here in full, as
+    the node will build it, which proves what the light reading cannot - every value parses, the
+    events replay through NautilusTrader's own order state machine, and the order ends with the
+    status they say. None: built now by the caller, which reports what does not build.
+    """
+    closed = decoder.closed_order(id_, events)
+    if closed is None or closed.ts_last >= closed_before_ns:
+        return None
+    try:
+        order = build_order(key, decode_order(key, events, decoder))
+    except CorruptState:
+        return None
+    if order is None or not order.is_closed or order.status_string() != closed.status:
+        return None
+    return DeferredOrder(events, closed)
 
 
 def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
