@@ -42,11 +42,14 @@ from nautilus_trader.test_kit.stubs.execution import TestExecStubs
 from launcher.bootstrap.manifest import write_manifest_from_cache
 from launcher.bootstrap.verify import enforce
 from launcher.bootstrap.verify import verify_state
+from launcher.cache.resilient import ResilientCacheDatabase
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import VerifyMode
 from launcher.errors import VerifyFailed
 from launcher.state import layout
+from launcher.state.entities import CorruptState
 from launcher.state.manifest import read_manifest
+from tests.support.trading_state import cache_config
 
 
 # -- shared helpers -------------------------------------------------------------------------------
@@ -315,3 +318,46 @@ def test_manifest_is_not_replaced_by_an_empty_cache(redis_server, sample):
     assert not write_manifest_from_cache(client, sample.trader_key, Cache(), instance_id="disposed", final=True)
     manifest = read_manifest(client, sample.trader_key)
     assert manifest.instance_id == "test-instance" and len(manifest.orders) == 5
+
+
+def test_an_enum_name_nautilus_trader_does_not_know_is_a_finding_not_an_abort(redis_server, sample, tmp_path):
+    # NautilusTrader's enum parsers abort the process (a Rust panic) on an unknown name: a stored
+    # order side, liquidity side, account type or asset class damaged so would have ended verify
+    # and the node's load with a backtrace (exit 134) instead of exit 4 naming the key.
+    client = redis_server.client()
+    key = sample.trader_key
+
+    def damage(redis_key: str, index: int | None, field_name: str, value: str) -> None:
+        raw = client.get(redis_key) if index is None else client.lindex(redis_key, index)
+        payload = msgspec.msgpack.decode(raw)
+        payload[field_name] = value
+        encoded = msgspec.msgpack.encode(payload)
+        client.set(redis_key, encoded) if index is None else client.lset(redis_key, index, encoded)
+
+    damage(layout.full_key(key, "orders:O-5"), 0, "order_side", "SIDEWAYS")  # OrderInitialized
+    damage(layout.full_key(key, "orders:O-3"), -1, "liquidity_side", "BOTH")  # OrderFilled
+    damage(layout.full_key(key, "accounts:SIM-001"), 0, "account_type", "PIGGY_BANK")
+    instrument_key = next(k.decode() for k in client.scan_iter(layout.full_key(key, "instruments:*")))
+    damage(instrument_key, None, "asset_class", "TULIPS")
+
+    report = verify_state(client, settings_for(redis_server.port))
+    problems = {(p.entity, p.id): p.problem for p in report.problems}
+    assert "SIDEWAYS" in problems[("order", "O-5")], report.render()
+    assert "BOTH" in problems[("order", "O-3")], report.render()
+    assert "PIGGY_BANK" in problems[("account", "SIM-001")], report.render()
+    assert any("TULIPS" in text for (entity, _), text in problems.items() if entity == "instrument"), report.render()
+    with pytest.raises(VerifyFailed):
+        enforce(report, VerifyMode.strict)
+    # The node's own load (the resilient backend) refuses such an order or account like any
+    # undecodable one (exit 4, the key named) and logs such an instrument, as NautilusTrader's adapter does.
+    db = ResilientCacheDatabase(TraderId("TESTER-001"), UUID4(), MsgSpecSerializer(
+        encoding=msgspec.msgpack, timestamps_as_str=True, timestamps_as_iso8601=True),
+        cache_config(redis_server.port, timestamps_as_iso8601=True), spill_dir=str(tmp_path / "spill"))
+    try:
+        with pytest.raises(CorruptState, match="orders:O-5.*SIDEWAYS"):
+            db.load_orders()
+        with pytest.raises(CorruptState, match="accounts:SIM-001.*PIGGY_BANK"):
+            db.load_accounts()
+        assert len(db.load_instruments()) == 1
+    finally:
+        db.close()

@@ -100,6 +100,7 @@ from launcher.retry import write_backoff
 from launcher.state import layout as L
 from launcher.state.codec import EventDecoder
 from launcher.state.codec import EventEncoder
+from launcher.state.codec import deserialize_checked
 from launcher.state.codec import detect_encoding
 from launcher.state.entities import CorruptState
 from launcher.state.entities import build_account
@@ -801,7 +802,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             if raw is None:
                 continue
             try:
-                currencies[code] = build_currency(code, self._serializer.deserialize(raw))
+                currencies[code] = build_currency(code, deserialize_checked(self._serializer, raw))
             except Exception as e:  # noqa: BLE001 (as the native adapter: log and go on)
                 self._log.error(f"Failed to deserialize currency {code}: {e}")
         self._loaded("currencies", len(currencies), t0)
@@ -816,7 +817,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             if raw is None:
                 continue
             try:
-                obj = self._serializer.deserialize(raw)
+                obj = deserialize_checked(self._serializer, raw)
                 result[obj.id] = obj
             except Exception as e:  # noqa: BLE001 (as the native adapter: log and go on)
                 self._log.error(f"Failed to deserialize {what} {name}: {e}")
@@ -1021,7 +1022,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
     def load_currency(self, code: str) -> Currency | None:
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.CURRENCIES}:{code}")
-        return build_currency(code, self._serializer.deserialize(raw)) if raw else None
+        return build_currency(code, deserialize_checked(self._serializer, raw)) if raw else None
 
     def load_instrument(self, instrument_id: InstrumentId) -> Any:
         self._before_read()
@@ -1035,7 +1036,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         cached = self._instruments_seen.get(key)
         if cached is not None and cached[0] == raw:
             return cached[1]
-        instrument = self._serializer.deserialize(raw)
+        instrument = deserialize_checked(self._serializer, raw)
         self._instruments_seen[key] = (raw, instrument)
         return instrument
 
@@ -1044,7 +1045,7 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             raise ValueError("instrument_id was not for a synthetic instrument")
         self._before_read()
         raw = self._reader.command(b"GET", f"{self._k}{L.SYNTHETICS}:{instrument_id.value}")
-        return self._serializer.deserialize(raw) if raw else None
+        return deserialize_checked(self._serializer, raw) if raw else None
 
     def load_account(self, account_id: AccountId) -> Any:
         self._before_read()

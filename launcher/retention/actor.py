@@ -45,6 +45,7 @@ from nautilus_trader.model.identifiers import PositionId
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import plan_retention
 from launcher.state import layout
+from launcher.state.codec import deserialize_checked
 
 
 log = logging.getLogger("launcher.retention")
@@ -368,7 +369,7 @@ class RedisFollowUp:
         ids = []
         for raw in head:
             try:
-                ids.append(self._serializer.deserialize(raw).id.value)
+                ids.append(deserialize_checked(self._serializer, raw).id.value)
             except Exception:  # noqa: BLE001 (an undecodable entry is simply not ours to remove)
                 ids.append(None)
         if ids != event_ids:

@@ -51,6 +51,7 @@ from launcher.retention.policy import RetentionPlan
 from launcher.retention.policy import RetentionWindows
 from launcher.retention.policy import plan_retention
 from launcher.state import layout
+from launcher.state.codec import deserialize_checked
 from launcher.state.loader import PersistedState
 from launcher.state.loader import load_state
 from launcher.state.serializer import serializer_for
@@ -238,7 +239,7 @@ def trim_account(
                 pipe.watch(list_key)
                 raw = pipe.lrange(list_key, 0, last_index)
                 payloads = [raw[i] for i in trim.indexes] if len(raw) > last_index else []
-                ids = [serializer.deserialize(p).id.value for p in payloads]
+                ids = [deserialize_checked(serializer, p).id.value for p in payloads]
                 if ids != trim.event_ids:
                     pipe.unwatch()
                     log.error("Account %s changed since it was read: its events were left as they are", trim.account_id)

@@ -41,14 +41,21 @@ from typing import Union
 
 import msgspec
 from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.model.enums import AccountType
+from nautilus_trader.model.enums import AggressorSide
+from nautilus_trader.model.enums import AssetClass
+from nautilus_trader.model.enums import ContingencyType
+from nautilus_trader.model.enums import CurrencyType
+from nautilus_trader.model.enums import InstrumentClass
+from nautilus_trader.model.enums import LiquiditySide
+from nautilus_trader.model.enums import OmsType
+from nautilus_trader.model.enums import OptionKind
+from nautilus_trader.model.enums import OrderSide
+from nautilus_trader.model.enums import OrderType
+from nautilus_trader.model.enums import PositionSide
+from nautilus_trader.model.enums import TimeInForce
+from nautilus_trader.model.enums import TrailingOffsetType
 from nautilus_trader.model.enums import TriggerType
-from nautilus_trader.model.enums import account_type_from_str
-from nautilus_trader.model.enums import contingency_type_from_str
-from nautilus_trader.model.enums import liquidity_side_from_str
-from nautilus_trader.model.enums import order_side_from_str
-from nautilus_trader.model.enums import order_type_from_str
-from nautilus_trader.model.enums import time_in_force_from_str
-from nautilus_trader.model.enums import trigger_type_from_str
 from nautilus_trader.model.events import AccountState
 from nautilus_trader.model.events import OrderAccepted
 from nautilus_trader.model.events import OrderCanceled
@@ -100,6 +107,55 @@ _TS_MAX = 9_223_372_036_854_775_807
 
 class _Fallback(Exception):
     """This payload must take the serializer's own path."""
+
+
+class CorruptPayload(Exception):
+    """A stored payload NautilusTrader must not be handed (see `check_payload`)."""
+
+
+# Enum names by the payload fields that hold them. NautilusTrader's `*_from_str` functions abort
+# the whole process (a Rust panic across its C interface) on a name they do not know, so a
+# damaged payload would end the launcher with a backtrace instead of a finding: names are looked
+# up here (a KeyError sends the payload to the checked fallback), never passed to them unchecked.
+_ENUM_FIELDS: dict[str, dict[str, Any]] = {field: dict(enum.__members__) for field, enum in (
+    ("order_side", OrderSide), ("order_type", OrderType), ("time_in_force", TimeInForce),
+    ("contingency_type", ContingencyType), ("emulation_trigger", TriggerType), ("trigger_type", TriggerType),
+    ("trailing_offset_type", TrailingOffsetType), ("liquidity_side", LiquiditySide),
+    ("account_type", AccountType), ("oms_type", OmsType), ("position_side", PositionSide),
+    ("aggressor_side", AggressorSide), ("asset_class", AssetClass), ("instrument_class", InstrumentClass),
+    ("currency_type", CurrencyType), ("option_kind", OptionKind),
+)}
+_SIDES, _ORDER_TYPES, _TIFS = _ENUM_FIELDS["order_side"], _ENUM_FIELDS["order_type"], _ENUM_FIELDS["time_in_force"]
+_CONTINGENCIES, _TRIGGERS_BY_NAME = _ENUM_FIELDS["contingency_type"], _ENUM_FIELDS["trigger_type"]
+_LIQUIDITY, _ACCOUNT_TYPES = _ENUM_FIELDS["liquidity_side"], _ENUM_FIELDS["account_type"]
+
+
+def check_payload(raw: bytes) -> None:
+    """
+    Raise `CorruptPayload` when `raw` (msgpack or JSON) names, at its top level or in its
+    ``options``, an enum value NautilusTrader does not know; call it before handing a stored
+    payload to the serializer, which would abort the process on it. Anything else the
+    serializer judges itself.
+    """
+    try:
+        values = (msgspec.json.decode if raw[:1] == b"{" else msgspec.msgpack.decode)(raw)
+    except (msgspec.DecodeError, ValueError, TypeError):
+        return  # not a payload this check can read: the serializer raises (it does not abort)
+    if not isinstance(values, dict):
+        return
+    for where in (values, values.get("options")):
+        if not isinstance(where, dict):
+            continue
+        for field, names in _ENUM_FIELDS.items():
+            value = where.get(field)
+            if value is not None and (type(value) is not str or value not in names):
+                raise CorruptPayload(f"field {field} holds {str(value)[:40]!r}, which NautilusTrader does not know")
+
+
+def deserialize_checked(serializer: Any, raw: bytes) -> Any:
+    """``serializer.deserialize(raw)`` once `check_payload` passed: a damaged enum is an exception, not an abort."""
+    check_payload(raw)
+    return serializer.deserialize(raw)
 
 
 @dataclass(frozen=True)
@@ -425,7 +481,7 @@ class EventDecoder:
             return self._BUILDERS[type(values)](self, values)
         except (_Fallback, KeyError, TypeError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
             self.fallbacks += 1
-            return self._serializer.deserialize(raw)
+            return deserialize_checked(self._serializer, raw)
 
     def order(self, raw_init: bytes) -> Any:
         """
@@ -613,7 +669,7 @@ class EventDecoder:
         if isinstance(tags, str):
             tags = tags.split(",")
         return (
-            contingency_type_from_str(v.contingency_type),
+            _CONTINGENCIES[v.contingency_type],
             OrderListId(v.order_list_id) if v.order_list_id is not None else None,
             [ClientOrderId(o) for o in linked_order_ids] if linked_order_ids is not None else None,
             ClientOrderId(v.parent_order_id) if v.parent_order_id is not None else None,
@@ -625,7 +681,7 @@ class EventDecoder:
 
     def _emulation(self, v: _OrderInitialized) -> tuple:
         return (
-            trigger_type_from_str(v.emulation_trigger) if v.emulation_trigger is not None else TriggerType.NO_TRIGGER,
+            _TRIGGERS_BY_NAME[v.emulation_trigger] if v.emulation_trigger is not None else TriggerType.NO_TRIGGER,
             self._instrument_id(v.trigger_instrument_id) if v.trigger_instrument_id is not None else None,
         )
 
@@ -634,10 +690,10 @@ class EventDecoder:
             self._ts(v.ts_event)  # converted (and checked) by the serializer, unused by from_dict
         return OrderInitialized(
             *self._ids(v),
-            order_side_from_str(v.order_side),
-            order_type_from_str(v.order_type),
+            _SIDES[v.order_side],
+            _ORDER_TYPES[v.order_type],
             self._value(Quantity.from_str, v.quantity),
-            time_in_force_from_str(v.time_in_force),
+            _TIFS[v.time_in_force],
             v.post_only,
             v.reduce_only,
             v.quote_quantity,
@@ -659,12 +715,12 @@ class EventDecoder:
         display_qty = options.get("display_qty")
         return LimitOrder(
             *self._ids(v),
-            order_side_from_str(v.order_side),
+            _SIDES[v.order_side],
             self._value(Quantity.from_str, v.quantity),
             self._value(Price.from_str, options["price"]),
             self._uuid(v.event_id),
             self._ts(v.ts_init),
-            time_in_force_from_str(v.time_in_force),
+            _TIFS[v.time_in_force],
             options["expire_time_ns"],
             v.post_only,
             v.reduce_only,
@@ -678,16 +734,16 @@ class EventDecoder:
         if v.ts_event is not None:
             self._ts(v.ts_event)
         if v.emulation_trigger is not None:
-            trigger_type_from_str(v.emulation_trigger)  # checked by from_dict_c, not passed on by create_c
+            _TRIGGERS_BY_NAME[v.emulation_trigger]  # checked by from_dict_c, not passed on by create_c
         if v.trigger_instrument_id is not None:
             self._instrument_id(v.trigger_instrument_id)
         return MarketOrder(
             *self._ids(v),
-            order_side_from_str(v.order_side),
+            _SIDES[v.order_side],
             self._value(Quantity.from_str, v.quantity),
             self._uuid(v.event_id),
             self._ts(v.ts_init),
-            time_in_force_from_str(v.time_in_force),
+            _TIFS[v.time_in_force],
             v.reduce_only,
             v.quote_quantity,
             *self._init_links(v),
@@ -793,13 +849,13 @@ class EventDecoder:
             self._account_id(v.account_id),
             TradeId(v.trade_id),
             value(PositionId, v.position_id) if v.position_id is not None else None,
-            order_side_from_str(v.order_side),
-            order_type_from_str(v.order_type),
+            _SIDES[v.order_side],
+            _ORDER_TYPES[v.order_type],
             value(Quantity.from_str, v.last_qty),
             value(Price.from_str, v.last_px),
             value(Currency.from_str, v.currency),
             value(Money.from_str, v.commission),
-            liquidity_side_from_str(v.liquidity_side),
+            _LIQUIDITY[v.liquidity_side],
             self._uuid(v.event_id),
             self._ts(v.ts_event),
             self._ts(v.ts_init),
@@ -824,7 +880,7 @@ class EventDecoder:
     def _account_state(self, v: _AccountState) -> AccountState:
         return AccountState(
             self._account_id(v.account_id),
-            account_type_from_str(v.account_type),
+            _ACCOUNT_TYPES[v.account_type],
             self._value(Currency.from_str, v.base_currency) if v.base_currency is not None else None,
             v.reported,
             [self._balance(b) for b in v.balances],
