@@ -319,12 +319,15 @@ class NodeSession:
         if enforce and settings.bootstrap.verify == VerifyMode.off:
             return None
         # Spill files are pending here only under mode=verify (a run replayed them in `replay`).
+        defer = self._defer_closed() if enforce else None
         report = verify_state(self.client, settings, pending_spills=[] if enforce else self.pending_spills,
-                              defer=self._defer_closed() if enforce else None)
+                              defer=defer)
         print(report.render(), flush=True)
         if not enforce:
             return report
         enforce_report(report, settings.bootstrap.verify)
+        if defer is not None and report.state is not None:
+            self._record_verified(defer, report.state.deferred_orders)
         self.monitoring.recovery(report)
         if report.state is not None and self.node_run.cache_database_factory is not None:
             # The node's loads take the orders, positions and accounts verify rebuilt wherever Redis still holds the
@@ -352,8 +355,36 @@ class NodeSession:
                          "has (reconciliation.lookback_mins unset), and any closed order may be named",
                          settings.venue.name)
                 return None
-            return DeferClosed(time.time_ns() - (rec.lookback_mins + _LOOKBACK_MARGIN_MINS) * 60_000_000_000)
-        return DeferClosed(time.time_ns())
+            return DeferClosed(time.time_ns() - (rec.lookback_mins + _LOOKBACK_MARGIN_MINS) * 60_000_000_000,
+                               self._verified_orders())
+        return DeferClosed(time.time_ns(), self._verified_orders())
+
+    def _verified_orders(self) -> dict[str, bytes]:
+        """The closed orders an earlier start built, by the digest of their bytes (launcher/bootstrap/verified.py)."""
+        from launcher.bootstrap.verified import read_verified  # noqa: PLC0415
+        from launcher.bootstrap.verified import verified_path  # noqa: PLC0415
+
+        entries, problem = read_verified(verified_path(self._spill_dir(), self._spill_key()))
+        if problem is not None:
+            log.warning("Record of verified closed orders not used (every closed order is built): %s", problem)
+        return entries
+
+    def _record_verified(self, defer: DeferClosed, deferred: dict) -> None:
+        """Keep the digests of the closed orders that wait in this start, for the next one."""
+        from launcher.bootstrap.verified import verified_path  # noqa: PLC0415
+        from launcher.bootstrap.verified import write_verified  # noqa: PLC0415
+
+        entries = {id_: order.digest for id_, order in deferred.items()}
+        reused = sum(1 for id_, digest in entries.items() if defer.verified.get(id_) == digest)
+        if reused:
+            log.info("Closed orders: %d of %d waiting ones were built by an earlier start from the same bytes "
+                     "(not built again)", reused, len(entries))
+        if entries == defer.verified:
+            return
+        try:
+            write_verified(verified_path(self._spill_dir(), self._spill_key()), entries)
+        except OSError as e:
+            log.warning("Record of verified closed orders not written (the next start builds them all): %s", e)
 
     def build(self) -> None:
         """Build the node (it loads the persisted state), compare with the report, install retention."""

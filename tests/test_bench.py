@@ -169,6 +169,8 @@ def test_bench_node_and_startup_sections_smoke(tmp_path):
     # The default start adds 270 closed orders to the node's cache after RUNNING; eager adds none later.
     assert case["resilient"]["closed_orders_after_running_s"] is not None
     assert case["resilient_eager"]["closed_orders_after_running_s"] is None
+    # Started again where it first started: the closed orders that start built are not built again.
+    assert case["resilient_restart"]["to_running_s"] > 0 and case["resilient_restart"]["added_s"] is not None
     assert any(t["target"].startswith("node throughput resilient_buffered >= 0.90") for t in data["targets"])
     # Latency under the flood, from runs of their own: every cache write of the node timed, a second process reading.
     assert node["read_rate_per_s"] == 200 and node["backends"]["memory"]["latency"] is None

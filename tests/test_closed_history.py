@@ -20,6 +20,9 @@ from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.test_kit.stubs.events import TestEventStubs
 
 from launcher.bench import measure as M
+from launcher.bootstrap.verified import read_verified
+from launcher.bootstrap.verified import verified_path
+from launcher.bootstrap.verified import write_verified
 from launcher.bootstrap.verify import check_index_states
 from launcher.bootstrap.verify import check_position_fills
 from launcher.bootstrap.verify import count_state
@@ -140,6 +143,15 @@ def test_a_restarted_node_trades_first_and_then_holds_every_closed_order(redis_s
     assert log.index("Start-up over:") > log.index("TradingNode: RUNNING"), log[-3000:]
     assert "differ from the recovery report" not in log
     assert _digest(client, f"trader-{trader}") == before  # taking them in wrote nothing
+    if mode == "deferred":
+        # The next start reads the same bytes: the orders verify built are not built again.
+        recorded, problem = read_verified(verified_path(tmp_path / "spill", f"trader-{trader}"))
+        assert problem is None and len(recorded) == int(later[1])
+        again = run_launcher(["run.duration_s=1" if a == "run.duration_s=6" else a for a in args], cwd=tmp_path)
+        log = output(again)
+        assert again.returncode == 0, log[-3000:]
+        assert f"Closed orders: {int(later[1])} of {int(later[1])} waiting ones were built by an earlier start" in log
+        assert _digest(client, f"trader-{trader}") == before
 
 
 def _events(order, *later) -> tuple[str, list[bytes]]:
@@ -347,3 +359,53 @@ def test_an_order_left_to_wait_always_builds_with_the_status_its_events_say():
         built = build_order(key, decode_order(key, raw, EventDecoder(serializer)))  # raises if it does not build
         assert built.is_closed and built.status_string() == deferred.closed.status, names
     assert recognised > 100  # the common lifecycles are still recognised
+
+
+def test_a_closed_order_an_earlier_start_built_is_built_again_only_when_its_bytes_changed(redis_server, tmp_path):
+    import msgspec
+
+    filled, _, _ = _write(redis_server, tmp_path)
+    client = redis_server.client()
+    settings = launcher_settings(redis_server.port)
+    first = load_state(client, settings, defer=DeferClosed(time.time_ns()))
+    verified = {id_: order.digest for id_, order in first.deferred_orders.items()}
+    assert len(verified) == 16 + 5 and not first.problems
+    # One waiting order's fill is damaged since: its digest no longer matches, so it is built and reported.
+    changed = filled[10].client_order_id.value
+    key = f"{layout.trader_key(TRADER_ID.value)}:{layout.ORDERS}:{changed}"
+    fill = msgspec.msgpack.decode(client.lindex(key, -1))
+    fill["last_px"] = "garbage"
+    client.lset(key, -1, msgspec.msgpack.encode(fill))
+    second = load_state(client, settings, defer=DeferClosed(time.time_ns(), verified))
+    assert set(second.deferred_orders) == set(verified) - {changed}
+    assert [p.id for p in second.problems] == [changed]
+    # What skips the build is the record: the damaged bytes' own digest, planted, lets them wait.
+    planted = {**verified, changed: second_digest(client, key)}
+    third = load_state(client, settings, defer=DeferClosed(time.time_ns(), planted))
+    assert changed in third.deferred_orders and not third.problems
+
+
+def second_digest(client, key: str) -> bytes:
+    from launcher.state.loader import events_digest
+
+    return events_digest(client.lrange(key, 0, -1))
+
+
+def test_the_record_of_verified_orders_is_read_as_empty_when_damaged_foreign_or_unreadable(tmp_path):
+    path = verified_path(tmp_path / "spill", "trader-A/B-001")
+    assert read_verified(path) == ({}, None)  # none yet
+    write_verified(path, {"O-1": b"d" * 16})
+    assert read_verified(path) == ({"O-1": b"d" * 16}, None)
+    assert not list(path.parent.glob("*.partial"))
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[:-3]))  # torn
+    entries, problem = read_verified(path)
+    assert entries == {} and "damaged" in problem
+    import msgspec
+
+    path.write_bytes(msgspec.msgpack.encode({"built_by": "nautilus_trader 0.0.1, rules 1", "orders": {"O-1": b"d" * 16}}))
+    assert read_verified(path) == ({}, None)  # another NautilusTrader judged those bytes
+    path.unlink()
+    path.mkdir()
+    entries, problem = read_verified(path)
+    assert entries == {} and "cannot be read" in problem

@@ -14,12 +14,15 @@ use this module.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+import msgspec
 import redis
 from nautilus_trader.cache.config import CacheConfig
 from nautilus_trader.model.objects import Currency
@@ -79,6 +82,9 @@ class DeferClosed:
     """
 
     closed_before_ns: int
+    # Client order id -> `events_digest` of the stored events an earlier start built and found
+    # closed (launcher/bootstrap/verified.py): the same bytes need not be built again.
+    verified: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class DeferredOrder:
 
     events: list[bytes]
     closed: ClosedOrder
+    digest: bytes = b""  # `events_digest(events)`
 
 
 @dataclass
@@ -372,7 +379,8 @@ def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, 
                    keys: dict[str, str], defer: DeferClosed | None = None, keep: set[str] | None = None) -> None:
     for id_, events in _event_lists(state, "orders", raw, state.order_keys):
         if defer is not None and id_ not in keep:
-            deferred = deferrable_order(keys[id_], id_, events, decoder, defer.closed_before_ns)
+            deferred = deferrable_order(keys[id_], id_, events, decoder, defer.closed_before_ns,
+                                        defer.verified.get(id_))
             if deferred is not None:
                 state.deferred_orders[id_] = deferred
                 continue
@@ -391,25 +399,36 @@ def _decode_orders(state: PersistedState, decoder: EventDecoder, raw: dict[str, 
         state.order_events[id_] = events
 
 
+_encode_list = msgspec.msgpack.Encoder().encode
+
+
+def events_digest(events: list[bytes]) -> bytes:
+    """16 bytes that change with any byte of an order's stored events (their msgpack list, BLAKE2b)."""
+    return hashlib.blake2b(_encode_list(events), digest_size=16).digest()
+
+
 def deferrable_order(key: str, id_: str, events: list[bytes], decoder: EventDecoder,
-                     closed_before_ns: int) -> DeferredOrder | None:
+                     closed_before_ns: int, verified: bytes | None = None) -> DeferredOrder | None:
     """
     The order at `key` as one that may wait until the node trades: plainly closed before
     `closed_before_ns` by its events (`EventDecoder.closed_order`), and built here in full, as
     the node will build it, which proves what the light reading cannot - every value parses, the
     events replay through NautilusTrader's own order state machine, and the order ends with the
-    status they say. None: built now by the caller, which reports what does not build.
+    status they say. An earlier start proved exactly these bytes when `verified` is their
+    `events_digest`: not built again. None: built now by the caller, which reports what does not build.
     """
     closed = decoder.closed_order(id_, events)
     if closed is None or closed.ts_last >= closed_before_ns:
         return None
-    try:
-        order = build_order(key, decode_order(key, events, decoder))
-    except CorruptState:
-        return None
-    if order is None or not order.is_closed or order.status_string() != closed.status:
-        return None
-    return DeferredOrder(events, closed)
+    digest = events_digest(events)
+    if digest != verified:
+        try:
+            order = build_order(key, decode_order(key, events, decoder))
+        except CorruptState:
+            return None
+        if order is None or not order.is_closed or order.status_string() != closed.status:
+            return None
+    return DeferredOrder(events, closed, digest)
 
 
 def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
