@@ -361,29 +361,26 @@ def startup_section(dbs: M.Databases, sizes: list[int], repeats: int, timeout_s:
         for backend in STARTUP_BACKENDS:
             runs = repeats if size <= 10_000 else 1  # larger states: one start each
             start = _startup_case(server, backend, trader_id, workdir, timeout_s, runs, f"{size}")
-            empty = out["empty"][backend]["to_running_s"]
-            start["added_s"] = (round(start["to_running_s"] - empty, 3)
-                                if start["to_running_s"] is not None and empty is not None else None)
-            empty_in_process = out["empty"][backend]["in_process_s"]
-            start["added_in_process_s"] = (round(start["in_process_s"] - empty_in_process, 3)
-                                           if start["in_process_s"] is not None and empty_in_process is not None else None)
-            case[backend] = start
-            say(f"    {backend:<21} {_fmt(start)}; the state adds "
-                f"{'-' if start['added_s'] is None else f'{start['added_s']:+.3f}s'}")
+            case[backend] = _with_state_cost(start, out["empty"][backend], backend)
         # The same state started again where it was started before: closed orders an earlier start
         # built are not built again while their bytes are unchanged (a trader's daily restart).
         start = _startup_case(server, M.RESILIENT, trader_id, workdir, timeout_s, repeats if size <= 10_000 else 1,
                               f"{size}", restart=True)
-        empty = out["empty"][M.RESILIENT]["to_running_s"]
-        start["added_s"] = (round(start["to_running_s"] - empty, 3)
-                            if start["to_running_s"] is not None and empty is not None else None)
-        case[RESILIENT_RESTART] = start
-        say(f"    {RESILIENT_RESTART:<21} {_fmt(start)}; the state adds "
-            f"{'-' if start['added_s'] is None else f'{start['added_s']:+.3f}s'}")
+        case[RESILIENT_RESTART] = _with_state_cost(start, out["empty"][M.RESILIENT], RESILIENT_RESTART)
         out["cases"].append(case)
         M.delete_trader(server, trader_id)
     M.delete_trader(server, empty_id)
     return out
+
+
+def _with_state_cost(start: dict[str, Any], empty: dict[str, Any], label: str) -> dict[str, Any]:
+    """`start` with what the state added to the `empty` start of the same backend (from process start, in process), said."""
+    for added, measured in (("added_s", "to_running_s"), ("added_in_process_s", "in_process_s")):
+        start[added] = (round(start[measured] - empty[measured], 3)
+                        if start[measured] is not None and empty[measured] is not None else None)
+    say(f"    {label:<21} {_fmt(start)}; the state adds "
+        f"{'-' if start['added_s'] is None else f'{start['added_s']:+.3f}s'}")
+    return start
 
 
 def _fmt(start: dict[str, Any]) -> str:

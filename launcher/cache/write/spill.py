@@ -94,10 +94,13 @@ def spill_path(spill_dir: str | os.PathLike, trader_key: str) -> Path:
     return Path(spill_dir) / f"{_safe(trader_key)}.spill"
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # characters a file name does not take as they are
+
+
 def _safe(trader_key: str) -> str:
     # Any other character is %XX, not one '_' for all: trader ids A/B-001 and A_B-001 shared a spill
     # file (and record), blocking or replaying each other's writes. Names made of these stay as they were.
-    return re.sub(r"[^A-Za-z0-9._-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), trader_key)
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), trader_key)
 
 
 def claim_spill_file(spill_dir: str | os.PathLike, trader_key: str) -> tuple[SpillFile, list[Path]]:
@@ -165,7 +168,7 @@ def legacy_spill_files(spill_dir: str | os.PathLike, trader_key: str) -> list[Pa
 
 
 def _legacy_safe(trader_key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", trader_key)
+    return _UNSAFE.sub("_", trader_key)
 
 
 def _written_for(path: Path, prefix: str) -> bool:
