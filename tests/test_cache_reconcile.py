@@ -193,47 +193,49 @@ def test_a_clean_restart_that_kept_everything_is_counted_once_and_rewrites_nothi
         server.kill()
 
 
-def test_two_lossy_restarts_in_a_row_are_each_reconciled(tmp_path):
+@pytest.fixture
+def lossy_server(tmp_path):
+    """A server without persistence: killed and started again, it comes back empty."""
+    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
+    yield server
+    server.kill()
+
+
+def test_two_lossy_restarts_in_a_row_are_each_reconciled(lossy_server, tmp_path):
     """The run id is remembered per restart: the second restart is noticed against the first one's id."""
-    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
-    try:
-        db = _restart_db(server.port, tmp_path)
-        cache = new_cache(db)
-        orders = write_orders(cache, 5, events=2)
-        assert db.wait_until_persisted(10)
-        for restarts, order in enumerate(orders[:2], start=1):
-            server.kill()
-            server.start()  # empty
-            order.apply(TestEventStubs.order_accepted(order))
-            cache.update_order(order)
-            poll(lambda n=restarts: db.stats().server_restarts_seen >= n and db.pending_writes() == 0, 30,
-                 "the restart noticed")
-        db.close()
-        assert_exactly_once(server.client(), db.trader_key, orders)
-        assert db.stats().server_restarts_seen == 2
-        assert db._log.count("WARN", "Restart of 127.0.0.1") == 2
-    finally:
+    server = lossy_server
+    db = _restart_db(server.port, tmp_path)
+    cache = new_cache(db)
+    orders = write_orders(cache, 5, events=2)
+    assert db.wait_until_persisted(10)
+    for restarts, order in enumerate(orders[:2], start=1):
         server.kill()
+        server.start()  # empty
+        order.apply(TestEventStubs.order_accepted(order))
+        cache.update_order(order)
+        poll(lambda n=restarts: db.stats().server_restarts_seen >= n and db.pending_writes() == 0, 30,
+             "the restart noticed")
+    db.close()
+    assert_exactly_once(server.client(), db.trader_key, orders)
+    assert db.stats().server_restarts_seen == 2
+    assert db._log.count("WARN", "Restart of 127.0.0.1") == 2
 
 
-def test_a_lossy_restart_under_sync_writes_in_flight_loses_nothing(tmp_path):
+def test_a_lossy_restart_under_sync_writes_in_flight_loses_nothing(lossy_server, tmp_path):
     """durability=sync, orders streaming while Redis is killed and comes back empty: every event of every order is there once."""
-    server = RedisProcess(tmp_path / "redis", appendonly=False).start()
-    try:
-        db = _restart_db(server.port, tmp_path, durability="sync")
-        with OrderStream(new_cache(db)) as stream:
-            poll(lambda: len(stream.orders) >= 20, 30, "orders written")
-            server.kill()
-            server.start()
-            written = len(stream.orders)
-            poll(lambda: len(stream.orders) >= written + 20, 30, "orders written after the restart")
-        assert stream.error is None
-        assert db.wait_until_persisted(30)
-        db.close()
-        assert_exactly_once(server.client(), db.trader_key, stream.orders)
-        assert db.stats().server_restarts_seen == 1
-    finally:
+    server = lossy_server
+    db = _restart_db(server.port, tmp_path, durability="sync")
+    with OrderStream(new_cache(db)) as stream:
+        poll(lambda: len(stream.orders) >= 20, 30, "orders written")
         server.kill()
+        server.start()
+        written = len(stream.orders)
+        poll(lambda: len(stream.orders) >= written + 20, 30, "orders written after the restart")
+    assert stream.error is None
+    assert db.wait_until_persisted(30)
+    db.close()
+    assert_exactly_once(server.client(), db.trader_key, stream.orders)
+    assert db.stats().server_restarts_seen == 1
 
 
 def test_a_user_denied_info_keeps_writing_across_a_restart_without_errors(tmp_path):
