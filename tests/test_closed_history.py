@@ -409,3 +409,27 @@ def test_the_record_of_verified_orders_is_read_as_empty_when_damaged_foreign_or_
     path.mkdir()
     entries, problem = read_verified(path)
     assert entries == {} and "cannot be read" in problem
+
+
+def test_a_record_of_verified_orders_that_cannot_be_read_or_written_only_costs_builds(redis_server, tmp_path):
+    # A directory where the record should be (a damaged install, another tool's mistake): the start
+    # builds every closed order, says twice that the record is not used and not written, and trades.
+    trader = "HIST-NOREC"
+    dbs = M.Databases(M.Server("127.0.0.1", redis_server.port), 20)
+    M.write_state(dbs, trader, 100, 4, 0.1)
+    spill_dir = tmp_path / "spill"
+    record = verified_path(spill_dir, f"trader-{trader}")
+    record.mkdir(parents=True)
+    result = tmp_path / "flood.json"
+    args = redis_args(redis_server.port, trader, "strategy=flood", "strategy.params.max_orders=0",
+                      f"strategy.params.result_path={result}", "venue.account_type=CASH", "venue.base_currency=USD",
+                      "venue.instruments=[AUD/USD]", "run.duration_s=2", f"cache.spill_dir={spill_dir}",
+                      "monitoring.enabled=false")
+    run = run_launcher(args, cwd=tmp_path)
+    log = output(run)
+    assert run.returncode == 0, log[-3000:]
+    assert "Record of verified closed orders not used (every closed order is built)" in log
+    assert "Record of verified closed orders not written" in log
+    assert "built by an earlier start" not in log
+    assert json.loads(result.read_text())["cache"]["orders"] == 100
+    assert record.is_dir() and not any(record.iterdir())  # left as it was
