@@ -198,3 +198,33 @@ def test_command_line_dry_run_apply_then_verify(redis_server, tmp_path):
     verified = run_launcher([*args, "mode=verify"], cwd=tmp_path)
     assert verified.returncode == 0, (verified.stdout + verified.stderr)[-3000:]
     assert "RESULT: SOUND" in verified.stdout
+
+
+def test_an_account_event_damaged_after_the_plan_is_left_as_it_is(redis_server, tmp_path):
+    """
+    The trim reads the events it removes again under WATCH: one damaged since the plan read it
+    (a payload NautilusTrader's parser would abort on, or one it cannot decode at all) is not
+    one the plan names, so the list is kept whole and the run goes on (it raised: exit 1, the run cut short).
+    """
+    import redis as redis_lib
+
+    from launcher.retention.apply import trim_account
+    from launcher.retention.policy import AccountTrim
+
+    serializer = make_serializer("msgpack", timestamps_as_iso8601=True)
+    write_aged_state(redis_server.port, "resilient", tmp_path)
+    client = redis_lib.Redis(host="127.0.0.1", port=redis_server.port)
+    key = max((k.decode() for k in client.scan_iter(match="trader-RETAIN-001:accounts:*")), key=client.llen)
+    events = [serializer.deserialize(raw) for raw in client.lrange(key, 0, -1)]
+    assert len(events) >= 3
+    trim = AccountTrim(account_id=key.rsplit(":", 1)[1], indexes=[0, 1], event_ids=[e.id.value for e in events[:2]],
+                       ts_events=[e.ts_event for e in events[:2]], total=len(events), newest_ts=events[-1].ts_event)
+    original = client.lrange(key, 0, -1)
+    unknown_enum = serializer.serialize(events[0]).replace(b"MARGIN", b"MARGIX").replace(b"CASH", b"CASX")
+    assert unknown_enum != serializer.serialize(events[0])
+    for damaged in (unknown_enum, b"\xc1 not msgpack"):
+        client.lset(key, 1, damaged)
+        removed = trim_account(client, key, "unused", trim, serializer, update_manifest=False)
+        assert removed == 0
+        assert client.lrange(key, 0, -1) == [original[0], damaged, *original[2:]]
+    client.close()

@@ -239,7 +239,10 @@ def trim_account(
                 pipe.watch(list_key)
                 raw = pipe.lrange(list_key, 0, last_index)
                 payloads = [raw[i] for i in trim.indexes] if len(raw) > last_index else []
-                ids = [deserialize_checked(serializer, p).id.value for p in payloads]
+                try:
+                    ids = [deserialize_checked(serializer, p).id.value for p in payloads]
+                except Exception:  # noqa: BLE001 (CorruptPayload or the serializer's own: damaged since the plan read it)
+                    ids = None  # not the events the plan names
                 if ids != trim.event_ids:
                     pipe.unwatch()
                     log.error("Account %s changed since it was read: its events were left as they are", trim.account_id)
