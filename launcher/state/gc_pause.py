@@ -13,6 +13,9 @@ from contextlib import contextmanager
 # Objects the interpreter itself keeps frozen (CPython 3.12 freezes some at start-up; 0 once
 # `gc_paused` moved them).
 _FROZEN_AT_IMPORT = gc.get_freeze_count()
+# True once `StartupHeap.settle` froze the start's objects (until `thaw`). `gc.get_freeze_count()`
+# walks every frozen object (CPython 3.12), millions after a large start: too dear per `gc_paused`.
+_heap_frozen = False
 
 
 @contextmanager
@@ -28,7 +31,7 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
-            if gc.get_freeze_count() in (0, _FROZEN_AT_IMPORT):  # nobody else froze objects
+            if not _heap_frozen and gc.get_freeze_count() in (0, _FROZEN_AT_IMPORT):  # nobody froze objects
                 # Everything allocated during the pause sits in the youngest generation, and the
                 # next young collection would walk all of it (~20 ms per 10k orders). Loaded
                 # state is long-lived: move it to the oldest generation at once (freeze +
@@ -70,11 +73,19 @@ class StartupHeap:
         return self
 
     def settle(self) -> int:
-        """Freeze what the start built and turn the collector back on (once; O(1), no collection); how many are frozen."""
+        """Freeze what the start built and turn the collector back on (once; no collection); how many are frozen."""
+        global _heap_frozen
         if self._paused:
             gc.freeze()
+            _heap_frozen = True
             self.resume()
         return gc.get_freeze_count()
+
+    def thaw(self) -> None:
+        """Unfreeze what `settle` froze (a process that goes on after its node, such as a test run)."""
+        global _heap_frozen
+        gc.unfreeze()
+        _heap_frozen = False
 
     def resume(self) -> None:
         """Collector back on, nothing frozen (a start that failed or stopped early)."""
