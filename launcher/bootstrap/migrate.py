@@ -5,7 +5,9 @@
 Order, each step a precondition of the next:
 
 1. wait for the target and run its preflight (the source's ran before);
-2. take the trader's single-writer lease on both sides, so no node writes either copy meanwhile;
+2. take the trader's single-writer lease on both sides, so no node writes either copy meanwhile,
+   renewed in the background (a large state outlasts the TTL); a lease lost on either side fails
+   the migration (exit 6) and removes the copy: nothing guarded it;
 3. verify the source: a state with problems is not copied (exit 4);
 4. refuse when the target already holds keys of the trader (exit 2): nothing is overwritten;
 5. copy every key of the trader but the lease, ``DUMP`` + ``RESTORE`` (exact bytes and types),
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import redis
 
+from launcher.bootstrap.lease import Lease
 from launcher.bootstrap.lease import acquire_lease
 from launcher.bootstrap.lease import lease_key
 from launcher.bootstrap.preflight import run_preflight
@@ -33,6 +37,7 @@ from launcher.bootstrap.wait import wait_for_redis
 from launcher.config.connection import migrate_target
 from launcher.config.schema import LauncherConfig
 from launcher.errors import ConfigError
+from launcher.errors import LeaseLost
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
 from launcher.state import layout
@@ -56,9 +61,12 @@ def migrate(client: redis.Redis, settings: LauncherConfig, instance_id: str) -> 
         run_preflight(target, target_settings, target_conn)
         source_lease = acquire_lease(client, settings, instance_id)
         try:
+            source_lease.start_renewing(lambda _reason: None)  # the loss is checked by `_held`
             target_lease = acquire_lease(target, target_settings, instance_id)
             try:
-                return _copy_verified(client, settings, target, target_settings)
+                target_lease.start_renewing(lambda _reason: None)
+                return _copy_verified(client, settings, target, target_settings,
+                                      lambda: _held({"source": source_lease, "target": target_lease}))
             finally:
                 target_lease.release()
         finally:
@@ -69,8 +77,18 @@ def migrate(client: redis.Redis, settings: LauncherConfig, instance_id: str) -> 
         target.close()
 
 
+def _held(leases: dict[str, Lease]) -> None:
+    """Raise LeaseLost unless both leases are still ours: the background renewal's verdict, then one renewal now."""
+    for side, lease in leases.items():
+        if not lease.lost:
+            lease.renew()  # a compare-and-set: a lease taken over since the last renewal is lost now
+        if lease.lost:
+            raise LeaseLost(f"the {side}'s single-writer lease {lease.key} was lost during the migration "
+                            f"({lease.lost_reason})")
+
+
 def _copy_verified(client: redis.Redis, settings: LauncherConfig, target: redis.Redis,
-                   target_settings: LauncherConfig) -> int:
+                   target_settings: LauncherConfig, check_leases: Callable[[], None]) -> int:
     source_report = _verified(client, settings, "source")
     source_key, target_key = state_trader_key(settings), state_trader_key(target_settings)
     already = _trader_keys(target, target_key, lease_key(target_settings))
@@ -83,10 +101,11 @@ def _copy_verified(client: redis.Redis, settings: LauncherConfig, target: redis.
     keys = sorted(_trader_keys(client, source_key, lease_key(settings)))
     renamed = [target_key + key[len(source_key):] for key in keys]
     try:
-        _copy(client, target, keys, renamed, target_settings.cache.replica_acks())
+        _copy(client, target, keys, renamed, target_settings.cache.replica_acks(), check_leases)
         target_report = _verified(target, target_settings, "target")
         if target_report.counts != source_report.counts:
             raise VerifyFailed(f"the target's counts {target_report.counts} differ from the source's {source_report.counts}")
+        check_leases()  # a copy is only done when no node could have written either side meanwhile
     except BaseException:
         _delete(target, renamed, target_key)
         log.error("Migration failed: the %d key(s) copied to the target were deleted again; the source is untouched",
@@ -110,14 +129,16 @@ def _trader_keys(client: redis.Redis, trader_key: str, lease: str) -> set[str]:
 
 
 def _copy(source: redis.Redis, target: redis.Redis, keys: list[str], renamed: list[str],
-          replica_acks: tuple[int, int]) -> None:
+          replica_acks: tuple[int, int], check_leases: Callable[[], None]) -> None:
     """
-    DUMP from `source`, RESTORE under the new names on `target`, in chunks (a key gone meanwhile:
-    an error). With `replica_acks` (replicas, timeout in milliseconds) each chunk ends with WAIT
-    on the same connection, so the copy counts only once the target's replicas have it.
+    DUMP from `source`, RESTORE under the new names on `target`, in chunks, each after checking both
+    leases (a key gone meanwhile: an error). With `replica_acks` (replicas, timeout in milliseconds)
+    each chunk ends with WAIT on the same connection, so the copy counts only once the target's
+    replicas have it.
     """
     acks, timeout_ms = replica_acks
     for i in range(0, len(keys), CHUNK):
+        check_leases()
         chunk = keys[i : i + CHUNK]
         read = source.pipeline(transaction=False)
         for key in chunk:

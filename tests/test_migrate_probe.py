@@ -1,0 +1,110 @@
+"""
+``mode=migrate`` under hostile conditions, against real redis-server processes: a migration that
+outlasts the lease TTL, a target that refuses the copy half way, credentials written into
+``migrate.to``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from nautilus_trader.core.uuid import UUID4
+
+from launcher.bootstrap import migrate as migrate_module
+from launcher.bootstrap.lease import lease_key
+from launcher.config.compose import compose_config
+from launcher.config.compose import to_settings
+from launcher.errors import LeaseLost
+from launcher.servers.redis_process import RedisProcess
+from launcher.state.loader import store_connection
+from launcher.store.connection import connect
+from tests.support.launcher_cli import run_launcher
+
+
+TRADER = "PROBE-001"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A server holding a real trader's state (a short churn run), only read by the tests."""
+    tmp = tmp_path_factory.mktemp("migrate-source")
+    server = RedisProcess(tmp / "redis").start()
+    run = run_launcher(["cache=redis_dev", f"cache.redis.port={server.port}", "cache.redis.embedded=never",
+                        f"trader_id={TRADER}", "run.duration_s=2", "run.post_stop_s=0.2", "strategy=churn",
+                        "monitoring.enabled=false"], cwd=tmp, LAUNCHER_STATE_DIR=str(tmp / "state"))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def target(tmp_path):
+    server = RedisProcess(tmp_path / "target").start()
+    yield server
+    server.kill()
+
+
+def _settings(source_port: int, to: str, *overrides: str):
+    return to_settings(compose_config(["cache=redis_dev", f"cache.redis.port={source_port}",
+                                       "cache.redis.embedded=never", f"trader_id={TRADER}", "mode=migrate",
+                                       f"migrate.to={to}", "bootstrap.wait_timeout_s=5", *overrides]))
+
+
+def _keys(client: redis.Redis) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"trader-{TRADER}:*", count=1000))
+
+
+def _run_migrate(settings) -> int:
+    client = connect(store_connection(settings))
+    try:
+        return migrate_module.migrate(client, settings, UUID4().value)
+    finally:
+        client.close()
+
+
+# -- the leases ------------------------------------------------------------------------------------
+
+
+def test_both_leases_stay_held_while_a_migration_outlasts_their_ttl(source, target, monkeypatch):
+    settings = _settings(source.port, f"redis://127.0.0.1:{target.port}", "bootstrap.lease_ttl_s=1")
+    key = lease_key(settings)
+    gaps: list[str] = []
+    copy = migrate_module._copy
+
+    def slow_copy(*args, **kwargs):
+        # A large state: the copy starts 2.5 TTLs after the leases were taken. Meanwhile a node
+        # starting on either side must find its lease held.
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            for side, server in (("source", source), ("target", target)):
+                if server.client().set(key, "intruder", nx=True, px=60_000):
+                    gaps.append(side)
+                    server.client().delete(key)
+            time.sleep(0.05)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(migrate_module, "_copy", slow_copy)
+    assert _run_migrate(settings) == 0
+    assert not gaps, f"another node could take the lease on the {sorted(set(gaps))} during the migration"
+    assert _keys(target.client()) == _keys(source.client())
+
+
+def test_a_lease_lost_during_the_migration_fails_it_and_removes_the_copy(source, target, monkeypatch):
+    settings = _settings(source.port, f"redis://127.0.0.1:{target.port}", "bootstrap.lease_ttl_s=1")
+    key = lease_key(settings)
+    copy = migrate_module._copy
+
+    def copy_after_takeover(*args, **kwargs):
+        # Someone deletes the target's lease and takes it (an operator's DEL, a FLUSHALL, a failover
+        # to a replica without it): the migration must not report a copy nobody guarded as done.
+        target.client().set(key, "another-node", px=60_000)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(migrate_module, "_copy", copy_after_takeover)
+    before = _keys(source.client())
+    with pytest.raises(LeaseLost, match="lease"):
+        _run_migrate(settings)
+    assert [k for k in _keys(target.client()) if not k.endswith(b":launcher:lease")] == []
+    assert _keys(source.client()) == before
