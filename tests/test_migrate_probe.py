@@ -108,3 +108,53 @@ def test_a_lease_lost_during_the_migration_fails_it_and_removes_the_copy(source,
         _run_migrate(settings)
     assert [k for k in _keys(target.client()) if not k.endswith(b":launcher:lease")] == []
     assert _keys(source.client()) == before
+
+
+# -- a target that refuses the copy -----------------------------------------------------------------
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def _cli(source_port: int, to: str, tmp_path, *overrides: str):
+    return run_launcher(["cache=redis_dev", f"cache.redis.port={source_port}", "cache.redis.embedded=never",
+                         f"trader_id={TRADER}", "mode=migrate", f"migrate.to={to}", "bootstrap.wait_timeout_s=5",
+                         "monitoring.enabled=false", *overrides], cwd=tmp_path)
+
+
+def test_a_target_that_fills_up_mid_copy_is_exit_8_with_one_line_and_the_copy_removed(source, target, tmp_path):
+    # A 4 MB key early in the copy's (sorted) order: the RESTOREs after it meet a full target.
+    big = f"trader-{TRADER}:general:ballast"
+    source.client().set(big, b"\x00\xff" * 2_000_000)
+    try:
+        before = _keys(source.client())
+        used = int(target.client().info("memory")["used_memory"])
+        target.client().config_set("maxmemory", used + 2_000_000)  # noeviction (the default)
+        result = _cli(source.port, f"redis://127.0.0.1:{target.port}", tmp_path)
+        line = _one_error_line(result)
+        assert result.returncode == 8, result.stderr[-3000:]
+        assert "maxmemory" in line and "RESTORE" in line and "\ufffd" not in line, line  # no payload bytes
+        assert _keys(target.client()) == []
+        assert _keys(source.client()) == before
+    finally:
+        source.client().delete(big)
+
+
+def test_a_target_user_without_restore_is_refused_before_anything_is_written(source, target, tmp_path):
+    # The credentials are the source's (cache.redis.*): the same user may do everything there.
+    source.client().acl_setuser("norestore", enabled=True, passwords=["+probe-pw-1"], keys=["*"], commands=["+@all"])
+    target.client().acl_setuser("norestore", enabled=True, passwords=["+probe-pw-1"], keys=["*"],
+                                commands=["+@all", "-restore"])
+    try:
+        result = _cli(source.port, f"redis://127.0.0.1:{target.port}", tmp_path, "cache.redis.username=norestore",
+                      "cache.redis.password=probe-pw-1")
+        line = _one_error_line(result)
+        assert result.returncode == 7, result.stderr[-3000:]
+        assert "RESTORE" in line and "target" in line and "probe-pw-1" not in result.stderr + result.stdout, line
+        assert _keys(target.client()) == []
+        assert source.client().get(f"trader-{TRADER}:launcher:lease") is None
+    finally:
+        source.client().acl_deluser("norestore")

@@ -4,7 +4,8 @@
 
 Order, each step a precondition of the next:
 
-1. wait for the target and run its preflight (the source's ran before);
+1. wait for the target and run its preflight (the source's ran before), and make sure the user
+   may ``DUMP`` the source's keys and ``RESTORE`` the target's (exit 7), as ``acl-rights`` asks;
 2. take the trader's single-writer lease on both sides, so no node writes either copy meanwhile,
    renewed in the background (a large state outlasts the TTL); a lease lost on either side fails
    the migration (exit 6) and removes the copy: nothing guarded it;
@@ -12,6 +13,7 @@ Order, each step a precondition of the next:
 4. refuse when the target already holds keys of the trader (exit 2): nothing is overwritten;
 5. copy every key of the trader but the lease, ``DUMP`` + ``RESTORE`` (exact bytes and types),
    renamed to the target's trader key (a hash tag on a cluster, NautilusTrader's prefix elsewhere);
+   a RESTORE the target refuses (OOM, NOPERM) is exit 8;
 6. verify the target and compare its counts with the source's; on any difference the copied
    keys are deleted from the target again (exit 4).
 
@@ -27,6 +29,7 @@ from collections.abc import Callable
 
 import redis
 
+from launcher.bootstrap import rights
 from launcher.bootstrap.lease import Lease
 from launcher.bootstrap.lease import acquire_lease
 from launcher.bootstrap.lease import lease_key
@@ -38,8 +41,10 @@ from launcher.config.connection import migrate_target
 from launcher.config.schema import LauncherConfig
 from launcher.errors import ConfigError
 from launcher.errors import LeaseLost
+from launcher.errors import PreflightFailed
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
+from launcher.errors import WritesRefused
 from launcher.state import layout
 from launcher.state.loader import state_trader_key
 from launcher.state.loader import store_connection
@@ -59,6 +64,7 @@ def migrate(client: redis.Redis, settings: LauncherConfig, instance_id: str) -> 
     target = wait_for_redis(target_conn, settings.bootstrap.wait_timeout_s)
     try:
         run_preflight(target, target_settings, target_conn)
+        _refuse_missing_rights(client, state_trader_key(settings), target, state_trader_key(target_settings))
         source_lease = acquire_lease(client, settings, instance_id)
         try:
             source_lease.start_renewing(lambda _reason: None)  # the loss is checked by `_held`
@@ -75,6 +81,24 @@ def migrate(client: redis.Redis, settings: LauncherConfig, instance_id: str) -> 
         raise RedisUnavailable(f"Redis stopped answering during the migration: {e}") from None
     finally:
         target.close()
+
+
+def _refuse_missing_rights(source: redis.Redis, source_key: str, target: redis.Redis, target_key: str) -> None:
+    """
+    PreflightFailed unless the user may DUMP on the source and RESTORE on the target: preflight's
+    acl-rights covers what a node sends, not these two, and a refusal found mid-copy costs a copy.
+    """
+    probe = layout.full_key(layout.GENERAL, rights.PROBE_ID)
+    for side, client, command in (("source", source, ("DUMP", layout.full_key(source_key, probe))),
+                                  ("target", target, ("RESTORE", layout.full_key(target_key, probe), "0", "x"))):
+        try:
+            refused = rights.probe_commands(client, [("", command)])
+        except redis.exceptions.ResponseError as e:
+            refused = [rights.Refusal("MULTI", "", str(e))]
+        if refused:
+            raise PreflightFailed(f"the {side}'s Redis user may not {refused[0].command} on the trader's keys "
+                                  f"({refused[0].reply}): mode=migrate copies with DUMP on the source and RESTORE "
+                                  "on the target")
 
 
 def _held(leases: dict[str, Lease]) -> None:
@@ -151,7 +175,13 @@ def _copy(source: redis.Redis, target: redis.Redis, keys: list[str], renamed: li
             write.restore(new, 0, payload)
         if acks:
             write.execute_command("WAIT", acks, timeout_ms)
-        replies = write.execute()
+        # Replies, not raised errors: redis-py's error names the command with its arguments, the payload.
+        replies = write.execute(raise_on_error=False)
+        for new, reply in zip(renamed[i : i + CHUNK], replies, strict=False):
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise WritesRefused(f"the target refused RESTORE {new}: {reply}")
+        if acks and isinstance(replies[-1], redis.exceptions.ResponseError):
+            raise WritesRefused(f"the target refused WAIT after the copy: {replies[-1]}")
         if acks and int(replies[-1]) < acks:
             raise RedisUnavailable(f"WAIT: {int(replies[-1])} of {acks} replica(s) acknowledged the copy")
 
