@@ -158,3 +158,28 @@ def test_a_target_user_without_restore_is_refused_before_anything_is_written(sou
         assert source.client().get(f"trader-{TRADER}:launcher:lease") is None
     finally:
         source.client().acl_deluser("norestore")
+
+
+# -- credentials written into migrate.to ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("to", [
+    "redis://:probe-secret-9@127.0.0.1:{port}",
+    "redis://admin:probe-secret-9@127.0.0.1:{port}/0",
+    "'cluster://admin:probe-secret-9@127.0.0.1:{port},127.0.0.1:1'",
+    "redis://:probe-secret-9@127.0.0.1",
+    "'redis://u:probe-secret-9@a:1,b:2'",
+    "redis://u:probe-secret-9@127.0.0.1:{port}/²",  # a Hydra lexer error that echoes the override
+])
+def test_a_password_in_migrate_to_is_exit_2_and_never_printed(to, target, tmp_path):
+    result = _cli(target.port, to.format(port=target.port), tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "probe-secret-9" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert "migrate.to" in _one_error_line(result)
+
+
+def test_a_password_in_migrate_to_is_redacted_from_the_printed_config(tmp_path):
+    result = run_launcher(["--cfg", "job", "mode=migrate", "migrate.to=redis://u:probe-secret-9@127.0.0.1:7000"],
+                          cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "probe-secret-9" not in result.stdout + result.stderr and "127.0.0.1:7000" in result.stdout
