@@ -183,3 +183,16 @@ def test_a_password_in_migrate_to_is_redacted_from_the_printed_config(tmp_path):
                           cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "probe-secret-9" not in result.stdout + result.stderr and "127.0.0.1:7000" in result.stdout
+
+
+# -- a target that is the source itself -------------------------------------------------------------
+
+
+def test_a_target_that_is_the_source_spelt_differently_is_exit_2_naming_it(source, tmp_path):
+    before = _keys(source.client())
+    result = _cli(source.port, f"redis://localhost:{source.port}", tmp_path)
+    line = _one_error_line(result)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "migrate.to" in line and "source itself" in line, line
+    assert _keys(source.client()) == before
+    assert source.client().get(f"trader-{TRADER}:launcher:lease") is None

@@ -68,6 +68,11 @@ def migrate(client: redis.Redis, settings: LauncherConfig, instance_id: str) -> 
         source_lease = acquire_lease(client, settings, instance_id)
         try:
             source_lease.start_renewing(lambda _reason: None)  # the loss is checked by `_held`
+            if target.get(lease_key(target_settings)) == source_lease.value.encode():
+                # The lease just taken on the source is there: the same store under another address
+                # (localhost for 127.0.0.1, the Sentinel master by its own address, another seed).
+                raise ConfigError("migrate.to", f"{target_conn.describe()} is the source itself, where the "
+                                                "trader's state already is: nothing to migrate")
             target_lease = acquire_lease(target, target_settings, instance_id)
             try:
                 target_lease.start_renewing(lambda _reason: None)
