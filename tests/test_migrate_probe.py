@@ -196,3 +196,16 @@ def test_a_target_that_is_the_source_spelt_differently_is_exit_2_naming_it(sourc
     assert "migrate.to" in line and "source itself" in line, line
     assert _keys(source.client()) == before
     assert source.client().get(f"trader-{TRADER}:launcher:lease") is None
+
+
+# -- a Redis Cluster node given as a single server --------------------------------------------------
+
+
+def test_a_cluster_node_given_as_a_single_server_is_named_not_blamed_on_acl_rights(redis_cluster, tmp_path):
+    node = redis_cluster.nodes[0]
+    result = run_launcher(["cache=redis_dev", f"cache.redis.port={node.port}", "cache.redis.embedded=never",
+                           f"trader_id={TRADER}", "mode=verify", "bootstrap.wait_timeout_s=5",
+                           "monitoring.enabled=false"], cwd=tmp_path)
+    line = _one_error_line(result)
+    assert result.returncode == 7, result.stderr[-3000:]
+    assert "Redis Cluster node" in line and "cache=redis_cluster" in line and "acl" not in line.lower(), line
