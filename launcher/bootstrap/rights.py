@@ -90,7 +90,15 @@ def probe_rights(client: redis.Redis, trader_key: str, *, wait: bool) -> list[Re
     Raises ``redis.exceptions.ResponseError`` when ``MULTI`` itself is refused, and lets
     connection errors through (the caller maps them).
     """
-    probes = _probes(trader_key, wait=wait)
+    return probe_commands(client, _probes(trader_key, wait=wait))
+
+
+def probe_commands(client: redis.Redis, probes: list[tuple[str, tuple[str, ...]]]) -> list[Refusal]:
+    """
+    The `probes` ((key shown to the user, full command)) Redis refused, each queued inside a
+    ``MULTI`` that is then discarded. Raises ``redis.exceptions.ResponseError`` when ``MULTI``
+    itself is refused.
+    """
     # One connection for the whole transaction: a pool could hand each command another one.
     pool = client.connection_pool
     conn = pool.get_connection()

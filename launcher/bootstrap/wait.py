@@ -35,7 +35,7 @@ class StillLoading(redis.exceptions.BusyLoadingError):
 
 
 class WrongService(PreflightFailed):
-    """The address answers as a Redis Sentinel where a Redis server was configured (exit 7)."""
+    """The address answers as a Redis Sentinel or a Redis Cluster node where a Redis server was configured (exit 7)."""
 
 
 class Fatal(Exception):
@@ -165,7 +165,11 @@ def _reason(error: BaseException, conn: ConnectionSettings) -> str:
 
 
 def _refuse_sentinel(client: redis.Redis, conn: ConnectionSettings) -> None:
-    """A Sentinel answers PING like a server but refuses every data command: say so before anything else."""
+    """
+    A Sentinel answers PING like a server but refuses every data command, a Cluster node every key
+    of a slot it does not own (MOVED, which acl-rights would report as missing rights): say so
+    before anything else.
+    """
     if conn.is_sentinel or conn.is_cluster:
         return  # the client is the master the sentinels (the cluster) named
     try:
@@ -176,6 +180,11 @@ def _refuse_sentinel(client: redis.Redis, conn: ConnectionSettings) -> None:
         raise WrongService(
             f"{conn.describe()} is a Redis Sentinel, not a Redis server: use cache=redis_sentinel with "
             f"cache.sentinel.nodes=[{conn.host}:{conn.port}]",
+        )
+    if mode == "cluster":
+        raise WrongService(
+            f"{conn.describe()} is a Redis Cluster node, not a single Redis server: use cache=redis_cluster with "
+            f"cache.cluster.nodes=[{conn.host}:{conn.port}] (for mode=migrate, migrate.to=cluster://{conn.host}:{conn.port})",
         )
 
 

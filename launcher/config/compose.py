@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ CONFIG_NAME = "config"
 # the venues' API credentials (BINANCE_API_KEY, OKX_API_PASSPHRASE...).
 SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "passphrase", "private_key")
 REDACTED = "***"
+# The credentials of a URL (``redis://user:password@host``), in any value: migrate.to, a node list.
+_URL_USERINFO = re.compile(r"://([^/@\s]+)@")
 
 
 def compose_config(
@@ -151,6 +154,8 @@ def redact(container: Any) -> Any:
         key, _, value = container.partition("=")
         if _is_secret(key.rsplit(".", 1)[-1]) and value not in ("", "null"):
             return f"{key}={REDACTED}"
+    if isinstance(container, str):
+        return _URL_USERINFO.sub(f"://{REDACTED}@", container)
     return container
 
 
@@ -164,6 +169,8 @@ def secret_values(argv: list[str]) -> set[str]:
         key, sep, value = arg.partition("=")
         if sep and _is_secret(key.rsplit(".", 1)[-1]):
             values.add(value)
+        for userinfo in _URL_USERINFO.findall(arg):  # refused as input, but echoed by a parse error
+            values.update({userinfo, userinfo.partition(":")[2]})
     return {v for v in values if v not in ("", "null")}
 
 

@@ -477,6 +477,10 @@ def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str |
     ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
     master name (sentinel). Raises ValueError with the reason.
     """
+    if "@" in str(text):
+        # Not echoed: the part before '@' is a password, and this line is printed.
+        raise ValueError("credentials do not belong in migrate.to (it is logged): the target is reached with "
+                         "cache.redis.username/password")
     scheme, sep, rest = str(text).partition("://")
     stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
     if not sep or scheme not in stores or not rest:

@@ -95,6 +95,9 @@ class ConnectionSettings:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``"host:port"`` -> ``("host", port)``; raises ValueError with the reason."""
+    if "@" in str(text):
+        # Not echoed: the part before '@' is a password, and this line is printed.
+        raise ValueError("an address is host:port; credentials do not belong in it (they are configured apart)")
     host, sep, port = str(text).rpartition(":")
     if not sep or not host:
         raise ValueError(f"'{text}' is not host:port")
