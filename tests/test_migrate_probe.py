@@ -209,3 +209,23 @@ def test_a_cluster_node_given_as_a_single_server_is_named_not_blamed_on_acl_righ
     line = _one_error_line(result)
     assert result.returncode == 7, result.stderr[-3000:]
     assert "Redis Cluster node" in line and "cache=redis_cluster" in line and "acl" not in line.lower(), line
+
+
+def test_a_migration_killed_part_way_leaves_a_target_that_fails_verify_and_is_not_migrated_over(source, target,
+                                                                                               tmp_path):
+    # Keys are copied in sorted order (accounts, currencies, general, index, instruments, the manifest, orders...):
+    # killed after the first chunks, the target held a few keys and no manifest, and verified sound (exit 0) - a
+    # node started there would have traded with an empty history.
+    args = ["cache=redis_dev", f"cache.redis.port={source.port}", "cache.redis.embedded=never", f"trader_id={TRADER}",
+            "mode=migrate", f"migrate.to=redis://127.0.0.1:{target.port}", "bootstrap.wait_timeout_s=5"]
+    killed = run_launcher(args, cwd=tmp_path, module="tests.support.dying_migrate", DIE_AT_CHUNK="3", CHUNK_KEYS="2")
+    assert killed.returncode == -9, (killed.stdout + killed.stderr)[-2000:]
+    copied = _keys(target.client())
+    assert 0 < len(copied) < len(_keys(source.client())), copied
+    verify = run_launcher(["cache=redis_dev", f"cache.redis.port={target.port}", "cache.redis.embedded=never",
+                           f"trader_id={TRADER}", "mode=verify"], cwd=tmp_path)
+    out = verify.stdout + verify.stderr
+    assert verify.returncode == 4, out[-3000:]
+    assert "a mode=migrate copying here did not finish" in out and "Traceback" not in out
+    again = run_launcher(args, cwd=tmp_path)
+    assert again.returncode == 2 and "already holds" in again.stdout + again.stderr

@@ -24,7 +24,9 @@ decision.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 from collections.abc import Callable
 
 import redis
@@ -129,14 +131,17 @@ def _copy_verified(client: redis.Redis, settings: LauncherConfig, target: redis.
         )
     keys = sorted(_trader_keys(client, source_key, lease_key(settings)))
     renamed = [target_key + key[len(source_key):] for key in keys]
+    marker = layout.full_key(target_key, layout.MIGRATING)
     try:
+        target.set(marker, json.dumps({"from": store_connection(settings).describe(), "started_ns": time.time_ns()}))
         _copy(client, target, keys, renamed, target_settings.cache.replica_acks(), check_leases)
+        target.delete(marker)  # every key is there: from now on the copy is judged by what it holds
         target_report = _verified(target, target_settings, "target")
         if target_report.counts != source_report.counts:
             raise VerifyFailed(f"the target's counts {target_report.counts} differ from the source's {source_report.counts}")
         check_leases()  # a copy is only done when no node could have written either side meanwhile
     except BaseException:
-        _delete(target, renamed, target_key)
+        _delete(target, [*renamed, marker], target_key)
         log.error("Migration failed: the %d key(s) copied to the target were deleted again; the source is untouched",
                   len(renamed))
         raise

@@ -44,6 +44,7 @@ launcher:manifest:positions        hash    position id -> events persisted
 launcher:manifest:accounts         hash    account id -> events persisted
 launcher:manifest:meta             hash    instance_id, updated_ns, final (0/1)
 launcher:lease                     string  holder of the single-writer lease (JSON), PX TTL
+launcher:migrating                 string  a ``mode=migrate`` copying here has not finished (JSON)
 =================================  ======  ===========================================
 """
 
@@ -95,6 +96,9 @@ MANIFEST_POSITIONS = "launcher:manifest:positions"
 MANIFEST_ACCOUNTS = "launcher:manifest:accounts"
 MANIFEST_META = "launcher:manifest:meta"
 LEASE = "launcher:lease"
+# Set on a migration's target before its first key and deleted once every key is there: a copy
+# whose process died part-way must not pass for a (smaller) sound state.
+MIGRATING = "launcher:migrating"
 
 
 def trader_key(

@@ -231,6 +231,9 @@ def load_state(client: redis.Redis, settings: LauncherConfig, *, instance_id: st
     keys_found = reader.scan(layout.scan_pattern(trader_key), count=DEFAULT_BATCH)
     state.keys_scanned = len(keys_found)
     by_collection = layout.classify(trader_key, keys_found)
+    if layout.full_key(trader_key, layout.MIGRATING) in keys_found:
+        state.problem("migration", trader_key, "a mode=migrate copying here did not finish (its process died part-way): "
+                      "this state is incomplete; delete the trader's keys here and migrate again")
 
     # Read whole in one pipelined pass: everything but the event lists.
     plan: list[tuple[str, str, str, str]] = []  # (collection, id, command, key)
