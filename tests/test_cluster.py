@@ -351,6 +351,16 @@ def test_migrate_target_is_checked_at_composition():
         _settings("cache.cluster.nodes=[127.0.0.1:7000]", "mode=migrate", "migrate.to=ftp://x:1")
 
 
+def test_a_trader_id_that_would_empty_the_hash_tag_is_refused_at_composition():
+    # Without the trader- prefix, '}X-001' made the key '{}X-001}:...': an empty hash tag, so Redis hashed
+    # every whole key to a slot of its own and the run ended with exit 3 ("slot ... not served").
+    for args in (["cache.cluster.nodes=[127.0.0.1:7000]"],
+                 ["cache=redis_dev", "mode=migrate", "migrate.to='cluster://127.0.0.1:7000'"]):
+        with pytest.raises(ConfigError, match="trader_id: '}X-001' starts with '}'"):
+            _settings(*args, "cache.use_trader_prefix=false", "trader_id='}X-001'")
+        assert _settings(*args, "trader_id='}X-001'").trader_id == "}X-001"  # with the prefix, the tag holds 'trader-}X-001'
+
+
 @pytest.mark.slow
 def test_password_protected_cluster_seeds_and_primary_use_the_credentials(tmp_path):
     cluster = ClusterTopology(tmp_path / "auth-cluster", password="cl-secret-1").start()

@@ -542,6 +542,12 @@ class LauncherConfig:
             )
         if self.mode == Mode.migrate and not self.migrate.to:
             raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
+        on_cluster = self.cache.store == Store.cluster or str(self.migrate.to or "").startswith("cluster://")
+        if on_cluster and not self.cache.use_trader_prefix and str(self.trader_id).startswith("}"):
+            # The cluster's hash tag would be '{}' (empty): Redis then hashes each whole key, and the
+            # trader's keys scatter over many slots, which its batches and lease cannot span.
+            raise ConfigError("trader_id", f"'{self.trader_id}' starts with '}}', which a Redis Cluster hash tag cannot hold "
+                                           "without cache.use_trader_prefix=true")
 
 
 def _split_csv(value: Any) -> list[str]:
