@@ -7,6 +7,7 @@ and the probe itself changes nothing in Redis.
 from __future__ import annotations
 
 import pytest
+import redis
 
 from launcher.bootstrap.preflight import run_preflight
 from launcher.config.connection import connection_settings
@@ -109,3 +110,28 @@ def test_launcher_exits_7_naming_the_rights_and_never_the_password(redis_server,
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "acl-rights" in error_lines[0] and "RPUSH" in error_lines[0]
     assert redis_server.client().dbsize() == 0  # no lease taken, nothing written
+
+
+def test_a_full_redis_is_named_as_full_not_as_missing_rights(tmp_path):
+    # Over maxmemory under noeviction, every queued write answers OOM: acl-rights read each as a right the
+    # user lacks ("may not RPUSH... grant it write"), sending the operator to the ACLs instead of the memory.
+    from launcher.servers.redis_process import RedisProcess
+
+    server = RedisProcess(tmp_path / "full", extra=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]).start()
+    try:
+        admin = server.client()
+        add_user(server, "full", "~*", "+@all")
+        payload = b"x" * 100_000
+        try:
+            for i in range(200):
+                admin.set(f"filler:{i}", payload)
+        except redis.exceptions.OutOfMemoryError:
+            pass
+        with pytest.raises(PreflightFailed) as raised:
+            preflight_as(server, "full")
+        message = str(raised.value)
+        assert raised.value.exit_code == 7 and "\n" not in message
+        assert "out of memory" in message and "maxmemory" in message
+        assert "may not" not in message and "grant" not in message, message
+    finally:
+        server.kill()

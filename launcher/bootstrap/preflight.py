@@ -39,6 +39,8 @@ replica-acks       (cluster) as for Sentinel, with cache.cluster.min_replica_ack
 acl-rights         FAIL when the Redis user may not run a command the launcher needs on the
                    trader's keys (write, delete, Lua, SCAN, WAIT with min_replica_acks), naming
                    each refused command and key; probed inside a discarded MULTI, so nothing runs
+memory             FAIL when those probes are refused for memory (OOM: over maxmemory under
+                   noeviction), which says nothing of the user's rights
 =================  ==========================================================================
 
 CONFIG GET is used where allowed; when it is disabled or renamed (managed Redis) the
@@ -478,20 +480,27 @@ def _check_replicas(client: redis.Redis) -> CheckResult:
     return CheckResult("sentinel-replicas", PASS, f"{len(online)} replica(s) online: {', '.join(online)}")
 
 
-def check_acl_rights(client: redis.Redis, settings: LauncherConfig, conn: ConnectionSettings) -> CheckResult:
+def check_acl_rights(client: redis.Redis, settings: LauncherConfig, conn: ConnectionSettings) -> list[CheckResult]:
     user = settings.cache.redis.username or "default"
     wait = settings.cache.replica_acks()[0] > 0
     try:
         refused = rights.probe_rights(client, state_trader_key(settings), wait=wait)
     except redis.exceptions.ResponseError as e:
-        return CheckResult("acl-rights", FAIL, f"Redis user {user!r} may not use MULTI ({e}): the launcher writes in transactions")
-    if refused:
-        return CheckResult(
-            "acl-rights", FAIL,
-            f"Redis user {user!r} may not: {rights.describe(refused)} (grant it write, delete, Lua and SCAN on "
-            f"{state_trader_key(settings)}:*)",
-        )
-    return CheckResult("acl-rights", PASS, f"Redis user {user!r} may write, delete, run Lua and SCAN on the trader's keys")
+        return [CheckResult("acl-rights", FAIL, f"Redis user {user!r} may not use MULTI ({e}): the launcher writes in transactions")]
+    full = [r for r in refused if r.out_of_memory]
+    refused = [r for r in refused if not r.out_of_memory]
+    results = [CheckResult(
+        "acl-rights", FAIL,
+        f"Redis user {user!r} may not: {rights.describe(refused)} (grant it write, delete, Lua and SCAN on "
+        f"{state_trader_key(settings)}:*)",
+    ) if refused else CheckResult("acl-rights", PASS, f"Redis user {user!r} may write, delete, run Lua and SCAN on the trader's keys")]
+    if full:
+        results.append(CheckResult(
+            "memory", FAIL,
+            f"Redis is out of memory: it refuses writes ({full[0].command}: {full[0].reply}); free memory or raise "
+            "maxmemory: the node could not persist a single event",
+        ))
+    return results
 
 
 # -- runner ---------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class Refusal:
     command: str
     key: str
     reply: str
+    # Refused for memory (OOM: used memory above maxmemory under noeviction), not for rights: Redis
+    # checks the ACL first, so the user may run it.
+    out_of_memory: bool = False
 
     def __str__(self) -> str:
         return f"{self.command} {self.key}" if self.key else self.command
@@ -112,7 +115,7 @@ def probe_commands(client: redis.Redis, probes: list[tuple[str, tuple[str, ...]]
             try:
                 conn.read_response()
             except redis.exceptions.ResponseError as e:
-                refusals.append(Refusal(command[0], name, str(e)))
+                refusals.append(Refusal(command[0], name, str(e), isinstance(e, redis.exceptions.OutOfMemoryError)))
         conn.read_response()  # DISCARD
         clean = True
     finally:
