@@ -179,7 +179,7 @@ def _refuse_sentinel(client: redis.Redis, conn: ConnectionSettings) -> None:
     if mode == "sentinel":
         raise WrongService(
             f"{conn.describe()} is a Redis Sentinel, not a Redis server: use cache=redis_sentinel with "
-            f"cache.sentinel.nodes=[{conn.host}:{conn.port}]",
+            f"cache.sentinel.nodes=[{conn.host}:{conn.port}] (for mode=migrate, migrate.to=sentinel://{conn.host}:{conn.port})",
         )
     if mode == "cluster":
         raise WrongService(
