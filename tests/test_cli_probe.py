@@ -34,3 +34,20 @@ def test_a_password_given_as_a_list_or_dict_is_refused_without_echoing_it(tmp_pa
     result = run_launcher([override, "mode=check"], cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "password" in error_line(result)
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["mode=migrate", f"migrate.to='redis://:{SECRET}@127.0.0.1:7001'"], {}),
+    (["mode=migrate", f"migrate.to='redis://trader:{SECRET}@127.0.0.1:7001/0'"], {}),
+    (["mode=migrate", f"migrate.to='rediss://:{SECRET}@127.0.0.1:7001'"], {}),
+    (["mode=migrate", f"migrate.to='cluster://127.0.0.1:7001,:{SECRET}@127.0.0.1:7002'"], {}),
+    (["cache=redis_sentinel", "mode=check"], {"REDIS_SENTINELS": f"redis://:{SECRET}@127.0.0.1:26379"}),
+    (["cache=redis_cluster", "mode=check"], {"REDIS_CLUSTER_NODES": f"127.0.0.1:7000,:{SECRET}@127.0.0.1:7001"}),
+    (["mode=check"], {"REDIS_HOST": f"default:{SECRET}@127.0.0.1"}),
+])
+def test_credentials_inside_an_address_are_refused_without_echoing_them(tmp_path: Path, args: list[str], env: dict):
+    # Nothing answers on these ports: a refusal at composition never gets as far as connecting.
+    result = run_launcher(args, cwd=tmp_path, **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = error_line(result)
+    assert "credentials" in line or "***@" in line, line  # a wrong scheme is named, the credentials masked

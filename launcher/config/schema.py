@@ -11,6 +11,7 @@ Units are in the field names (``_s``, ``_ms``, ``_hz``, ``_days``, ``_hours``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from enum import StrEnum
@@ -237,6 +238,10 @@ class CacheSettings:
         redis = self.redis
         if self.store == Store.redis and not redis.host:
             raise ConfigError("cache.redis.host", "must not be empty")
+        if "@" in redis.host:
+            # Not echoed: what precedes '@' may be a password (a URL given as REDIS_HOST).
+            raise ConfigError("cache.redis.host", "holds credentials (user:password@): give a host name, and the "
+                                                  "credentials as cache.redis.username/password (REDIS_USER/REDIS_PASSWORD)")
         if redis.username and not redis.password:
             raise ConfigError(
                 "cache.redis.username",
@@ -472,6 +477,9 @@ class RetentionSettings:
 MIGRATE_TARGET_FORMS = "redis://host:port[/db], sentinel://host:port,...[/master_name] or cluster://host:port,..."
 
 
+_USERINFO = re.compile(r"[^/,@]*@")  # the user:password@ of an address in a URL
+
+
 def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str | None]:
     """
     ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
@@ -479,6 +487,8 @@ def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str |
     """
     scheme, sep, rest = str(text).partition("://")
     stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
+    # Credentials in the URL (redis://user:password@host) are refused; the messages never echo them.
+    text = _USERINFO.sub("***@", str(text))
     if not sep or scheme not in stores or not rest:
         raise ValueError(f"'{text}' is not one of {MIGRATE_TARGET_FORMS}")
     nodes, _, extra = rest.partition("/")
