@@ -51,3 +51,22 @@ def test_credentials_inside_an_address_are_refused_without_echoing_them(tmp_path
     assert result.returncode == 2, result.stdout + result.stderr
     line = error_line(result)
     assert "credentials" in line or "***@" in line, line  # a wrong scheme is named, the credentials masked
+
+
+@pytest.mark.parametrize("overrides", [
+    ["strategy.order_id_tag=''"],
+    ["strategy.order_id_tag='-'"],
+    ["strategy.order_id_tag='x-'"],
+    ["strategy.order_id_tag='\u00e9t\u00e9'"],
+    ["strategy.order_id_tag='a:b'"],
+    ["+strategy.params.order_id_tag=''"],
+    ["strategies=[ema_cross,churn]", "+strategy_params.churn.strategy_id='Churn-'"],
+    ["+strategy.params.strategy_id='EMACross-'"],
+])
+def test_an_order_id_tag_nautilus_trader_cannot_take_is_exit_2_not_a_rust_abort(tmp_path: Path, overrides):
+    # NautilusTrader panics (SIGABRT, a Rust backtrace) on a StrategyId with an empty or non-ASCII tag.
+    result = run_launcher([*overrides, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = error_line(result)
+    assert "order_id_tag" in line or "strategy_id" in line, line
+    assert "panicked" not in result.stderr

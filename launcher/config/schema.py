@@ -539,15 +539,27 @@ class LauncherConfig:
     def __post_init__(self) -> None:
         # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
         # process (a Rust panic) on an invalid one. ':' is Redis's key delimiter, so it is refused too.
-        name, sep, tag = str(self.trader_id).rpartition("-")
-        printable = all("!" <= c <= "~" and c != ":" for c in str(self.trader_id))
-        if not (sep and name and tag and printable):
+        if not is_identifier(self.trader_id):
             raise ConfigError(
                 "trader_id",
                 f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
             )
         if self.mode == Mode.migrate and not self.migrate.to:
             raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
+
+
+def is_identifier(text: Any, *, tag_only: bool = False) -> bool:
+    """
+    Whether NautilusTrader takes `text` as a ``NAME-TAG`` identifier (TraderId, StrategyId), or with
+    `tag_only` as the TAG of one (an order_id_tag). It aborts the whole process (a Rust panic) on an
+    empty part or a non-ASCII character; ':' is Redis's key delimiter, so it is refused too.
+    """
+    text = str(text)
+    printable = all("!" <= c <= "~" and c != ":" for c in text)
+    if tag_only:
+        return printable and bool(text) and not text.endswith("-")
+    name, sep, tag = text.rpartition("-")
+    return printable and bool(sep and name and tag)
 
 
 def _split_csv(value: Any) -> list[str]:
