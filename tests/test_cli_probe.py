@@ -70,3 +70,23 @@ def test_an_order_id_tag_nautilus_trader_cannot_take_is_exit_2_not_a_rust_abort(
     line = error_line(result)
     assert "order_id_tag" in line or "strategy_id" in line, line
     assert "panicked" not in result.stderr
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("cache.redis.timeout_s=nan", "cache.redis.timeout_s"),
+    ("cache.redis.timeout_s=inf", "cache.redis.timeout_s"),
+    ("cache.redis.timeout_s=1e12", "cache.redis.timeout_s"),
+    ("bootstrap.wait_timeout_s=nan", "bootstrap.wait_timeout_s"),
+    ("bootstrap.lease_ttl_s=1e15", "bootstrap.lease_ttl_s"),
+    ("retention.orders_days=1e308", "retention.orders_days"),
+    ("reconciliation.lookback_mins=1e300", "reconciliation.lookback_mins"),
+    ("cache.buffer_interval_ms=1e300", "cache.buffer_interval_ms"),
+    ("venue.spread_bp=nan", "venue.spread_bp"),
+    ("venue.initial_price=inf", "venue.initial_price"),
+])
+def test_a_number_no_range_check_expected_is_exit_2_naming_the_key(tmp_path: Path, override: str, key: str):
+    # NaN passed every range check (each comparison is false); inf and huge durations overflowed
+    # Python's waits and NautilusTrader's nanoseconds later, with exit 1 or a thread's traceback.
+    result = run_launcher([override, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith(f"error: {key}: "), result.stderr

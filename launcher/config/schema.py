@@ -10,10 +10,13 @@ Units are in the field names (``_s``, ``_ms``, ``_hz``, ``_days``, ``_hours``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
+from dataclasses import is_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -537,6 +540,7 @@ class LauncherConfig:
     migrate: MigrateSettings = field(default_factory=MigrateSettings)
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
         # process (a Rust panic) on an invalid one. ':' is Redis's key delimiter, so it is refused too.
         if not is_identifier(self.trader_id):
@@ -546,6 +550,32 @@ class LauncherConfig:
             )
         if self.mode == Mode.migrate and not self.migrate.to:
             raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
+
+
+# Seconds per unit of the duration fields, by the suffix of their names (the schema's convention).
+_SECONDS_PER_UNIT = {"_s": 1.0, "_ms": 1e-3, "_mins": 60.0, "_hours": 3600.0, "_days": 86400.0}
+# The longest duration taken: Python's waits and NautilusTrader's int64 nanoseconds end near 292 years.
+MAX_DURATION_S = 100 * 365.25 * 86400
+
+
+def check_numbers(settings: Any, prefix: str = "") -> None:
+    """
+    ConfigError for the first number field of the dataclass tree `settings` that is NaN or
+    infinite (NaN passes every range check, each comparison being false), or a duration longer
+    than MAX_DURATION_S (it would overflow a wait or a timestamp much later, with a traceback).
+    """
+    for item in fields(settings):
+        key, value = f"{prefix}{item.name}", getattr(settings, item.name)
+        if is_dataclass(value):
+            check_numbers(value, f"{key}.")
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, was {value}")
+        unit = next((seconds for suffix, seconds in _SECONDS_PER_UNIT.items() if item.name.endswith(suffix)), None)
+        if unit is not None and value * unit > MAX_DURATION_S:
+            raise ConfigError(key, f"{value} is longer than the longest duration taken, 100 years")
 
 
 def is_identifier(text: Any, *, tag_only: bool = False) -> bool:
