@@ -90,3 +90,13 @@ def test_a_number_no_range_check_expected_is_exit_2_naming_the_key(tmp_path: Pat
     result = run_launcher([override, "mode=check"], cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert error_line(result).startswith(f"error: {key}: "), result.stderr
+
+
+@pytest.mark.parametrize("override", [
+    "hydra/job_logging=default",
+    "hydra.job_logging.handlers.console.class=nowhere.Handler",
+])
+def test_a_job_logging_override_logging_cannot_take_is_exit_2(tmp_path: Path, override: str):
+    result = run_launcher([f"cache.redis.password={SECRET}", override, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith("error: hydra.job_logging: "), result.stderr
