@@ -100,3 +100,13 @@ def test_a_job_logging_override_logging_cannot_take_is_exit_2(tmp_path: Path, ov
     result = run_launcher([f"cache.redis.password={SECRET}", override, "mode=check"], cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert error_line(result).startswith("error: hydra.job_logging: "), result.stderr
+
+
+def test_an_embedded_dir_under_a_file_is_exit_2_naming_the_key(tmp_path: Path):
+    from tests.support.ports import free_port
+
+    (tmp_path / "a-file").write_text("not a directory")
+    result = run_launcher(["mode=verify", "cache.redis.embedded=auto", f"cache.redis.embedded_dir={tmp_path}/a-file",
+                           "bootstrap.wait_timeout_s=2"], cwd=tmp_path, REDIS_PORT=str(free_port()))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith("error: cache.redis.embedded_dir: "), result.stderr
