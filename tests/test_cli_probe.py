@@ -110,3 +110,15 @@ def test_an_embedded_dir_under_a_file_is_exit_2_naming_the_key(tmp_path: Path):
                            "bootstrap.wait_timeout_s=2"], cwd=tmp_path, REDIS_PORT=str(free_port()))
     assert result.returncode == 2, result.stdout + result.stderr
     assert error_line(result).startswith("error: cache.redis.embedded_dir: "), result.stderr
+
+
+@pytest.mark.parametrize(("module", "override", "key"), [
+    ("launcher.drill", "drill.duration_s=nan", "drill.duration_s"),
+    ("launcher.drill", "drill.fault_after_s=[nan,4.0]", "drill.fault_after_s"),
+    ("launcher.drill", "drill.gap_s=inf", "drill.gap_s"),
+])
+def test_the_drill_refuses_a_number_that_is_not_finite(tmp_path: Path, module: str, override: str, key: str):
+    # drill.duration_s=nan ran a whole drill and reported PASSED.
+    result = run_launcher([override], cwd=tmp_path, module=module, timeout_s=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith(f"error: {key}: "), result.stderr

@@ -569,6 +569,8 @@ def check_numbers(settings: Any, prefix: str = "") -> None:
         if is_dataclass(value):
             check_numbers(value, f"{key}.")
             continue
+        if isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(key, f"must hold finite numbers, was {value}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         if not math.isfinite(value):
