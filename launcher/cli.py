@@ -90,7 +90,11 @@ def _dispatch(app: App, argv: list[str]) -> int:
                               "see --help and --hydra-help)")
     cfg = compose_config(argv, with_hydra=True, config_name=app.config_name)
     settings = app.settings(cfg)
-    configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+    try:
+        configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+    except Exception as e:  # noqa: BLE001 (logging.config raises many types; all mean a bad override here)
+        text = str(e).strip().splitlines()
+        raise ConfigError("hydra.job_logging", f"logging cannot be configured: {text[0] if text else type(e).__name__}") from None
     if app.stopped is None:
         return app.job(settings)
     return run_tool(lambda: app.job(settings), app.stopped)

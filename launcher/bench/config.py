@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from launcher.config.compose import compose_config
 from launcher.config.compose import to_object
+from launcher.config.schema import check_numbers
 from launcher.errors import ConfigError
 from launcher.store.connection import parse_address
 
@@ -78,6 +79,7 @@ def to_bench_settings(cfg: DictConfig):
 
 
 def validate_bench(b: BenchSettings) -> BenchSettings:
+    check_numbers(b, "bench.")
     if b.quick:
         b.sizes = [s for s in b.sizes if s <= max(QUICK_SIZES)] or list(QUICK_SIZES)
         b.samples = min(b.samples, 200)

@@ -15,6 +15,7 @@ from typing import Any
 from hydra import compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -171,7 +172,29 @@ def secret_values(argv: list[str]) -> set[str]:
             values.add(value)
         for userinfo in _URL_USERINFO.findall(arg):  # refused as input, but echoed by a parse error
             values.update({userinfo, userinfo.partition(":")[2]})
+        if sep and not arg.startswith("-"):
+            # As Hydra parses it: an error names the items of ``password=[s,x]`` or ``redis={password:s}``,
+            # never the argument's text.
+            values.update(_parsed_secrets(arg))
     return {v for v in values if v not in ("", "null")}
+
+
+def _parsed_secrets(override: str) -> set[str]:
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+        value = parsed.value()
+    except Exception:  # noqa: BLE001 (an override Hydra cannot parse is refused with its text redacted)
+        return set()
+    return _leaves(value, _is_secret(str(parsed.key_or_group).rsplit(".", 1)[-1]))
+
+
+def _leaves(value: Any, secret: bool) -> set[str]:
+    """The strings of `value` that are secrets: all of it under a secret key, else those under secret dict keys."""
+    if isinstance(value, dict):
+        return {s for k, v in value.items() for s in _leaves(v, secret or _is_secret(str(k)))}
+    if isinstance(value, (list, tuple)):
+        return {s for v in value for s in _leaves(v, secret)}
+    return {str(value)} if secret and value is not None else set()
 
 
 def redact_text(text: str, secrets: set[str]) -> str:

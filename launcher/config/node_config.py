@@ -32,6 +32,7 @@ from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import Store
 from launcher.config.schema import StrategySettings
+from launcher.config.schema import is_identifier
 from launcher.config.venues import one_line
 from launcher.config.venues import venue_clients
 from launcher.errors import ConfigError
@@ -218,6 +219,7 @@ def check_strategy(settings: LauncherConfig) -> LauncherConfig:
     for strategy in strategy_entries(settings):
         name = strategy.name or strategy.path
         key = "strategy" if not settings.strategies else f"strategies.{name}"
+        _check_strategy_id(key, strategy)
         _check_importable(settings, key, f"strategy '{name}'", strategy.path, strategy.config_path, strategy.params)
     for index, actor in enumerate(settings.actors):
         _check_importable(settings, f"actors.{index}", f"actor '{actor.path}'", actor.path, actor.config_path,
@@ -225,6 +227,18 @@ def check_strategy(settings: LauncherConfig) -> LauncherConfig:
     if settings.mode in (Mode.run, Mode.check):  # verify, inspect and retention build no node
         venue_clients(settings.venue)
     return settings
+
+
+def _check_strategy_id(key: str, strategy: StrategySettings) -> None:
+    """ConfigError for an order_id_tag or strategy_id NautilusTrader would abort the process on."""
+    tag = strategy.order_id_tag if strategy.order_id_tag is not None else strategy.params.get("order_id_tag")
+    if tag is not None and not is_identifier(tag, tag_only=True):
+        raise ConfigError(f"{key}.order_id_tag", f"'{tag}' is not a strategy id tag (e.g. 001; ASCII, no spaces "
+                                                 "or ':', not empty, not ending with '-')")
+    strategy_id = strategy.params.get("strategy_id")
+    if strategy_id is not None and not is_identifier(strategy_id):
+        raise ConfigError(f"{key}.params.strategy_id", f"'{strategy_id}' is not in NautilusTrader's NAME-TAG form "
+                                                       "(e.g. EMACross-001; ASCII, no spaces or ':')")
 
 
 def _check_importable(settings: LauncherConfig, key: str, what: str, path: str, config_path: str, params: dict) -> None:

@@ -10,9 +10,13 @@ Units are in the field names (``_s``, ``_ms``, ``_hz``, ``_days``, ``_hours``).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
+from dataclasses import is_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -237,6 +241,10 @@ class CacheSettings:
         redis = self.redis
         if self.store == Store.redis and not redis.host:
             raise ConfigError("cache.redis.host", "must not be empty")
+        if "@" in redis.host:
+            # Not echoed: what precedes '@' may be a password (a URL given as REDIS_HOST).
+            raise ConfigError("cache.redis.host", "holds credentials (user:password@): give a host name, and the "
+                                                  "credentials as cache.redis.username/password (REDIS_USER/REDIS_PASSWORD)")
         if redis.username and not redis.password:
             raise ConfigError(
                 "cache.redis.username",
@@ -472,6 +480,9 @@ class RetentionSettings:
 MIGRATE_TARGET_FORMS = "redis://host:port[/db], sentinel://host:port,...[/master_name] or cluster://host:port,..."
 
 
+_USERINFO = re.compile(r"[^/,@]*@")  # the user:password@ of an address in a URL
+
+
 def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str | None]:
     """
     ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
@@ -483,6 +494,8 @@ def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str |
                          "cache.redis.username/password")
     scheme, sep, rest = str(text).partition("://")
     stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
+    # Credentials in the URL (redis://user:password@host) are refused; the messages never echo them.
+    text = _USERINFO.sub("***@", str(text))
     if not sep or scheme not in stores or not rest:
         raise ValueError(f"'{text}' is not one of {MIGRATE_TARGET_FORMS}")
     nodes, _, extra = rest.partition("/")
@@ -531,11 +544,10 @@ class LauncherConfig:
     migrate: MigrateSettings = field(default_factory=MigrateSettings)
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         # Checked here rather than by constructing a TraderId: NautilusTrader aborts the whole
         # process (a Rust panic) on an invalid one. ':' is Redis's key delimiter, so it is refused too.
-        name, sep, tag = str(self.trader_id).rpartition("-")
-        printable = all("!" <= c <= "~" and c != ":" for c in str(self.trader_id))
-        if not (sep and name and tag and printable):
+        if not is_identifier(self.trader_id):
             raise ConfigError(
                 "trader_id",
                 f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
@@ -548,6 +560,48 @@ class LauncherConfig:
             # trader's keys scatter over many slots, which its batches and lease cannot span.
             raise ConfigError("trader_id", f"'{self.trader_id}' starts with '}}', which a Redis Cluster hash tag cannot hold "
                                            "without cache.use_trader_prefix=true")
+
+
+# Seconds per unit of the duration fields, by the suffix of their names (the schema's convention).
+_SECONDS_PER_UNIT = {"_s": 1.0, "_ms": 1e-3, "_mins": 60.0, "_hours": 3600.0, "_days": 86400.0}
+# The longest duration taken: Python's waits and NautilusTrader's int64 nanoseconds end near 292 years.
+MAX_DURATION_S = 100 * 365.25 * 86400
+
+
+def check_numbers(settings: Any, prefix: str = "") -> None:
+    """
+    ConfigError for the first number field of the dataclass tree `settings` that is NaN or
+    infinite (NaN passes every range check, each comparison being false), or a duration longer
+    than MAX_DURATION_S (it would overflow a wait or a timestamp much later, with a traceback).
+    """
+    for item in fields(settings):
+        key, value = f"{prefix}{item.name}", getattr(settings, item.name)
+        if is_dataclass(value):
+            check_numbers(value, f"{key}.")
+            continue
+        if isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(key, f"must hold finite numbers, was {value}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, was {value}")
+        unit = next((seconds for suffix, seconds in _SECONDS_PER_UNIT.items() if item.name.endswith(suffix)), None)
+        if unit is not None and value * unit > MAX_DURATION_S:
+            raise ConfigError(key, f"{value} is longer than the longest duration taken, 100 years")
+
+
+def is_identifier(text: Any, *, tag_only: bool = False) -> bool:
+    """
+    Whether NautilusTrader takes `text` as a ``NAME-TAG`` identifier (TraderId, StrategyId), or with
+    `tag_only` as the TAG of one (an order_id_tag). It aborts the whole process (a Rust panic) on an
+    empty part or a non-ASCII character; ':' is Redis's key delimiter, so it is refused too.
+    """
+    text = str(text)
+    printable = all("!" <= c <= "~" and c != ":" for c in text)
+    if tag_only:
+        return printable and bool(text) and not text.endswith("-")
+    name, sep, tag = text.rpartition("-")
+    return printable and bool(sep and name and tag)
 
 
 def _split_csv(value: Any) -> list[str]:

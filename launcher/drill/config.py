@@ -20,6 +20,7 @@ from launcher.config.compose import compose_config
 from launcher.config.compose import to_object
 from launcher.config.schema import Backend
 from launcher.config.schema import Durability
+from launcher.config.schema import check_numbers
 from launcher.errors import ConfigError
 from launcher.store.connection import parse_address
 
@@ -136,6 +137,7 @@ def to_drill_settings(cfg: DictConfig):
 
 def validate_drill(d: DrillSettings) -> DrillSettings:
     """Semantic checks beyond the schema; ConfigError naming the key."""
+    check_numbers(d, "drill.")
     if not d.backends:
         raise ConfigError("drill.backends", "needs at least one of resilient, native")
     if len(set(d.backends)) != len(d.backends):

@@ -15,6 +15,7 @@ from pathlib import Path
 from launcher.config.schema import CacheSettings
 from launcher.config.schema import Embedded
 from launcher.config.schema import Store
+from launcher.errors import ConfigError
 from launcher.servers.redis_process import RedisProcess
 from launcher.servers.redis_process import port_is_open
 
@@ -45,7 +46,10 @@ def maybe_start_embedded(cache: CacheSettings) -> RedisProcess | None:
         log.warning("cache.redis.ssl=true: not starting an embedded server (it would not speak TLS)")
         return None
     workdir = Path(redis.embedded_dir).resolve() / str(redis.port)
-    server = RedisProcess(workdir, port=redis.port, appendonly=True, password=redis.password or None)
+    try:
+        server = RedisProcess(workdir, port=redis.port, appendonly=True, password=redis.password or None)
+    except OSError as e:  # it creates workdir: a file on the way, no permission
+        raise ConfigError("cache.redis.embedded_dir", f"cannot create {workdir}: {e.strerror}") from None
     log.warning(
         "EMBEDDED REDIS: nothing answered on %s:%s, so the launcher is starting its own redis-server "
         "(%s) with AOF persistence in %s. It stops when the launcher exits; state persists in that "

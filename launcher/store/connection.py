@@ -96,8 +96,10 @@ class ConnectionSettings:
 def parse_address(text: str) -> tuple[str, int]:
     """``"host:port"`` -> ``("host", port)``; raises ValueError with the reason."""
     if "@" in str(text):
-        # Not echoed: the part before '@' is a password, and this line is printed.
-        raise ValueError("an address is host:port; credentials do not belong in it (they are configured apart)")
+        # user:password@host:port (a URL pasted into REDIS_SENTINELS...): what precedes '@' may be a
+        # password, so it is not echoed, and it would otherwise reach the logs as part of the host.
+        raise ValueError(f"'***@{str(text).rpartition('@')[2]}' holds credentials: an address is host:port "
+                         "(credentials: cache.redis.username/password, cache.sentinel.username/password)")
     host, sep, port = str(text).rpartition(":")
     if not sep or not host:
         raise ValueError(f"'{text}' is not host:port")

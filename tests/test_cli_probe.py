@@ -1,0 +1,124 @@
+"""
+Hostile command lines (tests/test_cli.py's promises, attacked): secrets in unusual override forms
+and addresses, values that no range check expected, and options that reach NautilusTrader's
+identifiers. Each ends with one line and the README's exit code, never a traceback or a secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.launcher_cli import run_launcher
+
+
+SECRET = "hunter2-probe-secret"
+
+
+def error_line(result) -> str:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert SECRET not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), output
+    return lines[-1]
+
+
+@pytest.mark.parametrize("override", [
+    f"cache.redis.password=[{SECRET},x]",
+    f"cache.redis={{password:[{SECRET},1]}}",
+    f"cache.sentinel.password={{a:{SECRET}}}",
+])
+def test_a_password_given_as_a_list_or_dict_is_refused_without_echoing_it(tmp_path: Path, override: str):
+    result = run_launcher([override, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "password" in error_line(result)
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["mode=migrate", f"migrate.to='redis://:{SECRET}@127.0.0.1:7001'"], {}),
+    (["mode=migrate", f"migrate.to='redis://trader:{SECRET}@127.0.0.1:7001/0'"], {}),
+    (["mode=migrate", f"migrate.to='rediss://:{SECRET}@127.0.0.1:7001'"], {}),
+    (["mode=migrate", f"migrate.to='cluster://127.0.0.1:7001,:{SECRET}@127.0.0.1:7002'"], {}),
+    (["cache=redis_sentinel", "mode=check"], {"REDIS_SENTINELS": f"redis://:{SECRET}@127.0.0.1:26379"}),
+    (["cache=redis_cluster", "mode=check"], {"REDIS_CLUSTER_NODES": f"127.0.0.1:7000,:{SECRET}@127.0.0.1:7001"}),
+    (["mode=check"], {"REDIS_HOST": f"default:{SECRET}@127.0.0.1"}),
+])
+def test_credentials_inside_an_address_are_refused_without_echoing_them(tmp_path: Path, args: list[str], env: dict):
+    # Nothing answers on these ports: a refusal at composition never gets as far as connecting.
+    result = run_launcher(args, cwd=tmp_path, **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = error_line(result)
+    assert "credentials" in line or "***@" in line, line  # a wrong scheme is named, the credentials masked
+
+
+@pytest.mark.parametrize("overrides", [
+    ["strategy.order_id_tag=''"],
+    ["strategy.order_id_tag='-'"],
+    ["strategy.order_id_tag='x-'"],
+    ["strategy.order_id_tag='\u00e9t\u00e9'"],
+    ["strategy.order_id_tag='a:b'"],
+    ["+strategy.params.order_id_tag=''"],
+    ["strategies=[ema_cross,churn]", "+strategy_params.churn.strategy_id='Churn-'"],
+    ["+strategy.params.strategy_id='EMACross-'"],
+])
+def test_an_order_id_tag_nautilus_trader_cannot_take_is_exit_2_not_a_rust_abort(tmp_path: Path, overrides):
+    # NautilusTrader panics (SIGABRT, a Rust backtrace) on a StrategyId with an empty or non-ASCII tag.
+    result = run_launcher([*overrides, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = error_line(result)
+    assert "order_id_tag" in line or "strategy_id" in line, line
+    assert "panicked" not in result.stderr
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("cache.redis.timeout_s=nan", "cache.redis.timeout_s"),
+    ("cache.redis.timeout_s=inf", "cache.redis.timeout_s"),
+    ("cache.redis.timeout_s=1e12", "cache.redis.timeout_s"),
+    ("bootstrap.wait_timeout_s=nan", "bootstrap.wait_timeout_s"),
+    ("bootstrap.lease_ttl_s=1e15", "bootstrap.lease_ttl_s"),
+    ("retention.orders_days=1e308", "retention.orders_days"),
+    ("reconciliation.lookback_mins=1e300", "reconciliation.lookback_mins"),
+    ("cache.buffer_interval_ms=1e300", "cache.buffer_interval_ms"),
+    ("venue.spread_bp=nan", "venue.spread_bp"),
+    ("venue.initial_price=inf", "venue.initial_price"),
+])
+def test_a_number_no_range_check_expected_is_exit_2_naming_the_key(tmp_path: Path, override: str, key: str):
+    # NaN passed every range check (each comparison is false); inf and huge durations overflowed
+    # Python's waits and NautilusTrader's nanoseconds later, with exit 1 or a thread's traceback.
+    result = run_launcher([override, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith(f"error: {key}: "), result.stderr
+
+
+@pytest.mark.parametrize("override", [
+    "hydra/job_logging=default",
+    "hydra.job_logging.handlers.console.class=nowhere.Handler",
+])
+def test_a_job_logging_override_logging_cannot_take_is_exit_2(tmp_path: Path, override: str):
+    result = run_launcher([f"cache.redis.password={SECRET}", override, "mode=check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith("error: hydra.job_logging: "), result.stderr
+
+
+def test_an_embedded_dir_under_a_file_is_exit_2_naming_the_key(tmp_path: Path):
+    from tests.support.ports import free_port
+
+    (tmp_path / "a-file").write_text("not a directory")
+    result = run_launcher(["mode=verify", "cache.redis.embedded=auto", f"cache.redis.embedded_dir={tmp_path}/a-file",
+                           "bootstrap.wait_timeout_s=2"], cwd=tmp_path, REDIS_PORT=str(free_port()))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith("error: cache.redis.embedded_dir: "), result.stderr
+
+
+@pytest.mark.parametrize(("module", "override", "key"), [
+    ("launcher.drill", "drill.duration_s=nan", "drill.duration_s"),
+    ("launcher.drill", "drill.fault_after_s=[nan,4.0]", "drill.fault_after_s"),
+    ("launcher.drill", "drill.gap_s=inf", "drill.gap_s"),
+])
+def test_the_drill_refuses_a_number_that_is_not_finite(tmp_path: Path, module: str, override: str, key: str):
+    # drill.duration_s=nan ran a whole drill and reported PASSED.
+    result = run_launcher([override], cwd=tmp_path, module=module, timeout_s=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert error_line(result).startswith(f"error: {key}: "), result.stderr
