@@ -122,3 +122,13 @@ def test_the_drill_refuses_a_number_that_is_not_finite(tmp_path: Path, module: s
     result = run_launcher([override], cwd=tmp_path, module=module, timeout_s=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert error_line(result).startswith(f"error: {key}: "), result.stderr
+
+
+def test_a_trader_id_too_long_for_a_spill_file_name_is_exit_2(tmp_path, redis_server):
+    # 300 characters overflowed the spill file's name: mode=verify ended with exit 1 ("File name too long").
+    r = run_launcher(["trader_id=" + "T" * 300 + "-001", "mode=verify", "cache.redis.embedded=never",
+                      f"cache.redis.port={redis_server.port}"], cwd=tmp_path)
+    assert r.returncode == 2 and error_line(r).startswith("error: trader_id: 304 characters; at most 64"), r.stderr[-2000:]
+    ok = run_launcher(["trader_id=" + "%" * 60 + "-001", "mode=verify", "cache.redis.embedded=never",
+                       f"cache.redis.port={redis_server.port}", f"cache.spill_dir={tmp_path / 'spill'}"], cwd=tmp_path)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]  # 64 characters, each '%' three in a file name

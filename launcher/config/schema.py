@@ -552,6 +552,11 @@ class LauncherConfig:
                 "trader_id",
                 f"'{self.trader_id}' is not in NautilusTrader's NAME-TAG form (e.g. TRADER-001; ASCII, no spaces or ':')",
             )
+        if len(str(self.trader_id)) > MAX_TRADER_ID:
+            # It names the trader's files in cache.spill_dir (spill file, records), where a character
+            # other than A-Z a-z 0-9 . _ - takes three: a longer id overflowed the 255-byte file name.
+            raise ConfigError("trader_id", f"{len(str(self.trader_id))} characters; at most {MAX_TRADER_ID} "
+                                           "(it names the trader's files in cache.spill_dir)")
         if self.mode == Mode.migrate and not self.migrate.to:
             raise ConfigError("migrate.to", f"mode=migrate needs a target: {MIGRATE_TARGET_FORMS}")
         on_cluster = self.cache.store == Store.cluster or str(self.migrate.to or "").startswith("cluster://")
@@ -561,6 +566,8 @@ class LauncherConfig:
             raise ConfigError("trader_id", f"'{self.trader_id}' starts with '}}', which a Redis Cluster hash tag cannot hold "
                                            "without cache.use_trader_prefix=true")
 
+
+MAX_TRADER_ID = 64
 
 # Seconds per unit of the duration fields, by the suffix of their names (the schema's convention).
 _SECONDS_PER_UNIT = {"_s": 1.0, "_ms": 1e-3, "_mins": 60.0, "_hours": 3600.0, "_days": 86400.0}
