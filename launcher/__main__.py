@@ -6,6 +6,7 @@ redacted; bad input ends with one line and exit code 2 (launcher/cli.py).
 
 from __future__ import annotations
 
+from launcher import quiet_import  # noqa: F401 (first: Ctrl-C during the imports below)
 from launcher.cli import App
 from launcher.cli import main
 from launcher.config.compose import CONFIG_NAME

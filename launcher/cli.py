@@ -61,6 +61,8 @@ class App:
 
 def main(app: App, argv: list[str] | None = None) -> NoReturn:
     """Run `app` with `argv` (default: the process's arguments) and end the process."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:  # set by launcher.quiet_import for the imports
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = list(sys.argv[1:] if argv is None else argv)
     secrets = secret_values(argv)
     try:

@@ -6,6 +6,7 @@ identifiers. Each ends with one line and the README's exit code, never a traceba
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,45 @@ def test_a_trader_id_too_long_for_a_spill_file_name_is_exit_2(tmp_path, redis_se
     ok = run_launcher(["trader_id=" + "%" * 60 + "-001", "mode=verify", "cache.redis.embedded=never",
                        f"cache.redis.port={redis_server.port}", f"cache.spill_dir={tmp_path / 'spill'}"], cwd=tmp_path)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-2000:]  # 64 characters, each '%' three in a file name
+
+
+def _catches_sigint(pid: int) -> bool | None:
+    """Whether process `pid` has a handler for SIGINT (its SigCgt mask in /proc); None once it is gone."""
+    import signal
+
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return None
+    return bool(int(caught.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+
+
+@pytest.mark.parametrize("module", ["launcher", "launcher.drill", "launcher.bench"])
+def test_ctrl_c_while_the_entry_point_imports_ends_quietly(module, tmp_path):
+    # A SIGINT in the first half second (Hydra and NautilusTrader importing) printed a KeyboardInterrupt
+    # traceback from inside an import. The imports run with SIGINT at its default action: seen in /proc
+    # (Python's handler installed, then taken away while importing), and the signal sent right then.
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.launcher_cli import launcher_env
+
+    proc = subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=launcher_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen_python_handler = importing = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not importing:
+        caught = _catches_sigint(proc.pid)
+        if caught is None or proc.poll() is not None:
+            break
+        seen_python_handler |= caught
+        importing = seen_python_handler and not caught
+    if importing:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    # Not the moment the interpreter exits (handlers restored then too): killed before --help printed anything.
+    assert importing and out == "", "SIGINT was never left to its default action while the entry point imported"
+    assert "Traceback" not in out + err, err[-2000:]
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, err[-2000:])

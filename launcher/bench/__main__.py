@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from launcher import quiet_import  # noqa: F401 (first: Ctrl-C during the imports below)
 from launcher.bench.config import CONFIG_NAME
 from launcher.bench.config import BenchSettings
 from launcher.bench.config import register

@@ -13,6 +13,7 @@ Runs one restart drill (launcher/drill/runner.py) and exits:
 
 from __future__ import annotations
 
+from launcher import quiet_import  # noqa: F401 (first: Ctrl-C during the imports below)
 from launcher.cli import App
 from launcher.cli import main
 from launcher.drill.config import CONFIG_NAME
