@@ -175,3 +175,23 @@ def test_ctrl_c_while_the_entry_point_imports_ends_quietly(module, tmp_path):
     assert importing and out == "", "SIGINT was never left to its default action while the entry point imported"
     assert "Traceback" not in out + err, err[-2000:]
     assert proc.returncode == -signal.SIGINT, (proc.returncode, err[-2000:])
+
+
+def test_a_lease_ttl_below_a_second_is_exit_2(tmp_path):
+    # bootstrap.lease_ttl_s=1e-6 was taken: the node started trading, then lost its lease (exit 6).
+    for ttl in ("1e-6", "0.5", "0"):
+        r = run_launcher(["cache=memory", "mode=check", f"bootstrap.lease_ttl_s={ttl}"], cwd=tmp_path)
+        assert r.returncode == 2 and error_line(r).startswith("error: bootstrap.lease_ttl_s: must be at least 1 second"), \
+            r.stderr[-1500:]
+
+
+def test_a_recovery_report_that_cannot_be_written_is_exit_2_under_mode_verify(tmp_path, redis_server):
+    # A directory at bootstrap.report_path was only an ERROR line: mode=verify exited 0 without the report it
+    # was asked for, and left '<dir>.tmp' beside it.
+    (tmp_path / "report").mkdir()
+    r = run_launcher(["mode=verify", "cache.redis.embedded=never", f"cache.redis.port={redis_server.port}",
+                      f"bootstrap.report_path={tmp_path / 'report'}", f"cache.spill_dir={tmp_path / 'spill'}"],
+                     cwd=tmp_path)
+    assert r.returncode == 2 and error_line(r).startswith("error: bootstrap.report_path: cannot write the recovery report"), \
+        r.stderr[-1500:]
+    assert not (tmp_path / "report.tmp").exists() and (tmp_path / "report").is_dir()

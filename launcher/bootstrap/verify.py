@@ -30,6 +30,7 @@ logs one WARN line per problem, off does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -53,6 +54,7 @@ from launcher.cache.write.spill import resolve_spill_dir
 from launcher.config.schema import LauncherConfig
 from launcher.config.schema import Mode
 from launcher.config.schema import VerifyMode
+from launcher.errors import ConfigError
 from launcher.errors import RedisUnavailable
 from launcher.errors import VerifyFailed
 from launcher.state import layout
@@ -252,14 +254,20 @@ def _write_report(report: RecoveryReport, settings: LauncherConfig) -> None:
     path = settings.bootstrap.report_path
     if not path:
         return
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(report.to_json() + "\n")
         tmp.replace(target)
         log.info("Recovery report written to %s", target)
     except OSError as e:
+        with contextlib.suppress(OSError):  # written but not moved (a directory at `path`): no stray file
+            if tmp.is_file():
+                tmp.unlink()
+        if settings.mode == Mode.verify:  # the report is what was asked for
+            raise ConfigError("bootstrap.report_path", f"cannot write the recovery report to {path}: "
+                                                       f"{e.strerror or e}") from None
         log.error("Could not write the recovery report to %s: %s", path, e)
 
 

@@ -442,6 +442,9 @@ class MonitoringSettings:
         _check_port("monitoring.port", self.port)
 
 
+MIN_LEASE_TTL_S = 1.0
+
+
 @dataclass
 class BootstrapSettings:
     wait_timeout_s: float = 30.0
@@ -453,7 +456,10 @@ class BootstrapSettings:
 
     def __post_init__(self) -> None:
         _positive("bootstrap.wait_timeout_s", self.wait_timeout_s, " seconds")
-        _positive("bootstrap.lease_ttl_s", self.lease_ttl_s, " seconds")
+        if self.lease_ttl_s < MIN_LEASE_TTL_S:
+            # Renewed every third of it by a thread that a busy interpreter (a GC pause, a large load) can
+            # hold up for tens of milliseconds: below a second the node lost its lease while trading (exit 6).
+            raise ConfigError("bootstrap.lease_ttl_s", f"must be at least {MIN_LEASE_TTL_S:g} second, was {self.lease_ttl_s}")
         _not_negative("bootstrap.lease_wait_s", self.lease_wait_s, " seconds")
 
 
