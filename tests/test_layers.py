@@ -15,7 +15,7 @@ LAUNCHER = Path(__file__).resolve().parents[1] / "launcher"
 
 # Lowest first. Each name is a subpackage or top-level module of `launcher`.
 LAYERS: list[set[str]] = [
-    {"errors", "retry", "stop_signals"},
+    {"errors", "retry", "stop_signals", "quiet_import"},
     {"config", "store", "venues"},
     {"state", "servers"},
     {"cache", "bootstrap", "node", "monitoring", "retention"},
