@@ -52,16 +52,12 @@ class ClosedHistory:
         self._database = database
         self._pending: list[tuple[str, list[bytes]]] = database.closed_history
         database.closed_history = []
-        # Orders verify built from exactly these events to judge them: added as they are.
-        self._built: dict[str, Any] = database.closed_history_built
-        database.closed_history_built = {}
         self._links: dict[str, tuple[str | None, str | None]] = database.closed_history_links
         self._prefix_len = len(database.order_prefix)
         self._decoder = EventDecoder(database.serializer)
         self._next = 0
         self._started_at: float | None = None
         self.loaded = 0
-        self.taken_built = 0  # of `loaded`, how many verify had built
         self.failed: list[tuple[str, str]] = []
         self.stopped_early = False
         self.done = not self._pending
@@ -101,11 +97,7 @@ class ClosedHistory:
             for key, raw in chunk:
                 order_id = key[self._prefix_len:]
                 try:
-                    order = self._built.pop(key, None)
-                    if order is None:
-                        order = build_order(key, decode_order(key, raw, self._decoder))
-                    else:
-                        self.taken_built += 1
+                    order = build_order(key, decode_order(key, raw, self._decoder))
                     position_id, client_id = self._links.get(order_id, (None, None))
                     cache.add_order(order, PositionId(position_id) if position_id else None,
                                     ClientId(client_id) if client_id else None)
@@ -138,7 +130,6 @@ class ClosedHistory:
             log.error("Closed orders: %d added to the node's cache in %.2f s; %d could not be (first: %s)",
                       self.loaded, seconds, len(self.failed), self.failed[0][0])
         else:
-            log.info("Closed orders: all %d added to the node's cache in %.2f s after it started trading "
-                     "(%d as verify built them)", self.loaded, seconds, self.taken_built)
+            log.info("Closed orders: all %d added to the node's cache in %.2f s after it started trading",
+                     self.loaded, seconds)
         self._pending = []
-        self._built = {}

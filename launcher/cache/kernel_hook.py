@@ -85,8 +85,7 @@ class ResilientFactory:
         rebuilt = self.rebuilt.take() if self.rebuilt is not None else None
         handed = {} if rebuilt is None else {"rebuilt_orders": rebuilt.orders, "rebuilt_positions": rebuilt.positions,
                                              "rebuilt_accounts": rebuilt.accounts,
-                                             "deferred_orders": rebuilt.deferred_orders,
-                                             "deferred_built": rebuilt.deferred_built}
+                                             "deferred_orders": rebuilt.deferred_orders}
         database = ResilientCacheDatabase(trader_id, instance_id, serializer, config, **handed, **self.options)
         self.instances.append(database)
         return database

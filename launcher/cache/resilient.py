@@ -167,9 +167,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         the first `load_orders` leaves each out (in `closed_history`) when Redis still holds as
         many events (`_closed_history`), and the index loads leave out their entries, for
         ``launcher.cache.history`` to add after the node started trading.
-    deferred_built : dict, optional
-        ``{client order id: order}`` verify built from exactly the events `deferred_orders`
-        holds for it (in `closed_history_built` by order key): added as it is, not built again.
     """
 
     def __init__(
@@ -193,7 +190,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         rebuilt_positions: dict[str, tuple[list[bytes], Position]] | None = None,
         rebuilt_accounts: dict[str, tuple[list[bytes], Any]] | None = None,
         deferred_orders: dict[str, list[bytes]] | None = None,
-        deferred_built: dict[str, Any] | None = None,
     ) -> None:
         if config is None:
             config = CacheConfig()
@@ -214,11 +210,9 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         self._rebuilt_positions = rebuilt_positions or None
         self._rebuilt_accounts = rebuilt_accounts or None
         self._deferred_orders = deferred_orders or None
-        self._deferred_built = deferred_built or None
         # The closed orders the first load left unbuilt, for `launcher.cache.history` to add to the
         # node's cache after it started trading: (order key, stored events), and their index entries.
         self.closed_history: list[tuple[str, list[bytes]]] = []
-        self.closed_history_built: dict[str, Any] = {}  # order key -> the order verify built from those events
         self.closed_history_links: dict[str, tuple[str | None, str | None]] = {}
         self._history_ids: set[str] = set()
         self._quiet = False  # True while the node's cache takes in history Redis already holds
@@ -866,7 +860,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
         keys, ids = self._ids(L.ORDERS)
         rebuilt, self._rebuilt_orders = self._rebuilt_orders, None  # good for the first load only
         deferred, self._deferred_orders = self._deferred_orders, None
-        built, self._deferred_built = self._deferred_built or {}, None
         history: list[tuple[str, list[bytes]]] = []
         if deferred:
             keys, ids, history = self._closed_history(keys, ids, deferred)
@@ -903,9 +896,6 @@ class ResilientCacheDatabase(CacheDatabaseFacade):
             )
         self.closed_history = history
         self._history_ids = {key[len(self._order_prefix):] for key, _ in history}
-        # Each waits with the events verify read, so the order it built from them is that order.
-        self.closed_history_built = {key: built[key[len(self._order_prefix):]] for key, _ in history
-                                     if key[len(self._order_prefix):] in built}
         if history:
             self._log.info(f"Orders: {len(history)} closed ones are built after the node started trading")
         self._live_loaded(loaded)

@@ -94,9 +94,6 @@ class DeferredOrder:
     events: list[bytes]
     closed: ClosedOrder
     digest: bytes = b""  # `events_digest(events)`
-    # The order this start built from `events` to judge them, handed to the node so it is not built twice
-    # (None: an earlier start proved these bytes, `DeferClosed.verified`; built when it joins the cache).
-    order: Any = None
 
 
 @dataclass
@@ -154,8 +151,6 @@ class PersistedState:
                        if id_ in self.position_events},
             accounts={id_: (self.account_events[id_], a) for id_, a in self.accounts.items() if id_ in self.account_events},
             deferred_orders={id_: deferred.events for id_, deferred in self.deferred_orders.items()},
-            deferred_built={id_: deferred.order for id_, deferred in self.deferred_orders.items()
-                             if deferred.order is not None},
         )
 
 
@@ -167,17 +162,14 @@ class Rebuilt:
     instrument's payload, position): a position also depends on its instrument) and
     ``accounts`` (account id -> (events, account)). A node's first load takes an object only
     where Redis still holds exactly those bytes. ``deferred_orders`` (client order id ->
-    events) are the closed orders verify judged and left out of the node's start: its first load
-    leaves them to join after it started trading where Redis still holds as many events;
-    ``deferred_built`` (client order id -> order) those of them verify built from exactly those
-    events, which join as they are instead of being built again.
+    events) are the closed orders verify checked but did not build: the node's first load
+    leaves them to be built after it started trading where Redis still holds as many events.
     """
 
     orders: dict[str, tuple[list[bytes], Any]]
     positions: dict[str, tuple[list[bytes], Position]]
     accounts: dict[str, tuple[list[bytes], Any]]
     deferred_orders: dict[str, list[bytes]] = field(default_factory=dict)
-    deferred_built: dict[str, Any] = field(default_factory=dict)
 
 
 def state_trader_key(settings: LauncherConfig, instance_id: str | None = None) -> str:
@@ -432,7 +424,6 @@ def deferrable_order(key: str, id_: str, events: list[bytes], decoder: EventDeco
     if closed is None or closed.ts_last >= closed_before_ns:
         return None
     digest = events_digest(events)
-    order = None
     if digest != verified:
         try:
             order = build_order(key, decode_order(key, events, decoder))
@@ -440,7 +431,7 @@ def deferrable_order(key: str, id_: str, events: list[bytes], decoder: EventDeco
             return None
         if order is None or not order.is_closed or order.status_string() != closed.status:
             return None
-    return DeferredOrder(events, closed, digest, order)
+    return DeferredOrder(events, closed, digest)
 
 
 def _decode_positions(state: PersistedState, decoder: EventDecoder, raw: dict[str, list[bytes]],
