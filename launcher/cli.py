@@ -13,6 +13,7 @@ options that would load another config than the entry point's own.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -65,12 +66,37 @@ def main(app: App, argv: list[str] | None = None) -> NoReturn:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = list(sys.argv[1:] if argv is None else argv)
     secrets = secret_values(argv)
+    _redact_log_records(secrets)
     try:
         app.register()
         code = _dispatch(app, argv)
     except BaseException as error:  # noqa: BLE001 (the one place every failure is mapped to an exit)
         _exit_for(error, app, secrets)
     sys.exit(code)
+
+
+def _redact_log_records(secrets: set[str]) -> None:
+    """
+    Every Python log record's message with `secrets` replaced, whatever handler prints it: a
+    secret inside an exception text nobody foresaw must not reach a log line either. (The
+    final error line is redacted apart, in `_exit_for`; NautilusTrader's own logger is not
+    Python's, and is handed no secrets.)
+    """
+    if not secrets:
+        return
+    make = logging.getLogRecordFactory()
+
+    def redacted(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        clean = redact_text(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[0] is not None:  # formatters print exc_text when it is set
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
+        return record
+
+    logging.setLogRecordFactory(redacted)
 
 
 def _dispatch(app: App, argv: list[str]) -> int:

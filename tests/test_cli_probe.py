@@ -195,3 +195,15 @@ def test_a_recovery_report_that_cannot_be_written_is_exit_2_under_mode_verify(tm
     assert r.returncode == 2 and error_line(r).startswith("error: bootstrap.report_path: cannot write the recovery report"), \
         r.stderr[-1500:]
     assert not (tmp_path / "report.tmp").exists() and (tmp_path / "report").is_dir()
+
+
+def test_a_secret_reaching_a_log_line_is_redacted_there_too(tmp_path, redis_server):
+    # Only the final error line was redacted against the secrets a process holds; a log line carrying one
+    # (here an environment secret that happens to be the Redis port, which the bootstrap logs) printed it.
+    secret = str(redis_server.port)
+    r = run_launcher(["mode=verify", "cache.redis.embedded=never", f"cache.redis.port={secret}",
+                      f"cache.spill_dir={tmp_path / 'spill'}"], cwd=tmp_path, LAUNCHER_PROBE_TOKEN=secret)
+    logged = [line for line in (r.stdout + r.stderr).splitlines() if "[INFO]" in line or "[WARNING]" in line]
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert any("Waiting up to" in line and ":***/0" in line for line in logged), logged[:5]
+    assert not [line for line in logged if secret in line]
