@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.launcher_cli import run_launcher
 
@@ -207,3 +208,24 @@ def test_a_secret_reaching_a_log_line_is_redacted_there_too(tmp_path, redis_serv
     assert r.returncode == 0, r.stderr[-1500:]
     assert any("Waiting up to" in line and ":***/0" in line for line in logged), logged[:5]
     assert not [line for line in logged if secret in line]
+
+
+def test_a_server_the_launcher_starts_keeps_its_password_off_the_command_line(tmp_path):
+    # The embedded server (and every test or drill server) got --requirepass on its command line, which
+    # any local user reads in ps / /proc/<pid>/cmdline while it runs.
+    import os
+    import stat
+
+    from launcher.servers.redis_process import RedisProcess
+
+    password = 'p w"\\x41é$-secret'
+    server = RedisProcess(tmp_path / "auth", password=password).start()
+    try:
+        cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline and b"requirepass" not in cmdline
+        assert server.client().ping()  # the client authenticates with the very password
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, password=password + "x").ping()
+        assert stat.S_IMODE(os.stat(tmp_path / "auth" / "auth.conf").st_mode) == 0o600
+    finally:
+        server.kill()

@@ -84,6 +84,11 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
+
+def _conf_quoted(value: str) -> str:
+    """`value` as one redis.conf argument: double-quoted, every byte but letters and digits as \\xHH."""
+    return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in value.encode()) + '"'
+
 @dataclass
 class RedisProcess:
     """
@@ -134,7 +139,7 @@ class RedisProcess:
         if self.sentinel:
             conf = self.workdir / "sentinel.conf"
             if not conf.exists():
-                conf.write_text(self._sentinel_conf_text())
+                self._private_conf(self._sentinel_conf_text()).rename(conf)
             return [self.binary, str(conf), "--sentinel"]
         args = [
             self.binary,
@@ -149,12 +154,21 @@ class RedisProcess:
             "--protected-mode", "no",
         ]
         if self.password:
-            args += ["--requirepass", self.password, "--masterauth", self.password]
+            # In a file only its owner reads, not on the command line, which every local user sees (ps).
+            args.insert(1, str(self._private_conf(f"requirepass {_conf_quoted(self.password)}\n"
+                                                  f"masterauth {_conf_quoted(self.password)}\n")))
         return args + list(self.extra)
+
+    def _private_conf(self, text: str) -> Path:
+        path = self.workdir / "auth.conf"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(text)
+        os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+        return path
 
     sentinel_lines: list[str] = field(default_factory=list)
 
-    def _sentinel_conf_text(self) -> str:
+    def _sentinel_conf_text(self) -> str:  # holds auth-pass: written 0600 like auth.conf
         lines = [
             f"port {self.port}",
             f"bind {LOOPBACK}",
