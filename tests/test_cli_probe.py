@@ -229,3 +229,12 @@ def test_a_server_the_launcher_starts_keeps_its_password_off_the_command_line(tm
         assert stat.S_IMODE(os.stat(tmp_path / "auth" / "auth.conf").st_mode) == 0o600
     finally:
         server.kill()
+
+
+def test_a_strategies_entry_is_an_option_name_never_a_path(tmp_path):
+    # strategies=[../venue/sim] read conf/venue/sim.yaml as a strategy, and [../../etc/passwd] listed no options.
+    for name in ("../venue/sim", "../../etc/passwd", "./churn"):
+        r = run_launcher(["cache=memory", "mode=check", f"strategies=[{name}]"], cwd=tmp_path)
+        line = error_line(r)
+        assert r.returncode == 2 and line.startswith(f"error: strategies: no strategy option '{name}' (available: "), line
+        assert "churn" in line and "ema_cross" in line

@@ -96,9 +96,11 @@ def strategy_entries(settings: LauncherConfig) -> list[StrategySettings]:
         raise ConfigError(f"strategy_params.{sorted(unknown)[0]}", "is not an option listed in strategies")
     entries = []
     for position, name in enumerate(settings.strategies, start=1):
-        path = CONFIG_DIR / "strategy" / f"{name}.yaml"
-        if not path.is_file():
-            options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        folder = CONFIG_DIR / "strategy"
+        path = folder / f"{name}.yaml"
+        # A name, not a path: '../venue/sim' would have loaded another group's YAML as a strategy.
+        if not path.is_file() or path.parent != folder or name.startswith("."):
+            options = sorted(p.stem for p in folder.glob("*.yaml"))
             raise ConfigError("strategies", f"no strategy option '{name}' (available: {', '.join(options)})")
         try:
             merged = OmegaConf.merge(OmegaConf.structured(StrategySettings), OmegaConf.load(path))
