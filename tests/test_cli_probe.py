@@ -238,3 +238,11 @@ def test_a_strategies_entry_is_an_option_name_never_a_path(tmp_path):
         line = error_line(r)
         assert r.returncode == 2 and line.startswith(f"error: strategies: no strategy option '{name}' (available: "), line
         assert "churn" in line and "ema_cross" in line
+
+
+def test_negative_sim_venue_numbers_are_exit_2(tmp_path):
+    # venue.volatility_bp=-5 and a starting balance of -5 USD were taken.
+    for arg, key in (("venue.volatility_bp=-5", "venue.volatility_bp"), ("venue.spread_bp=-1", "venue.spread_bp"),
+                     ("venue.starting_balances=['-5 USD']", "venue.starting_balances")):
+        r = run_launcher(["cache=memory", "mode=check", arg], cwd=tmp_path)
+        assert r.returncode == 2 and error_line(r).startswith(f"error: {key}: "), error_line(r)

@@ -338,9 +338,11 @@ class VenueSettings:
             raise ConfigError("venue.starting_balances", "needs at least one balance such as '1000000 USD'")
         for balance in self.starting_balances:
             try:
-                Money.from_str(balance)
+                amount = Money.from_str(balance)
             except (ValueError, TypeError):
                 raise ConfigError("venue.starting_balances", f"'{balance}' is not an amount with a currency") from None
+            if amount.as_double() < 0:
+                raise ConfigError("venue.starting_balances", f"'{balance}' is negative: an account starts with what it holds")
         if not self.instruments:
             raise ConfigError("venue.instruments", "needs at least one instrument (sim: an FX pair such as EUR/USD)")
         if self.kind == VenueKind.sim:
@@ -360,6 +362,8 @@ class VenueSettings:
                 raise ConfigError("venue.instruments", f"'{symbol}' is not an FX pair like EUR/USD")
         _positive("venue.quote_rate_hz", self.quote_rate_hz)
         _positive("venue.initial_price", self.initial_price)
+        _not_negative("venue.volatility_bp", self.volatility_bp, " basis points")
+        _not_negative("venue.spread_bp", self.spread_bp, " basis points")
 
     def _check_adapter(self) -> None:
         if self.data_client is None:
