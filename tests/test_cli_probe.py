@@ -246,3 +246,15 @@ def test_negative_sim_venue_numbers_are_exit_2(tmp_path):
                      ("venue.starting_balances=['-5 USD']", "venue.starting_balances")):
         r = run_launcher(["cache=memory", "mode=check", arg], cwd=tmp_path)
         assert r.returncode == 2 and error_line(r).startswith(f"error: {key}: "), error_line(r)
+
+
+def test_a_password_hydra_would_read_as_a_number_or_bool_is_exit_2_unechoed(tmp_path):
+    # cache.redis.password=1e5 became '100000.0' (1_000 '1000', true 'True'): the node authenticated with
+    # another password than the one typed, and Redis said only "wrong password".
+    for value in ("1e5", "1_000", "true"):
+        r = run_launcher(["cache=memory", "mode=check", f"cache.redis.password={value}"], cwd=tmp_path)
+        line = error_line(r)
+        assert r.returncode == 2 and line.startswith("error: cache.redis.password: Hydra reads the value"), line
+        assert value not in line
+    quoted = run_launcher(["cache=memory", "mode=check", "cache.redis.password='1e5'"], cwd=tmp_path)
+    assert quoted.returncode == 0, quoted.stderr[-1500:]

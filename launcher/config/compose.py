@@ -47,6 +47,8 @@ def compose_config(
     problem. The launcher, the drill and the bench apps share ``conf/`` and this function.
     """
     register()
+    for override in overrides or []:
+        _refuse_retyped_secret(override)
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
@@ -177,6 +179,24 @@ def secret_values(argv: list[str]) -> set[str]:
             # never the argument's text.
             values.update(_parsed_secrets(arg))
     return {v for v in values if v not in ("", "null")}
+
+
+def _refuse_retyped_secret(override: str) -> None:
+    """
+    ConfigError when Hydra reads a secret given on the command line as something else than text
+    (``password=1e5`` is the float 100000.0, ``1_000`` the int 1000, ``true`` a bool): the node
+    would authenticate with another password than the one typed. The value is never echoed.
+    """
+    key, sep, text = override.partition("=")
+    if not sep or override.startswith("-") or not _is_secret(key.rsplit(".", 1)[-1]):
+        return
+    try:
+        value = OverridesParser.create().parse_overrides([override])[0].value()
+    except Exception:  # noqa: BLE001 (Hydra refuses it itself, redacted)
+        return
+    if value is not None and not isinstance(value, (str, dict, list)) and str(value) != text.strip():
+        raise ConfigError(key.lstrip("+~"), f"Hydra reads the value given as a {type(value).__name__}, not as text, "
+                                            f"and would change it: quote it ({key.lstrip('+~')}=\'...\')")
 
 
 def _parsed_secrets(override: str) -> set[str]:
