@@ -159,22 +159,30 @@ def test_ctrl_c_while_the_entry_point_imports_ends_quietly(module, tmp_path):
 
     from tests.support.launcher_cli import launcher_env
 
-    proc = subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=launcher_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen_python_handler = importing = False
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not importing:
-        caught = _catches_sigint(proc.pid)
-        if caught is None or proc.poll() is not None:
+    def attempt() -> tuple[bool, subprocess.Popen, str, str]:
+        proc = subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=launcher_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen_python_handler = importing = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not importing:
+            caught = _catches_sigint(proc.pid)
+            if caught is None or proc.poll() is not None:
+                break
+            seen_python_handler |= caught
+            importing = seen_python_handler and not caught
+        if importing:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in out + err, err[-2000:]
+        # Not the moment the interpreter exits (handlers restored then too): killed before --help printed anything.
+        return importing and out == "", proc, out, err
+
+    # A loaded machine may keep this poller off the CPU for the whole window: up to three tries.
+    for _ in range(3):
+        hit, proc, out, err = attempt()
+        if hit:
             break
-        seen_python_handler |= caught
-        importing = seen_python_handler and not caught
-    if importing:
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    # Not the moment the interpreter exits (handlers restored then too): killed before --help printed anything.
-    assert importing and out == "", "SIGINT was never left to its default action while the entry point imported"
-    assert "Traceback" not in out + err, err[-2000:]
+    assert hit, "SIGINT was never left to its default action while the entry point imported"
     assert proc.returncode == -signal.SIGINT, (proc.returncode, err[-2000:])
 
 
