@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
@@ -490,9 +489,6 @@ class RetentionSettings:
 MIGRATE_TARGET_FORMS = "redis://host:port[/db], sentinel://host:port,...[/master_name] or cluster://host:port,..."
 
 
-_USERINFO = re.compile(r"[^/,@]*@")  # the user:password@ of an address in a URL
-
-
 def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str | None]:
     """
     ``migrate.to`` -> (store, addresses, extra): extra is the database number (redis) or the
@@ -504,8 +500,6 @@ def parse_migrate_target(text: str) -> tuple[Store, list[tuple[str, int]], str |
                          "cache.redis.username/password")
     scheme, sep, rest = str(text).partition("://")
     stores = {"redis": Store.redis, "sentinel": Store.sentinel, "cluster": Store.cluster}
-    # Credentials in the URL (redis://user:password@host) are refused; the messages never echo them.
-    text = _USERINFO.sub("***@", str(text))
     if not sep or scheme not in stores or not rest:
         raise ValueError(f"'{text}' is not one of {MIGRATE_TARGET_FORMS}")
     nodes, _, extra = rest.partition("/")
