@@ -174,10 +174,9 @@ def secret_values(argv: list[str]) -> set[str]:
             values.add(value)
         for userinfo in _URL_USERINFO.findall(arg):  # refused as input, but echoed by a parse error
             values.update({userinfo, userinfo.partition(":")[2]})
-        if sep and not arg.startswith("-"):
-            # As Hydra parses it: an error names the items of ``password=[s,x]`` or ``redis={password:s}``,
-            # never the argument's text.
-            values.update(_parsed_secrets(arg))
+        # As Hydra parses it: an error names the items of ``password=[s,x]`` or ``redis={password:s}``,
+        # never the argument's text.
+        values.update(_parsed_secrets(arg))
     return {v for v in values if v not in ("", "null")}
 
 
@@ -187,25 +186,29 @@ def _refuse_retyped_secret(override: str) -> None:
     (``password=1e5`` is the float 100000.0, ``1_000`` the int 1000, ``true`` a bool): the node
     would authenticate with another password than the one typed. The value is never echoed.
     """
-    key, sep, text = override.partition("=")
-    if not sep or override.startswith("-") or not _is_secret(key.rsplit(".", 1)[-1]):
+    parsed = _parsed(override)
+    if parsed is None or not _is_secret(parsed[0].rsplit(".", 1)[-1]):
         return
+    key, value = parsed
+    if value is not None and not isinstance(value, (str, dict, list)) and str(value) != override.partition("=")[2].strip():
+        raise ConfigError(key, f"Hydra reads the value given as a {type(value).__name__}, not as text, "
+                               f"and would change it: quote it ({key}=\'...\')")
+
+
+def _parsed(override: str) -> tuple[str, Any] | None:
+    """(key, value) of `override` as Hydra parses it; None for a flag or what Hydra refuses itself (redacted)."""
+    if "=" not in override or override.startswith("-"):
+        return None
     try:
-        value = OverridesParser.create().parse_overrides([override])[0].value()
-    except Exception:  # noqa: BLE001 (Hydra refuses it itself, redacted)
-        return
-    if value is not None and not isinstance(value, (str, dict, list)) and str(value) != text.strip():
-        raise ConfigError(key.lstrip("+~"), f"Hydra reads the value given as a {type(value).__name__}, not as text, "
-                                            f"and would change it: quote it ({key.lstrip('+~')}=\'...\')")
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+        return str(parsed.key_or_group), parsed.value()
+    except Exception:  # noqa: BLE001 (an override Hydra cannot parse is refused with its text redacted)
+        return None
 
 
 def _parsed_secrets(override: str) -> set[str]:
-    try:
-        parsed = OverridesParser.create().parse_overrides([override])[0]
-        value = parsed.value()
-    except Exception:  # noqa: BLE001 (an override Hydra cannot parse is refused with its text redacted)
-        return set()
-    return _leaves(value, _is_secret(str(parsed.key_or_group).rsplit(".", 1)[-1]))
+    parsed = _parsed(override)
+    return set() if parsed is None else _leaves(parsed[1], _is_secret(parsed[0].rsplit(".", 1)[-1]))
 
 
 def _leaves(value: Any, secret: bool) -> set[str]:
