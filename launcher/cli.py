@@ -75,6 +75,9 @@ def main(app: App, argv: list[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
+_LOG_SECRETS: set[str] = set()  # what `_redact_log_records` replaces (the latest main's secrets)
+
+
 def _redact_log_records(secrets: set[str]) -> None:
     """
     Every Python log record's message with `secrets` replaced, whatever handler prints it: a
@@ -82,20 +85,25 @@ def _redact_log_records(secrets: set[str]) -> None:
     final error line is redacted apart, in `_exit_for`; NautilusTrader's own logger is not
     Python's, and is handed no secrets.)
     """
-    if not secrets:
-        return
+    _LOG_SECRETS.clear()
+    _LOG_SECRETS.update(secrets)
     make = logging.getLogRecordFactory()
+    if not secrets or getattr(make, "redacts", False):  # installed once per process, whatever calls main
+        return
 
     def redacted(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
+        if not _LOG_SECRETS:
+            return record
         message = record.getMessage()
-        clean = redact_text(message, secrets)
+        clean = redact_text(message, _LOG_SECRETS)
         if clean != message:
             record.msg, record.args = clean, ()
         if record.exc_info and record.exc_info[0] is not None:  # formatters print exc_text when it is set
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), _LOG_SECRETS)
         return record
 
+    redacted.redacts = True
     logging.setLogRecordFactory(redacted)
 
 
