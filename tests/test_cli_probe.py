@@ -266,3 +266,27 @@ def test_a_password_hydra_would_read_as_a_number_or_bool_is_exit_2_unechoed(tmp_
         assert value not in line
     quoted = run_launcher(["cache=memory", "mode=check", "cache.redis.password='1e5'"], cwd=tmp_path)
     assert quoted.returncode == 0, quoted.stderr[-1500:]
+
+
+def test_a_password_protected_sentinel_topology_keeps_its_password_in_owner_only_files(tmp_path):
+    # The sentinels' auth-pass lives in sentinel.conf, which Sentinel rewrites with its own file mode: every
+    # process's directory is its owner's only, and no server or sentinel carries the password on its command
+    # line. The sentinels still reach the master with it (a password with a space broke sentinel.conf).
+    import os
+    import stat
+
+    from launcher.servers.redis_process import SentinelTopology
+
+    password = "sentinel pw-é"
+    topology = SentinelTopology(tmp_path / "sentinel", password=password).start()
+    try:
+        assert topology.current_master_port() == topology.master.port
+        # Only a sentinel that authenticates reads the master's INFO, where it learns of the replica.
+        master = topology.sentinel_procs[0].client().sentinel_master(topology.master_name)
+        assert master["num-slaves"] == 1 and "s_down" not in master["flags"], master
+        for proc in [*topology.servers, *topology.sentinel_procs]:
+            assert password.encode() not in Path(f"/proc/{proc.proc.pid}/cmdline").read_bytes()
+        for proc in [*topology.servers, *topology.sentinel_procs]:
+            assert stat.S_IMODE(os.stat(proc.workdir).st_mode) == 0o700, proc.workdir
+    finally:
+        topology.stop()

@@ -84,10 +84,10 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
-
 def _conf_quoted(value: str) -> str:
     """`value` as one redis.conf argument: double-quoted, every byte but letters and digits as \\xHH."""
     return '"' + "".join(chr(b) if chr(b).isalnum() and b < 128 else f"\\x{b:02x}" for b in value.encode()) + '"'
+
 
 @dataclass
 class RedisProcess:
@@ -119,6 +119,9 @@ class RedisProcess:
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Its owner's only: it holds the trading state (AOF), auth.conf, and a sentinel.conf that Sentinel
+        # rewrites with its own file mode, auth-pass included.
+        os.chmod(self.workdir, 0o700)
         if not self.port:
             self.port = free_port()
         self.binary = self.binary or find_server_binary()
@@ -139,7 +142,7 @@ class RedisProcess:
         if self.sentinel:
             conf = self.workdir / "sentinel.conf"
             if not conf.exists():
-                self._private_conf(self._sentinel_conf_text()).rename(conf)
+                self._private_conf(conf.name, self._sentinel_conf_text())
             return [self.binary, str(conf), "--sentinel"]
         args = [
             self.binary,
@@ -155,12 +158,13 @@ class RedisProcess:
         ]
         if self.password:
             # In a file only its owner reads, not on the command line, which every local user sees (ps).
-            args.insert(1, str(self._private_conf(f"requirepass {_conf_quoted(self.password)}\n"
+            args.insert(1, str(self._private_conf("auth.conf", f"requirepass {_conf_quoted(self.password)}\n"
                                                   f"masterauth {_conf_quoted(self.password)}\n")))
         return args + list(self.extra)
 
-    def _private_conf(self, text: str) -> Path:
-        path = self.workdir / "auth.conf"
+    def _private_conf(self, name: str, text: str) -> Path:
+        """`text` written to `name` in the workdir, readable by its owner only (0600)."""
+        path = self.workdir / name
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
             out.write(text)
         os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
@@ -168,7 +172,7 @@ class RedisProcess:
 
     sentinel_lines: list[str] = field(default_factory=list)
 
-    def _sentinel_conf_text(self) -> str:  # holds auth-pass: written 0600 like auth.conf
+    def _sentinel_conf_text(self) -> str:  # may hold auth-pass: written 0600
         lines = [
             f"port {self.port}",
             f"bind {LOOPBACK}",
@@ -292,7 +296,7 @@ class SentinelTopology:
                 f"sentinel parallel-syncs {self.master_name} 1",
             ]
             if self.password:
-                lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
+                lines.append(f"sentinel auth-pass {self.master_name} {_conf_quoted(self.password)}")
             sentinel = RedisProcess(workdir / f"sentinel{i}", sentinel=True)
             sentinel.sentinel_lines = lines
             self.sentinel_procs.append(sentinel.start())
